@@ -1,0 +1,48 @@
+# Every target installs what it needs into a local virtual environment (.venv) first,
+# so a fresh clone needs nothing but Python 3.11+ and these commands.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-dev
+RSTAMP := $(VENV)/.installed-run
+ARGS   ?=
+
+.PHONY: run test check lint typecheck bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "llmtrader needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RSTAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@ $(RSTAMP)
+
+## run: the agent's main job so far, one decision for the configured assets, in paper mode
+run: $(RSTAMP)
+	TRADING_MODE=paper $(BIN)/llmtrader decide $(ARGS)
+
+## test: install the test dependencies, then run the whole suite
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy src
+
+## check: lint, type-check, then the tests
+check: lint typecheck test
+
+## bench: the performance figures of bench/ (medians of several runs)
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""llmtrader: a scheduled command-line trading agent for crypto perpetual futures."""

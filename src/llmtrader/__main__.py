@@ -1,0 +1,3 @@
+from llmtrader.cli import main
+
+main()

@@ -1,0 +1,79 @@
+"""Builds the ports (store, market data, decision client, clock) in one place, never at import time."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from llmtrader.config import Settings
+from llmtrader.engine import Clock, Services, SystemClock
+from llmtrader.errors import ConfigError
+from llmtrader.llm import DecisionClient
+from llmtrader.market import AsterMarketData
+from llmtrader.storage.store import Store
+from llmtrader.strategy import load_strategy
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+BASELINE_NOTE = (
+    "no model credentials (OPENROUTER_API_KEY or LLM_API_KEY): decisions come from the built-in "
+    "'baseline' rules, not from an LLM"
+)
+
+
+def build_client(settings: Settings, *, model_explicit: bool) -> tuple[DecisionClient, str | None]:
+    """The decision client for the configured model, and a note when it fell back to baseline.
+
+    In paper mode without model credentials, the baseline client is used (and said so); in live mode,
+    or when the model was named on the command line, missing credentials are an error.
+    """
+    from llmtrader.baseline import BaselineClient
+
+    if settings.is_baseline:
+        return BaselineClient(), None
+    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key is not None else None
+    if key is None and (urlparse(settings.llm_base_url).hostname or "") in LOCAL_HOSTS:
+        key = "local"  # local servers (Ollama, vLLM) want a non-empty key but check none
+    if key is None:
+        if settings.trading_mode == "paper" and not model_explicit:
+            return BaselineClient(), BASELINE_NOTE
+        raise ConfigError(
+            f"model {settings.llm_model!r} needs an API key: set OPENROUTER_API_KEY (or LLM_API_KEY) "
+            "in the environment, or use --model baseline"
+        )
+    from llmtrader.llm import OpenAIDecisionClient
+
+    client = OpenAIDecisionClient(
+        model=settings.llm_model,
+        base_url=settings.llm_base_url,
+        api_key=key,
+        timeout_s=settings.llm_timeout_s,
+        max_retries=settings.llm_max_retries,
+        max_reasks=settings.llm_max_reasks,
+        retry_max_wait_s=settings.llm_retry_max_wait_s,
+        prices=settings.llm_prices,
+    )
+    return client, None
+
+
+def build_services(settings: Settings, *, model_explicit: bool = False, clock: Clock | None = None) -> Services:
+    """Every port one decision needs."""
+    strategy = load_strategy(settings.strategy, settings.strategies_dir)
+    client, note = build_client(settings, model_explicit=model_explicit)
+    store = Store(settings.db)
+    market = AsterMarketData(settings.asterdex_base_url, timeout_s=settings.http_timeout_s)
+    return Services(
+        settings=settings,
+        store=store,
+        market=market,
+        client=client,
+        strategy=strategy,
+        clock=clock or SystemClock(),
+        notes=(note,) if note else (),
+    )
+
+
+async def close_services(services: Services) -> None:
+    await services.market.aclose()
+    aclose = getattr(services.client, "aclose", None)
+    if aclose is not None:
+        await aclose()
+    services.store.close()

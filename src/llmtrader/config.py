@@ -1,0 +1,260 @@
+"""Settings: one TOML file, overridden by environment variables, overridden by command-line flags.
+
+Secrets come from the environment only (never the TOML file) and are ``SecretStr`` everywhere, so
+they print as ``**********``. A bad value raises :class:`ConfigError` naming the setting, where the
+value came from, the value, and what is accepted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from llmtrader.configfile import (
+    ENV_ONLY,
+    default_db_path,
+    env_value,
+    read_config_file,
+    resolve_config_path,
+)
+from llmtrader.errors import ConfigError
+
+INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d")
+INTERVAL_MS = {
+    "1m": 60_000,
+    "3m": 180_000,
+    "5m": 300_000,
+    "15m": 900_000,
+    "30m": 1_800_000,
+    "1h": 3_600_000,
+    "2h": 7_200_000,
+    "4h": 14_400_000,
+    "6h": 21_600_000,
+    "8h": 28_800_000,
+    "12h": 43_200_000,
+    "1d": 86_400_000,
+}
+Interval = Literal["1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d"]
+SYMBOL_RE = re.compile(r"^[A-Z0-9]{5,24}$")
+OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
+ASTERDEX_BASE_URL = "https://fapi.asterdex.com"
+
+
+def normalize_symbol(raw: str) -> str:
+    """Upper-case and check one symbol; raise ValueError naming what is accepted."""
+    symbol = raw.strip().upper()
+    if not SYMBOL_RE.match(symbol):
+        raise ValueError(f"malformed symbol {raw!r}: accepted are 5 to 24 letters and digits, like BTCUSDT")
+    return symbol
+
+
+def parse_symbols(raw: str | list[str]) -> list[str]:
+    """A comma list (or list) of symbols, normalized, de-duplicated, order kept; never empty."""
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"symbol {item!r} is not text")
+        if not item.strip():
+            continue
+        symbol = normalize_symbol(item)
+        if symbol not in out:
+            out.append(symbol)
+    if not out:
+        raise ValueError("the asset list is empty: give at least one symbol, like BTCUSDT,ETHUSDT")
+    return out
+
+
+class ModelPrice(BaseModel):
+    """USD per million tokens, for endpoints that do not report cost themselves."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: float = Field(ge=0)
+    completion: float = Field(ge=0)
+
+
+@dataclass
+class _LoadContext:
+    toml: dict[str, Any] = field(default_factory=dict)
+    environ: Mapping[str, str] = field(default_factory=dict)
+
+
+_load_context: ContextVar[_LoadContext | None] = ContextVar("llmtrader_load_context", default=None)
+
+
+class _MappedEnvSource(PydanticBaseSettingsSource):
+    """Reads exactly the documented environment variable of each setting, nothing else."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        ctx = _load_context.get() or _LoadContext(environ=os.environ)
+        found = env_value(field_name, ctx.environ)
+        return (found[1], found[0], False) if found else (None, field_name, False)
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, info in self.settings_cls.model_fields.items():
+            value, _, _ = self.get_field_value(info, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+class _TomlDictSource(PydanticBaseSettingsSource):
+    """The already-parsed TOML file (parsed by :func:`load_settings` so errors name the file)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        ctx = _load_context.get()
+        return (ctx.toml.get(field_name) if ctx else None), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        ctx = _load_context.get()
+        return dict(ctx.toml) if ctx else {}
+
+
+class Settings(BaseSettings):
+    """The effective configuration of one llmtrader process."""
+
+    model_config = SettingsConfigDict(extra="forbid", validate_default=True)
+
+    assets: list[str] = Field(
+        default_factory=lambda: ["BTCUSDT", "ETHUSDT", "SOLUSDT"],
+        description="Symbols to trade (comma list in ASSETS).",
+    )
+    interval: Interval = Field("1h", description="Decision interval.")
+    leverage: int = Field(2, ge=1, le=125, description="Maximum leverage any decision may use.")
+    max_position_size_usd: float = Field(10_000, gt=0, description="Maximum notional of one position.")
+    llm_model: str = Field("x-ai/grok-4", min_length=1, description="Model id, or 'baseline'.")
+    llm_api_key: SecretStr | None = Field(None, description="OPENROUTER_API_KEY or LLM_API_KEY.")
+    llm_base_url: str = Field(OPENROUTER_BASE_URL, description="Any OpenAI-compatible endpoint.")
+    llm_timeout_s: float = Field(180, ge=5, le=3600, description="Per-call timeout; reasoning models are slow.")
+    llm_max_retries: int = Field(3, ge=0, le=10, description="Retries on 429, 5xx and timeouts.")
+    llm_retry_max_wait_s: float = Field(60, ge=0, le=600, description="Longest wait between retries.")
+    llm_max_reasks: int = Field(2, ge=0, le=2, description="Re-asks with the validation errors.")
+    llm_prices: dict[str, ModelPrice] = Field(default_factory=dict, description="USD per 1M tokens.")
+    asterdex_base_url: str = Field(ASTERDEX_BASE_URL, description="AsterDEX futures REST base URL.")
+    http_timeout_s: float = Field(10, gt=0, le=120, description="Timeout of one venue request.")
+    exchange_info_ttl_s: int = Field(3600, ge=0, description="How long exchangeInfo is cached.")
+    trading_mode: Literal["paper", "live"] = Field("paper", description="paper (default) or live.")
+    db: Path = Field(default_factory=default_db_path, description="The SQLite file (LLMTRADER_DB).")
+    paper_balance_usd: float = Field(10_000, gt=0, description="Starting balance of the paper account.")
+    strategy: str = Field("default", min_length=1, description="Strategy name.")
+    strategies_dir: Path | None = Field(None, description="Directory of the user's own strategies.")
+    account: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,32}$", description="Account name.")
+
+    @field_validator("assets", mode="before")
+    @classmethod
+    def _split_assets(cls, value: Any) -> list[str]:
+        if isinstance(value, (str, list)):
+            return parse_symbols(value)
+        raise ValueError("expected a comma list or a list of symbols")
+
+    @field_validator("db", "strategies_dir")
+    @classmethod
+    def _expand_user(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @field_validator("llm_base_url", "asterdex_base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: command-line flags (init) > environment > TOML file > defaults.
+        return (init_settings, _MappedEnvSource(settings_cls), _TomlDictSource(settings_cls))
+
+    @property
+    def is_baseline(self) -> bool:
+        """True when decisions come from the built-in rule-based client."""
+        return self.llm_model == "baseline"
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as plain data with every secret replaced by a marker."""
+        data = self.model_dump(mode="json")
+        for name, info in type(self).model_fields.items():
+            if info.annotation is not None and "SecretStr" in str(info.annotation):
+                data[name] = "**********" if getattr(self, name) is not None else None
+        return data
+
+
+# Command-line flags whose name differs from the setting they override.
+FLAG_NAMES = {"assets": "--symbols", "llm_model": "--model"}
+
+
+def _describe_source(
+    name: str,
+    overrides: Mapping[str, Any],
+    environ: Mapping[str, str],
+    toml_path: Path | None,
+    toml: Mapping[str, Any],
+) -> str:
+    if name in overrides:
+        return FLAG_NAMES.get(name, f"--{name.replace('_', '-')}")
+    found = env_value(name, environ)
+    if found is not None:
+        return f"environment variable {found[0]}"
+    if toml_path is not None and name in toml:
+        return f"key {name!r} in {toml_path}"
+    return "default"
+
+
+def _format_validation_error(
+    exc: ValidationError,
+    overrides: Mapping[str, Any],
+    environ: Mapping[str, str],
+    toml_path: Path | None,
+    toml: Mapping[str, Any],
+) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = err.get("loc") or ("?",)
+        name = str(loc[0])
+        where = _describe_source(name, overrides, environ, toml_path, toml)
+        if err.get("type") == "extra_forbidden":
+            known = ", ".join(sorted(Settings.model_fields))
+            parts.append(f"unknown setting {name!r} ({where}); known settings: {known}")
+            continue
+        value = err.get("input")
+        shown = "(secret)" if name in ENV_ONLY else repr(value)
+        path = ".".join(str(p) for p in loc)
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"setting {path} = {shown} ({where}) is invalid: {message}")
+    return "; ".join(parts)
+
+
+def load_settings(
+    config_path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the effective settings; raise ConfigError with one readable message on bad input."""
+    env = os.environ if environ is None else environ
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    path = resolve_config_path(config_path, env)
+    toml = read_config_file(path) if path is not None else {}
+    token = _load_context.set(_LoadContext(toml=toml, environ=env))
+    try:
+        return Settings(**flags)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, flags, env, path, toml)) from None
+    finally:
+        _load_context.reset(token)

@@ -1,0 +1,91 @@
+"""Where settings come from: the config file's path, its parsed contents, and environment names.
+
+Kept free of pydantic so that read-only commands (``history``, ``show``) can find the database
+quickly; :mod:`llmtrader.config` builds and validates the full settings from the same pieces.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from llmtrader.errors import ConfigError
+
+# Environment variable names, where they are not simply the upper-cased setting name.
+ENV_NAMES: dict[str, tuple[str, ...]] = {
+    "llm_api_key": ("OPENROUTER_API_KEY", "LLM_API_KEY"),
+    "db": ("LLMTRADER_DB",),
+    "strategy": ("LLMTRADER_STRATEGY",),
+    "strategies_dir": ("LLMTRADER_STRATEGIES_DIR",),
+    "account": ("LLMTRADER_ACCOUNT",),
+}
+# Settings that may only come from the environment: secrets never live in a config file.
+ENV_ONLY = frozenset({"llm_api_key"})
+
+
+def env_names(setting: str) -> tuple[str, ...]:
+    """The environment variables that set ``setting``, in order of precedence."""
+    return ENV_NAMES.get(setting, (setting.upper(),))
+
+
+def env_value(setting: str, environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """(variable name, value) of the first non-empty environment variable for ``setting``."""
+    for name in env_names(setting):
+        value = environ.get(name)
+        if value is not None and value.strip() != "":
+            return name, value
+    return None
+
+
+def default_db_path() -> Path:
+    """The SQLite file under the user's data directory (XDG on Linux)."""
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("llmtrader", appauthor=False)) / "llmtrader.db"
+
+
+def resolve_config_path(explicit: Path | None, environ: Mapping[str, str]) -> Path | None:
+    """--config, else LLMTRADER_CONFIG, else ./config.toml when present."""
+    if explicit is not None:
+        return explicit
+    from_env = environ.get("LLMTRADER_CONFIG", "").strip()
+    if from_env:
+        return Path(from_env)
+    local = Path("config.toml")
+    return local if local.is_file() else None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The parsed TOML file; ConfigError names the file and the problem."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} is unreadable: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    for key in data:
+        if key in ENV_ONLY:
+            names = " or ".join(env_names(key))
+            raise ConfigError(
+                f"config file {path}: key {key!r} holds a secret; secrets are read from the "
+                f"environment only ({names}), never from the config file"
+            )
+    return data
+
+
+def resolve_db_path(explicit_config: Path | None, environ: Mapping[str, str]) -> Path:
+    """The database path with the same precedence as the full settings: env, file, default."""
+    found = env_value("db", environ)
+    if found is not None:
+        return Path(found[1]).expanduser()
+    path = resolve_config_path(explicit_config, environ)
+    if path is not None:
+        value = read_config_file(path).get("db")
+        if isinstance(value, str) and value.strip():
+            return Path(value).expanduser()
+    return default_db_path()

@@ -1,0 +1,205 @@
+"""The portfolio decision schema, and tolerant parsing of model answers into it.
+
+One pydantic model drives everything: the JSON schema sent to the model, the parsing of its answer,
+and the validation messages that go back to it when it is asked again.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class Action(StrEnum):
+    """What to do with one asset. ``buy`` opens or adds to a long, ``sell`` opens or adds to a short."""
+
+    BUY = "buy"
+    SELL = "sell"
+    HOLD = "hold"
+    ADJUST_POSITION = "adjust_position"
+    CLOSE_POSITION = "close_position"
+    ADJUST_ORDERS = "adjust_orders"
+
+
+OPENING_ACTIONS = frozenset({Action.BUY, Action.SELL})
+
+
+class RiskLevel(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class AssetDecision(BaseModel):
+    """The model's decision for one asset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    symbol: str = Field(description="One of the symbols asked for, e.g. BTCUSDT.")
+    action: Action
+    rationale: str = Field(description="Why, in one or two sentences.")
+    allocation_usd: float = Field(ge=0, description="Margin committed in USD (0 for hold and close).")
+    leverage: int = Field(ge=1, description="Leverage; notional = allocation_usd * leverage.")
+    entry_price: float | None = Field(default=None, gt=0, description="Limit entry price; null for a market entry.")
+    tp_price: float | None = Field(default=None, gt=0, description="Take-profit trigger price.")
+    sl_price: float | None = Field(default=None, gt=0, description="Stop-loss trigger price.")
+    confidence: float = Field(ge=0, le=1, description="0 to 1.")
+    risk_level: RiskLevel
+
+
+class PortfolioDecision(BaseModel):
+    """One decision for the whole portfolio: an entry per asset plus a portfolio-level view."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    assets: list[AssetDecision]
+    portfolio_rationale: str
+    total_allocation_usd: float = Field(ge=0)
+    portfolio_risk_level: RiskLevel
+
+
+class DecisionParseError(ValueError):
+    """The answer is not a valid decision; ``errors`` are 'location: message' lines for a re-ask."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def _strictify(node: Any) -> Any:
+    """Make every object schema strict: all properties required, no extra properties."""
+    if isinstance(node, dict):
+        out = {k: _strictify(v) for k, v in node.items()}
+        if out.get("type") == "object" and "properties" in out:
+            out["required"] = list(out["properties"])
+            out["additionalProperties"] = False
+        for key in ("title", "default"):
+            out.pop(key, None)
+        return out
+    if isinstance(node, list):
+        return [_strictify(v) for v in node]
+    return node
+
+
+_SCHEMA_CACHE: dict[str, Any] = {}
+
+
+def decision_json_schema() -> dict[str, Any]:
+    """The strict JSON schema of :class:`PortfolioDecision`, as sent in ``response_format``."""
+    if "strict" not in _SCHEMA_CACHE:
+        _SCHEMA_CACHE["strict"] = _strictify(PortfolioDecision.model_json_schema())
+    return copy.deepcopy(_SCHEMA_CACHE["strict"])
+
+
+def format_validation_errors(exc: ValidationError) -> list[str]:
+    """Validation errors as 'location: message' lines, the same text the model gets when re-asked."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "(root)"
+        lines.append(f"{loc}: {err.get('msg', 'invalid')} (got {json.dumps(err.get('input'))[:80]})")
+    return lines
+
+
+_FENCE_RE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+
+
+def extract_json_object(text: str) -> dict[str, Any]:
+    """The first JSON object in ``text``: inside code fences or with prose around it."""
+    if not text or not text.strip():
+        raise DecisionParseError(["(root): the answer is empty"])
+    candidates = [m.group(1) for m in _FENCE_RE.finditer(text)] + [text]
+    decoder = json.JSONDecoder()
+    last_error = "no JSON object found in the answer"
+    for candidate in candidates:
+        stripped = candidate.strip()
+        try:
+            value = json.loads(stripped)
+            if isinstance(value, dict):
+                return value
+        except json.JSONDecodeError as exc:
+            last_error = f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        for match in re.finditer(r"\{", stripped):
+            try:
+                value, _ = decoder.raw_decode(stripped, match.start())
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
+    raise DecisionParseError([f"(root): {last_error}"])
+
+
+def parse_decision(text: str) -> tuple[PortfolioDecision, dict[str, Any]]:
+    """Parse a whole answer strictly; raise DecisionParseError with re-ask lines when it fails."""
+    obj = extract_json_object(text)
+    try:
+        return PortfolioDecision.model_validate(obj), obj
+    except ValidationError as exc:
+        raise DecisionParseError(format_validation_errors(exc)) from None
+
+
+class InvalidAsset(BaseModel):
+    """An asset entry that failed the schema, kept so it is recorded as rejected with its errors."""
+
+    index: int
+    symbol: str | None
+    raw: Any
+    errors: list[str]
+
+
+class LenientDecision(BaseModel):
+    """What can be salvaged from an answer that failed the schema as a whole."""
+
+    assets: list[AssetDecision]
+    invalid: list[InvalidAsset]
+    portfolio_rationale: str
+    total_allocation_usd: float | None
+    portfolio_risk_level: str | None
+
+
+def salvage_decision(obj: dict[str, Any]) -> LenientDecision:
+    """Validate each asset entry on its own, so one bad asset never voids the others."""
+    raw_assets = obj.get("assets")
+    valid: list[AssetDecision] = []
+    invalid: list[InvalidAsset] = []
+    if not isinstance(raw_assets, list):
+        raw_assets = []
+    for index, raw in enumerate(raw_assets):
+        symbol = raw.get("symbol") if isinstance(raw, dict) else None
+        try:
+            valid.append(AssetDecision.model_validate(raw))
+        except ValidationError as exc:
+            errors = [f"assets.{index}.{line}" for line in format_validation_errors(exc)]
+            invalid.append(
+                InvalidAsset(
+                    index=index,
+                    symbol=symbol.upper() if isinstance(symbol, str) else None,
+                    raw=raw,
+                    errors=errors,
+                )
+            )
+    rationale = obj.get("portfolio_rationale")
+    total = obj.get("total_allocation_usd")
+    level = obj.get("portfolio_risk_level")
+    return LenientDecision(
+        assets=valid,
+        invalid=invalid,
+        portfolio_rationale=rationale if isinstance(rationale, str) else "",
+        total_allocation_usd=float(total) if isinstance(total, (int, float)) else None,
+        portfolio_risk_level=level if isinstance(level, str) else None,
+    )
+
+
+def lenient_from_decision(decision: PortfolioDecision) -> LenientDecision:
+    """A fully valid decision in the same shape as a salvaged one."""
+    return LenientDecision(
+        assets=list(decision.assets),
+        invalid=[],
+        portfolio_rationale=decision.portfolio_rationale,
+        total_allocation_usd=decision.total_allocation_usd,
+        portfolio_risk_level=decision.portfolio_risk_level.value,
+    )

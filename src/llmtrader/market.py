@@ -1,0 +1,321 @@
+"""Market data from AsterDEX's public endpoints, fetched concurrently with httpx.
+
+Everything for all assets is requested at once (one round trip of wall time, not one per request),
+reads are retried with bounded backoff, every reply body is checked for an error ``code`` even with
+HTTP 200, and only candles that have closed by ``now`` are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+
+from llmtrader.config import INTERVAL_MS
+from llmtrader.errors import UnknownSymbolError, VenueError, VenueRejected, VenueUnavailable
+from llmtrader.exchange.filters import SymbolRules, parse_exchange_info
+
+
+@dataclass(frozen=True)
+class Candles:
+    """Closed candles of one symbol and timeframe, oldest first, as parallel arrays."""
+
+    symbol: str
+    interval: str
+    open_time_ms: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.close.shape[0])
+
+    @property
+    def last_close_time_ms(self) -> int:
+        """When the newest candle closed (its open time plus the interval)."""
+        return int(self.open_time_ms[-1]) + INTERVAL_MS[self.interval] if len(self) else 0
+
+    @classmethod
+    def from_rows(cls, symbol: str, interval: str, rows: Sequence[Sequence[float]]) -> Candles:
+        """From ``[open_time_ms, open, high, low, close, volume]`` rows (the CSV format)."""
+        arr = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
+        return cls(
+            symbol=symbol,
+            interval=interval,
+            open_time_ms=arr[:, 0].astype(np.int64),
+            open=arr[:, 1].copy(),
+            high=arr[:, 2].copy(),
+            low=arr[:, 3].copy(),
+            close=arr[:, 4].copy(),
+            volume=arr[:, 5].copy(),
+        )
+
+    def _slice(self, start: int | None, stop: int | None) -> Candles:
+        sl = slice(start, stop)
+        return Candles(
+            symbol=self.symbol,
+            interval=self.interval,
+            open_time_ms=self.open_time_ms[sl],
+            open=self.open[sl],
+            high=self.high[sl],
+            low=self.low[sl],
+            close=self.close[sl],
+            volume=self.volume[sl],
+        )
+
+    def until(self, now_ms: int) -> Candles:
+        """Only the candles closed at ``now_ms`` (rows are sorted, so they are a prefix)."""
+        closed = self.open_time_ms + INTERVAL_MS[self.interval] <= now_ms
+        if bool(closed.all()):
+            return self
+        return self._slice(0, int(np.argmin(closed)))
+
+    def tail(self, n: int) -> Candles:
+        """The newest ``n`` candles."""
+        return self if len(self) <= n else self._slice(len(self) - n, None)
+
+
+@dataclass(frozen=True)
+class AssetMarket:
+    """One asset's market at a moment: candles per timeframe plus the venue's live figures."""
+
+    symbol: str
+    candles: dict[str, Candles]
+    mark_price: float
+    index_price: float | None
+    funding_rate: float | None
+    next_funding_time_ms: int | None
+    last_price: float | None
+    price_change_pct_24h: float | None
+    high_24h: float | None
+    low_24h: float | None
+    quote_volume_24h: float | None
+    open_interest: float | None
+
+
+@dataclass(frozen=True)
+class MarketSnapshot:
+    """Everything fetched for one decision, as of ``as_of_ms``."""
+
+    as_of_ms: int
+    assets: dict[str, AssetMarket]
+    rules: dict[str, SymbolRules] = field(default_factory=dict)
+
+
+def closest_symbols(symbol: str, listed: Sequence[str], n: int = 3) -> list[str]:
+    """The listed symbols most like ``symbol``, for a helpful refusal."""
+    matches = difflib.get_close_matches(symbol, listed, n=n, cutoff=0.5)
+    if not matches:
+        base = symbol.removesuffix("USDT")[:3]
+        matches = [s for s in listed if s.startswith(base)][:n]
+    return matches
+
+
+def check_symbols(symbols: Sequence[str], rules: dict[str, SymbolRules]) -> None:
+    """Raise UnknownSymbolError for any symbol the venue does not list or does not trade."""
+    listed = sorted(s for s, r in rules.items() if r.trading)
+    problems = []
+    for symbol in symbols:
+        rule = rules.get(symbol)
+        if rule is None:
+            near = closest_symbols(symbol, listed)
+            hint = f"; closest listed: {', '.join(near)}" if near else ""
+            problems.append(f"{symbol} is not listed on the venue{hint}")
+        elif not rule.trading:
+            problems.append(f"{symbol} is listed but not trading (status {rule.status})")
+    if problems:
+        raise UnknownSymbolError("; ".join(problems))
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class AsterMarketData:
+    """Public (unsigned) AsterDEX futures endpoints over one shared ``httpx.AsyncClient``."""
+
+    MAX_ATTEMPTS = 3
+    BACKOFF_S = 0.25
+    MAX_RETRY_AFTER_S = 10.0
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 10.0,
+        max_connections: int = 64,
+        sleep: Sleep = asyncio.sleep,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._sleep = sleep
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            headers={"User-Agent": "llmtrader"},
+            transport=transport,
+        )
+        self.used_weight_1m: int | None = None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> AsterMarketData:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def get(self, path: str, params: dict[str, Any] | None = None, *, attempts: int = 0) -> Any:
+        """GET a public endpoint with bounded retries; return the JSON body or raise a VenueError."""
+        max_attempts = attempts or self.MAX_ATTEMPTS
+        last: Exception | None = None
+        for attempt in range(max_attempts):
+            wait = self.BACKOFF_S * (2**attempt)
+            try:
+                resp = await self._client.get(path, params=params)
+            except httpx.TimeoutException as exc:
+                last = VenueUnavailable(f"{path}: the venue did not answer within the timeout")
+                last.__cause__ = exc
+            except httpx.TransportError as exc:
+                last = VenueUnavailable(f"{path}: cannot reach {self.base_url} ({type(exc).__name__})")
+                last.__cause__ = exc
+            else:
+                weight = resp.headers.get("X-MBX-USED-WEIGHT-1M")
+                if weight and weight.isdigit():
+                    self.used_weight_1m = int(weight)
+                if resp.status_code == 418:
+                    raise VenueRejected(f"{path}: the venue has banned this IP (HTTP 418)", code=418)
+                if resp.status_code == 429:
+                    retry_after = _float(resp.headers.get("Retry-After"))
+                    wait = min(retry_after if retry_after is not None else wait, self.MAX_RETRY_AFTER_S)
+                    last = VenueUnavailable(f"{path}: rate limited by the venue (HTTP 429)")
+                elif resp.status_code >= 500:
+                    last = VenueUnavailable(f"{path}: the venue answered HTTP {resp.status_code}")
+                else:
+                    return self._body(path, resp)
+            if attempt + 1 < max_attempts:
+                await self._sleep(wait)
+        assert last is not None
+        raise last
+
+    @staticmethod
+    def _body(path: str, resp: httpx.Response) -> Any:
+        try:
+            body = resp.json()
+        except ValueError:
+            raise VenueError(
+                f"{path}: the venue answered HTTP {resp.status_code} with a body that is not JSON"
+            ) from None
+        # An error can arrive with HTTP 200: always look for a code that is not 200.
+        if isinstance(body, dict) and "code" in body and str(body["code"]) not in ("200", "0"):
+            msg = str(body.get("msg", ""))
+            try:
+                code: int | None = int(body["code"])
+            except (TypeError, ValueError):
+                code = None
+            raise VenueRejected(f"{path}: venue error {body['code']}: {msg}", code=code, venue_message=msg)
+        if resp.status_code >= 400:
+            raise VenueRejected(f"{path}: the venue answered HTTP {resp.status_code}", code=resp.status_code)
+        return body
+
+    async def exchange_info(self) -> dict[str, SymbolRules]:
+        """All symbols' rules (callers cache this: it changes rarely)."""
+        return parse_exchange_info(await self.get("/fapi/v3/exchangeInfo"))
+
+    async def server_time_ms(self) -> int:
+        body = await self.get("/fapi/v3/time")
+        if not isinstance(body, dict) or not isinstance(body.get("serverTime"), int):
+            raise VenueError("/fapi/v3/time: reply has no integer serverTime")
+        return int(body["serverTime"])
+
+    async def klines(self, symbol: str, interval: str, limit: int, now_ms: int) -> Candles:
+        """The newest ``limit`` closed candles (one more is asked for: the open one is dropped)."""
+        body = await self.get(
+            "/fapi/v3/klines", {"symbol": symbol, "interval": interval, "limit": min(limit + 1, 1500)}
+        )
+        if not isinstance(body, list):
+            raise VenueError(f"klines {symbol} {interval}: reply is not a list")
+        try:
+            rows = [[float(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5])] for r in body]
+        except (TypeError, ValueError, IndexError):
+            raise VenueError(f"klines {symbol} {interval}: a row is malformed") from None
+        return Candles.from_rows(symbol, interval, rows).until(now_ms).tail(limit)
+
+    async def premium_index(self, symbol: str) -> dict[str, Any]:
+        body = await self.get("/fapi/v3/premiumIndex", {"symbol": symbol})
+        if not isinstance(body, dict) or _float(body.get("markPrice")) is None:
+            raise VenueError(f"premiumIndex {symbol}: reply has no markPrice")
+        return body
+
+    async def ticker_24h(self, symbol: str) -> dict[str, Any]:
+        body = await self.get("/fapi/v3/ticker/24hr", {"symbol": symbol})
+        if not isinstance(body, dict):
+            raise VenueError(f"ticker/24hr {symbol}: reply is not an object")
+        return body
+
+    async def open_interest(self, symbol: str) -> float | None:
+        """Open interest in the base asset; undocumented on AsterDEX, so any failure gives None."""
+        try:
+            body = await self.get("/fapi/v1/openInterest", {"symbol": symbol}, attempts=1)
+        except VenueError:
+            return None
+        return _float(body.get("openInterest")) if isinstance(body, dict) else None
+
+    async def asset(self, symbol: str, timeframes: Sequence[str], limit: int, now_ms: int) -> AssetMarket:
+        """Everything about one asset; its requests run concurrently."""
+        results = await asyncio.gather(
+            self.premium_index(symbol),
+            self.ticker_24h(symbol),
+            self.open_interest(symbol),
+            *(self.klines(symbol, tf, limit, now_ms) for tf in timeframes),
+        )
+        premium, ticker, oi = results[0], results[1], results[2]
+        candles = dict(zip(timeframes, results[3:], strict=True))
+        mark = _float(premium.get("markPrice"))
+        assert mark is not None
+        next_funding = premium.get("nextFundingTime")
+        return AssetMarket(
+            symbol=symbol,
+            candles=candles,
+            mark_price=mark,
+            index_price=_float(premium.get("indexPrice")),
+            funding_rate=_float(premium.get("lastFundingRate")),
+            next_funding_time_ms=int(next_funding) if isinstance(next_funding, (int, float)) else None,
+            last_price=_float(ticker.get("lastPrice")),
+            price_change_pct_24h=_float(ticker.get("priceChangePercent")),
+            high_24h=_float(ticker.get("highPrice")),
+            low_24h=_float(ticker.get("lowPrice")),
+            quote_volume_24h=_float(ticker.get("quoteVolume")),
+            open_interest=oi,
+        )
+
+    async def snapshot(
+        self,
+        symbols: Sequence[str],
+        timeframes: Sequence[str],
+        limit: int,
+        now_ms: int,
+        rules: dict[str, SymbolRules],
+    ) -> MarketSnapshot:
+        """All assets at once: one round trip of wall time when the pool allows."""
+        assets = await asyncio.gather(*(self.asset(s, timeframes, limit, now_ms) for s in symbols))
+        return MarketSnapshot(
+            as_of_ms=now_ms,
+            assets={a.symbol: a for a in assets},
+            rules={s: rules[s] for s in symbols if s in rules},
+        )

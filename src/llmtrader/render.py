@@ -1,0 +1,227 @@
+"""Terminal and JSON rendering of decisions, history and audit records (rich)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from llmtrader.context import fmt
+from llmtrader.errors import LLMTraderError, ModelError
+from llmtrader.storage.records import DecisionRecord, iso_utc
+
+console = Console()
+err_console = Console(stderr=True)
+STATUS_STYLE = {"accepted": "green", "amended": "yellow", "rejected": "red"}
+OUTCOME_STYLE = {"decided": "green", "all_rejected": "yellow", "model_error": "red", "venue_error": "red"}
+
+
+def warning(message: str) -> None:
+    err_console.print(Panel(Text(message, style="bold yellow"), title="warning", border_style="yellow"))
+
+
+def _num(value: Any, digits: int = 7) -> str:
+    return fmt(float(value), digits) if isinstance(value, (int, float)) else "-"
+
+
+def decision_json(rec: DecisionRecord) -> dict[str, Any]:
+    """The ``decide --json`` object."""
+    return {
+        "decision_id": rec.id,
+        "created_at": iso_utc(rec.created_at_ms),
+        "account": rec.account,
+        "mode": rec.mode,
+        "dry_run": rec.dry_run,
+        "executed": False,
+        "strategy": rec.strategy,
+        "model": rec.model,
+        "outcome": rec.outcome,
+        "assets": [
+            {
+                "symbol": a.symbol,
+                "action": a.action,
+                "allocation_usd": a.allocation_usd,
+                "leverage": a.leverage,
+                "entry_price": a.entry_price,
+                "tp_price": a.tp_price,
+                "sl_price": a.sl_price,
+                "confidence": a.confidence,
+                "risk_level": a.risk_level,
+                "rationale": a.rationale,
+                "mark_price": a.mark_price,
+                "validation": {"status": a.status, "reasons": a.reasons},
+            }
+            for a in rec.assets
+        ],
+        "portfolio_rationale": rec.portfolio_rationale,
+        "notes": rec.notes,
+        "reasks": rec.reasks,
+        "usage": {
+            "prompt_tokens": rec.prompt_tokens,
+            "completion_tokens": rec.completion_tokens,
+            "cost_usd": rec.cost_usd,
+        },
+        "latency_ms": rec.latency_ms,
+        "model_latency_ms": rec.model_latency_ms,
+    }
+
+
+def failure_json(exc: LLMTraderError) -> dict[str, Any]:
+    """The ``--json`` object printed when a decision failed after being recorded."""
+    outcome = "model_error" if isinstance(exc, ModelError) else "venue_error"
+    return {"decision_id": None, "outcome": outcome, "error": str(exc)}
+
+
+def _validation_cell(status: str, reasons: list[str]) -> Text:
+    text = Text(status, style=STATUS_STYLE.get(status, ""))
+    for reason in reasons:
+        text.append(f"\n- {reason}", style="dim")
+    return text
+
+
+def decision_table(rec: DecisionRecord) -> None:
+    table = Table(title=f"Decision {rec.id} ({rec.model}, strategy {rec.strategy}, {rec.mode})")
+    for column in ("Symbol", "Action", "Alloc USD", "Lev", "Entry", "TP", "SL", "Conf", "Validation"):
+        table.add_column(column, overflow="fold")
+    for a in rec.assets:
+        table.add_row(
+            a.symbol,
+            a.action,
+            _num(a.allocation_usd),
+            str(a.leverage) if a.leverage is not None else "-",
+            _num(a.entry_price) if a.entry_price is not None else "market",
+            _num(a.tp_price),
+            _num(a.sl_price),
+            _num(a.confidence, 2),
+            _validation_cell(a.status, a.reasons),
+        )
+    console.print(table)
+    if rec.portfolio_rationale:
+        console.print(Panel(rec.portfolio_rationale, title="Portfolio rationale"))
+    for note in rec.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    cost = f"${rec.cost_usd:.4f}" if rec.cost_usd is not None else "unknown"
+    console.print(
+        f"outcome [bold {OUTCOME_STYLE.get(rec.outcome, '')}]{rec.outcome}[/]; tokens {rec.prompt_tokens} in, "
+        f"{rec.completion_tokens} out; cost {cost}; re-asks {rec.reasks}; latency {rec.latency_ms} ms"
+    )
+    console.print(
+        f"Recorded as {rec.id}; not executed ({'dry run' if rec.dry_run else 'decisions are recorded only'})."
+    )
+
+
+def history_table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        console.print("No decisions recorded yet.")
+        return
+    table = Table(title="Decisions, newest first")
+    for column in (
+        "Time (UTC)",
+        "ID",
+        "Model",
+        "Outcome",
+        "Symbol",
+        "Action",
+        "Status",
+        "Alloc",
+        "Lev",
+        "Conf",
+    ):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        assets = row["assets"] or [{}]
+        for i, a in enumerate(assets):
+            first = i == 0
+            table.add_row(
+                row["created_at"][:19].replace("T", " ") if first else "",
+                row["decision_id"] if first else "",
+                row["model"] if first else "",
+                Text(row["outcome"], style=OUTCOME_STYLE.get(row["outcome"], "")) if first else "",
+                a.get("symbol", "-"),
+                a.get("action", "-"),
+                Text(a.get("status", "-"), style=STATUS_STYLE.get(a.get("status", ""), "")),
+                _num(a.get("allocation_usd")),
+                str(a.get("leverage") or "-"),
+                _num(a.get("confidence"), 2),
+            )
+    console.print(table)
+
+
+def record_view(rec: dict[str, Any]) -> None:
+    cost = rec.get("cost_usd")
+    header = "\n".join(
+        [
+            f"id {rec['decision_id']}   time {rec['created_at']}   account {rec['account']}   mode {rec['mode']}"
+            f"{'   dry run' if rec.get('dry_run') else ''}",
+            f"strategy {rec['strategy']}   model {rec['model']}   endpoint {rec['base_url']}",
+            f"outcome {rec['outcome']}   tokens {rec.get('prompt_tokens')} in / {rec.get('completion_tokens')} out   "
+            f"cost {'$%.4f' % cost if isinstance(cost, (int, float)) else 'unknown'}   "
+            f"re-asks {rec.get('reasks')}   latency {rec.get('latency_ms')} ms",
+        ]
+    )
+    console.print(Panel(header, title="Decision"))
+    if rec.get("error"):
+        console.print(Panel(Text(rec["error"], style="bold red"), title="Error"))
+    prompt = rec.get("prompt") or {}
+    if prompt.get("system"):
+        console.print(Panel(Text(prompt["system"]), title="Prompt: system"))
+    if prompt.get("user"):
+        console.print(Panel(Text(prompt["user"]), title="Prompt: user"))
+    if rec.get("raw_response"):
+        console.print(Panel(Text(rec["raw_response"]), title="Raw response"))
+    if rec.get("assets"):
+        table = Table(title="Validation")
+        for column in (
+            "Symbol",
+            "Action",
+            "Alloc USD",
+            "Lev",
+            "Entry",
+            "TP",
+            "SL",
+            "Conf",
+            "Mark",
+            "Validation",
+        ):
+            table.add_column(column, overflow="fold")
+        for a in rec["assets"]:
+            table.add_row(
+                a["symbol"], a["action"], _num(a.get("allocation_usd")), str(a.get("leverage") or "-"),
+                _num(a.get("entry_price")), _num(a.get("tp_price")), _num(a.get("sl_price")),
+                _num(a.get("confidence"), 2), _num(a.get("mark_price")),
+                _validation_cell(a["status"], a.get("reasons") or []),
+            )  # fmt: skip
+        console.print(table)
+    for note in rec.get("notes") or []:
+        console.print(f"[yellow]note:[/] {note}")
+    if rec.get("parse_errors"):
+        console.print("[yellow]schema errors in the last answer:[/]")
+        for line in rec["parse_errors"]:
+            console.print(f"  - {line}")
+    calls = rec.get("llm_calls") or []
+    if calls:
+        table = Table(title="Model calls")
+        for column in ("#", "Format", "Tokens in/out", "Cost", "Latency ms", "Finish", "Error"):
+            table.add_column(column, overflow="fold")
+        for c in calls:
+            call_cost = c.get("cost_usd")
+            table.add_row(
+                str(c["attempt"]), c.get("response_format") or "-",
+                f"{c.get('prompt_tokens', 0)}/{c.get('completion_tokens', 0)}",
+                f"${call_cost:.4f}" if isinstance(call_cost, (int, float)) else "-",
+                str(c.get("latency_ms")), c.get("finish_reason") or "-", c.get("error") or "",
+            )  # fmt: skip
+        console.print(table)
+
+
+def settings_table(data: dict[str, Any]) -> None:
+    table = Table(title="Effective settings (secrets redacted)")
+    table.add_column("Setting")
+    table.add_column("Value", overflow="fold")
+    for key, value in data.items():
+        table.add_row(key, json.dumps(value) if not isinstance(value, str) else value)
+    console.print(table)

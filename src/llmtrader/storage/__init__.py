@@ -1,0 +1,1 @@
+"""The SQLite store: ``store`` writes (sqlite-utils), ``reader`` reads fast (sqlite3)."""

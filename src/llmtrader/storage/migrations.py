@@ -1,0 +1,128 @@
+"""Named, append-only migrations of the store. Never edit or reorder one; add a new one at the end.
+
+The names are plain data so that fast read paths can tell whether the file is current without
+importing sqlite-utils (which imports pandas).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+
+MIGRATION_SET = "llmtrader"
+MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = []
+
+
+def migration(fn: Callable[[Database], None]) -> Callable[[Database], None]:
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+@migration
+def m001_decisions(db: Database) -> None:
+    db["decisions"].create(
+        {
+            "id": str,
+            "created_at": str,
+            "account": str,
+            "mode": str,
+            "dry_run": int,
+            "strategy": str,
+            "model": str,
+            "base_url": str,
+            "symbols": str,
+            "outcome": str,
+            "error": str,
+            "as_of_ms": int,
+            "marks": str,
+            "system_prompt": str,
+            "user_prompt": str,
+            "raw_response": str,
+            "parsed": str,
+            "parse_errors": str,
+            "portfolio_rationale": str,
+            "notes": str,
+            "response_format": str,
+            "reasks": int,
+            "prompt_tokens": int,
+            "completion_tokens": int,
+            "cost_usd": float,
+            "model_latency_ms": int,
+            "latency_ms": int,
+        },
+        pk="id",
+        not_null={"created_at", "account", "outcome", "model"},
+    )
+    db["decisions"].create_index(["created_at"])
+    db["decisions"].create_index(["account", "created_at"])
+    db["asset_decisions"].create(
+        {
+            "id": int,
+            "decision_id": str,
+            "created_at": str,
+            "account": str,
+            "symbol": str,
+            "action": str,
+            "status": str,
+            "allocation_usd": float,
+            "leverage": int,
+            "entry_price": float,
+            "tp_price": float,
+            "sl_price": float,
+            "confidence": float,
+            "risk_level": str,
+            "rationale": str,
+            "reasons": str,
+            "proposed": str,
+            "mark_price": float,
+        },
+        pk="id",
+        foreign_keys=[("decision_id", "decisions", "id")],
+        not_null={"decision_id", "created_at", "symbol", "action", "status"},
+    )
+    db["asset_decisions"].create_index(["symbol", "created_at"])
+    db["asset_decisions"].create_index(["action", "created_at"])
+    db["asset_decisions"].create_index(["decision_id"])
+    db["llm_calls"].create(
+        {
+            "id": int,
+            "decision_id": str,
+            "attempt": int,
+            "response_format": str,
+            "raw_response": str,
+            "error": str,
+            "prompt_tokens": int,
+            "completion_tokens": int,
+            "reasoning_tokens": int,
+            "cost_usd": float,
+            "latency_ms": int,
+            "finish_reason": str,
+            "generation_id": str,
+        },
+        pk="id",
+        foreign_keys=[("decision_id", "decisions", "id")],
+        not_null={"decision_id", "attempt"},
+    )
+    db["llm_calls"].create_index(["decision_id"])
+
+
+@migration
+def m002_venue_cache(db: Database) -> None:
+    db["venue_cache"].create({"key": str, "fetched_at_ms": int, "body": str}, pk="key")
+
+
+def migration_names() -> list[str]:
+    return [name for name, _ in MIGRATIONS]
+
+
+def apply(db: Database) -> None:
+    """Apply every pending migration, each in its own transaction."""
+    from sqlite_utils import Migrations
+
+    migrations = Migrations(MIGRATION_SET)
+    for name, fn in MIGRATIONS:
+        migrations(name=name)(fn)
+    migrations.apply(db)

@@ -1,0 +1,98 @@
+"""What the store records: plain data, built by the engine, written in one transaction."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _base36(n: int) -> str:
+    out = ""
+    while n:
+        n, r = divmod(n, 36)
+        out = _ALPHABET[r] + out
+    return out or "0"
+
+
+def new_decision_id(now_ms: int | None = None) -> str:
+    """A short, time-sortable, globally unique id (also a safe part of a client order id)."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    return _base36(ms).rjust(9, "0") + "".join(secrets.choice(_ALPHABET) for _ in range(5))
+
+
+def iso_utc(ms: int) -> str:
+    """Milliseconds since the epoch as a sortable ISO-8601 UTC string."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+@dataclass
+class AssetRow:
+    symbol: str
+    action: str
+    status: str
+    reasons: list[str]
+    proposed: dict[str, Any] | None
+    allocation_usd: float | None = None
+    leverage: int | None = None
+    entry_price: float | None = None
+    tp_price: float | None = None
+    sl_price: float | None = None
+    confidence: float | None = None
+    risk_level: str | None = None
+    rationale: str | None = None
+    mark_price: float | None = None
+
+
+@dataclass
+class CallRow:
+    attempt: int
+    response_format: str
+    raw_response: str | None
+    error: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    cost_usd: float | None
+    latency_ms: int
+    finish_reason: str | None
+    generation_id: str | None
+
+
+@dataclass
+class DecisionRecord:
+    """One decision: its prompt, answer, validation and outcome."""
+
+    id: str
+    created_at_ms: int
+    account: str
+    mode: str
+    dry_run: bool
+    strategy: str
+    model: str
+    base_url: str
+    symbols: list[str]
+    outcome: str
+    error: str | None = None
+    as_of_ms: int | None = None
+    marks: dict[str, float] = field(default_factory=dict)
+    system_prompt: str | None = None
+    user_prompt: str | None = None
+    raw_response: str | None = None
+    parsed: dict[str, Any] | None = None
+    parse_errors: list[str] = field(default_factory=list)
+    portfolio_rationale: str | None = None
+    notes: list[str] = field(default_factory=list)
+    response_format: str | None = None
+    reasks: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    model_latency_ms: int = 0
+    latency_ms: int = 0
+    assets: list[AssetRow] = field(default_factory=list)
+    calls: list[CallRow] = field(default_factory=list)

@@ -135,7 +135,7 @@ class Settings(BaseSettings):
     llm_model: str = Field("x-ai/grok-4", min_length=1, description="Model id, or 'baseline'.")
     llm_api_key: SecretStr | None = Field(None, description="OPENROUTER_API_KEY or LLM_API_KEY.")
     llm_base_url: str = Field(OPENROUTER_BASE_URL, description="Any OpenAI-compatible endpoint.")
-    llm_timeout_s: float = Field(180, ge=5, le=3600, description="Per-call timeout; reasoning models are slow.")
+    llm_timeout_s: float = Field(180, ge=1, le=3600, description="Per-call timeout; reasoning models are slow.")
     llm_max_retries: int = Field(3, ge=0, le=10, description="Retries on 429, 5xx and timeouts.")
     llm_retry_max_wait_s: float = Field(60, ge=0, le=600, description="Longest wait between retries.")
     llm_max_reasks: int = Field(2, ge=0, le=2, description="Re-asks with the validation errors.")
@@ -156,6 +156,11 @@ class Settings(BaseSettings):
         if isinstance(value, (str, list)):
             return parse_symbols(value)
         raise ValueError("expected a comma list or a list of symbols")
+
+    @field_validator("db", mode="before")
+    @classmethod
+    def _blank_db_is_default(cls, value: Any) -> Any:
+        return default_db_path() if isinstance(value, str) and not value.strip() else value
 
     @field_validator("db", "strategies_dir")
     @classmethod
@@ -209,7 +214,7 @@ def _describe_source(
 ) -> str:
     if name in overrides:
         return FLAG_NAMES.get(name, f"--{name.replace('_', '-')}")
-    found = env_value(name, environ)
+    found = env_value(name, environ) if name in Settings.model_fields else None
     if found is not None:
         return f"environment variable {found[0]}"
     if toml_path is not None and name in toml:

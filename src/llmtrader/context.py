@@ -147,7 +147,7 @@ def fmt(value: float | None, digits: int = 7) -> str:
         return "-"
     if value == 0:
         return "0"
-    magnitude = int(math.floor(math.log10(abs(value))))
+    magnitude = math.floor(math.log10(abs(value)))
     decimals = max(0, digits - magnitude - 1)
     return f"{value:.{decimals}f}".rstrip("0").rstrip(".") if decimals else f"{value:.0f}"
 

@@ -108,6 +108,29 @@ def format_validation_errors(exc: ValidationError) -> list[str]:
 _FENCE_RE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 
 
+def _top_level_braces(text: str) -> list[int]:
+    """Positions of each '{' that is not nested inside another object (strings are skipped)."""
+    starts: list[int] = []
+    depth, in_string, escaped = 0, False, False
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"' and depth:
+            in_string = True
+        elif ch == "{":
+            if depth == 0:
+                starts.append(i)
+            depth += 1
+        elif ch == "}" and depth:
+            depth -= 1
+    return starts
+
+
 def extract_json_object(text: str) -> dict[str, Any]:
     """The first JSON object in ``text``: inside code fences or with prose around it."""
     if not text or not text.strip():
@@ -117,16 +140,12 @@ def extract_json_object(text: str) -> dict[str, Any]:
     last_error = "no JSON object found in the answer"
     for candidate in candidates:
         stripped = candidate.strip()
-        try:
-            value = json.loads(stripped)
-            if isinstance(value, dict):
-                return value
-        except json.JSONDecodeError as exc:
-            last_error = f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        for match in re.finditer(r"\{", stripped):
+        for start in _top_level_braces(stripped):
             try:
-                value, _ = decoder.raw_decode(stripped, match.start())
-            except json.JSONDecodeError:
+                value, _ = decoder.raw_decode(stripped, start)
+            except json.JSONDecodeError as exc:
+                truncated = " (the answer looks cut off)" if exc.pos >= len(stripped) - 1 else ""
+                last_error = f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}{truncated}"
                 continue
             if isinstance(value, dict):
                 return value

@@ -131,8 +131,6 @@ async def decide(services: Services, symbols: Sequence[str], *, dry_run: bool) -
     settings, strategy, client, clock = services.settings, services.strategy, services.client, services.clock
     started = time.monotonic()
     symbols = tuple(symbols)
-    rules = await load_rules(services)
-    check_symbols(symbols, rules)
     now = clock.now_ms()
     record = DecisionRecord(
         id=new_decision_id(now),
@@ -154,6 +152,12 @@ async def decide(services: Services, symbols: Sequence[str], *, dry_run: bool) -
         record.latency_ms = int((time.monotonic() - started) * 1000)
         services.store.record_decision(record)
 
+    try:
+        rules = await load_rules(services)
+    except VenueError as exc:
+        finish("venue_error", exc)
+        raise
+    check_symbols(symbols, rules)  # bad input: refused before any model call, not a decision
     try:
         snapshot = await services.market.snapshot(symbols, strategy.timeframes, strategy.context.candles, now, rules)
     except VenueError as exc:

@@ -159,7 +159,7 @@ def record_view(rec: dict[str, Any]) -> None:
             f"{'   dry run' if rec.get('dry_run') else ''}",
             f"strategy {rec['strategy']}   model {rec['model']}   endpoint {rec['base_url']}",
             f"outcome {rec['outcome']}   tokens {rec.get('prompt_tokens')} in / {rec.get('completion_tokens')} out   "
-            f"cost {'$%.4f' % cost if isinstance(cost, (int, float)) else 'unknown'}   "
+            f"cost {f'${cost:.4f}' if isinstance(cost, (int, float)) else 'unknown'}   "
             f"re-asks {rec.get('reasks')}   latency {rec.get('latency_ms')} ms",
         ]
     )

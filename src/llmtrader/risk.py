@@ -15,7 +15,7 @@ from typing import Any
 
 from llmtrader.account import AccountState, Position
 from llmtrader.context import Limits, fmt
-from llmtrader.decision import OPENING_ACTIONS, Action, AssetDecision, LenientDecision
+from llmtrader.decision import OPENING_ACTIONS, Action, AssetDecision, LenientDecision, RiskLevel
 
 UNKNOWN_SYMBOL = "(none)"
 
@@ -113,7 +113,8 @@ def _validate_open(
         room = limits.max_position_usd - existing
         if room <= 0:
             rejections.append(
-                f"the position's notional {fmt(existing)} USD is already at the limit {fmt(limits.max_position_usd)} USD"
+                f"the position's notional {fmt(existing)} USD is already at the limit "
+                f"{fmt(limits.max_position_usd)} USD"
             )
         else:
             new_allocation = room / leverage
@@ -238,6 +239,9 @@ def validate_decision(
         seen.add(d.symbol)
         mark = marks[d.symbol]
         position = positions.get(d.symbol)
+        final: AssetDecision | None
+        amendments: list[str]
+        rejections: list[str]
         if d.action is Action.HOLD:
             final, amendments, rejections = d, [], []
         elif d.action in OPENING_ACTIONS:
@@ -260,7 +264,7 @@ def validate_decision(
                 allocation_usd=0,
                 leverage=1,
                 confidence=0,
-                risk_level="low",  # type: ignore[arg-type]
+                risk_level=RiskLevel.LOW,
             )
             results.append(
                 AssetValidation(

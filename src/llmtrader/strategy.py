@@ -32,6 +32,9 @@ PLACEHOLDERS = frozenset(
 )
 
 
+DEFAULT_TIMEFRAMES: tuple[Interval, ...] = ("15m", "1h", "4h")
+
+
 class StrategyLimits(BaseModel):
     """Limits enforced by risk.py (never only by the prompt)."""
 
@@ -65,7 +68,7 @@ class Strategy(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9_-]{1,40}$")
     description: str
     interval: Interval = "1h"
-    timeframes: list[Interval] = Field(default_factory=lambda: ["15m", "1h", "4h"], min_length=1)
+    timeframes: list[Interval] = Field(default_factory=lambda: list(DEFAULT_TIMEFRAMES), min_length=1)
     limits: StrategyLimits = Field(default_factory=StrategyLimits)
     context: StrategyContext = Field(default_factory=StrategyContext)
     prompt: StrategyPrompt
@@ -79,7 +82,7 @@ class Strategy(BaseModel):
             try:
                 fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
             except ValueError as exc:
-                raise ValueError(f"prompt.{key}: malformed template ({exc}); write {{{{ for a brace")
+                raise ValueError(f"prompt.{key}: malformed template ({exc}); write {{{{ for a brace") from None
             unknown = sorted(f for f in fields if f not in PLACEHOLDERS)
             if unknown:
                 raise ValueError(

@@ -8,6 +8,7 @@ inject faults and latency.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import json
 import threading
@@ -46,11 +47,17 @@ class Fault:
     headers: dict[str, str]
 
 
+_ROWS: dict[Path, list[list[float]]] = {}
+
+
 def load_rows(path: Path) -> list[list[float]]:
-    with path.open() as fh:
-        reader = csv.reader(fh)
-        next(reader)
-        return [[float(x) for x in row] for row in reader]
+    """The rows of one CSV file (cached for the whole test session: the files never change)."""
+    if path not in _ROWS:
+        with path.open() as fh:
+            reader = csv.reader(fh)
+            next(reader)
+            _ROWS[path] = [[float(x) for x in row] for row in reader]
+    return _ROWS[path]
 
 
 class _Server(ThreadingHTTPServer):
@@ -99,17 +106,17 @@ class FakeAster:
 
     def served_candles(self, symbol: str, interval: str, limit: int) -> list[list[float]]:
         """The newest ``limit`` candles opened by now (the last one still open), times shifted."""
-        now = self.data_now_ms()
-        rows = [r for r in self.series(symbol, interval) if r[0] <= now]
+        rows = self.series(symbol, interval)
+        end = bisect.bisect_right(rows, self.data_now_ms(), key=lambda r: r[0])
         offset = self.offset_ms
-        return [[r[0] + offset, *r[1:]] for r in rows[-limit:]]
+        return [[r[0] + offset, *r[1:]] for r in rows[max(0, end - limit) : end]]
 
     def closed_candles(self, symbol: str, interval: str) -> list[list[float]]:
         """Every candle closed by now, times shifted (what a correct client may see)."""
-        now = self.data_now_ms()
-        step = INTERVAL_MS[interval]
+        rows = self.series(symbol, interval)
+        end = bisect.bisect_right(rows, self.data_now_ms() - INTERVAL_MS[interval], key=lambda r: r[0])
         offset = self.offset_ms
-        return [[r[0] + offset, *r[1:]] for r in self.series(symbol, interval) if r[0] + step <= now]
+        return [[r[0] + offset, *r[1:]] for r in rows[:end]]
 
     def open_candle(self, symbol: str, interval: str) -> list[float]:
         """The candle still in progress (a correct client never shows it)."""
@@ -192,9 +199,8 @@ class FakeAster:
             "/fapi/v3/premiumIndex",
             "/fapi/v3/ticker/24hr",
             "/fapi/v1/openInterest",
-        ):
-            if symbol not in LISTED or not self.series(symbol, "15m"):
-                return 400, {"code": -1121, "msg": "Invalid symbol."}
+        ) and (symbol not in LISTED or not self.series(symbol, "15m")):
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
         if path == "/fapi/v3/klines":
             interval = params.get("interval", "")
             if interval not in INTERVAL_MS:
@@ -268,7 +274,7 @@ class FakeAster:
                 pass
 
         self._server = _Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     @property

@@ -23,7 +23,7 @@ def migration(fn: Callable[[Database], None]) -> Callable[[Database], None]:
 
 @migration
 def m001_decisions(db: Database) -> None:
-    db["decisions"].create(
+    db.table("decisions").create(
         {
             "id": str,
             "created_at": str,
@@ -56,9 +56,9 @@ def m001_decisions(db: Database) -> None:
         pk="id",
         not_null={"created_at", "account", "outcome", "model"},
     )
-    db["decisions"].create_index(["created_at"])
-    db["decisions"].create_index(["account", "created_at"])
-    db["asset_decisions"].create(
+    db.table("decisions").create_index(["created_at"])
+    db.table("decisions").create_index(["account", "created_at"])
+    db.table("asset_decisions").create(
         {
             "id": int,
             "decision_id": str,
@@ -83,10 +83,10 @@ def m001_decisions(db: Database) -> None:
         foreign_keys=[("decision_id", "decisions", "id")],
         not_null={"decision_id", "created_at", "symbol", "action", "status"},
     )
-    db["asset_decisions"].create_index(["symbol", "created_at"])
-    db["asset_decisions"].create_index(["action", "created_at"])
-    db["asset_decisions"].create_index(["decision_id"])
-    db["llm_calls"].create(
+    db.table("asset_decisions").create_index(["symbol", "created_at"])
+    db.table("asset_decisions").create_index(["action", "created_at"])
+    db.table("asset_decisions").create_index(["decision_id"])
+    db.table("llm_calls").create(
         {
             "id": int,
             "decision_id": str,
@@ -106,12 +106,12 @@ def m001_decisions(db: Database) -> None:
         foreign_keys=[("decision_id", "decisions", "id")],
         not_null={"decision_id", "attempt"},
     )
-    db["llm_calls"].create_index(["decision_id"])
+    db.table("llm_calls").create_index(["decision_id"])
 
 
 @migration
 def m002_venue_cache(db: Database) -> None:
-    db["venue_cache"].create({"key": str, "fetched_at_ms": int, "body": str}, pk="key")
+    db.table("venue_cache").create({"key": str, "fetched_at_ms": int, "body": str}, pk="key")
 
 
 def migration_names() -> list[str]:

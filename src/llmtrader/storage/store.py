@@ -82,11 +82,11 @@ class Store:
         calls = [{**asdict(c), "decision_id": rec.id} for c in rec.calls]
         try:
             with self.db.conn:
-                self.db["decisions"].insert(row)
+                self.db.table("decisions").insert(row)
                 if assets:
-                    self.db["asset_decisions"].insert_all(assets)
+                    self.db.table("asset_decisions").insert_all(assets)
                 if calls:
-                    self.db["llm_calls"].insert_all(calls)
+                    self.db.table("llm_calls").insert_all(calls)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record decision {rec.id} in {self.path}: {exc}") from exc
 
@@ -102,4 +102,4 @@ class Store:
 
     def cache_put(self, key: str, body: str, now_ms: int) -> None:
         with self.db.conn:
-            self.db["venue_cache"].upsert({"key": key, "fetched_at_ms": now_ms, "body": body}, pk="key")
+            self.db.table("venue_cache").upsert({"key": key, "fetched_at_ms": now_ms, "body": body}, pk="key")

@@ -162,12 +162,9 @@ def history(
         actions = ("buy", "sell", "hold", "adjust_position", "close_position", "adjust_orders")
         if action is not None and action not in actions:
             raise ConfigError(f"--action {action!r} is not an action; accepted: {', '.join(actions)}")
+        since_iso = _parse_since(since)
         conn = open_reader(resolve_db_path(_state["config"], os.environ))
-        rows = (
-            []
-            if conn is None
-            else read_history(conn, symbol=sym, action=action, since=_parse_since(since), limit=limit)
-        )
+        rows = [] if conn is None else read_history(conn, symbol=sym, action=action, since=since_iso, limit=limit)
         if as_json:
             sys.stdout.write(json.dumps(rows, default=str) + "\n")
             return

@@ -1,0 +1,197 @@
+"""The store: pinned schema, named migrations, WAL, atomic records, and the history/show read paths."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmtrader.cli import app
+from llmtrader.errors import NotFoundError
+from llmtrader.storage import reader
+from llmtrader.storage.migrations import migration_names
+from llmtrader.storage.records import AssetRow, CallRow, DecisionRecord, iso_utc, new_decision_id
+from llmtrader.storage.store import Store
+
+EXPECTED_SCHEMA = {
+    "decisions": [
+        "id", "created_at", "account", "mode", "dry_run", "strategy", "model", "base_url", "symbols", "outcome",
+        "error", "as_of_ms", "marks", "system_prompt", "user_prompt", "raw_response", "parsed", "parse_errors",
+        "portfolio_rationale", "notes", "response_format", "reasks", "prompt_tokens", "completion_tokens",
+        "cost_usd", "model_latency_ms", "latency_ms",
+    ],
+    "asset_decisions": [
+        "id", "decision_id", "created_at", "account", "symbol", "action", "status", "allocation_usd", "leverage",
+        "entry_price", "tp_price", "sl_price", "confidence", "risk_level", "rationale", "reasons", "proposed",
+        "mark_price",
+    ],
+    "llm_calls": [
+        "id", "decision_id", "attempt", "response_format", "raw_response", "error", "prompt_tokens",
+        "completion_tokens", "reasoning_tokens", "cost_usd", "latency_ms", "finish_reason", "generation_id",
+    ],
+    "venue_cache": ["key", "fetched_at_ms", "body"],
+    "_sqlite_migrations": ["id", "migration_set", "name", "applied_at"],
+}  # fmt: skip
+EXPECTED_INDEXES = {
+    "decisions": {("created_at",), ("account", "created_at")},
+    "asset_decisions": {("symbol", "created_at"), ("action", "created_at"), ("decision_id",)},
+    "llm_calls": {("decision_id",)},
+}
+
+
+def make_record(n: int, symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT"), action: str = "hold") -> DecisionRecord:
+    now = 1_790_000_000_000 + n * 3_600_000
+    return DecisionRecord(
+        id=new_decision_id(now),
+        created_at_ms=now,
+        account="main",
+        mode="paper",
+        dry_run=False,
+        strategy="default",
+        model="fake/model",
+        base_url="http://x/v1",
+        symbols=list(symbols),
+        outcome="decided",
+        system_prompt="sys",
+        user_prompt=f"user {n}",
+        raw_response="{}",
+        parsed={"assets": []},
+        prompt_tokens=10,
+        completion_tokens=5,
+        cost_usd=0.001,
+        assets=[AssetRow(s, action, "accepted", [], {"symbol": s}, allocation_usd=0.0, leverage=1) for s in symbols],
+        calls=[CallRow(1, "json_schema", "{}", None, 10, 5, 0, 0.001, 12, "stop", "gen-1")],
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "sub" / "t.db")
+
+
+def test_schema_is_pinned(store: Store) -> None:
+    conn = sqlite3.connect(store.path)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == set(EXPECTED_SCHEMA)
+    for table, columns in EXPECTED_SCHEMA.items():
+        assert [r[1] for r in conn.execute(f"PRAGMA table_info({table})")] == columns, table
+    for table, expected in EXPECTED_INDEXES.items():
+        indexes = {
+            tuple(c[2] for c in conn.execute(f"PRAGMA index_info({name})"))
+            for _, name, *_ in conn.execute(f"PRAGMA index_list({table})")
+            if not name.startswith("sqlite_autoindex")
+        }
+        assert indexes == expected, table
+
+
+def test_migrations_are_named_recorded_and_idempotent(store: Store) -> None:
+    conn = sqlite3.connect(store.path)
+    applied = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
+    assert applied == migration_names() == ["m001_decisions", "m002_venue_cache"]
+    store.close()
+    Store(store.path).close()  # opening again applies nothing new
+    assert [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")] == applied
+
+
+def test_wal_mode(store: Store) -> None:
+    assert sqlite3.connect(store.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_record_is_written_whole_or_not_at_all(store: Store) -> None:
+    rec = make_record(1)
+    store.record_decision(rec)
+    duplicate = make_record(2)
+    duplicate.id = rec.id  # a primary-key clash on the decision row
+    with pytest.raises(Exception, match="cannot record decision"):
+        store.record_decision(duplicate)
+    conn = sqlite3.connect(store.path)
+    assert conn.execute("SELECT count(*) FROM asset_decisions").fetchone()[0] == 2
+    assert conn.execute("SELECT count(*) FROM llm_calls").fetchone()[0] == 1
+
+
+def test_history_filters_and_order(store: Store) -> None:
+    for n in range(6):
+        store.record_decision(make_record(n, action="buy" if n % 2 else "hold"))
+    store.record_decision(make_record(10, symbols=("SOLUSDT",)))
+    conn = reader.open_reader(store.path)
+    assert conn is not None
+    all_rows = reader.history(conn, limit=50)
+    assert [r["created_at"] for r in all_rows] == sorted((r["created_at"] for r in all_rows), reverse=True)
+    assert len(all_rows) == 7
+    sol = reader.history(conn, symbol="SOLUSDT")
+    assert len(sol) == 1 and [a["symbol"] for a in sol[0]["assets"]] == ["SOLUSDT"]
+    btc = reader.history(conn, symbol="BTCUSDT", limit=2)
+    assert len(btc) == 2 and all([a["symbol"] for a in r["assets"]] == ["BTCUSDT"] for r in btc)
+    buys = reader.history(conn, action="buy")
+    assert len(buys) == 3 and all(a["action"] == "buy" for r in buys for a in r["assets"])
+    since = reader.history(conn, since=iso_utc(1_790_000_000_000 + 4 * 3_600_000))
+    assert len(since) == 3
+    assert reader.history(conn, symbol="XRPUSDT") == []
+
+
+def test_show_by_id_and_unique_prefix(store: Store) -> None:
+    rec = make_record(1)
+    store.record_decision(rec)
+    conn = reader.open_reader(store.path)
+    assert conn is not None
+    record = reader.show(conn, rec.id)
+    assert record["prompt"] == {"system": "sys", "user": "user 1"}
+    assert record["raw_response"] == "{}" and record["parsed"] == {"assets": []}
+    assert [a["symbol"] for a in record["assets"]] == ["BTCUSDT", "ETHUSDT"]
+    assert record["llm_calls"][0]["generation_id"] == "gen-1"
+    assert reader.show(conn, rec.id[:-2])["decision_id"] == rec.id
+    with pytest.raises(NotFoundError, match="no decision with id 'nope'"):
+        reader.show(conn, "nope")
+
+
+def test_decision_ids_are_unique_and_time_sorted() -> None:
+    ids = [new_decision_id(1_790_000_000_000 + i) for i in range(200)]
+    assert len(set(ids)) == 200 and ids == sorted(ids)
+    assert all(len(i) == 14 and i.isalnum() for i in ids)
+
+
+def test_history_on_a_missing_database_is_empty(tmp_path: Path) -> None:
+    assert reader.open_reader(tmp_path / "none.db") is None
+
+
+def test_history_and_show_cli(clean_env: Path, runner: CliRunner) -> None:
+    store = Store(clean_env)
+    records = [make_record(n) for n in range(3)]
+    for rec in records:
+        store.record_decision(rec)
+    out = json.loads(runner.invoke(app, ["history", "--json", "--symbol", "ethusdt", "--limit", "2"]).stdout)
+    assert [r["decision_id"] for r in out] == [records[2].id, records[1].id]
+    assert {"decision_id", "created_at", "assets"} <= set(out[0])
+    table = runner.invoke(app, ["history"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and records[0].id in table.stdout
+    view = runner.invoke(app, ["show", records[0].id], env={"COLUMNS": "200"})
+    assert view.exit_code == 0 and "user 0" in view.stdout and "Model calls" in view.stdout
+    missing = runner.invoke(app, ["show", "zzz"])
+    assert missing.exit_code == 1 and "no decision with id 'zzz'" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--action", "yolo"], "--action 'yolo' is not an action"),
+        (["--since", "last tuesday"], "--since 'last tuesday' is not a date"),
+        (["--symbol", "BTC/USDT"], "--symbol: malformed symbol"),
+    ],
+)
+def test_history_bad_arguments_exit_2(clean_env: Path, runner: CliRunner, args: list[str], expected: str) -> None:
+    result = runner.invoke(app, ["history", *args])
+    assert result.exit_code == 2 and expected in result.stderr
+
+
+def test_history_reads_while_a_writer_holds_a_transaction(clean_env: Path) -> None:
+    store = Store(clean_env)
+    store.record_decision(make_record(1))
+    writer = sqlite3.connect(clean_env)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO venue_cache VALUES ('k', 1, 'b')")
+    conn = reader.open_reader(clean_env)  # WAL: the reader is not blocked by the open write
+    assert conn is not None and len(reader.history(conn)) == 1
+    writer.rollback()

@@ -8,12 +8,17 @@ request. The timed part is what ``engine.decide`` does before building the conte
 
 Two figures, in round trips (wall time / ``LATENCY_S``): exchangeInfo not cached (the worst case:
 exchangeInfo, then 6 requests per asset, all at once) and exchangeInfo cached (the usual case).
+
+The venue runs in a child process: the real venue's CPU is not ours, and an in-process fake would
+take the GIL from the client for every reply it encodes. The same two figures with the fake in this
+process (``FakeAster(...).start()`` as the tests use it) follow, for information only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -107,8 +112,12 @@ def _services(store: Any, base_url: str) -> Any:
     )
 
 
-async def _fetch(store: Any, base_url: str) -> tuple[float, Any]:
-    """One fetch as engine.decide does it; returns its wall time and the snapshot."""
+async def _fetch(store: Any, base_url: str, out: list[Any]) -> float:
+    """One fetch as engine.decide does it: its wall time; the snapshot is appended to ``out``.
+
+    (The snapshot is not returned: on Python 3.11 ``asyncio.run`` formats the repr of the main task,
+    result included, on the way out, and the repr of numpy arrays is slow.)
+    """
     from llmtrader.engine import load_rules
     from llmtrader.market import check_symbols
 
@@ -122,7 +131,8 @@ async def _fetch(store: Any, base_url: str) -> tuple[float, Any]:
         elapsed = time.perf_counter() - start
     finally:
         await services.market.aclose()
-    return elapsed, snapshot
+    out.append(snapshot)
+    return elapsed
 
 
 def _check(snapshot: Any) -> None:
@@ -134,46 +144,100 @@ def _check(snapshot: Any) -> None:
                 raise AssertionError(f"{symbol} {tf}: {len(asset.candles[tf])} candles, expected {CANDLES}")
 
 
-def run() -> list[Result]:
-    from llmtrader.storage.store import Store
+class _Venue:
+    """The fake venue in this process or in a child process; ``requests()`` counts what it served."""
 
-    fake = TenAssetAster(perp_dir(), latency_s=LATENCY_S).start()
+    def __init__(self, *, child: bool) -> None:
+        self.child = child
+        if child:
+            ctx = multiprocessing.get_context("spawn")
+            self._conn, theirs = ctx.Pipe()
+            self._proc = ctx.Process(target=_serve, args=(theirs, str(perp_dir()), LATENCY_S), daemon=True)
+            self._proc.start()
+            if not self._conn.poll(60):
+                self._proc.kill()
+                raise RuntimeError("the fake venue did not start within 60 s")
+            self.base_url = str(self._conn.recv())
+        else:
+            self._fake = TenAssetAster(perp_dir(), latency_s=LATENCY_S).start()
+            self.base_url = self._fake.base_url
+
+    def requests(self) -> int:
+        if not self.child:
+            return len(self._fake.requests)
+        self._conn.send("count")
+        return int(self._conn.recv())
+
+    def stop(self) -> None:
+        if not self.child:
+            self._fake.stop()
+            return
+        try:
+            self._conn.send("stop")
+            self._proc.join(10)
+        finally:
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join()
+
+
+def _serve(conn: Any, data_dir: str, latency_s: float) -> None:
+    """The child process: serve until told to stop."""
+    fake = TenAssetAster(Path(data_dir), latency_s=latency_s).start()
+    conn.send(fake.base_url)
     try:
-        with tempfile.TemporaryDirectory(prefix="llmtrader-bench-") as tmp:
-            store = Store(Path(tmp) / "cache.db")
+        while True:
             try:
-                # Warm-up: the fake parses its CSV files on first use; the imports happen here too.
-                _elapsed, snapshot = asyncio.run(_fetch(store, fake.base_url))
-                _check(snapshot)
-
-                uncached: list[float] = []
-                cached: list[float] = []
-                requests: dict[str, list[int]] = {"uncached": [], "cached": []}
-                for _ in range(RUNS):
-                    store.db.execute("DELETE FROM venue_cache")
-                    store.db.conn.commit()
-                    before = len(fake.requests)
-                    elapsed, snapshot = asyncio.run(_fetch(store, fake.base_url))
-                    _check(snapshot)
-                    uncached.append(elapsed / LATENCY_S)
-                    requests["uncached"].append(len(fake.requests) - before)
-
-                    before = len(fake.requests)  # the cache now holds exchangeInfo
-                    elapsed, snapshot = asyncio.run(_fetch(store, fake.base_url))
-                    _check(snapshot)
-                    cached.append(elapsed / LATENCY_S)
-                    requests["cached"].append(len(fake.requests) - before)
-            finally:
-                store.close()
+                command = conn.recv()
+            except EOFError:
+                return
+            if command == "count":
+                conn.send(len(fake.requests))
+            else:
+                return
     finally:
         fake.stop()
 
-    def note(kind: str, samples: list[float]) -> str:
-        n = requests[kind]
-        ms = statistics.median(samples) * LATENCY_S * 1000
-        return f"{ms:.0f} ms wall; {min(n)}-{max(n)} requests; 1 RTT = {LATENCY_S * 1000:.0f} ms"
 
-    return [
-        result("fetch.uncached_exchange_info", uncached, "RTT", TARGET_ROUND_TRIPS, note("uncached", uncached)),
-        result("fetch.cached_exchange_info", cached, "RTT", TARGET_ROUND_TRIPS, note("cached", cached)),
-    ]
+def _measure(venue: _Venue, store: Any) -> dict[str, tuple[list[float], list[int]]]:
+    """Round trips and request counts per run, exchangeInfo uncached then cached."""
+    snapshots: list[Any] = []
+    # Warm-up: the fake parses its CSV files on first use; the imports happen here too.
+    asyncio.run(_fetch(store, venue.base_url, snapshots))
+    out: dict[str, tuple[list[float], list[int]]] = {"uncached": ([], []), "cached": ([], [])}
+    for _ in range(RUNS):
+        for kind in ("uncached", "cached"):
+            if kind == "uncached":
+                store.db.execute("DELETE FROM venue_cache")
+                store.db.conn.commit()
+            before = venue.requests()
+            elapsed = asyncio.run(_fetch(store, venue.base_url, snapshots))
+            out[kind][0].append(elapsed / LATENCY_S)
+            out[kind][1].append(venue.requests() - before)
+    for snapshot in snapshots:
+        _check(snapshot)
+    return out
+
+
+def run() -> list[Result]:
+    from llmtrader.storage.store import Store
+
+    results: list[Result] = []
+    for child in (True, False):
+        venue = _Venue(child=child)
+        try:
+            with tempfile.TemporaryDirectory(prefix="llmtrader-bench-") as tmp:
+                store = Store(Path(tmp) / "cache.db")
+                try:
+                    measured = _measure(venue, store)
+                finally:
+                    store.close()
+        finally:
+            venue.stop()
+        for kind, (samples, counts) in measured.items():
+            ms = statistics.median(samples) * LATENCY_S * 1000
+            where = "venue in a child process" if child else "venue in this process (GIL shared)"
+            note = f"{ms:.0f} ms wall; {min(counts)}-{max(counts)} requests; 1 RTT = {LATENCY_S * 1000:.0f} ms; {where}"
+            name = f"fetch.{kind}_exchange_info" + ("" if child else ".inprocess")
+            results.append(result(name, samples, "RTT", TARGET_ROUND_TRIPS if child else None, note))
+    return results

@@ -374,3 +374,15 @@ def test_no_secret_reaches_the_database_or_the_output(
     for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"):
         for row in conn.execute(f"SELECT * FROM {table}"):
             assert TEST_KEY not in json.dumps(row, default=str)
+
+
+def test_the_decision_interval_is_always_shown(
+    env: Path, runner: CliRunner, fake_aster: FakeAster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INTERVAL", "5m")
+    code, out, _ = decide(runner, "--symbols", "BTCUSDT")
+    assert code == 0 and out is not None
+    user = show(runner, out["decision_id"])["prompt"]["user"]
+    assert "### 5m" in user and "### 15m" in user
+    system = show(runner, out["decision_id"])["prompt"]["system"]
+    assert "Every 5m you receive" in system

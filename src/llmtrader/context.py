@@ -105,8 +105,12 @@ def build_context(
     strategy: Strategy,
     limits: Limits,
     symbols: tuple[str, ...],
+    interval: str | None = None,
 ) -> DecisionContext:
-    """The context for ``symbols`` from a snapshot that holds only closed candles."""
+    """The context for ``symbols`` from a snapshot that holds only closed candles.
+
+    ``interval`` is the decision interval (the configured INTERVAL); it defaults to the strategy's.
+    """
     keys = [(s, tf) for s in symbols for tf in snapshot.assets[s].candles]
     series = [snapshot.assets[s].candles[tf] for s, tf in keys]
     computed = dict(zip(keys, compute_many(series), strict=True))
@@ -131,7 +135,7 @@ def build_context(
         )
     return DecisionContext(
         as_of_ms=snapshot.as_of_ms,
-        interval=strategy.interval,
+        interval=interval or strategy.interval,
         symbols=symbols,
         assets=assets,
         account=account,

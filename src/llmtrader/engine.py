@@ -158,8 +158,10 @@ async def decide(services: Services, symbols: Sequence[str], *, dry_run: bool) -
         finish("venue_error", exc)
         raise
     check_symbols(symbols, rules)  # bad input: refused before any model call, not a decision
+    # The decision interval (INTERVAL) is always among the timeframes shown.
+    timeframes = list(dict.fromkeys([*strategy.timeframes, settings.interval]))
     try:
-        snapshot = await services.market.snapshot(symbols, strategy.timeframes, strategy.context.candles, now, rules)
+        snapshot = await services.market.snapshot(symbols, timeframes, strategy.context.candles, now, rules)
     except VenueError as exc:
         finish("venue_error", exc)
         raise
@@ -167,7 +169,7 @@ async def decide(services: Services, symbols: Sequence[str], *, dry_run: bool) -
     record.marks = {s: a.mark_price for s, a in snapshot.assets.items()}
     limits = Limits.combine(settings.leverage, settings.max_position_size_usd, strategy)
     account = account_state(services)
-    context = build_context(snapshot, account, strategy, limits, symbols)
+    context = build_context(snapshot, account, strategy, limits, symbols, settings.interval)
     system, user = render_prompt(context, strategy)
     record.system_prompt, record.user_prompt = system, user
     try:

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llmtrader.config import Interval
 from llmtrader.errors import StrategyError
@@ -60,6 +60,21 @@ class StrategyPrompt(BaseModel):
     system: str = Field(min_length=1)
     user: str = Field(min_length=1)
 
+    @field_validator("system", "user")
+    @classmethod
+    def _known_placeholders(cls, template: str) -> str:
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"malformed template ({exc}); write {{{{ and }}}} for a literal brace") from None
+        unknown = sorted(f for f in fields if f not in PLACEHOLDERS)
+        if unknown:
+            raise ValueError(
+                f"placeholder {{{unknown[0]}}} is not provided by the context; "
+                f"available: {', '.join(sorted(PLACEHOLDERS))}"
+            )
+        return template
+
 
 class Strategy(BaseModel):
     """One strategy file."""
@@ -77,18 +92,6 @@ class Strategy(BaseModel):
     def _check(self) -> Strategy:
         if len(set(self.timeframes)) != len(self.timeframes):
             raise ValueError("timeframes: each timeframe may appear once")
-        for key in ("system", "user"):
-            template = getattr(self.prompt, key)
-            try:
-                fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-            except ValueError as exc:
-                raise ValueError(f"prompt.{key}: malformed template ({exc}); write {{{{ for a brace") from None
-            unknown = sorted(f for f in fields if f not in PLACEHOLDERS)
-            if unknown:
-                raise ValueError(
-                    f"prompt.{key}: placeholder {{{unknown[0]}}} is not provided by the context; "
-                    f"available: {', '.join(sorted(PLACEHOLDERS))}"
-                )
         return self
 
 

@@ -23,21 +23,23 @@ BENCHMARKS = {
 
 
 def _number(value: float) -> str:
-    return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+    return f"{value:.3g}" if abs(value) < 1 else f"{value:.4g}"
 
 
 def format_result(r: Result) -> str:
     status = "INFO" if r.passed is None else ("PASS" if r.passed else "FAIL")
     target = f"target <= {_number(r.target)} {r.unit}" if r.target is not None else "no target"
     return (
-        f"{status}  {r.name:<32} median {_number(r.median):>8} {r.unit:<6} "
-        f"(min {_number(r.min)}, max {_number(r.max)})  {target:<22}  {r.note}"
+        f"{status}  {r.name:<38} median {_number(r.median):>6} {r.unit:<3} "
+        f"(min {_number(r.min)}, max {_number(r.max)})  {target:<17}  {r.note}"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}"
+    )
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     args = parser.parse_args(argv)
     if args.list:

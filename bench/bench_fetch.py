@@ -1,7 +1,7 @@
 """Market-data fetch for 10 assets with 50 ms added to every venue request: at most 3 round trips.
 
 The fake venue (tests/fakes/aster.py) runs on loopback and sleeps ``LATENCY_S`` before answering each
-request. The timed part is what ``engine.decide`` does before building the context: ``load_rules``
+request. The timed part is what ``engine.decide`` does before building the context: ``market_snapshot``
 (exchangeInfo from the store's cache or the venue, then cached), ``check_symbols`` and
 ``AsterMarketData.snapshot`` with the strategy's timeframes (15m, 1h, 4h) and 200 candles. A fresh
 ``AsterMarketData`` (so fresh connections) is used for every run, as in one CLI process.
@@ -17,7 +17,6 @@ process (``FakeAster(...).start()`` as the tests use it) follow, for information
 from __future__ import annotations
 
 import asyncio
-import bisect
 import multiprocessing
 import statistics
 import sys
@@ -32,7 +31,7 @@ from bench import ALIASES, CANDLES, ROOT, TEN_SYMBOLS, TIMEFRAMES, Result, perp_
 if str(ROOT) not in sys.path:  # the fakes live in tests/, importable from the project root
     sys.path.insert(0, str(ROOT))
 
-from tests.fakes.aster import INTERVAL_MS, LISTED, FakeAster  # noqa: E402
+from tests.fakes.aster import LISTED, FakeAster
 
 LATENCY_S = 0.05
 TARGET_ROUND_TRIPS = 3.0
@@ -40,43 +39,13 @@ RUNS = 5
 
 
 class TenAssetAster(FakeAster):
-    """The fake venue listing four more symbols, each served from an existing symbol's files.
-
-    Its candle look-ups are also made cheap (a binary search, and the list of closed candles built
-    once per candle period instead of once per request): the base class scans whole files on every
-    request, about 10 ms of CPU per asset, which the real venue does not cost us. The replies are the same.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._times: dict[tuple[str, str], list[float]] = {}
-        self._closed: dict[tuple[str, str, int, int], list[list[float]]] = {}
+    """The fake venue listing four more symbols, each served from an existing symbol's files."""
 
     def series(self, symbol: str, interval: str) -> list[list[float]]:
         return super().series(ALIASES.get(symbol, symbol), interval)
 
-    def _count_until(self, symbol: str, interval: str, open_time_ms: int) -> int:
-        """How many rows open at or before ``open_time_ms`` (rows are sorted by open time)."""
-        key = (symbol, interval)
-        times = self._times.get(key)
-        if times is None:
-            times = self._times[key] = [r[0] for r in self.series(symbol, interval)]
-        return bisect.bisect_right(times, open_time_ms)
-
-    def served_candles(self, symbol: str, interval: str, limit: int) -> list[list[float]]:
-        offset = self.offset_ms
-        end = self._count_until(symbol, interval, self.clock() - offset)
-        rows = self.series(symbol, interval)[max(0, end - limit) : end]
-        return [[r[0] + offset, *r[1:]] for r in rows]
-
-    def closed_candles(self, symbol: str, interval: str) -> list[list[float]]:
-        offset = self.offset_ms
-        end = self._count_until(symbol, interval, self.clock() - offset - INTERVAL_MS[interval])
-        key = (symbol, interval, end, offset)
-        closed = self._closed.get(key)
-        if closed is None:  # callers only read it
-            closed = self._closed[key] = [[r[0] + offset, *r[1:]] for r in self.series(symbol, interval)[:end]]
-        return closed
+    def listed(self) -> list[str]:
+        return [*super().listed(), *ALIASES]
 
     def funding_rate(self, symbol: str) -> float:
         return super().funding_rate(ALIASES.get(symbol, symbol))
@@ -102,7 +71,7 @@ class TenAssetAster(FakeAster):
 
 
 def _services(store: Any, base_url: str) -> Any:
-    """The parts of engine.Services that load_rules and the fetch use."""
+    """The parts of engine.Services that engine.market_snapshot uses."""
     from llmtrader.engine import SystemClock
     from llmtrader.market import AsterMarketData
 
@@ -118,16 +87,13 @@ async def _fetch(store: Any, base_url: str, out: list[Any]) -> float:
     (The snapshot is not returned: on Python 3.11 ``asyncio.run`` formats the repr of the main task,
     result included, on the way out, and the repr of numpy arrays is slow.)
     """
-    from llmtrader.engine import load_rules
-    from llmtrader.market import check_symbols
+    from llmtrader.engine import market_snapshot
 
     services = _services(store, base_url)
     try:
         start = time.perf_counter()
-        rules = await load_rules(services)
-        check_symbols(TEN_SYMBOLS, rules)
         now = services.clock.now_ms()
-        snapshot = await services.market.snapshot(TEN_SYMBOLS, TIMEFRAMES, CANDLES, now, rules)
+        snapshot = await market_snapshot(services, TEN_SYMBOLS, list(TIMEFRAMES), CANDLES, now)
         elapsed = time.perf_counter() - start
     finally:
         await services.market.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from bench import Result, clean_env, llmtrader_command, repeat, result, wall
 
@@ -12,7 +13,7 @@ RUNS = 7
 
 def _once(cmd: list[str], env: dict[str, str]) -> float:
     def call() -> None:
-        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+        proc = subprocess.run(cmd, env=env, capture_output=True, check=False)
         if proc.returncode != 0 or b"Usage" not in proc.stdout:
             raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
 
@@ -23,4 +24,4 @@ def run() -> list[Result]:
     cmd = [*llmtrader_command(), "--help"]
     env = clean_env()
     samples = repeat(lambda: _once(cmd, env), RUNS, warmup=1)
-    return [result("help.wall", samples, "s", TARGET_S, note=" ".join(cmd[-2:]))]
+    return [result("help.wall", samples, "s", TARGET_S, note=" ".join([Path(cmd[0]).name, *cmd[1:]]))]

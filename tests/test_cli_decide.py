@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmtrader.cli import app
-from llmtrader.context import fmt
+from llmtrader.formatting import fmt
 from tests.conftest import TEST_KEY
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision, error, error_in_200, slow
@@ -206,11 +206,13 @@ def test_persistent_500_is_a_recorded_model_error(
     fake_llm.push(*(error(500, "upstream exploded") for _ in range(5)))
     code, out, stderr = decide(runner)
     assert code == 1
-    assert out == {"decision_id": None, "outcome": "model_error", "error": out and out["error"]}
+    assert out is not None and out["outcome"] == "model_error" and "HTTP 500" in out["error"]
     assert stderr.strip().count("\n") == 0, "one clear line"
     assert "HTTP 500" in stderr and "gave up after 3 attempts" in stderr
+    assert f"(recorded as decision {out['decision_id']})" in stderr
     assert len(fake_llm.requests) == 3
     rows = history(runner)
+    assert rows[0]["decision_id"] == out["decision_id"]
     assert rows[0]["outcome"] == "model_error" and "HTTP 500" in rows[0]["error"]
     record = show(runner, rows[0]["decision_id"])
     assert len(record["llm_calls"]) == 3 and record["assets"] == []

@@ -41,7 +41,8 @@ def guarded(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except LLMTraderError as exc:
-        _err(str(exc))
+        recorded = f" (recorded as decision {exc.decision_id})" if exc.decision_id else ""
+        _err(f"{exc}{recorded}")
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         _err("interrupted")
@@ -153,7 +154,7 @@ def history(
 
         sym = None
         if symbol is not None:
-            from llmtrader.config import normalize_symbol
+            from llmtrader.configfile import normalize_symbol
 
             try:
                 sym = normalize_symbol(symbol)

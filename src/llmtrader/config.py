@@ -23,6 +23,7 @@ from llmtrader.configfile import (
     ENV_ONLY,
     default_db_path,
     env_value,
+    normalize_symbol,
     read_config_file,
     resolve_config_path,
 )
@@ -44,17 +45,8 @@ INTERVAL_MS = {
     "1d": 86_400_000,
 }
 Interval = Literal["1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d"]
-SYMBOL_RE = re.compile(r"^[A-Z0-9]{5,24}$")
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 ASTERDEX_BASE_URL = "https://fapi.asterdex.com"
-
-
-def normalize_symbol(raw: str) -> str:
-    """Upper-case and check one symbol; raise ValueError naming what is accepted."""
-    symbol = raw.strip().upper()
-    if not SYMBOL_RE.match(symbol):
-        raise ValueError(f"malformed symbol {raw!r}: accepted are 5 to 24 letters and digits, like BTCUSDT")
-    return symbol
 
 
 def parse_symbols(raw: str | list[str]) -> list[str]:

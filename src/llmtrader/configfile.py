@@ -6,6 +6,7 @@ quickly; :mod:`llmtrader.config` builds and validates the full settings from the
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +24,17 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
 }
 # Settings that may only come from the environment: secrets never live in a config file.
 ENV_ONLY = frozenset({"llm_api_key"})
+
+
+SYMBOL_RE = re.compile(r"^[A-Z0-9]{5,24}$")
+
+
+def normalize_symbol(raw: str) -> str:
+    """Upper-case and check one symbol; raise ValueError naming what is accepted."""
+    symbol = raw.strip().upper()
+    if not SYMBOL_RE.match(symbol):
+        raise ValueError(f"malformed symbol {raw!r}: accepted are 5 to 24 letters and digits, like BTCUSDT")
+    return symbol
 
 
 def env_names(setting: str) -> tuple[str, ...]:

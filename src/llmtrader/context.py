@@ -5,12 +5,12 @@ No I/O here. The same context feeds the prompt (as compact text) and the baselin
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from llmtrader.account import AccountState
+from llmtrader.formatting import fmt
 from llmtrader.indicators import compute_many, latest
 from llmtrader.market import Candles, MarketSnapshot
 from llmtrader.strategy import Strategy
@@ -143,17 +143,6 @@ def build_context(
         strategy_name=strategy.name,
         strategy_description=strategy.description,
     )
-
-
-def fmt(value: float | None, digits: int = 7) -> str:
-    """A number with about ``digits`` significant digits and no exponent; '-' when unknown."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if value == 0:
-        return "0"
-    magnitude = math.floor(math.log10(abs(value)))
-    decimals = max(0, digits - magnitude - 1)
-    return f"{value:.{decimals}f}".rstrip("0").rstrip(".") if decimals else f"{value:.0f}"
 
 
 def _time(ms: int | None) -> str:

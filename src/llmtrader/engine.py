@@ -6,10 +6,11 @@ happens after the symbols are accepted is recorded before the function returns o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from llmtrader.account import AccountState, paper_account_state
@@ -18,7 +19,7 @@ from llmtrader.context import Limits, build_context, render_prompt
 from llmtrader.errors import LLMTraderError, ModelError, VenueError
 from llmtrader.exchange.filters import SymbolRules
 from llmtrader.llm import CallRecord, DecisionClient, DecisionRequest
-from llmtrader.market import AsterMarketData, check_symbols
+from llmtrader.market import AsterMarketData, MarketSnapshot, check_symbols
 from llmtrader.risk import AssetValidation, ValidationReport, validate_decision
 from llmtrader.storage.records import AssetRow, CallRow, DecisionRecord, new_decision_id
 from llmtrader.storage.store import Store
@@ -55,17 +56,46 @@ class DecideResult:
     report: ValidationReport | None
 
 
-async def load_rules(services: Services) -> dict[str, SymbolRules]:
-    """exchangeInfo rules, from the store's cache while fresh, else from the venue."""
-    settings, store = services.settings, services.store
-    key = f"exchangeInfo:{services.market.base_url}"
-    now = services.clock.now_ms()
-    cached = store.cache_get(key, settings.exchange_info_ttl_s * 1000, now)
-    if cached is not None:
-        return {s: SymbolRules.from_json(r) for s, r in json.loads(cached).items()}
+def cached_rules(services: Services) -> dict[str, SymbolRules] | None:
+    """exchangeInfo rules from the store's cache while fresh, else None."""
+    cached = services.store.cache_get(
+        _rules_key(services), services.settings.exchange_info_ttl_s * 1000, services.clock.now_ms()
+    )
+    return None if cached is None else {s: SymbolRules.from_json(r) for s, r in json.loads(cached).items()}
+
+
+async def fetch_rules(services: Services) -> dict[str, SymbolRules]:
+    """exchangeInfo rules from the venue, stored in the cache."""
     rules = await services.market.exchange_info()
-    store.cache_put(key, json.dumps({s: r.to_json() for s, r in rules.items()}), now)
+    body = json.dumps({s: r.to_json() for s, r in rules.items()})
+    services.store.cache_put(_rules_key(services), body, services.clock.now_ms())
     return rules
+
+
+def _rules_key(services: Services) -> str:
+    return f"exchangeInfo:{services.market.base_url}"
+
+
+async def market_snapshot(
+    services: Services, symbols: tuple[str, ...], timeframes: list[str], limit: int, now: int
+) -> MarketSnapshot:
+    """Symbols checked against the venue's listing, then the market. With a cold cache the listing and
+    the market are fetched at once (one round trip less); an unlisted symbol cancels the market fetch.
+    """
+    market = services.market
+    rules = cached_rules(services)
+    if rules is not None:
+        check_symbols(symbols, rules)
+        return await market.snapshot(symbols, timeframes, limit, now, rules)
+    fetching = asyncio.ensure_future(market.snapshot(symbols, timeframes, limit, now))
+    try:
+        rules = await fetch_rules(services)
+        check_symbols(symbols, rules)
+    except BaseException:
+        fetching.cancel()
+        await asyncio.gather(fetching, return_exceptions=True)
+        raise
+    return replace(await fetching, rules={s: rules[s] for s in symbols})
 
 
 def account_state(services: Services) -> AccountState:
@@ -125,7 +155,8 @@ def _asset_row(v: AssetValidation, marks: dict[str, float]) -> AssetRow:
 async def decide(services: Services, symbols: Sequence[str], *, dry_run: bool) -> DecideResult:
     """One portfolio decision for ``symbols``: recorded whatever its outcome.
 
-    Raises UnknownSymbolError (nothing recorded, no model call) for symbols the venue does not list,
+    Raises UnknownSymbolError (nothing recorded, no model call) for symbols the venue does not list
+    (bad input, not a decision),
     and VenueError or ModelError after recording the failed decision.
     """
     settings, strategy, client, clock = services.settings, services.strategy, services.client, services.clock
@@ -151,17 +182,13 @@ async def decide(services: Services, symbols: Sequence[str], *, dry_run: bool) -
         record.error = str(error) if error is not None else None
         record.latency_ms = int((time.monotonic() - started) * 1000)
         services.store.record_decision(record)
+        if error is not None:
+            error.decision_id = record.id
 
-    try:
-        rules = await load_rules(services)
-    except VenueError as exc:
-        finish("venue_error", exc)
-        raise
-    check_symbols(symbols, rules)  # bad input: refused before any model call, not a decision
     # The decision interval (INTERVAL) is always among the timeframes shown.
     timeframes = list(dict.fromkeys([*strategy.timeframes, settings.interval]))
     try:
-        snapshot = await services.market.snapshot(symbols, timeframes, strategy.context.candles, now, rules)
+        snapshot = await market_snapshot(services, symbols, timeframes, strategy.context.candles, now)
     except VenueError as exc:
         finish("venue_error", exc)
         raise

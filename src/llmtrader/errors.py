@@ -9,9 +9,13 @@ from __future__ import annotations
 
 
 class LLMTraderError(Exception):
-    """Base of every error llmtrader raises on purpose. The CLI prints one line and exits non-zero."""
+    """Base of every error llmtrader raises on purpose. The CLI prints one line and exits non-zero.
+
+    ``decision_id`` is set when the failure was recorded as a decision, so the user can look it up.
+    """
 
     exit_code = 1
+    decision_id: str | None = None
 
 
 class ConfigError(LLMTraderError):

@@ -144,6 +144,12 @@ def _float(value: Any) -> float | None:
 Sleep = Callable[[float], Awaitable[None]]
 
 
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first plain exception inside a (possibly nested) exception group."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
 class AsterMarketData:
     """Public (unsigned) AsterDEX futures endpoints over one shared ``httpx.AsyncClient``."""
 
@@ -262,6 +268,19 @@ class AsterMarketData:
             raise VenueError(f"premiumIndex {symbol}: reply has no markPrice")
         return body
 
+    async def premium_indexes(self, symbols: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Mark price and funding of several symbols: one request for all of them (same weight as one)."""
+        if len(symbols) == 1:
+            return {symbols[0]: await self.premium_index(symbols[0])}
+        body = await self.get("/fapi/v3/premiumIndex")
+        if not isinstance(body, list):
+            raise VenueError("premiumIndex: the reply for all symbols is not a list")
+        by_symbol = {item.get("symbol"): item for item in body if isinstance(item, dict)}
+        missing = [s for s in symbols if _float(by_symbol.get(s, {}).get("markPrice")) is None]
+        if missing:
+            raise VenueError(f"premiumIndex: no markPrice for {', '.join(missing)}")
+        return {s: by_symbol[s] for s in symbols}
+
     async def ticker_24h(self, symbol: str) -> dict[str, Any]:
         body = await self.get("/fapi/v3/ticker/24hr", {"symbol": symbol})
         if not isinstance(body, dict):
@@ -276,16 +295,23 @@ class AsterMarketData:
             return None
         return _float(body.get("openInterest")) if isinstance(body, dict) else None
 
-    async def asset(self, symbol: str, timeframes: Sequence[str], limit: int, now_ms: int) -> AssetMarket:
-        """Everything about one asset; its requests run concurrently."""
+    async def _asset(
+        self,
+        symbol: str,
+        premium: Awaitable[dict[str, dict[str, Any]]],
+        timeframes: Sequence[str],
+        limit: int,
+        now_ms: int,
+    ) -> AssetMarket:
+        """Everything about one asset; its requests run concurrently with every other asset's."""
         results = await asyncio.gather(
-            self.premium_index(symbol),
             self.ticker_24h(symbol),
             self.open_interest(symbol),
             *(self.klines(symbol, tf, limit, now_ms) for tf in timeframes),
         )
-        premium, ticker, oi = results[0], results[1], results[2]
-        candles = dict(zip(timeframes, results[3:], strict=True))
+        ticker, oi = results[0], results[1]
+        candles = dict(zip(timeframes, results[2:], strict=True))
+        premium = (await premium)[symbol]
         mark = _float(premium.get("markPrice"))
         assert mark is not None
         next_funding = premium.get("nextFundingTime")
@@ -310,12 +336,18 @@ class AsterMarketData:
         timeframes: Sequence[str],
         limit: int,
         now_ms: int,
-        rules: dict[str, SymbolRules],
+        rules: dict[str, SymbolRules] | None = None,
     ) -> MarketSnapshot:
         """All assets at once: one round trip of wall time when the pool allows."""
-        assets = await asyncio.gather(*(self.asset(s, timeframes, limit, now_ms) for s in symbols))
+        try:
+            async with asyncio.TaskGroup() as group:  # the first failure cancels every other request
+                premium = group.create_task(self.premium_indexes(symbols))
+                tasks = [group.create_task(self._asset(s, premium, timeframes, limit, now_ms)) for s in symbols]
+        except BaseExceptionGroup as failed:
+            raise _first_leaf(failed) from None
+        assets = [t.result() for t in tasks]
         return MarketSnapshot(
             as_of_ms=now_ms,
             assets={a.symbol: a for a in assets},
-            rules={s: rules[s] for s in symbols if s in rules},
+            rules={s: rules[s] for s in symbols if s in rules} if rules else {},
         )

@@ -10,8 +10,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from llmtrader.context import fmt
 from llmtrader.errors import LLMTraderError, ModelError
+from llmtrader.formatting import fmt
 from llmtrader.storage.records import DecisionRecord, iso_utc
 
 console = Console()
@@ -73,7 +73,7 @@ def decision_json(rec: DecisionRecord) -> dict[str, Any]:
 def failure_json(exc: LLMTraderError) -> dict[str, Any]:
     """The ``--json`` object printed when a decision failed after being recorded."""
     outcome = "model_error" if isinstance(exc, ModelError) else "venue_error"
-    return {"decision_id": None, "outcome": outcome, "error": str(exc)}
+    return {"decision_id": exc.decision_id, "outcome": outcome, "error": str(exc)}
 
 
 def _validation_cell(status: str, reasons: list[str]) -> Text:

@@ -14,8 +14,9 @@ from enum import StrEnum
 from typing import Any
 
 from llmtrader.account import AccountState, Position
-from llmtrader.context import Limits, fmt
+from llmtrader.context import Limits
 from llmtrader.decision import OPENING_ACTIONS, Action, AssetDecision, LenientDecision, RiskLevel
+from llmtrader.formatting import fmt
 
 UNKNOWN_SYMBOL = "(none)"
 

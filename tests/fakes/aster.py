@@ -111,12 +111,13 @@ class FakeAster:
         offset = self.offset_ms
         return [[r[0] + offset, *r[1:]] for r in rows[max(0, end - limit) : end]]
 
-    def closed_candles(self, symbol: str, interval: str) -> list[list[float]]:
-        """Every candle closed by now, times shifted (what a correct client may see)."""
+    def closed_candles(self, symbol: str, interval: str, limit: int | None = None) -> list[list[float]]:
+        """The candles closed by now (the newest ``limit`` of them), times shifted."""
         rows = self.series(symbol, interval)
         end = bisect.bisect_right(rows, self.data_now_ms() - INTERVAL_MS[interval], key=lambda r: r[0])
+        start = 0 if limit is None else max(0, end - limit)
         offset = self.offset_ms
-        return [[r[0] + offset, *r[1:]] for r in rows[:end]]
+        return [[r[0] + offset, *r[1:]] for r in rows[start:end]]
 
     def open_candle(self, symbol: str, interval: str) -> list[float]:
         """The candle still in progress (a correct client never shows it)."""
@@ -124,7 +125,7 @@ class FakeAster:
 
     def mark(self, symbol: str) -> float:
         """The mark price: the close of the newest closed 15m candle."""
-        return self.closed_candles(symbol, "15m")[-1][4]
+        return self.closed_candles(symbol, "15m", 1)[-1][4]
 
     def funding_rate(self, symbol: str) -> float:
         if symbol not in self._funding:
@@ -133,6 +134,10 @@ class FakeAster:
         now = self.data_now_ms()
         past = [r for r in self._funding[symbol] if r[0] <= now]
         return past[-1][1] if past else 0.0001
+
+    def listed(self) -> list[str]:
+        """The trading symbols that have data."""
+        return [s for s in LISTED if self.series(s, "15m")]
 
     # ---- faults -----------------------------------------------------------------------------
     def fail(self, path: str, status: int = 500, *, code: int | None = None, msg: str = "fault",
@@ -194,6 +199,8 @@ class FakeAster:
             return 200, self.exchange_info()
         if path == "/fapi/v3/time":
             return 200, {"serverTime": self.clock()}
+        if path == "/fapi/v3/premiumIndex" and not symbol:
+            return 200, [self.handle(path, {"symbol": s})[1] for s in self.listed()]
         if path in (
             "/fapi/v3/klines",
             "/fapi/v3/premiumIndex",
@@ -225,7 +232,7 @@ class FakeAster:
                 "nextFundingTime": next_funding, "interestRate": "0.0001", "time": now,
             }  # fmt: skip
         if path == "/fapi/v3/ticker/24hr":
-            day = self.closed_candles(symbol, "1h")[-24:]
+            day = self.closed_candles(symbol, "1h", 24)
             open_price, last = day[0][1], day[-1][4]
             return 200, {
                 "symbol": symbol, "lastPrice": f"{last}", "openPrice": f"{open_price}",

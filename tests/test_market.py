@@ -137,3 +137,20 @@ def test_check_symbols_names_the_closest_listed(fake_aster: FakeAster) -> None:
     check_symbols(["BTCUSDT", "SOLUSDT"], rules)
     with pytest.raises(UnknownSymbolError, match="ETHUSD1 is not listed on the venue; closest listed: ETHUSDT"):
         check_symbols(["ETHUSD1"], rules)
+
+
+@pytest.mark.parametrize("count", [1, 2, 6])
+def test_snapshot_requests_per_asset_count(fake_aster: FakeAster, count: int) -> None:
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT"][:count]
+    snap = run(fake_aster, lambda m: m.snapshot(symbols, ["1h"], 60, fake_aster.clock()))
+    assert list(snap.assets) == symbols
+    for symbol in symbols:
+        asset = snap.assets[symbol]
+        assert asset.mark_price == fake_aster.mark(symbol)
+        day = fake_aster.closed_candles(symbol, "1h", 24)
+        assert asset.high_24h == max(r[2] for r in day)
+    # one premiumIndex for all; tickers one each below ALL_TICKERS_FROM, else one for all
+    assert fake_aster.count("/fapi/v3/premiumIndex") == 1
+    expected_tickers = count if count < AsterMarketData.ALL_TICKERS_FROM else 1
+    assert fake_aster.count("/fapi/v3/ticker/24hr") == expected_tickers
+    assert fake_aster.count("/fapi/v3/klines") == count

@@ -77,7 +77,7 @@ def _rules_key(services: Services) -> str:
 
 
 async def market_snapshot(
-    services: Services, symbols: tuple[str, ...], timeframes: list[str], limit: int, now: int
+    services: Services, symbols: tuple[str, ...], timeframes: Sequence[str], limit: int, now: int
 ) -> MarketSnapshot:
     """Symbols checked against the venue's listing, then the market. With a cold cache the listing and
     the market are fetched at once (one round trip less); an unlisted symbol cancels the market fetch.

@@ -43,7 +43,7 @@ class Candles:
         return int(self.open_time_ms[-1]) + INTERVAL_MS[self.interval] if len(self) else 0
 
     @classmethod
-    def from_rows(cls, symbol: str, interval: str, rows: Sequence[Sequence[float]]) -> Candles:
+    def from_rows(cls, symbol: str, interval: str, rows: Sequence[Sequence[float]] | np.ndarray) -> Candles:
         """From ``[open_time_ms, open, high, low, close, volume]`` rows (the CSV format)."""
         arr = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
         return cls(
@@ -156,6 +156,7 @@ class AsterMarketData:
     MAX_ATTEMPTS = 3
     BACKOFF_S = 0.25
     MAX_RETRY_AFTER_S = 10.0
+    ALL_TICKERS_FROM = 5
 
     def __init__(
         self,
@@ -257,9 +258,12 @@ class AsterMarketData:
         if not isinstance(body, list):
             raise VenueError(f"klines {symbol} {interval}: reply is not a list")
         try:
-            rows = [[float(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5])] for r in body]
+            # numpy parses the venue's number strings in C: a third of the CPU of float() per cell.
+            rows = np.array([r[:6] for r in body], dtype=np.float64).reshape(-1, 6)
         except (TypeError, ValueError, IndexError):
             raise VenueError(f"klines {symbol} {interval}: a row is malformed") from None
+        if not np.isfinite(rows).all():
+            raise VenueError(f"klines {symbol} {interval}: a row holds a number that is not finite")
         return Candles.from_rows(symbol, interval, rows).until(now_ms).tail(limit)
 
     async def premium_index(self, symbol: str) -> dict[str, Any]:
@@ -287,6 +291,21 @@ class AsterMarketData:
             raise VenueError(f"ticker/24hr {symbol}: reply is not an object")
         return body
 
+    async def tickers_24h(self, symbols: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """24h tickers: one request per symbol (weight 1 each), or one for all symbols (weight 40)
+        from ALL_TICKERS_FROM symbols on, where fewer requests matter more than the weight."""
+        if len(symbols) < self.ALL_TICKERS_FROM:
+            replies = await asyncio.gather(*(self.ticker_24h(s) for s in symbols))
+            return dict(zip(symbols, replies, strict=True))
+        body = await self.get("/fapi/v3/ticker/24hr")
+        if not isinstance(body, list):
+            raise VenueError("ticker/24hr: the reply for all symbols is not a list")
+        by_symbol = {item.get("symbol"): item for item in body if isinstance(item, dict)}
+        missing = [s for s in symbols if s not in by_symbol]
+        if missing:
+            raise VenueError(f"ticker/24hr: no ticker for {', '.join(missing)}")
+        return {s: by_symbol[s] for s in symbols}
+
     async def open_interest(self, symbol: str) -> float | None:
         """Open interest in the base asset; undocumented on AsterDEX, so any failure gives None."""
         try:
@@ -298,20 +317,20 @@ class AsterMarketData:
     async def _asset(
         self,
         symbol: str,
-        premium: Awaitable[dict[str, dict[str, Any]]],
+        premiums: Awaitable[dict[str, dict[str, Any]]],
+        tickers: Awaitable[dict[str, dict[str, Any]]],
         timeframes: Sequence[str],
         limit: int,
         now_ms: int,
     ) -> AssetMarket:
         """Everything about one asset; its requests run concurrently with every other asset's."""
-        results = await asyncio.gather(
-            self.ticker_24h(symbol),
+        oi, series = await asyncio.gather(
             self.open_interest(symbol),
-            *(self.klines(symbol, tf, limit, now_ms) for tf in timeframes),
+            asyncio.gather(*(self.klines(symbol, tf, limit, now_ms) for tf in timeframes)),
         )
-        ticker, oi = results[0], results[1]
-        candles = dict(zip(timeframes, results[2:], strict=True))
-        premium = (await premium)[symbol]
+        candles = dict(zip(timeframes, series, strict=True))
+        premium = (await premiums)[symbol]
+        ticker = (await tickers)[symbol]
         mark = _float(premium.get("markPrice"))
         assert mark is not None
         next_funding = premium.get("nextFundingTime")
@@ -341,8 +360,11 @@ class AsterMarketData:
         """All assets at once: one round trip of wall time when the pool allows."""
         try:
             async with asyncio.TaskGroup() as group:  # the first failure cancels every other request
-                premium = group.create_task(self.premium_indexes(symbols))
-                tasks = [group.create_task(self._asset(s, premium, timeframes, limit, now_ms)) for s in symbols]
+                premiums = group.create_task(self.premium_indexes(symbols))
+                tickers = group.create_task(self.tickers_24h(symbols))
+                tasks = [
+                    group.create_task(self._asset(s, premiums, tickers, timeframes, limit, now_ms)) for s in symbols
+                ]
         except BaseExceptionGroup as failed:
             raise _first_leaf(failed) from None
         assets = [t.result() for t in tasks]

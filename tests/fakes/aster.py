@@ -199,7 +199,7 @@ class FakeAster:
             return 200, self.exchange_info()
         if path == "/fapi/v3/time":
             return 200, {"serverTime": self.clock()}
-        if path == "/fapi/v3/premiumIndex" and not symbol:
+        if path in ("/fapi/v3/premiumIndex", "/fapi/v3/ticker/24hr") and not symbol:
             return 200, [self.handle(path, {"symbol": s})[1] for s in self.listed()]
         if path in (
             "/fapi/v3/klines",

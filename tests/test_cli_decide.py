@@ -119,6 +119,10 @@ def test_fenced_or_prose_answers_are_parsed(
     assert code == 0 and out is not None
     assert by_symbol(out)["BTCUSDT"]["validation"]["status"] == "accepted"
     assert out["reasks"] == 0 and len(fake_llm.requests) == 1
+    record = show(runner, out["decision_id"])
+    assert record["raw_response"].startswith("```json" if wrap == "fenced" else "Here is my decision")
+    assert record["parsed"]["assets"][0]["symbol"] == "BTCUSDT"
+    assert [(a["symbol"], a["status"]) for a in record["assets"]] == [("BTCUSDT", "accepted"), ("ETHUSDT", "accepted")]
 
 
 def test_invalid_json_is_asked_again_with_the_error(env: Path, runner: CliRunner, fake_llm: FakeLLM) -> None:
@@ -157,6 +161,10 @@ def test_a_symbol_not_asked_for_is_rejected(env: Path, runner: CliRunner, fake_l
     doge = by_symbol(out)["DOGEUSDT"]
     assert doge["validation"]["status"] == "rejected"
     assert doge["validation"]["reasons"] == ["DOGEUSDT was not asked for (asked: BTCUSDT, ETHUSDT)"]
+    rows = {a["symbol"]: a for a in show(runner, out["decision_id"])["assets"]}
+    assert rows["DOGEUSDT"]["status"] == "rejected" and rows["DOGEUSDT"]["action"] == "buy"
+    assert rows["DOGEUSDT"]["reasons"] == doge["validation"]["reasons"]
+    assert history(runner, "--symbol", "DOGEUSDT")[0]["assets"][0]["status"] == "rejected"
 
 
 def test_200x_leverage_is_clamped_to_the_limit(
@@ -183,6 +191,9 @@ def test_tp_and_sl_on_the_wrong_side_are_rejected(
     reasons = by_symbol(out)["BTCUSDT"]["validation"]["reasons"]
     assert any("sl_price" in r and "must be below the mark price" in r for r in reasons)
     assert any("tp_price" in r and "must be above the mark price" in r for r in reasons)
+    row = show(runner, out["decision_id"])["assets"][0]
+    assert row["status"] == "rejected" and row["reasons"] == reasons
+    assert row["sl_price"] == wrong["sl_price"] and row["tp_price"] == wrong["tp_price"]
 
 
 def test_all_rejected_outcome(env: Path, runner: CliRunner, fake_aster: FakeAster, fake_llm: FakeLLM) -> None:

@@ -212,7 +212,7 @@ def render_market(ctx: DecisionContext) -> str:
             f"mark {fmt(a.mark_price)}; index {fmt(a.index_price)}; funding {funding} per period "
             f"(next {_time(a.next_funding_time_ms)}); 24h change {change}, high {fmt(a.high_24h)}, "
             f"low {fmt(a.low_24h)}, quote volume {fmt(a.quote_volume_24h, 4)}; "
-            f"open interest {fmt(a.open_interest, 6)}",
+            f"open interest {fmt(a.open_interest, 6)} (base units)",
         ]
         for frame in a.frames.values():
             lines.extend(_render_frame(frame))

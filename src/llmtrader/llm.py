@@ -123,6 +123,8 @@ def reask_message(errors: list[str]) -> str:
 
 
 Sleep = Callable[[float], Awaitable[None]]
+# Per process: the structured-output mode an endpoint and model accepted, so that later calls do not
+# repeat the attempts it refused.
 _MODE_MEMORY: dict[tuple[str, str], str] = {}
 
 

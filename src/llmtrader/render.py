@@ -93,7 +93,7 @@ def decision_table(rec: DecisionRecord) -> None:
             a.action,
             _num(a.allocation_usd),
             str(a.leverage) if a.leverage is not None else "-",
-            _num(a.entry_price) if a.entry_price is not None else "market",
+            _num(a.entry_price) if a.entry_price is not None else ("market" if a.action in ("buy", "sell") else "-"),
             _num(a.tp_price),
             _num(a.sl_price),
             _num(a.confidence, 2),

@@ -273,6 +273,34 @@ def test_servers_without_json_schema_fall_back_to_json_object(env: Path, runner:
     assert record["response_format"] == "json_object"
 
 
+def test_servers_without_any_response_format_get_plain_text_with_the_schema(
+    env: Path, runner: CliRunner, fake_llm: FakeLLM
+) -> None:
+    fake_llm.reject_json_schema = fake_llm.reject_json_object = True
+    fake_llm.push(answer(decision(asset("BTCUSDT"), asset("ETHUSDT")), wrap="prose"))
+    code, out, _ = decide(runner)
+    assert code == 0 and out is not None and out["outcome"] == "decided"
+    formats = [(r.get("response_format") or {}).get("type") for r in fake_llm.requests]
+    assert formats == ["json_schema", "json_object", None]
+    assert "matches this JSON schema" in fake_llm.requests[2]["messages"][0]["content"]
+    record = show(runner, out["decision_id"])
+    assert record["response_format"] == "text"
+    assert [c["error"] for c in record["llm_calls"]] == [
+        "HTTP 400: response_format json_schema is not supported",
+        "HTTP 400: response_format json_object is not supported",
+        None,
+    ]
+    # the endpoint's answer is remembered: the next decision goes straight to plain text
+    assert decide(runner)[0] == 0
+    assert (fake_llm.requests[3].get("response_format") or {}).get("type") is None
+
+
+def test_the_model_flag_overrides_the_configured_model(env: Path, runner: CliRunner, fake_llm: FakeLLM) -> None:
+    code, out, _ = decide(runner, "--model", "deepseek/deepseek-chat-v3.1")
+    assert code == 0 and out is not None and out["model"] == "deepseek/deepseek-chat-v3.1"
+    assert fake_llm.requests[0]["model"] == "deepseek/deepseek-chat-v3.1"
+
+
 def test_an_unlisted_symbol_is_refused_before_any_model_call(env: Path, runner: CliRunner, fake_llm: FakeLLM) -> None:
     code, _, stderr = decide(runner, "--symbols", "BTCUSDX,ETHUSDT")
     assert code == 2

@@ -106,6 +106,7 @@ class FakeLLM:
     """The fake model server; ``base_url`` ends in /v1 like OpenAI's."""
 
     reject_json_schema: bool = False
+    reject_json_object: bool = False
     queue: list[Behaviour] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
@@ -118,12 +119,8 @@ class FakeLLM:
 
     def _next(self, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
         fmt = (body.get("response_format") or {}).get("type")
-        if self.reject_json_schema and fmt == "json_schema":
-            return (
-                400,
-                {},
-                {"error": {"code": 400, "message": "response_format json_schema is not supported"}},
-            )
+        if (self.reject_json_schema and fmt == "json_schema") or (self.reject_json_object and fmt == "json_object"):
+            return 400, {}, {"error": {"code": 400, "message": f"response_format {fmt} is not supported"}}
         with self._lock:
             behaviour = self.queue.pop(0) if self.queue else holds
         return behaviour(body)

@@ -113,9 +113,8 @@ def decide(
 
         settings = _settings({"assets": symbols, "llm_model": model, "strategy": strategy})
         services = build_services(settings, model_explicit=model is not None)
-        if not as_json:
-            for note in services.notes:
-                render.warning(note)
+        for note in services.notes:  # on stderr, so --json output stays clean
+            render.warning(note)
 
         async def go() -> Any:
             try:

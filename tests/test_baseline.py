@@ -95,7 +95,7 @@ def test_the_baseline_is_deterministic_and_answers_through_the_client_protocol(s
     ctx = context_at(series, 1_763_000_000_000)
     strategy = load_strategy("default")
     system, user = render_prompt(ctx, strategy)
-    request = DecisionRequest(model="baseline", system=system, user=user, context=ctx)
+    request = DecisionRequest(system=system, user=user, context=ctx)
     first = asyncio.run(BaselineClient().decide(request))
     second = asyncio.run(BaselineClient().decide(request))
     assert first.raw_response == second.raw_response

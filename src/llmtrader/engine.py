@@ -200,7 +200,7 @@ async def decide(services: Services, symbols: Sequence[str], *, dry_run: bool) -
     system, user = render_prompt(context, strategy)
     record.system_prompt, record.user_prompt = system, user
     try:
-        answer = await client.decide(DecisionRequest(model=client.model, system=system, user=user, context=context))
+        answer = await client.decide(DecisionRequest(system=system, user=user, context=context))
     except ModelError as exc:
         record.calls = _call_rows(exc.calls)
         record.prompt_tokens = sum(c.prompt_tokens for c in record.calls)

@@ -37,7 +37,6 @@ MODES = ("json_schema", "json_object", "text")
 class DecisionRequest:
     """What a decision client is asked: the rendered prompt and the context behind it."""
 
-    model: str
     system: str
     user: str
     context: DecisionContext

@@ -217,8 +217,7 @@ class AsterMarketData:
                     return self._body(path, resp)
             if attempt + 1 < max_attempts:
                 await self._sleep(wait)
-        assert last is not None
-        raise last
+        raise last or VenueUnavailable(f"{path}: no attempt was made")
 
     @staticmethod
     def _body(path: str, resp: httpx.Response) -> Any:
@@ -332,7 +331,8 @@ class AsterMarketData:
         premium = (await premiums)[symbol]
         ticker = (await tickers)[symbol]
         mark = _float(premium.get("markPrice"))
-        assert mark is not None
+        if mark is None or mark <= 0:
+            raise VenueError(f"premiumIndex {symbol}: markPrice {premium.get('markPrice')!r} is not a positive number")
         next_funding = premium.get("nextFundingTime")
         return AssetMarket(
             symbol=symbol,

@@ -68,7 +68,12 @@ def test_decide_json_happy_path_is_recorded(
     for key in ("symbol", "action", "allocation_usd", "leverage", "tp_price", "sl_price", "confidence"):
         assert key in btc
     assert out["usage"] == {"prompt_tokens": 1500, "completion_tokens": 300, "cost_usd": 0.0012}
-    assert out["executed"] is False
+    # paper mode is the default: the long was executed on the paper account, entry then stop and target
+    assert out["executed"] is True and out["execution"] == "executed" and out["mode"] == "paper"
+    (btc_orders,) = [o for o in out["orders"] if o["symbol"] == "BTCUSDT"]
+    assert btc_orders["outcome"] == "executed"
+    legs = [(leg["leg"], leg["status"]) for leg in btc_orders["orders"] if leg["leg"] in ("en", "sl", "tp")]
+    assert legs == [("en", "filled"), ("sl", "acknowledged"), ("tp", "acknowledged")]
     # the request used structured output from the schema, with the key as a bearer token
     request = fake_llm.requests[0]
     assert request["response_format"]["type"] == "json_schema"
@@ -81,6 +86,15 @@ def test_decide_json_happy_path_is_recorded(
     assert record["outcome"] == "decided" and record["cost_usd"] == 0.0012
     assert [c["attempt"] for c in record["llm_calls"]] == [1]
     assert record["marks"]["BTCUSDT"] == fake_aster.mark("BTCUSDT")
+    assert record["execution"] == "executed"
+    assert [(o["leg"], o["status"]) for o in record["orders"]] == [
+        ("en", "filled"),
+        ("sl", "acknowledged"),
+        ("tp", "acknowledged"),
+    ]
+    entry = record["orders"][0]
+    assert entry["request"]["side"] == "BUY" and entry["request"]["type"] == "MARKET"
+    assert entry["client_order_id"] == f"lt_{out['decision_id']}_BTCUSDT_en"
 
 
 def test_decide_table_output(env: Path, runner: CliRunner, fake_aster: FakeAster, fake_llm: FakeLLM) -> None:

@@ -21,7 +21,7 @@ EXPECTED_SCHEMA = {
         "id", "created_at", "account", "mode", "dry_run", "strategy", "model", "base_url", "symbols", "outcome",
         "error", "as_of_ms", "marks", "system_prompt", "user_prompt", "raw_response", "parsed", "parse_errors",
         "portfolio_rationale", "notes", "response_format", "reasks", "prompt_tokens", "completion_tokens",
-        "cost_usd", "model_latency_ms", "latency_ms",
+        "cost_usd", "model_latency_ms", "latency_ms", "execution",
     ],
     "asset_decisions": [
         "id", "decision_id", "created_at", "account", "symbol", "action", "status", "allocation_usd", "leverage",
@@ -33,12 +33,27 @@ EXPECTED_SCHEMA = {
         "completion_tokens", "reasoning_tokens", "cost_usd", "latency_ms", "finish_reason", "generation_id",
     ],
     "venue_cache": ["key", "fetched_at_ms", "body"],
+    "orders": [
+        "id", "decision_id", "account", "mode", "symbol", "leg", "client_order_id", "request", "status", "order_id",
+        "venue_code", "venue_message", "executed_qty", "avg_price", "response", "created_at", "updated_at",
+    ],
+    "execution_events": ["id", "decision_id", "account", "symbol", "kind", "message", "created_at"],
+    "paper_accounts": ["account", "state", "updated_at_ms"],
+    "paper_fills": [
+        "id", "account", "time_ms", "symbol", "client_order_id", "order_id", "side", "qty", "price", "fee",
+        "realized_pnl", "reason",
+    ],
+    "paper_funding": ["id", "account", "time_ms", "symbol", "rate", "mark_price", "position_amt", "amount"],
     "_sqlite_migrations": ["id", "migration_set", "name", "applied_at"],
 }  # fmt: skip
 EXPECTED_INDEXES = {
     "decisions": {("created_at",), ("account", "created_at")},
     "asset_decisions": {("symbol", "created_at"), ("action", "created_at"), ("decision_id",)},
     "llm_calls": {("decision_id",)},
+    "orders": {("client_order_id",), ("decision_id",), ("account", "symbol", "created_at")},
+    "execution_events": {("decision_id",), ("kind", "created_at")},
+    "paper_fills": {("account", "time_ms")},
+    "paper_funding": {("account", "time_ms")},
 }
 
 
@@ -90,7 +105,7 @@ def test_schema_is_pinned(store: Store) -> None:
 def test_migrations_are_named_recorded_and_idempotent(store: Store) -> None:
     conn = sqlite3.connect(store.path)
     applied = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
-    assert applied == migration_names() == ["m001_decisions", "m002_venue_cache"]
+    assert applied == migration_names() == ["m001_decisions", "m002_venue_cache", "m003_execution", "m004_paper"]
     store.close()
     Store(store.path).close()  # opening again applies nothing new
     assert [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")] == applied

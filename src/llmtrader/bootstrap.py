@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from decimal import Decimal
 from urllib.parse import urlparse
 
 from llmtrader.config import Settings
 from llmtrader.engine import Clock, Services, SystemClock
-from llmtrader.errors import ConfigError
+from llmtrader.errors import ConfigError, CredentialsError
+from llmtrader.exchange.base import Exchange
+from llmtrader.exchange.filters import SymbolRules
 from llmtrader.llm import DecisionClient
 from llmtrader.market import AsterMarketData
 from llmtrader.storage.store import Store
@@ -54,24 +58,84 @@ def build_client(settings: Settings, *, model_explicit: bool) -> tuple[DecisionC
     return client, None
 
 
-def build_services(settings: Settings, *, model_explicit: bool = False, clock: Clock | None = None) -> Services:
-    """Every port one decision needs."""
+def build_exchange(
+    settings: Settings, store: Store, market: AsterMarketData, services: Callable[[], Services]
+) -> Exchange:
+    """The paper account (the default), or the live venue, which needs TRADING_MODE=live and credentials."""
+    from llmtrader.engine import get_rules
+
+    async def rules() -> dict[str, SymbolRules]:
+        return await get_rules(services())
+
+    if settings.trading_mode == "live":
+        credentials = settings.venue_credentials()
+        if credentials is None:
+            raise CredentialsError(
+                "live trading needs venue credentials in the environment: ASTERDEX_USER, ASTERDEX_SIGNER and "
+                "ASTERDEX_SIGNER_PRIVATE_KEY (V3 API wallet), or ASTERDEX_API_KEY and ASTERDEX_API_SECRET (V1)"
+            )
+        from llmtrader.exchange.asterdex import AsterDexExchange
+
+        return AsterDexExchange(
+            market,
+            credentials,
+            rules=rules,
+            timeout_s=settings.http_timeout_s,
+            chain_id=settings.asterdex_chain_id,
+            recv_window_ms=settings.asterdex_recv_window_ms,
+            lookup_grace_s=settings.order_lookup_grace_s,
+        )
+    from llmtrader.exchange.paper import PaperExchange
+
+    return PaperExchange(
+        store,
+        market,
+        account=settings.account,
+        balance=Decimal(str(settings.paper_balance_usd)),
+        taker_fee=Decimal(str(settings.paper_taker_fee)),
+        slippage_bps=Decimal(str(settings.paper_slippage_bps)),
+        candle_interval=settings.paper_candle_interval,
+        rules=rules,
+        now_ms=lambda: services().clock.now_ms(),
+    )
+
+
+def build_services(
+    settings: Settings, *, model_explicit: bool = False, clock: Clock | None = None, need_model: bool = True
+) -> Services:
+    """Every port one decision needs. Without ``need_model`` (positions, close, doctor) no model client
+    is configured and no model key is required."""
     strategy = load_strategy(settings.strategy, settings.strategies_dir)
-    client, note = build_client(settings, model_explicit=model_explicit)
+    if need_model:
+        client, note = build_client(settings, model_explicit=model_explicit)
+    else:
+        from llmtrader.baseline import BaselineClient
+
+        client, note = BaselineClient(), None
     store = Store(settings.db)
     market = AsterMarketData(settings.asterdex_base_url, timeout_s=settings.http_timeout_s)
-    return Services(
+    built: list[Services] = []
+    try:
+        exchange = build_exchange(settings, store, market, lambda: built[0])
+    except BaseException:
+        store.close()
+        raise
+    services = Services(
         settings=settings,
         store=store,
         market=market,
+        exchange=exchange,
         client=client,
         strategy=strategy,
         clock=clock or SystemClock(),
         notes=(note,) if note else (),
     )
+    built.append(services)
+    return services
 
 
 async def close_services(services: Services) -> None:
+    await services.exchange.aclose()
     await services.market.aclose()
     aclose = getattr(services.client, "aclose", None)
     if aclose is not None:

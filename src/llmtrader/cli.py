@@ -23,6 +23,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+paper_app = typer.Typer(help="The paper account (the default trading mode).", no_args_is_help=True)
+app.add_typer(paper_app, name="paper")
 
 T = TypeVar("T")
 _state: dict[str, Any] = {"config": None}
@@ -79,6 +81,28 @@ def _settings(overrides: dict[str, Any] | None = None) -> Any:
     return load_settings(_state["config"], overrides)
 
 
+def _interactive() -> bool:
+    """True when a person can answer a question: stdin is a terminal and this is not CI."""
+    return sys.stdin.isatty() and os.environ.get("CI", "").lower() not in ("1", "true")
+
+
+def _run_with_services(fn: Callable[[Any], Any], *, overrides: dict[str, Any] | None = None) -> Any:
+    """Build services (no model client), run one async core function with them, and always close them."""
+    import asyncio
+
+    from llmtrader.bootstrap import build_services, close_services
+
+    services = build_services(_settings(overrides), need_model=False)
+
+    async def go() -> Any:
+        try:
+            return await fn(services)
+        finally:
+            await close_services(services)
+
+    return asyncio.run(go())
+
+
 def _parse_since(value: str | None) -> str | None:
     if value is None:
         return None
@@ -99,9 +123,12 @@ def decide(
     model: str | None = typer.Option(None, "--model", "-m", help="Model id, or 'baseline' (default: LLM_MODEL)."),
     strategy: str | None = typer.Option(None, "--strategy", help="Strategy name (default: the configured one)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Never execute; only decide and record."),
+    yes: bool = typer.Option(
+        False, "--yes", "-y", help="Live mode: execute without asking (needed without a terminal)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
-    """Ask for one portfolio decision now, validate it against the limits, and record it."""
+    """Ask for one portfolio decision now, validate it, execute it (paper by default), and record it all."""
 
     def body() -> None:
         import asyncio
@@ -112,13 +139,25 @@ def decide(
         from llmtrader.errors import ModelError, VenueError
 
         settings = _settings({"assets": symbols, "llm_model": model, "strategy": strategy})
+        live = settings.trading_mode == "live" and not dry_run
+        if live and not yes and not _interactive():
+            raise ConfigError(
+                "live mode: decide would send real orders; run it on a terminal to confirm, pass --yes, "
+                "or use --dry-run"
+            )
         services = build_services(settings, model_explicit=model is not None)
         for note in services.notes:  # on stderr, so --json output stays clean
             render.warning(note)
 
+        def confirm(record: Any, report: Any) -> bool:
+            render.decision_table(record)
+            return typer.confirm("Execute this decision on AsterDEX with REAL money?", default=False)
+
         async def go() -> Any:
             try:
-                return await run_decide(services, settings.assets, dry_run=dry_run)
+                return await run_decide(
+                    services, settings.assets, dry_run=dry_run, confirm=confirm if live and not yes else None
+                )
             finally:
                 await close_services(services)
 
@@ -129,9 +168,11 @@ def decide(
                 typer.echo(json.dumps(render.failure_json(exc)))
             raise
         if as_json:
-            typer.echo(json.dumps(render.decision_json(result.record), default=str))
+            typer.echo(json.dumps(render.decision_json(result.record, result.execution), default=str))
         else:
-            render.decision_table(result.record)
+            render.decision_table(result.record, result.execution)
+        if result.execution is not None and result.execution.summary == "emergency":
+            raise typer.Exit(3)
 
     guarded(body)
 
@@ -198,6 +239,120 @@ def show(
         from llmtrader import render
 
         render.record_view(record)
+
+    guarded(body)
+
+
+@app.command()
+def positions(as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
+    """Show open positions with their stop-loss and take-profit (paper account or live venue)."""
+
+    def body() -> None:
+        from llmtrader.engine import position_rows
+
+        mode, rows = _run_with_services(position_rows)
+        if as_json:
+            typer.echo(json.dumps(rows))
+            return
+        from llmtrader import render
+
+        render.positions_table(rows, mode)
+        if any(r["stop_loss"] is None for r in rows):
+            render.warning("a position has no stop-loss on the venue: close it or let the next cycle re-arm it")
+
+    guarded(body)
+
+
+@app.command()
+def close(
+    symbol: str | None = typer.Argument(None, help="The symbol whose position to close."),
+    close_all: bool = typer.Option(False, "--all", help="Close every open position."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (needed without a terminal)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Close positions reduce-only and cancel their orders; recorded like a decision."""
+
+    def body() -> None:
+        from llmtrader import render
+        from llmtrader.configfile import normalize_symbol
+        from llmtrader.engine import close_positions
+
+        if (symbol is None) == (not close_all):
+            raise ConfigError("give one SYMBOL or --all")
+        symbols = None
+        if symbol is not None:
+            try:
+                symbols = [normalize_symbol(symbol)]
+            except ValueError as exc:
+                raise ConfigError(f"SYMBOL: {exc}") from None
+        if not yes and not _interactive():
+            raise ConfigError("close sends orders: run it on a terminal to confirm, or pass --yes")
+
+        def confirm(targets: list[str]) -> bool:
+            return typer.confirm(f"Close {', '.join(targets)} at market and cancel their orders?", default=False)
+
+        result = _run_with_services(lambda s: close_positions(s, symbols, confirm=None if yes else confirm))
+        if as_json:
+            typer.echo(json.dumps(render.decision_json(result.record, result.execution), default=str))
+            return
+        if not result.record.symbols:
+            render.console.print("No open positions: nothing to close.")
+            return
+        if result.execution is not None:
+            render.execution_table(result.execution)
+        render.console.print(f"Recorded as {result.record.id}; execution {result.record.execution}.")
+        if result.record.execution not in ("executed", "declined"):
+            raise typer.Exit(1)
+
+    guarded(body)
+
+
+@app.command()
+def doctor(as_json: bool = typer.Option(False, "--json", help="Print the checklist as JSON.")) -> None:
+    """Check config, database, venue clock, credentials (one signed read) and the model endpoint."""
+
+    def body() -> None:
+        import asyncio
+
+        from llmtrader.doctor import run_checks
+
+        checks = asyncio.run(run_checks(_state["config"]))
+        if as_json:
+            typer.echo(json.dumps([c.__dict__ for c in checks]))
+        else:
+            from llmtrader import render
+
+            render.checklist(checks)
+        if any(c.status == "fail" for c in checks):
+            raise typer.Exit(1)
+
+    guarded(body)
+
+
+@paper_app.command("reset")
+def paper_reset(
+    balance: float | None = typer.Option(
+        None, "--balance", help="Starting balance in USD (default PAPER_BALANCE_USD)."
+    ),
+) -> None:
+    """Start the paper account afresh: the balance, no positions, no orders (history is kept)."""
+
+    def body() -> None:
+        from decimal import Decimal
+
+        from llmtrader.exchange.paper import PaperExchange
+
+        overrides = {"paper_balance_usd": balance} if balance is not None else None
+        settings = _settings(overrides)
+        if settings.trading_mode == "live":
+            raise ConfigError("paper reset: TRADING_MODE is live; the paper account is not in use")
+
+        async def reset(services: Any) -> None:
+            assert isinstance(services.exchange, PaperExchange)
+            await services.exchange.reset(Decimal(str(settings.paper_balance_usd)))
+
+        _run_with_services(reset, overrides=overrides)
+        typer.echo(f"paper account {settings.account!r} reset to {settings.paper_balance_usd:,.2f} USD")
 
     guarded(body)
 

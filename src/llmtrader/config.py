@@ -141,6 +141,19 @@ class Settings(BaseSettings):
     strategy: str = Field("default", min_length=1, description="Strategy name.")
     strategies_dir: Path | None = Field(None, description="Directory of the user's own strategies.")
     account: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,32}$", description="Account name.")
+    margin_type: Literal["ISOLATED", "CROSSED"] = Field("ISOLATED", description="Margin type of new positions.")
+    stop_loss_attempts: int = Field(3, ge=1, le=10, description="Tries to place a stop before flattening.")
+    order_lookup_grace_s: float = Field(1.0, ge=0, le=30, description="Wait before looking up an unknown order.")
+    paper_taker_fee: float = Field(0.00035, ge=0, le=0.01, description="Paper taker fee, a fraction of notional.")
+    paper_slippage_bps: float = Field(2, ge=0, le=500, description="Paper slippage against the trader, in bps.")
+    paper_candle_interval: Interval = Field("1m", description="Candles the paper account replays for triggers.")
+    asterdex_chain_id: int = Field(1666, description="EIP-712 chainId: 1666 mainnet, 714 testnet.")
+    asterdex_recv_window_ms: int = Field(5000, ge=1, le=60000, description="V1 recvWindow.")
+    asterdex_user: str | None = Field(None, description="V3: the main wallet address (ASTERDEX_USER).")
+    asterdex_signer: str | None = Field(None, description="V3: the API (agent) wallet address.")
+    asterdex_signer_private_key: SecretStr | None = Field(None, description="V3: the agent wallet's key.")
+    asterdex_api_key: SecretStr | None = Field(None, description="V1 legacy API key.")
+    asterdex_api_secret: SecretStr | None = Field(None, description="V1 legacy API secret.")
 
     @field_validator("assets", mode="before")
     @classmethod
@@ -178,6 +191,72 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Precedence: command-line flags (init) > environment > TOML file > defaults.
         return (init_settings, _MappedEnvSource(settings_cls), _TomlDictSource(settings_cls))
+
+    @field_validator("asterdex_user", "asterdex_signer")
+    @classmethod
+    def _check_address(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
+            raise ValueError("expected a 0x-prefixed 40-hex-digit wallet address")
+        return value
+
+    @field_validator("asterdex_chain_id")
+    @classmethod
+    def _check_chain(cls, value: int) -> int:
+        if value not in (1666, 714):
+            raise ValueError("AsterDEX signs with chainId 1666 (mainnet) or 714 (testnet)")
+        return value
+
+    def venue_credentials(self) -> Any:
+        """The venue credentials present: V3 (agent wallet), V1 (legacy HMAC key), or None.
+
+        Both sets, or a partial set, is a CredentialsError naming the variables; secrets are never shown.
+        """
+        from llmtrader.errors import CredentialsError
+
+        v3 = {
+            "ASTERDEX_USER": self.asterdex_user,
+            "ASTERDEX_SIGNER": self.asterdex_signer,
+            "ASTERDEX_SIGNER_PRIVATE_KEY": self.asterdex_signer_private_key,
+        }
+        v1 = {"ASTERDEX_API_KEY": self.asterdex_api_key, "ASTERDEX_API_SECRET": self.asterdex_api_secret}
+        has_v3 = any(v is not None for v in v3.values())
+        has_v1 = any(v is not None for v in v1.values())
+        if has_v3 and has_v1:
+            raise CredentialsError(
+                "both venue credential sets are present: V3 (ASTERDEX_USER, ASTERDEX_SIGNER, "
+                "ASTERDEX_SIGNER_PRIVATE_KEY) and V1 (ASTERDEX_API_KEY, ASTERDEX_API_SECRET); keep one of them"
+            )
+        for present, names in ((has_v3, v3), (has_v1, v1)):
+            missing = [name for name, value in names.items() if value is None]
+            if present and missing:
+                raise CredentialsError(f"incomplete venue credentials: {', '.join(missing)} not set")
+        if has_v1:
+            from llmtrader.exchange.asterdex import V1Credentials
+
+            assert self.asterdex_api_key is not None and self.asterdex_api_secret is not None
+            return V1Credentials(
+                self.asterdex_api_key.get_secret_value().strip(), self.asterdex_api_secret.get_secret_value().strip()
+            )
+        if not has_v3:
+            return None
+        from llmtrader.exchange.asterdex import V3Credentials
+        from llmtrader.exchange.signing import signer_address
+
+        assert self.asterdex_user and self.asterdex_signer and self.asterdex_signer_private_key
+        key = self.asterdex_signer_private_key.get_secret_value().strip()
+        try:
+            derived = signer_address(key)
+        except ValueError:
+            raise CredentialsError("ASTERDEX_SIGNER_PRIVATE_KEY is not a valid private key") from None
+        if derived.lower() != self.asterdex_signer.lower():
+            raise CredentialsError(
+                f"ASTERDEX_SIGNER {self.asterdex_signer} is not the address of ASTERDEX_SIGNER_PRIVATE_KEY "
+                f"(that key signs as {derived})"
+            )
+        return V3Credentials(self.asterdex_user, self.asterdex_signer, key)
 
     @property
     def is_baseline(self) -> bool:

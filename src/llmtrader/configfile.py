@@ -23,7 +23,7 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "account": ("LLMTRADER_ACCOUNT",),
 }
 # Settings that may only come from the environment: secrets never live in a config file.
-ENV_ONLY = frozenset({"llm_api_key"})
+ENV_ONLY = frozenset({"llm_api_key", "asterdex_signer_private_key", "asterdex_api_key", "asterdex_api_secret"})
 
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{5,24}$")

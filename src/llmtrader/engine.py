@@ -9,18 +9,22 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Protocol
 
-from llmtrader.account import AccountState, paper_account_state
+from llmtrader.account import AccountState, Position
 from llmtrader.config import Settings
 from llmtrader.context import Limits, build_context, render_prompt
-from llmtrader.errors import LLMTraderError, ModelError, VenueError
+from llmtrader.decision import Action, AssetDecision, RiskLevel
+from llmtrader.errors import LLMTraderError, ModelError, NotFoundError, VenueError
+from llmtrader.exchange.base import Exchange, OrderType, dec_str
 from llmtrader.exchange.filters import SymbolRules
+from llmtrader.execution import ExecutionReport, ExecutionSettings, execute
 from llmtrader.llm import CallRecord, DecisionClient, DecisionRequest
 from llmtrader.market import AsterMarketData, MarketSnapshot, check_symbols
-from llmtrader.risk import AssetValidation, ValidationReport, validate_decision
+from llmtrader.risk import AssetValidation, Status, ValidationReport, validate_decision
 from llmtrader.storage.records import AssetRow, CallRow, DecisionRecord, new_decision_id
 from llmtrader.storage.store import Store
 from llmtrader.strategy import Strategy
@@ -44,6 +48,7 @@ class Services:
     settings: Settings
     store: Store
     market: AsterMarketData
+    exchange: Exchange
     client: DecisionClient
     strategy: Strategy
     clock: Clock
@@ -54,6 +59,11 @@ class Services:
 class DecideResult:
     record: DecisionRecord
     report: ValidationReport | None
+    execution: ExecutionReport | None = None
+
+
+Confirm = Callable[[DecisionRecord, ValidationReport], bool]
+ConfirmClose = Callable[[list[str]], bool]
 
 
 def cached_rules(services: Services) -> dict[str, SymbolRules] | None:
@@ -70,6 +80,11 @@ async def fetch_rules(services: Services) -> dict[str, SymbolRules]:
     body = json.dumps({s: r.to_json() for s, r in rules.items()})
     services.store.cache_put(_rules_key(services), body, services.clock.now_ms())
     return rules
+
+
+async def get_rules(services: Services) -> dict[str, SymbolRules]:
+    """exchangeInfo rules: from the cache while fresh, else from the venue."""
+    return cached_rules(services) or await fetch_rules(services)
 
 
 def _rules_key(services: Services) -> str:
@@ -98,10 +113,49 @@ async def market_snapshot(
     return replace(await fetching, rules={s: rules[s] for s in symbols})
 
 
-def account_state(services: Services) -> AccountState:
-    """The account a decision sees (the paper account until execution adapters exist)."""
-    settings = services.settings
-    return paper_account_state(settings.account, settings.paper_balance_usd)
+async def account_state(services: Services) -> AccountState:
+    """The account a decision sees, from the exchange (live venue or paper account): balance, positions,
+    and each position's protective orders."""
+    exchange = services.exchange
+    balance, positions, orders = await asyncio.gather(exchange.balance(), exchange.positions(), exchange.open_orders())
+    stops: dict[str, float] = {}
+    targets: dict[str, float] = {}
+    for order in orders:
+        if order.stop_price <= 0:
+            continue
+        if order.type == OrderType.STOP_MARKET:
+            stops[order.symbol] = float(order.stop_price)
+        elif order.type == OrderType.TAKE_PROFIT_MARKET:
+            targets[order.symbol] = float(order.stop_price)
+    return AccountState(
+        name=services.settings.account,
+        mode=exchange.mode,
+        balance_usd=float(balance.wallet),
+        available_usd=float(balance.available),
+        positions=tuple(
+            Position(
+                symbol=p.symbol,
+                side=p.side,
+                size=float(p.size),
+                entry_price=float(p.entry_price),
+                mark_price=float(p.mark_price),
+                unrealized_pnl=float(p.unrealized_pnl),
+                leverage=p.leverage,
+                liquidation_price=float(p.liquidation_price) if p.liquidation_price is not None else None,
+                stop_loss=stops.get(p.symbol),
+                take_profit=targets.get(p.symbol),
+            )
+            for p in positions
+        ),
+    )
+
+
+def execution_settings(settings: Settings) -> ExecutionSettings:
+    return ExecutionSettings(
+        margin_type=settings.margin_type,
+        protect_attempts=settings.stop_loss_attempts,
+        taker_fee=Decimal(str(settings.paper_taker_fee)),
+    )
 
 
 def _call_rows(calls: Sequence[object]) -> list[CallRow]:
@@ -152,8 +206,11 @@ def _asset_row(v: AssetValidation, marks: dict[str, float]) -> AssetRow:
     )
 
 
-async def decide(services: Services, symbols: Sequence[str], *, dry_run: bool) -> DecideResult:
-    """One portfolio decision for ``symbols``: recorded whatever its outcome.
+async def decide(
+    services: Services, symbols: Sequence[str], *, dry_run: bool, confirm: Confirm | None = None
+) -> DecideResult:
+    """One portfolio decision for ``symbols``: recorded whatever its outcome, then executed unless
+    ``dry_run`` (or ``confirm`` declines). Every order and event of the execution is recorded as it happens.
 
     Raises UnknownSymbolError (nothing recorded, no model call) for symbols the venue does not list
     (bad input, not a decision),
@@ -188,14 +245,15 @@ async def decide(services: Services, symbols: Sequence[str], *, dry_run: bool) -
     # The decision interval (INTERVAL) is always among the timeframes shown.
     timeframes = list(dict.fromkeys([*strategy.timeframes, settings.interval]))
     try:
-        snapshot = await market_snapshot(services, symbols, timeframes, strategy.context.candles, now)
+        snapshot, account = await asyncio.gather(
+            market_snapshot(services, symbols, timeframes, strategy.context.candles, now), account_state(services)
+        )
     except VenueError as exc:
         finish("venue_error", exc)
         raise
     record.as_of_ms = snapshot.as_of_ms
     record.marks = {s: a.mark_price for s, a in snapshot.assets.items()}
     limits = Limits.combine(settings.leverage, settings.max_position_size_usd, strategy)
-    account = account_state(services)
     context = build_context(snapshot, account, strategy, limits, symbols, settings.interval)
     system, user = render_prompt(context, strategy)
     record.system_prompt, record.user_prompt = system, user
@@ -225,5 +283,137 @@ async def decide(services: Services, symbols: Sequence[str], *, dry_run: bool) -
     report = validate_decision(answer.decision, symbols=symbols, marks=record.marks, account=account, limits=limits)
     record.notes += report.notes
     record.assets = [_asset_row(v, record.marks) for v in report.assets]
+    executable = [v for v in report.assets if v.executable and v.final is not None and v.final.action.value != "hold"]
+    if dry_run:
+        record.execution = "dry_run"
+    elif not executable:
+        record.execution = "nothing"
+    elif confirm is not None and not confirm(record, report):
+        record.execution = "declined"
     finish("all_rejected" if report.all_rejected else "decided")
-    return DecideResult(record=record, report=report)
+    if record.execution is not None:
+        return DecideResult(record=record, report=report)
+    log = services.store.execution_log(settings.account, services.exchange.mode, clock.now_ms)
+    try:
+        execution = await execute(
+            services.exchange,
+            report.assets,
+            decision_id=record.id,
+            recorder=log,
+            rules=snapshot.rules,
+            marks={s: Decimal(str(m)) for s, m in record.marks.items()},
+            settings=execution_settings(settings),
+        )
+    except VenueError as exc:  # the account could not be read before the first order: nothing was sent
+        services.store.set_execution(record.id, "failed")
+        log.event(decision_id=record.id, symbol=None, kind="error", message=f"execution did not start: {exc}")
+        exc.decision_id = record.id
+        raise
+    record.execution = execution.summary
+    services.store.set_execution(record.id, execution.summary)
+    return DecideResult(record=record, report=report, execution=execution)
+
+
+async def close_positions(
+    services: Services, symbols: Sequence[str] | None, *, confirm: ConfirmClose | None = None
+) -> DecideResult:
+    """Close positions (all of them when ``symbols`` is None) and cancel their orders, recorded as a
+    manual decision so that every order links to an audit record."""
+    settings, clock = services.settings, services.clock
+    exchange = services.exchange
+    started = time.monotonic()
+    positions = await exchange.positions()
+    open_symbols = [p.symbol for p in positions]
+    if symbols is None:
+        targets = open_symbols
+    else:
+        missing = [s for s in symbols if s not in open_symbols]
+        if missing:
+            raise NotFoundError(
+                f"no open position on {', '.join(missing)} ({exchange.mode}); open: {', '.join(open_symbols) or 'none'}"
+            )
+        targets = list(symbols)
+    now = clock.now_ms()
+    record = DecisionRecord(
+        id=new_decision_id(now),
+        created_at_ms=now,
+        account=settings.account,
+        mode=exchange.mode,
+        dry_run=False,
+        strategy="-",
+        model="manual",
+        base_url="-",
+        symbols=targets,
+        outcome="manual",
+        notes=["closed by hand with `llmtrader close`"],
+    )
+    if not targets:
+        record.execution = "nothing"
+        return DecideResult(record=record, report=None)
+    marks = await exchange.mark_prices(targets)
+    record.marks = {s: float(m) for s, m in marks.items()}
+    validations = [
+        AssetValidation(
+            symbol=s,
+            action=Action.CLOSE_POSITION.value,
+            status=Status.ACCEPTED,
+            reasons=[],
+            proposed=None,
+            final=AssetDecision(
+                symbol=s,
+                action=Action.CLOSE_POSITION,
+                rationale="closed by hand",
+                allocation_usd=0,
+                leverage=1,
+                confidence=1,
+                risk_level=RiskLevel.LOW,
+            ),
+        )
+        for s in targets
+    ]
+    report = ValidationReport(assets=validations)
+    record.assets = [_asset_row(v, record.marks) for v in validations]
+    if confirm is not None and not confirm(targets):
+        record.execution = "declined"
+    record.latency_ms = int((time.monotonic() - started) * 1000)
+    services.store.record_decision(record)
+    if record.execution == "declined":
+        return DecideResult(record=record, report=report)
+    rules = await get_rules(services)
+    log = services.store.execution_log(settings.account, exchange.mode, clock.now_ms)
+    execution = await execute(
+        exchange, validations, decision_id=record.id, recorder=log, rules=rules, marks=marks,
+        settings=execution_settings(settings),
+    )  # fmt: skip
+    record.execution = execution.summary
+    services.store.set_execution(record.id, execution.summary)
+    return DecideResult(record=record, report=report, execution=execution)
+
+
+async def position_rows(services: Services) -> tuple[str, list[dict[str, str | int | None]]]:
+    """Open positions with their protective orders, as plain rows (strings keep the venue's precision)."""
+    exchange = services.exchange
+    positions, orders = await asyncio.gather(exchange.positions(), exchange.open_orders())
+    rows: list[dict[str, str | int | None]] = []
+    for p in positions:
+        mine = [o for o in orders if o.symbol == p.symbol]
+        stop = next((o for o in mine if o.type == OrderType.STOP_MARKET), None)
+        target = next((o for o in mine if o.type == OrderType.TAKE_PROFIT_MARKET), None)
+        rows.append(
+            {
+                "symbol": p.symbol,
+                "side": p.side,
+                "size": dec_str(p.size),
+                "entry_price": dec_str(p.entry_price),
+                "mark_price": dec_str(p.mark_price),
+                "unrealized_pnl": dec_str(p.unrealized_pnl),
+                "liquidation_price": dec_str(p.liquidation_price) if p.liquidation_price is not None else None,
+                "leverage": p.leverage,
+                "margin_type": p.margin_type,
+                "stop_loss": dec_str(stop.stop_price) if stop is not None else None,
+                "stop_loss_order": stop.client_order_id if stop is not None else None,
+                "take_profit": dec_str(target.stop_price) if target is not None else None,
+                "take_profit_order": target.client_order_id if target is not None else None,
+            }
+        )
+    return exchange.mode, rows

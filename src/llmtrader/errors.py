@@ -83,3 +83,23 @@ class StoreError(LLMTraderError):
 
 class NotFoundError(LLMTraderError):
     """A record asked for by id does not exist. Exit code 1 with the id named."""
+
+
+class OrderOutcomeUnknown(VenueError):
+    """An order request timed out or failed and the venue could not confirm whether the order exists.
+
+    Never re-sent blindly: execution treats the order as possibly live (protective orders are still
+    placed) and reconciliation looks it up again by its client order id.
+    """
+
+    def __init__(self, message: str, *, client_order_id: str) -> None:
+        super().__init__(message)
+        self.client_order_id = client_order_id
+
+
+class VenueBanned(VenueRejected):
+    """HTTP 418: the venue banned this IP for ignoring 429s. Trading on the account stops at once."""
+
+
+class CredentialsError(ConfigError):
+    """Live trading credentials are missing, partial or ambiguous. Nothing was sent. Exit code 2."""

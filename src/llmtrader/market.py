@@ -11,13 +11,14 @@ import asyncio
 import difflib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import httpx
 import numpy as np
 
 from llmtrader.config import INTERVAL_MS
-from llmtrader.errors import UnknownSymbolError, VenueError, VenueRejected, VenueUnavailable
+from llmtrader.errors import UnknownSymbolError, VenueBanned, VenueError, VenueRejected, VenueUnavailable
 from llmtrader.exchange.filters import SymbolRules, parse_exchange_info
 
 
@@ -144,6 +145,16 @@ def _float(value: Any) -> float | None:
 Sleep = Callable[[float], Awaitable[None]]
 
 
+def _named(exc: VenueError, what: str) -> VenueError:
+    """The same kind of error with ``what`` (symbol and request) named, so the caller's category is kept."""
+    message = f"{what}: {exc}"
+    if isinstance(exc, VenueRejected):
+        return type(exc)(message, code=exc.code, venue_message=exc.venue_message)
+    if type(exc) in (VenueError, VenueUnavailable):
+        return type(exc)(message)
+    return exc
+
+
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The first plain exception inside a (possibly nested) exception group."""
     first = group.exceptions[0]
@@ -206,7 +217,7 @@ class AsterMarketData:
                 if weight and weight.isdigit():
                     self.used_weight_1m = int(weight)
                 if resp.status_code == 418:
-                    raise VenueRejected(f"{path}: the venue has banned this IP (HTTP 418)", code=418)
+                    raise VenueBanned(f"{path}: the venue has banned this IP (HTTP 418)", code=418)
                 if resp.status_code == 429:
                     retry_after = _float(resp.headers.get("Retry-After"))
                     wait = min(retry_after if retry_after is not None else wait, self.MAX_RETRY_AFTER_S)
@@ -373,3 +384,114 @@ class AsterMarketData:
             assets={a.symbol: a for a in assets},
             rules={s: rules[s] for s in symbols if s in rules} if rules else {},
         )
+
+    # ---- history windows (the paper exchange replays these; the backtester will too) ------------------
+    KLINES_PAGE = 1500  # the venue's maximum klines limit
+    FUNDING_PAGE = 1000  # the venue's maximum fundingRate limit
+
+    async def candles_between(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, *, now_ms: int | None = None
+    ) -> Candles:
+        """Candles opened in ``[start_ms, end_ms)``, oldest first, paged at the venue's 1500-row limit.
+
+        With ``now_ms``, a candle not yet closed by then is dropped, so a caller replaying up to "now"
+        never sees a candle whose high and low are still moving.
+        """
+        what = f"klines {symbol} {interval}"
+        pages: list[np.ndarray] = []
+        cursor = start_ms
+        while cursor < end_ms:
+            params = {
+                "symbol": symbol,
+                "interval": interval,
+                "startTime": cursor,
+                "endTime": end_ms - 1,  # the venue's endTime is inclusive
+                "limit": self.KLINES_PAGE,
+            }
+            try:
+                body = await self.get("/fapi/v3/klines", params)
+            except VenueError as exc:
+                raise _named(exc, what) from exc
+            rows = self._kline_rows(body, what)
+            rows = rows[(rows[:, 0] >= cursor) & (rows[:, 0] < end_ms)]
+            if not len(rows):
+                break
+            pages.append(rows)
+            last_open = int(rows[-1, 0])
+            if len(body) < self.KLINES_PAGE or last_open < cursor:
+                break
+            cursor = last_open + 1
+        rows = np.concatenate(pages) if pages else np.empty((0, 6), dtype=np.float64)
+        if len(rows):
+            # Pages meet at their edges: keep each open time once, in order.
+            _, first = np.unique(rows[:, 0], return_index=True)
+            rows = rows[np.sort(first)]
+        candles = Candles.from_rows(symbol, interval, rows)
+        return candles.until(now_ms) if now_ms is not None else candles
+
+    @staticmethod
+    def _kline_rows(body: Any, what: str) -> np.ndarray:
+        """``[open_time, open, high, low, close, volume]`` rows of a klines reply, checked."""
+        if not isinstance(body, list):
+            raise VenueError(f"{what}: reply is not a list")
+        try:
+            rows = np.array([r[:6] for r in body], dtype=np.float64).reshape(-1, 6)
+        except (TypeError, ValueError, IndexError):
+            raise VenueError(f"{what}: a row is malformed") from None
+        if not np.isfinite(rows).all():
+            raise VenueError(f"{what}: a row holds a number that is not finite")
+        return rows
+
+    async def funding_between(self, symbol: str, start_ms: int, end_ms: int) -> list[tuple[int, Decimal]]:
+        """Funding events ``(funding_time_ms, rate)`` with a time in ``[start_ms, end_ms)``, oldest first."""
+        what = f"fundingRate {symbol}"
+        out: list[tuple[int, Decimal]] = []
+        cursor = start_ms
+        while cursor < end_ms:
+            params = {
+                "symbol": symbol,
+                "startTime": cursor,
+                "endTime": end_ms - 1,
+                "limit": self.FUNDING_PAGE,
+            }
+            try:
+                body = await self.get("/fapi/v3/fundingRate", params)
+            except VenueError as exc:
+                raise _named(exc, what) from exc
+            if not isinstance(body, list):
+                raise VenueError(f"{what}: reply is not a list")
+            page: list[tuple[int, Decimal]] = []
+            for item in body:
+                try:
+                    when = int(item["fundingTime"])
+                    rate = Decimal(str(item["fundingRate"]))
+                except (TypeError, KeyError, ValueError, InvalidOperation):
+                    raise VenueError(f"{what}: an event is malformed: {item!r}") from None
+                if not rate.is_finite():
+                    raise VenueError(f"{what}: rate {item['fundingRate']!r} is not finite")
+                if cursor <= when < end_ms:
+                    page.append((when, rate))
+            page.sort()
+            for event in page:
+                if not out or event[0] > out[-1][0]:  # page edges may repeat an event
+                    out.append(event)
+            if len(body) < self.FUNDING_PAGE or not page:
+                break
+            cursor = page[-1][0] + 1
+        return out
+
+    async def mark_prices(self, symbols: Sequence[str]) -> dict[str, Decimal]:
+        """The mark price of each symbol as a Decimal (one premiumIndex request for all of them)."""
+        if not symbols:
+            return {}
+        out: dict[str, Decimal] = {}
+        for symbol, body in (await self.premium_indexes(symbols)).items():
+            raw = body.get("markPrice")
+            try:
+                mark = Decimal(str(raw))
+            except InvalidOperation:
+                mark = Decimal("NaN")
+            if not mark.is_finite() or mark <= 0:
+                raise VenueError(f"premiumIndex {symbol}: markPrice {raw!r} is not a positive number")
+            out[symbol] = mark
+        return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.panel import Panel
@@ -14,10 +14,23 @@ from llmtrader.errors import LLMTraderError, ModelError
 from llmtrader.formatting import fmt
 from llmtrader.storage.records import DecisionRecord, iso_utc
 
+if TYPE_CHECKING:
+    from llmtrader.execution import ExecutionReport
+
 console = Console()
 err_console = Console(stderr=True)
 STATUS_STYLE = {"accepted": "green", "amended": "yellow", "rejected": "red"}
 OUTCOME_STYLE = {"decided": "green", "all_rejected": "yellow", "model_error": "red", "venue_error": "red"}
+EXECUTION_STYLE = {
+    "executed": "green",
+    "partial": "yellow",
+    "failed": "red",
+    "emergency": "bold white on red",
+    "declined": "yellow",
+    "dry_run": "cyan",
+}
+LEG_STYLE = {"filled": "green", "acknowledged": "green", "rejected": "red", "failed": "red", "unknown": "yellow",
+             "not_sent": "red", "canceled": "dim", "sending": "yellow"}  # fmt: skip
 
 
 def warning(message: str) -> None:
@@ -28,7 +41,35 @@ def _num(value: Any, digits: int = 7) -> str:
     return fmt(float(value), digits) if isinstance(value, (int, float)) else "-"
 
 
-def decision_json(rec: DecisionRecord) -> dict[str, Any]:
+def execution_json(report: ExecutionReport | None) -> list[dict[str, Any]]:
+    if report is None:
+        return []
+    return [
+        {
+            "symbol": a.symbol,
+            "action": a.action,
+            "outcome": a.outcome,
+            "emergency": a.emergency,
+            "orders": [
+                {
+                    "leg": leg.name,
+                    "client_order_id": leg.client_order_id,
+                    "request": leg.description,
+                    "status": leg.status,
+                    "code": leg.code,
+                    "message": leg.message,
+                    "executed_qty": str(leg.state.executed_qty) if leg.state else None,
+                    "avg_price": str(leg.state.avg_price) if leg.state else None,
+                }
+                for leg in a.legs
+            ],
+            "notes": a.notes,
+        }
+        for a in report.assets
+    ]
+
+
+def decision_json(rec: DecisionRecord, execution: ExecutionReport | None = None) -> dict[str, Any]:
     """The ``decide --json`` object."""
     return {
         "decision_id": rec.id,
@@ -36,7 +77,9 @@ def decision_json(rec: DecisionRecord) -> dict[str, Any]:
         "account": rec.account,
         "mode": rec.mode,
         "dry_run": rec.dry_run,
-        "executed": False,
+        "executed": rec.execution in ("executed", "partial", "emergency"),
+        "execution": rec.execution,
+        "orders": execution_json(execution),
         "strategy": rec.strategy,
         "model": rec.model,
         "outcome": rec.outcome,
@@ -83,7 +126,38 @@ def _validation_cell(status: str, reasons: list[str]) -> Text:
     return text
 
 
-def decision_table(rec: DecisionRecord) -> None:
+def execution_table(report: ExecutionReport) -> None:
+    """What was sent for each asset, and what became of it; emergencies stand out."""
+    table = Table(title="Execution")
+    for column in ("Symbol", "Action", "Outcome", "Orders", "Notes"):
+        table.add_column(column, overflow="fold")
+    for a in report.assets:
+        orders = Text()
+        for i, leg in enumerate(a.legs):
+            if i:
+                orders.append("\n")
+            orders.append(f"{leg.name}: {leg.description} ")
+            orders.append(leg.status, style=LEG_STYLE.get(leg.status, ""))
+            if leg.state is not None and leg.state.executed_qty > 0:
+                orders.append(f" {leg.state.executed_qty.normalize():f} @ {leg.state.avg_price.normalize():f}")
+            if leg.code is not None:
+                orders.append(f" (code {leg.code}: {leg.message})", style="red")
+        table.add_row(
+            a.symbol, a.action, Text(a.outcome, style=EXECUTION_STYLE.get(a.outcome, "")), orders, "\n".join(a.notes)
+        )
+    console.print(table)
+    for a in report.assets:
+        if a.emergency:
+            emergency_panel(a.symbol, [n for n in a.notes if n.startswith("emergency")])
+
+
+def emergency_panel(symbol: str, lines: list[str]) -> None:
+    body = "\n".join(lines) or "the stop-loss could not be placed"
+    console.print(Panel(Text(body, style="bold white"), title=f"EMERGENCY {symbol}", style="on red"))
+    err_console.print(f"EMERGENCY on {symbol}: {body}", style="bold red", highlight=False)
+
+
+def decision_table(rec: DecisionRecord, execution: ExecutionReport | None = None) -> None:
     table = Table(title=f"Decision {rec.id} ({rec.model}, strategy {rec.strategy}, {rec.mode})")
     for column in ("Symbol", "Action", "Alloc USD", "Lev", "Entry", "TP", "SL", "Conf", "Validation"):
         table.add_column(column, overflow="fold")
@@ -109,9 +183,17 @@ def decision_table(rec: DecisionRecord) -> None:
         f"outcome [bold {OUTCOME_STYLE.get(rec.outcome, '')}]{rec.outcome}[/]; tokens {rec.prompt_tokens} in, "
         f"{rec.completion_tokens} out; cost {cost}; re-asks {rec.reasks}; latency {rec.latency_ms} ms"
     )
-    console.print(
-        f"Recorded as {rec.id}; not executed ({'dry run' if rec.dry_run else 'decisions are recorded only'})."
-    )
+    if execution is not None:
+        execution_table(execution)
+    state = rec.execution or "not executed"
+    reason = {
+        "dry_run": "dry run: nothing was sent",
+        "nothing": "nothing to execute",
+        "declined": "not confirmed: nothing was sent",
+    }.get(state, f"execution {state} ({rec.mode})")
+    line = Text(f"Recorded as {rec.id}; ")
+    line.append(reason, style=EXECUTION_STYLE.get(state, ""))
+    console.print(line)
 
 
 def history_table(rows: list[dict[str, Any]]) -> None:
@@ -158,7 +240,8 @@ def record_view(rec: dict[str, Any]) -> None:
             f"id {rec['decision_id']}   time {rec['created_at']}   account {rec['account']}   mode {rec['mode']}"
             f"{'   dry run' if rec.get('dry_run') else ''}",
             f"strategy {rec['strategy']}   model {rec['model']}   endpoint {rec['base_url']}",
-            f"outcome {rec['outcome']}   tokens {rec.get('prompt_tokens')} in / {rec.get('completion_tokens')} out   "
+            f"outcome {rec['outcome']}   execution {rec.get('execution') or '-'}   "
+            f"tokens {rec.get('prompt_tokens')} in / {rec.get('completion_tokens')} out   "
             f"cost {f'${cost:.4f}' if isinstance(cost, (int, float)) else 'unknown'}   "
             f"re-asks {rec.get('reasks')}   latency {rec.get('latency_ms')} ms",
         ]
@@ -202,6 +285,39 @@ def record_view(rec: dict[str, Any]) -> None:
         console.print("[yellow]schema errors in the last answer:[/]")
         for line in rec["parse_errors"]:
             console.print(f"  - {line}")
+    events = rec.get("events") or []
+    emergencies = [e for e in events if e["kind"] == "emergency"]
+    if emergencies:
+        emergency_panel(emergencies[0]["symbol"] or "-", [e["message"] for e in emergencies])
+    orders = rec.get("orders") or []
+    if orders:
+        table = Table(title=f"Orders (execution: {rec.get('execution') or '-'})")
+        for column in ("Time", "Symbol", "Leg", "Client order id", "Request", "Status", "Filled", "Venue answer"):
+            table.add_column(column, overflow="fold")
+        for o in orders:
+            request = o.get("request") or {}
+            shown = " ".join(
+                str(request.get(k)) for k in ("side", "type", "quantity", "price", "stopPrice") if request.get(k)
+            )
+            filled = f"{o['executed_qty']} @ {o['avg_price']}" if o.get("executed_qty") not in (None, "0") else "-"
+            answer = (
+                f"{o['venue_code']}: {o['venue_message']}"
+                if o.get("venue_code") is not None
+                else (o.get("venue_message") or "")
+            )
+            table.add_row(
+                o["created_at"][11:19], o["symbol"], o["leg"], o["client_order_id"], shown,
+                Text(o["status"], style=LEG_STYLE.get(o["status"], "")), filled, answer,
+            )  # fmt: skip
+        console.print(table)
+    if events:
+        table = Table(title="Execution events")
+        for column in ("Time", "Symbol", "Kind", "Message"):
+            table.add_column(column, overflow="fold")
+        for e in events:
+            style = "bold red" if e["kind"] == "emergency" else ("yellow" if e["kind"] == "rejection" else "")
+            table.add_row(e["created_at"][11:19], e["symbol"] or "-", Text(e["kind"], style=style), e["message"])
+        console.print(table)
     calls = rec.get("llm_calls") or []
     if calls:
         table = Table(title="Model calls")
@@ -225,3 +341,32 @@ def settings_table(data: dict[str, Any]) -> None:
     for key, value in data.items():
         table.add_row(key, json.dumps(value) if not isinstance(value, str) else value)
     console.print(table)
+
+
+def positions_table(rows: list[dict[str, Any]], mode: str) -> None:
+    if not rows:
+        console.print(f"No open positions ({mode}).")
+        return
+    table = Table(title=f"Open positions ({mode})")
+    for column in ("Symbol", "Side", "Size", "Entry", "Mark", "Unrealized PnL", "Liq. price", "Lev", "Stop", "Target"):
+        table.add_column(column, overflow="fold")
+    for p in rows:
+        pnl = float(p["unrealized_pnl"])
+        stop = p["stop_loss"] or Text("NONE", style="bold white on red")
+        table.add_row(
+            p["symbol"], p["side"], p["size"], p["entry_price"], p["mark_price"],
+            Text(f"{pnl:+.2f}", style="green" if pnl >= 0 else "red"), p["liquidation_price"] or "-",
+            str(p["leverage"]), stop, p["take_profit"] or "-",
+        )  # fmt: skip
+    console.print(table)
+
+
+def checklist(checks: list[Any]) -> None:
+    marks = {"ok": ("✔", "green"), "warn": ("!", "yellow"), "fail": ("✘", "bold red")}
+    for c in checks:
+        mark, style = marks[c.status]
+        console.print(f"[{style}]{mark}[/] [bold]{c.name}[/]: {c.detail}", highlight=False)
+    failed = [c.name for c in checks if c.status == "fail"]
+    console.print(
+        f"[bold red]{len(failed)} check(s) failed: {', '.join(failed)}[/]" if failed else "[green]all good[/]"
+    )

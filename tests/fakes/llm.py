@@ -107,6 +107,8 @@ class FakeLLM:
 
     reject_json_schema: bool = False
     reject_json_object: bool = False
+    accepted_key: str | None = None  # when set, GET /v1/models refuses any other bearer key (401)
+    models: tuple[str, ...] = ("fake/model",)
     queue: list[Behaviour] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
@@ -152,6 +154,21 @@ class FakeLLM:
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
+
+            def do_GET(self) -> None:
+                auth = self.headers.get("Authorization", "")
+                if self.path.rstrip("/") != "/v1/models":
+                    status, reply = 404, {"error": {"code": 404, "message": "not found"}}
+                elif fake.accepted_key is not None and auth != f"Bearer {fake.accepted_key}":
+                    status, reply = 401, {"error": {"code": 401, "message": "No auth credentials found"}}
+                else:
+                    status, reply = 200, {"data": [{"id": m, "context_length": 128000} for m in fake.models]}
+                payload = json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

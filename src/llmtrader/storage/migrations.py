@@ -114,6 +114,95 @@ def m002_venue_cache(db: Database) -> None:
     db.table("venue_cache").create({"key": str, "fetched_at_ms": int, "body": str}, pk="key")
 
 
+@migration
+def m003_execution(db: Database) -> None:
+    """Orders sent (or not) for each decision, and what happened around them."""
+    db.table("decisions").add_column("execution", str)
+    db.table("orders").create(
+        {
+            "id": int,
+            "decision_id": str,
+            "account": str,
+            "mode": str,
+            "symbol": str,
+            "leg": str,
+            "client_order_id": str,
+            "request": str,
+            "status": str,
+            "order_id": str,
+            "venue_code": int,
+            "venue_message": str,
+            "executed_qty": str,
+            "avg_price": str,
+            "response": str,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+        not_null={"account", "symbol", "leg", "client_order_id", "status", "created_at"},
+    )
+    db.table("orders").create_index(["client_order_id"])
+    db.table("orders").create_index(["decision_id"])
+    db.table("orders").create_index(["account", "symbol", "created_at"])
+    db.table("execution_events").create(
+        {
+            "id": int,
+            "decision_id": str,
+            "account": str,
+            "symbol": str,
+            "kind": str,
+            "message": str,
+            "created_at": str,
+        },
+        pk="id",
+        not_null={"account", "kind", "message", "created_at"},
+    )
+    db.table("execution_events").create_index(["decision_id"])
+    db.table("execution_events").create_index(["kind", "created_at"])
+
+
+@migration
+def m004_paper(db: Database) -> None:
+    """The paper exchange: account state, and an append-only record of its fills and funding."""
+    db.table("paper_accounts").create(
+        {"account": str, "state": str, "updated_at_ms": int}, pk="account", not_null={"state"}
+    )
+    db.table("paper_fills").create(
+        {
+            "id": int,
+            "account": str,
+            "time_ms": int,
+            "symbol": str,
+            "client_order_id": str,
+            "order_id": str,
+            "side": str,
+            "qty": str,
+            "price": str,
+            "fee": str,
+            "realized_pnl": str,
+            "reason": str,
+        },
+        pk="id",
+        not_null={"account", "time_ms", "symbol", "side", "qty", "price"},
+    )
+    db.table("paper_fills").create_index(["account", "time_ms"])
+    db.table("paper_funding").create(
+        {
+            "id": int,
+            "account": str,
+            "time_ms": int,
+            "symbol": str,
+            "rate": str,
+            "mark_price": str,
+            "position_amt": str,
+            "amount": str,
+        },
+        pk="id",
+        not_null={"account", "time_ms", "symbol", "amount"},
+    )
+    db.table("paper_funding").create_index(["account", "time_ms"])
+
+
 def migration_names() -> list[str]:
     return [name for name, _ in MIGRATIONS]
 

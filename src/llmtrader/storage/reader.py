@@ -18,7 +18,7 @@ ASSET_COLUMNS = (
     "symbol, action, status, allocation_usd, leverage, entry_price, tp_price, sl_price, "
     "confidence, risk_level, rationale, reasons, proposed, mark_price"
 )
-JSON_COLUMNS = ("symbols", "marks", "parsed", "parse_errors", "notes", "reasons", "proposed")
+JSON_COLUMNS = ("symbols", "marks", "parsed", "parse_errors", "notes", "reasons", "proposed", "request")
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -161,6 +161,21 @@ def show(conn: sqlite3.Connection, decision_id: str) -> dict[str, Any]:
             "SELECT attempt, response_format, raw_response, error, prompt_tokens, completion_tokens, "
             "reasoning_tokens, cost_usd, latency_ms, finish_reason, generation_id "
             "FROM llm_calls WHERE decision_id = ? ORDER BY attempt",
+            [record["decision_id"]],
+        )
+    ]
+    record["orders"] = [
+        _row(r)
+        for r in conn.execute(
+            "SELECT symbol, leg, client_order_id, request, status, order_id, venue_code, venue_message, "
+            "executed_qty, avg_price, created_at, updated_at FROM orders WHERE decision_id = ? ORDER BY id",
+            [record["decision_id"]],
+        )
+    ]
+    record["events"] = [
+        dict(r)
+        for r in conn.execute(
+            "SELECT symbol, kind, message, created_at FROM execution_events WHERE decision_id = ? ORDER BY id",
             [record["decision_id"]],
         )
     ]

@@ -96,3 +96,4 @@ class DecisionRecord:
     latency_ms: int = 0
     assets: list[AssetRow] = field(default_factory=list)
     calls: list[CallRow] = field(default_factory=list)
+    execution: str | None = None

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmtrader.errors import StoreError
 from llmtrader.storage import migrations
 from llmtrader.storage.records import DecisionRecord, iso_utc
+
+if TYPE_CHECKING:
+    from llmtrader.exchange.base import OrderRequest, OrderState
 
 
 def _json(value: Any) -> str | None:
@@ -67,6 +71,7 @@ class Store:
             "cost_usd": rec.cost_usd,
             "model_latency_ms": rec.model_latency_ms,
             "latency_ms": rec.latency_ms,
+            "execution": rec.execution,
         }
         assets = []
         for a in rec.assets:
@@ -103,3 +108,93 @@ class Store:
     def cache_put(self, key: str, body: str, now_ms: int) -> None:
         with self.db.conn:
             self.db.table("venue_cache").upsert({"key": key, "fetched_at_ms": now_ms, "body": body}, pk="key")
+
+    def set_execution(self, decision_id: str, summary: str) -> None:
+        """The one-word outcome of a decision's execution (executed, partial, failed, emergency…)."""
+        with self.db.conn:
+            self.db.execute("UPDATE decisions SET execution = ? WHERE id = ?", [summary, decision_id])
+
+    def execution_log(self, account: str, mode: str, now_ms: Callable[[], int]) -> ExecutionLog:
+        """A recorder of orders and execution events for one account."""
+        return ExecutionLog(self, account, mode, now_ms)
+
+
+class ExecutionLog:
+    """Writes every order request before it is sent, then its answer; and execution events.
+
+    Only the order's business parameters are stored: no nonce, signature or key ever reaches the store.
+    """
+
+    def __init__(self, store: Store, account: str, mode: str, now_ms: Callable[[], int]) -> None:
+        self.store = store
+        self.account = account
+        self.mode = mode
+        self.now_ms = now_ms
+
+    def order_sending(self, *, decision_id: str, symbol: str, leg: str, request: OrderRequest) -> int:
+        now = iso_utc(self.now_ms())
+        row = {
+            "decision_id": decision_id,
+            "account": self.account,
+            "mode": self.mode,
+            "symbol": symbol,
+            "leg": leg,
+            "client_order_id": request.client_order_id,
+            "request": _json(dict(request.params())),
+            "status": "sending",
+            "created_at": now,
+            "updated_at": now,
+        }
+        db = self.store.db
+        try:
+            with db.conn:
+                table = db.table("orders")
+                table.insert(row)
+                pk = table.last_pk
+                assert pk is not None
+                return int(pk)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot record order {request.client_order_id}: {exc}") from exc
+
+    def order_result(
+        self,
+        row_id: int,
+        *,
+        status: str,
+        state: OrderState | None = None,
+        code: int | None = None,
+        message: str | None = None,
+    ) -> None:
+        update: dict[str, Any] = {
+            "status": status,
+            "venue_code": code,
+            "venue_message": message,
+            "updated_at": iso_utc(self.now_ms()),
+        }
+        if state is not None:
+            update.update(
+                order_id=state.order_id,
+                executed_qty=str(state.executed_qty),
+                avg_price=str(state.avg_price),
+                response=_json(state.raw),
+            )
+        try:
+            with self.store.db.conn:
+                self.store.db.table("orders").update(row_id, update)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot record the answer to order row {row_id}: {exc}") from exc
+
+    def event(self, *, decision_id: str | None, symbol: str | None, kind: str, message: str) -> None:
+        row = {
+            "decision_id": decision_id,
+            "account": self.account,
+            "symbol": symbol,
+            "kind": kind,
+            "message": message,
+            "created_at": iso_utc(self.now_ms()),
+        }
+        try:
+            with self.store.db.conn:
+                self.store.db.table("execution_events").insert(row)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot record an execution event: {exc}") from exc

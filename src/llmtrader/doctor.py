@@ -1,0 +1,163 @@
+"""``llmtrader doctor``: a checklist of everything a run depends on, each with a clear verdict.
+
+Checks: the configuration and strategy load; the database is writable; the venue answers and our
+clock agrees with it; the venue credentials work (one signed read, never an order); the model endpoint
+accepts the key and lists the model. Nothing here changes state on the venue.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from llmtrader.config import Settings, load_settings
+from llmtrader.errors import ConfigError, LLMTraderError, VenueError
+from llmtrader.market import AsterMarketData, check_symbols
+
+CLOCK_WARN_MS = 1000
+CLOCK_FAIL_MS = 5000
+
+
+@dataclass
+class Check:
+    name: str
+    status: Literal["ok", "warn", "fail"]
+    detail: str
+
+
+def _database(settings: Settings) -> Check:
+    from llmtrader.storage.store import Store
+
+    try:
+        store = Store(settings.db)
+        try:
+            store.db.execute("BEGIN IMMEDIATE")
+            store.db.execute("ROLLBACK")
+        finally:
+            store.close()
+    except (LLMTraderError, sqlite3.Error, OSError) as exc:
+        return Check("database", "fail", f"{settings.db} is not writable: {exc}")
+    return Check("database", "ok", f"{settings.db} is writable")
+
+
+async def _venue(settings: Settings, market: AsterMarketData) -> list[Check]:
+    out = []
+    try:
+        before = time.time() * 1000
+        server = await market.server_time_ms()
+        after = time.time() * 1000
+    except VenueError as exc:
+        return [Check("venue", "fail", f"{settings.asterdex_base_url}: {exc}")]
+    offset = server - (before + after) / 2
+    rtt = after - before
+    status: Literal["ok", "warn", "fail"] = "ok"
+    if abs(offset) > CLOCK_FAIL_MS:
+        status = "fail"
+    elif abs(offset) > CLOCK_WARN_MS:
+        status = "warn"
+    out.append(Check("venue", "ok", f"{settings.asterdex_base_url} answers (round trip {rtt:.0f} ms)"))
+    out.append(
+        Check(
+            "clock",
+            status,
+            f"our clock is {offset:+.0f} ms off the venue's"
+            + ("" if status == "ok" else "; synchronise it (chrony/ntp): signed requests depend on it"),
+        )
+    )
+    try:
+        check_symbols(settings.assets, await market.exchange_info())
+    except (VenueError, ConfigError) as exc:
+        out.append(Check("symbols", "fail", str(exc)))
+    else:
+        out.append(Check("symbols", "ok", f"{', '.join(settings.assets)} are listed and trading"))
+    return out
+
+
+async def _credentials(settings: Settings, market: AsterMarketData) -> Check:
+    try:
+        credentials = settings.venue_credentials()
+    except ConfigError as exc:
+        return Check("credentials", "fail", str(exc))
+    if credentials is None:
+        if settings.trading_mode == "live":
+            return Check("credentials", "fail", "live mode needs venue credentials; none are set")
+        return Check("credentials", "ok", "paper mode: no venue credentials needed (none set)")
+    from llmtrader.exchange.asterdex import AsterDexExchange
+
+    async def no_rules() -> dict[str, object]:
+        return {}
+
+    exchange = AsterDexExchange(
+        market,
+        credentials,
+        rules=no_rules,  # type: ignore[arg-type]
+        timeout_s=settings.http_timeout_s,
+        chain_id=settings.asterdex_chain_id,
+        recv_window_ms=settings.asterdex_recv_window_ms,
+    )
+    try:
+        balance = await exchange.balance()
+    except VenueError as exc:
+        return Check("credentials", "fail", f"the signed read ({exchange.scheme.upper()}) failed: {exc}")
+    finally:
+        await exchange.aclose()
+    return Check(
+        "credentials",
+        "ok",
+        f"signed read works ({exchange.scheme.upper()}): wallet {balance.wallet:f} USDT, "
+        f"available {balance.available:f} USDT",
+    )
+
+
+async def _model(settings: Settings) -> Check:
+    if settings.is_baseline:
+        return Check("model", "ok", "baseline: the built-in rules, no endpoint")
+    if settings.llm_api_key is None:
+        if settings.trading_mode == "live":
+            return Check("model", "fail", f"{settings.llm_model} needs OPENROUTER_API_KEY (or LLM_API_KEY)")
+        return Check("model", "warn", "no model key: paper mode falls back to the baseline rules")
+    key = settings.llm_api_key.get_secret_value()
+    url = f"{settings.llm_base_url}/models"
+    try:
+        async with httpx.AsyncClient(timeout=settings.http_timeout_s) as client:
+            resp = await client.get(url, headers={"Authorization": f"Bearer {key}"})
+    except httpx.HTTPError as exc:
+        return Check("model", "fail", f"{url}: cannot reach the endpoint ({type(exc).__name__})")
+    if resp.status_code in (401, 403):
+        return Check("model", "fail", f"{url}: the endpoint refused the key (HTTP {resp.status_code})")
+    if resp.status_code != 200:
+        return Check("model", "fail", f"{url}: HTTP {resp.status_code}")
+    try:
+        ids = {m.get("id") for m in resp.json().get("data", []) if isinstance(m, dict)}
+    except (ValueError, AttributeError):
+        return Check("model", "warn", f"{url}: the model list is not JSON; the model could not be checked")
+    if settings.llm_model not in ids:
+        return Check("model", "warn", f"{settings.llm_model} is not in the endpoint's model list ({len(ids)} models)")
+    return Check("model", "ok", f"{settings.llm_model} is available at {settings.llm_base_url}")
+
+
+async def run_checks(config_path: Path | None) -> list[Check]:
+    """Every check, in order; a failed configuration stops the rest (they all depend on it)."""
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        return [Check("config", "fail", str(exc))]
+    checks = [Check("config", "ok", f"mode {settings.trading_mode}, assets {', '.join(settings.assets)}")]
+    from llmtrader.strategy import load_strategy
+
+    try:
+        strategy = load_strategy(settings.strategy, settings.strategies_dir)
+        checks.append(Check("strategy", "ok", f"{strategy.name} loads"))
+    except ConfigError as exc:
+        checks.append(Check("strategy", "fail", str(exc)))
+    checks.append(_database(settings))
+    async with AsterMarketData(settings.asterdex_base_url, timeout_s=settings.http_timeout_s) as market:
+        checks += await _venue(settings, market)
+        checks.append(await _credentials(settings, market))
+    checks.append(await _model(settings))
+    return checks

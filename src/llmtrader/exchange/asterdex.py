@@ -1,0 +1,417 @@
+"""The live AsterDEX futures venue over httpx: signed requests, rate limits, and orders never re-sent blindly.
+
+Which signing scheme is used follows from the credentials: V3 agent-wallet EIP-712 signatures (the
+current scheme) or V1 HMAC for existing legacy keys. What is signed is exactly what is sent.
+
+Every reply body is checked for an error ``code``, even with HTTP 200. Reads are retried with bounded
+backoff. An order request is different: when its outcome is unknown (timeout, 5xx, 503, -1006,
+-1007, 429) the order is looked up by its client order id, and only a confirmed absence allows another
+attempt. 418 (an IP ban) stops every further request on this account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+import httpx
+
+from llmtrader.errors import (
+    OrderOutcomeUnknown,
+    VenueBanned,
+    VenueError,
+    VenueRejected,
+    VenueUnavailable,
+)
+from llmtrader.exchange.base import Balance, MarginType, OrderRequest, OrderState, VenuePosition
+from llmtrader.exchange.filters import SymbolRules
+from llmtrader.exchange.signing import NonceSource, v1_signed_body, v3_signed_body
+from llmtrader.market import AsterMarketData
+
+Sleep = Callable[[float], Awaitable[None]]
+
+# Venue codes that mean "the request may or may not have been executed".
+UNKNOWN_OUTCOME_CODES = frozenset({-1006, -1007})
+NONCE_REJECTED = -4225
+TIMESTAMP_REJECTED = -1021
+ORDER_DOES_NOT_EXIST = -2013
+UNKNOWN_ORDER = -2011
+MARGIN_TYPE_ALREADY_SET = -4046
+
+# V1 (legacy HMAC keys) serves the same operations under older paths.
+V1_PATHS = {
+    "/fapi/v3/order": "/fapi/v1/order",
+    "/fapi/v3/openOrders": "/fapi/v1/openOrders",
+    "/fapi/v3/allOpenOrders": "/fapi/v1/allOpenOrders",
+    "/fapi/v3/leverage": "/fapi/v1/leverage",
+    "/fapi/v3/marginType": "/fapi/v1/marginType",
+    "/fapi/v3/balance": "/fapi/v2/balance",
+    "/fapi/v3/positionRisk": "/fapi/v2/positionRisk",
+    "/fapi/v3/userTrades": "/fapi/v1/userTrades",
+    "/fapi/v3/accountWithJoinMargin": "/fapi/v4/account",
+}
+
+
+@dataclass(frozen=True)
+class V3Credentials:
+    """An API (agent) wallet: the main wallet ``user``, the agent ``signer`` and the signer's key."""
+
+    user: str
+    signer: str
+    private_key: str
+
+    def __repr__(self) -> str:  # the key must never reach a log or an error message
+        return f"V3Credentials(user={self.user!r}, signer={self.signer!r}, private_key='**********')"
+
+
+@dataclass(frozen=True)
+class V1Credentials:
+    """A legacy API key and its HMAC secret."""
+
+    api_key: str
+    secret: str
+
+    def __repr__(self) -> str:
+        return "V1Credentials(api_key='**********', secret='**********')"
+
+
+Credentials = V3Credentials | V1Credentials
+
+
+class _Unknown(Exception):
+    """Internal: the outcome of a state-changing request is unknown."""
+
+    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class AsterDexExchange:
+    """The ``Exchange`` port on the live venue."""
+
+    mode: Literal["paper", "live"] = "live"
+    READ_ATTEMPTS = 3
+    ORDER_SENDS = 3
+    BACKOFF_S = 0.25
+    MAX_RETRY_AFTER_S = 30.0
+    WEIGHT_LIMIT_1M = 2400
+    WEIGHT_HEADROOM = 0.9
+
+    def __init__(
+        self,
+        market: AsterMarketData,
+        credentials: Credentials,
+        *,
+        rules: Callable[[], Awaitable[dict[str, SymbolRules]]],
+        timeout_s: float = 10.0,
+        chain_id: int = 1666,
+        recv_window_ms: int = 5000,
+        lookup_grace_s: float = 1.0,
+        sleep: Sleep = asyncio.sleep,
+        now_ms: Callable[[], int] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.market = market
+        self.base_url = market.base_url
+        self.credentials = credentials
+        self.scheme = "v3" if isinstance(credentials, V3Credentials) else "v1"
+        self._rules = rules
+        self.chain_id = chain_id
+        self.recv_window_ms = recv_window_ms
+        self.lookup_grace_s = lookup_grace_s
+        self._sleep = sleep
+        self._now_ms = now_ms or (lambda: int(time.time() * 1000))
+        self.nonces = NonceSource()
+        self.clock_offset_ms = 0
+        self._time_synced = False
+        self.used_weight_1m: int | None = None
+        self._weight_minute: int | None = None
+        self.banned: str | None = None
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout_s),
+            headers={"User-Agent": "llmtrader"},
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # ---- signing and transport ---------------------------------------------------------------
+    async def sync_time(self) -> int:
+        """Measure the offset of the venue's clock to ours (ms); nonces and timestamps follow it."""
+        before = self._now_ms()
+        server = await self.market.server_time_ms()
+        after = self._now_ms()
+        local = (before + after) // 2
+        self.clock_offset_ms = server - local
+        self.nonces.set_offset_ms(server, local)
+        self._time_synced = True
+        return self.clock_offset_ms
+
+    def _path(self, path: str) -> str:
+        return V1_PATHS.get(path, path) if self.scheme == "v1" else path
+
+    def _sign(self, params: Sequence[tuple[str, str]]) -> str:
+        creds = self.credentials
+        if isinstance(creds, V3Credentials):
+            return v3_signed_body(
+                params,
+                user=creds.user,
+                signer=creds.signer,
+                private_key=creds.private_key,
+                nonce=self.nonces.next(),
+                chain_id=self.chain_id,
+            )
+        return v1_signed_body(
+            params,
+            secret=creds.secret,
+            timestamp_ms=self._now_ms() + self.clock_offset_ms,
+            recv_window_ms=self.recv_window_ms,
+        )
+
+    async def _respect_weight(self) -> None:
+        """Wait for the next minute when the used weight is near the venue's per-minute limit."""
+        if self.used_weight_1m is None or self._weight_minute is None:
+            return
+        now = self._now_ms()
+        if now // 60_000 != self._weight_minute:
+            self.used_weight_1m = 0
+            return
+        if self.used_weight_1m >= self.WEIGHT_LIMIT_1M * self.WEIGHT_HEADROOM:
+            await self._sleep((60_000 - now % 60_000) / 1000 + 0.1)
+            self.used_weight_1m = 0
+
+    async def _send(self, method: str, path: str, params: Sequence[tuple[str, str]]) -> httpx.Response:
+        if self.banned is not None:
+            raise VenueBanned(self.banned, code=418)
+        await self._respect_weight()
+        body = self._sign(params)
+        headers = {}
+        if isinstance(self.credentials, V1Credentials):
+            headers["X-MBX-APIKEY"] = self.credentials.api_key
+        url = self._path(path)
+        if method == "GET" or method == "DELETE":
+            resp = await self._client.request(method, f"{url}?{body}", headers=headers)
+        else:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            resp = await self._client.request(method, url, content=body.encode(), headers=headers)
+        weight = resp.headers.get("X-MBX-USED-WEIGHT-1M")
+        if weight and weight.isdigit():
+            self.used_weight_1m = int(weight)
+            self._weight_minute = self._now_ms() // 60_000
+        if resp.status_code == 418:
+            self.banned = (
+                f"{path}: the venue has banned this IP (HTTP 418) after too many requests; "
+                "trading on this account has stopped"
+            )
+            raise VenueBanned(self.banned, code=418)
+        return resp
+
+    @staticmethod
+    def _error(path: str, resp: httpx.Response) -> tuple[int | None, str] | None:
+        """The venue's (code, message) when the reply is an error, else None."""
+        try:
+            body = resp.json()
+        except ValueError:
+            if resp.status_code >= 400:
+                return resp.status_code, f"HTTP {resp.status_code} with a body that is not JSON"
+            return None
+        if isinstance(body, dict) and "code" in body and str(body["code"]) not in ("200", "0"):
+            try:
+                return int(body["code"]), str(body.get("msg", ""))
+            except (TypeError, ValueError):
+                return None, str(body.get("msg", ""))
+        if resp.status_code >= 400:
+            return resp.status_code, f"HTTP {resp.status_code}"
+        return None
+
+    async def _fix_auth(self, code: int | None, fixed: set[int]) -> bool:
+        """A rejected nonce (V3) or timestamp (V1) gets a clock resync and one fresh attempt."""
+        if code in (NONCE_REJECTED, TIMESTAMP_REJECTED) and code not in fixed:
+            fixed.add(code)
+            await self.sync_time()
+            return True
+        return False
+
+    async def _read(self, method: str, path: str, params: Sequence[tuple[str, str]] = ()) -> Any:
+        """A signed request that is safe to repeat (reads, cancels, settings), with bounded retries."""
+        if not self._time_synced:
+            await self.sync_time()
+        last: VenueError | None = None
+        fixed: set[int] = set()
+        attempt = 0
+        while attempt < self.READ_ATTEMPTS:
+            wait = self.BACKOFF_S * (2**attempt)
+            attempt += 1
+            try:
+                resp = await self._send(method, path, params)
+            except httpx.TimeoutException as exc:
+                last = VenueUnavailable(f"{path}: the venue did not answer within the timeout")
+                last.__cause__ = exc
+            except httpx.TransportError as exc:
+                last = VenueUnavailable(f"{path}: cannot reach {self.base_url} ({type(exc).__name__})")
+                last.__cause__ = exc
+            else:
+                error = self._error(path, resp)
+                if error is None:
+                    return resp.json()
+                code, msg = error
+                if await self._fix_auth(code, fixed):
+                    attempt -= 1
+                    continue
+                if resp.status_code == 429:
+                    retry_after = _float(resp.headers.get("Retry-After"))
+                    wait = min(retry_after if retry_after is not None else wait, self.MAX_RETRY_AFTER_S)
+                    last = VenueUnavailable(f"{path}: rate limited by the venue (HTTP 429)")
+                elif resp.status_code >= 500 or code in UNKNOWN_OUTCOME_CODES:
+                    last = VenueUnavailable(f"{path}: the venue answered HTTP {resp.status_code}: {msg}")
+                else:
+                    raise VenueRejected(f"{path}: venue error {code}: {msg}", code=code, venue_message=msg)
+            if attempt < self.READ_ATTEMPTS:
+                await self._sleep(wait)
+        raise last or VenueUnavailable(f"{path}: no attempt was made")
+
+    async def _write_once(self, path: str, params: Sequence[tuple[str, str]]) -> Any:
+        """Send a state-changing request once. Raises _Unknown when its outcome cannot be known."""
+        fixed: set[int] = set()
+        while True:
+            try:
+                resp = await self._send("POST", path, params)
+            except httpx.ConnectError as exc:
+                raise VenueUnavailable(f"{path}: cannot reach {self.base_url} ({type(exc).__name__})") from exc
+            except httpx.TimeoutException:
+                raise _Unknown("the venue did not answer within the timeout") from None
+            except httpx.TransportError as exc:
+                raise _Unknown(f"the connection failed mid-request ({type(exc).__name__})") from None
+            error = self._error(path, resp)
+            if error is None:
+                return resp.json()
+            code, msg = error
+            if await self._fix_auth(code, fixed):
+                continue  # the request was not accepted: a fresh nonce or timestamp, one new attempt
+            if resp.status_code == 429:
+                retry_after = _float(resp.headers.get("Retry-After"))
+                raise _Unknown("rate limited (HTTP 429)", retry_after)
+            if resp.status_code >= 500 or code in UNKNOWN_OUTCOME_CODES:
+                raise _Unknown(f"HTTP {resp.status_code}, venue code {code}: {msg}")
+            raise VenueRejected(f"{path}: venue error {code}: {msg}", code=code, venue_message=msg)
+
+    # ---- the Exchange port ------------------------------------------------------------------
+    async def rules(self) -> dict[str, SymbolRules]:
+        return await self._rules()
+
+    async def mark_prices(self, symbols: Sequence[str]) -> dict[str, Decimal]:
+        found = await self.market.premium_indexes(list(symbols))
+        return {s: Decimal(str(found[s]["markPrice"])) for s in symbols}
+
+    async def balance(self) -> Balance:
+        body = await self._read("GET", "/fapi/v3/balance")
+        items = body if isinstance(body, list) else []
+        usdt = next((i for i in items if isinstance(i, dict) and i.get("asset") == "USDT"), None)
+        if usdt is None:
+            raise VenueError("balance: the reply has no USDT balance")
+        try:
+            return Balance(
+                wallet=Decimal(str(usdt.get("balance", usdt.get("crossWalletBalance")))),
+                available=Decimal(str(usdt.get("availableBalance"))),
+                unrealized_pnl=Decimal(str(usdt.get("crossUnPnl", "0"))),
+            )
+        except ArithmeticError:
+            raise VenueError(f"balance: a USDT figure is not a number: {usdt!r}") from None
+
+    async def positions(self) -> list[VenuePosition]:
+        body = await self._read("GET", "/fapi/v3/positionRisk")
+        if not isinstance(body, list):
+            raise VenueError("positionRisk: the reply is not a list")
+        try:
+            rows = [VenuePosition.from_venue(r) for r in body if isinstance(r, dict)]
+        except ArithmeticError:
+            raise VenueError("positionRisk: a row holds a figure that is not a number") from None
+        return [p for p in rows if p.amount != 0]
+
+    async def open_orders(self, symbol: str | None = None) -> list[OrderState]:
+        params = [("symbol", symbol)] if symbol else []
+        body = await self._read("GET", "/fapi/v3/openOrders", params)
+        if not isinstance(body, list):
+            raise VenueError("openOrders: the reply is not a list")
+        return [OrderState.from_venue(o) for o in body if isinstance(o, dict)]
+
+    async def query_order(self, symbol: str, client_order_id: str) -> OrderState | None:
+        try:
+            body = await self._read(
+                "GET", "/fapi/v3/order", [("symbol", symbol), ("origClientOrderId", client_order_id)]
+            )
+        except VenueRejected as exc:
+            if exc.code == ORDER_DOES_NOT_EXIST:
+                return None
+            raise
+        if not isinstance(body, dict):
+            raise VenueError(f"order {client_order_id}: the reply is not an object")
+        return OrderState.from_venue(body)
+
+    async def place_order(self, request: OrderRequest) -> OrderState:
+        """Send an order; on an unknown outcome look it up, and re-send only after a confirmed absence."""
+        if not self._time_synced:
+            await self.sync_time()
+        reason = ""
+        for _ in range(self.ORDER_SENDS):
+            try:
+                body = await self._write_once("/fapi/v3/order", request.params())
+            except _Unknown as unknown:
+                reason = unknown.reason
+                wait = self.lookup_grace_s
+                if unknown.retry_after_s is not None:
+                    wait = max(wait, min(unknown.retry_after_s, self.MAX_RETRY_AFTER_S))
+                await self._sleep(wait)  # let a request still in flight land before looking for it
+                try:
+                    found = await self.query_order(request.symbol, request.client_order_id)
+                except VenueError as exc:
+                    raise OrderOutcomeUnknown(
+                        f"order {request.client_order_id} ({request.describe()}): {reason}, and the lookup "
+                        f"failed too ({exc}); it may exist on the venue",
+                        client_order_id=request.client_order_id,
+                    ) from exc
+                if found is not None:
+                    return found
+                continue  # confirmed absent: a new attempt is safe
+            if not isinstance(body, dict):
+                raise VenueError(f"order {request.client_order_id}: the reply is not an object")
+            return OrderState.from_venue(body)
+        raise VenueUnavailable(
+            f"order {request.client_order_id} ({request.describe()}) was not accepted after "
+            f"{self.ORDER_SENDS} attempts, each confirmed absent: {reason}"
+        )
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> OrderState | None:
+        try:
+            body = await self._read(
+                "DELETE", "/fapi/v3/order", [("symbol", symbol), ("origClientOrderId", client_order_id)]
+            )
+        except VenueRejected as exc:
+            if exc.code in (ORDER_DOES_NOT_EXIST, UNKNOWN_ORDER):
+                return None
+            raise
+        return OrderState.from_venue(body) if isinstance(body, dict) else None
+
+    async def set_leverage(self, symbol: str, leverage: int) -> None:
+        await self._read("POST", "/fapi/v3/leverage", [("symbol", symbol), ("leverage", str(leverage))])
+
+    async def set_margin_type(self, symbol: str, margin_type: MarginType) -> None:
+        try:
+            await self._read("POST", "/fapi/v3/marginType", [("symbol", symbol), ("marginType", margin_type)])
+        except VenueRejected as exc:
+            if exc.code != MARGIN_TYPE_ALREADY_SET:
+                raise

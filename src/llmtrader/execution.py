@@ -1,0 +1,553 @@
+"""Accepted asset decisions become orders: closes before opens, every leg recorded, never a naked position.
+
+For each executable asset decision a short plan of legs runs in order (assets run concurrently):
+
+- ``buy``/``sell``: margin type and leverage, the entry (market, or limit at ``entry_price``), then the
+  stop-loss (STOP_MARKET, closePosition, mark-price trigger) and the take-profit (TAKE_PROFIT_MARKET,
+  closePosition). If the stop-loss is not acknowledged after bounded retries, the position is closed
+  reduce-only at once and the event is recorded as an emergency.
+- ``close_position``: close reduce-only, then cancel the asset's protective orders. (Closing first means
+  a failed close leaves the stop in place.)
+- ``adjust_orders``: place the new stop or target first, then cancel the old one, so the position is
+  never without a stop in between.
+- ``adjust_position``: reduce (reduce-only) or add to the position; the closePosition protective orders
+  cover any size, and new levels in the decision replace the old ones.
+
+Closes and reductions run before opens, to free margin. Every request is written to the store before it
+is sent and updated with the venue's answer, so a crash mid-request leaves a client order id to look up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Protocol
+
+from llmtrader.decision import Action, AssetDecision
+from llmtrader.errors import OrderOutcomeUnknown, VenueError, VenueRejected
+from llmtrader.exchange.base import (
+    CLIENT_ORDER_ID_PATTERN,
+    ZERO,
+    Exchange,
+    MarginType,
+    OrderRequest,
+    OrderState,
+    OrderStatus,
+    OrderType,
+    Side,
+    VenuePosition,
+    dec_str,
+)
+from llmtrader.exchange.filters import SymbolRules
+from llmtrader.exchange.rules import fit_order
+from llmtrader.risk import AssetValidation
+
+WOULD_TRIGGER = -2021
+Sleep = Callable[[float], Awaitable[None]]
+_CID_RE = re.compile(CLIENT_ORDER_ID_PATTERN)
+
+
+def client_order_id(decision_id: str, symbol: str, leg: str) -> str:
+    """The deterministic client order id of one leg: same decision, symbol and leg, same id.
+
+    Fits the venue's pattern and its 36-character limit; long symbols are shortened with a hash.
+    """
+    tag = symbol if len(symbol) <= 12 else symbol[:6] + hashlib.sha1(symbol.encode()).hexdigest()[:6]
+    cid = f"lt_{decision_id}_{tag}_{leg}"
+    if len(cid) > 36 or not _CID_RE.match(cid):
+        raise ValueError(f"client order id {cid!r} does not fit the venue's pattern")
+    return cid
+
+
+class Recorder(Protocol):
+    """Where execution writes as it goes (the store, bound to one account)."""
+
+    def order_sending(self, *, decision_id: str, symbol: str, leg: str, request: OrderRequest) -> int: ...
+
+    def order_result(
+        self,
+        row_id: int,
+        *,
+        status: str,
+        state: OrderState | None = None,
+        code: int | None = None,
+        message: str | None = None,
+    ) -> None: ...
+
+    def event(self, *, decision_id: str, symbol: str | None, kind: str, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    margin_type: MarginType = "ISOLATED"
+    protect_attempts: int = 3
+    protect_backoff_s: float = 0.5
+    taker_fee: Decimal = Decimal("0.00035")
+
+
+@dataclass
+class Leg:
+    """One order (or setting) of a plan, and what became of it."""
+
+    name: str
+    description: str
+    status: str
+    client_order_id: str | None = None
+    code: int | None = None
+    message: str | None = None
+    state: OrderState | None = None
+
+
+@dataclass
+class AssetExecution:
+    symbol: str
+    action: str
+    outcome: str = "pending"
+    legs: list[Leg] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    emergency: bool = False
+
+
+@dataclass
+class ExecutionReport:
+    assets: list[AssetExecution]
+
+    @property
+    def summary(self) -> str:
+        """One word for the decision: nothing, executed, partial, failed, or emergency."""
+        done = [a for a in self.assets if a.outcome != "nothing"]
+        if any(a.emergency for a in done):
+            return "emergency"
+        if not done:
+            return "nothing"
+        if all(a.outcome == "executed" for a in done):
+            return "executed"
+        if any(a.outcome in ("executed", "partial") for a in done):
+            return "partial"
+        return "failed"
+
+
+class _Run:
+    """The shared state of one execution: the exchange, what is known, and where to record."""
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        recorder: Recorder,
+        decision_id: str,
+        rules: Mapping[str, SymbolRules],
+        marks: Mapping[str, Decimal],
+        settings: ExecutionSettings,
+        sleep: Sleep | None,
+    ) -> None:
+        self.exchange = exchange
+        self.recorder = recorder
+        self.decision_id = decision_id
+        self.rules = rules
+        self.marks = marks
+        self.settings = settings
+        self.sleep: Sleep = sleep or asyncio.sleep
+
+    def note(self, ex: AssetExecution, kind: str, message: str) -> None:
+        ex.notes.append(message if kind in ("note", "amendment") else f"{kind}: {message}")
+        self.recorder.event(decision_id=self.decision_id, symbol=ex.symbol, kind=kind, message=message)
+
+    async def send(self, ex: AssetExecution, leg: str, request: OrderRequest) -> Leg:
+        """Send one order, record it before and after; never raises for a venue failure."""
+        row = self.recorder.order_sending(decision_id=self.decision_id, symbol=ex.symbol, leg=leg, request=request)
+        result = Leg(leg, request.describe(), "sending", request.client_order_id)
+        try:
+            state = await self.exchange.place_order(request)
+        except OrderOutcomeUnknown as exc:
+            result.status, result.message = "unknown", str(exc)
+        except VenueRejected as exc:
+            result.status, result.code, result.message = "rejected", exc.code, exc.venue_message or str(exc)
+        except VenueError as exc:
+            result.status, result.message = "failed", str(exc)
+        else:
+            result.state = state
+            result.status = state.status.value.lower()
+            if state.status is OrderStatus.NEW:
+                result.status = "acknowledged"
+        self.recorder.order_result(
+            row, status=result.status, state=result.state, code=result.code, message=result.message
+        )
+        ex.legs.append(result)
+        return result
+
+    def not_sent(self, ex: AssetExecution, leg: str, request: OrderRequest, reason: str) -> Leg:
+        row = self.recorder.order_sending(decision_id=self.decision_id, symbol=ex.symbol, leg=leg, request=request)
+        self.recorder.order_result(row, status="not_sent", message=reason)
+        result = Leg(leg, request.describe(), "not_sent", request.client_order_id, message=reason)
+        ex.legs.append(result)
+        self.note(ex, "rejection", f"{leg} not sent: {reason}")
+        return result
+
+    async def setting(self, ex: AssetExecution, name: str, description: str, call: Awaitable[None]) -> Leg:
+        """A leverage or margin-type change: a failure is recorded and stops the opening."""
+        result = Leg(name, description, "done")
+        try:
+            await call
+        except VenueRejected as exc:
+            result.status, result.code, result.message = "rejected", exc.code, exc.venue_message or str(exc)
+        except VenueError as exc:
+            result.status, result.message = "failed", str(exc)
+        ex.legs.append(result)
+        if result.status != "done":
+            self.note(ex, "rejection", f"{description}: {result.message}")
+        return result
+
+    def cid(self, symbol: str, leg: str) -> str:
+        return client_order_id(self.decision_id, symbol, leg)
+
+    def prepare(
+        self,
+        ex: AssetExecution,
+        leg: str,
+        request: OrderRequest,
+        *,
+        available: Decimal | None = None,
+        leverage: int = 1,
+    ) -> OrderRequest | None:
+        """Fit an order to the venue's rules; record amendments, or why it cannot be sent."""
+        rules = self.rules.get(request.symbol)
+        if rules is None:
+            self.not_sent(ex, leg, request, f"no exchangeInfo rules for {request.symbol}")
+            return None
+        fitted = fit_order(request, rules, self.marks[request.symbol], available=available, leverage=leverage)
+        for amendment in fitted.amendments:
+            self.note(ex, "amendment", f"{leg}: {amendment}")
+        if fitted.request is None:
+            self.not_sent(ex, leg, request, fitted.rejection or "breaks the venue's rules")
+            return None
+        return fitted.request
+
+    # ---- protective orders ------------------------------------------------------------------
+    async def protect(
+        self, ex: AssetExecution, side: Side, sl: float | None, tp: float | None, *, leg_suffix: str = ""
+    ) -> tuple[Leg | None, Leg | None]:
+        """Place the stop-loss (with bounded retries) and the take-profit, concurrently."""
+
+        async def stop() -> Leg | None:
+            if sl is None:
+                return None
+            last: Leg | None = None
+            for attempt in range(1, self.settings.protect_attempts + 1):
+                leg = f"sl{leg_suffix}" + ("" if attempt == 1 else str(attempt))
+                req = OrderRequest(
+                    symbol=ex.symbol,
+                    side=side.opposite,
+                    type=OrderType.STOP_MARKET,
+                    client_order_id=self.cid(ex.symbol, leg),
+                    stop_price=Decimal(str(sl)),
+                    close_position=True,
+                    working_type="MARK_PRICE",
+                )
+                fitted = self.prepare(ex, leg, req)
+                if fitted is None:
+                    return ex.legs[-1]
+                last = await self.send(ex, leg, fitted)
+                if last.status in ("acknowledged", "filled"):
+                    return last
+                if last.status == "rejected" and last.code == WOULD_TRIGGER:
+                    return last  # the price is already beyond the stop: retrying cannot help
+                if attempt < self.settings.protect_attempts:
+                    await self.sleep(self.settings.protect_backoff_s * attempt)
+            return last
+
+        async def target() -> Leg | None:
+            if tp is None:
+                return None
+            leg = f"tp{leg_suffix}"
+            req = OrderRequest(
+                symbol=ex.symbol,
+                side=side.opposite,
+                type=OrderType.TAKE_PROFIT_MARKET,
+                client_order_id=self.cid(ex.symbol, leg),
+                stop_price=Decimal(str(tp)),
+                close_position=True,
+                working_type="MARK_PRICE",
+            )
+            fitted = self.prepare(ex, leg, req)
+            if fitted is None:
+                return ex.legs[-1]
+            return await self.send(ex, leg, fitted)
+
+        sl_leg, tp_leg = await asyncio.gather(stop(), target())
+        return sl_leg, tp_leg
+
+    async def flatten(self, ex: AssetExecution, reason: str) -> None:
+        """Emergency: the position has no acknowledged stop. Close it reduce-only at once."""
+        ex.emergency = True
+        ex.outcome = "emergency"
+        self.note(ex, "emergency", f"{reason}; closing the position reduce-only")
+        try:
+            position = next((p for p in await self.exchange.positions() if p.symbol == ex.symbol), None)
+        except VenueError as exc:
+            self.note(ex, "emergency", f"cannot read the position to close it ({exc}); it may be unprotected")
+            return
+        if position is None:
+            self.note(ex, "emergency", "no position is open (the entry did not fill): nothing to close")
+            await self.cancel_protective(ex)
+            return
+        req = OrderRequest(
+            symbol=ex.symbol,
+            side=Side.SELL if position.amount > 0 else Side.BUY,
+            type=OrderType.MARKET,
+            client_order_id=self.cid(ex.symbol, "em"),
+            quantity=position.size,
+            reduce_only=True,
+        )
+        leg = await self.send(ex, "em", req)
+        if leg.status == "filled":
+            self.note(ex, "emergency", f"position closed: {req.describe()}")
+            await self.cancel_protective(ex)
+        else:
+            self.note(
+                ex,
+                "emergency",
+                f"THE POSITION IS OPEN WITHOUT A STOP: the emergency close failed ({leg.status}: {leg.message})",
+            )
+
+    async def cancel_protective(self, ex: AssetExecution, keep: Sequence[str] = (), kinds: Sequence[str] = ()) -> None:
+        """Cancel the symbol's open orders (only those of ``kinds`` when given), except ``keep``."""
+        try:
+            orders = await self.exchange.open_orders(ex.symbol)
+        except VenueError as exc:
+            self.note(ex, "error", f"cannot list open orders to cancel them: {exc}")
+            return
+        for order in orders:
+            if order.client_order_id in keep or (kinds and str(order.type) not in kinds):
+                continue
+            await self.cancel_order(ex, order.client_order_id, f"{order.type} {order.client_order_id}")
+
+    # ---- plans ------------------------------------------------------------------------------
+    async def open(self, ex: AssetExecution, d: AssetDecision, available: Decimal | None) -> None:
+        side = Side.BUY if d.action is Action.BUY else Side.SELL
+        margin_type = self.settings.margin_type
+        mt, lv = await asyncio.gather(
+            self.setting(
+                ex, "margin", f"margin type {margin_type}", self.exchange.set_margin_type(ex.symbol, margin_type)
+            ),
+            self.setting(ex, "leverage", f"leverage {d.leverage}x", self.exchange.set_leverage(ex.symbol, d.leverage)),
+        )
+        if lv.status != "done":
+            ex.outcome = "rejected" if lv.status == "rejected" else "failed"
+            return
+        if mt.status != "done":
+            self.note(ex, "note", f"margin type left as the venue has it: {mt.message}")
+        mark = self.marks[ex.symbol]
+        reference = Decimal(str(d.entry_price)) if d.entry_price is not None else mark
+        qty = Decimal(str(d.allocation_usd)) * d.leverage / reference
+        entry = OrderRequest(
+            symbol=ex.symbol,
+            side=side,
+            type=OrderType.LIMIT if d.entry_price is not None else OrderType.MARKET,
+            client_order_id=self.cid(ex.symbol, "en"),
+            quantity=qty,
+            price=reference if d.entry_price is not None else None,
+            time_in_force="GTC" if d.entry_price is not None else None,
+        )
+        fitted = self.prepare(ex, "en", entry, available=available, leverage=d.leverage)
+        if fitted is None:
+            ex.outcome = "rejected"
+            return
+        entry_leg = await self.send(ex, "en", fitted)
+        if entry_leg.status in ("rejected", "failed"):
+            ex.outcome = "rejected" if entry_leg.status == "rejected" else "failed"
+            self.note(ex, "rejection", f"entry {fitted.describe()}: {entry_leg.message}")
+            return
+        if entry_leg.status == "unknown":
+            self.note(ex, "note", "the entry's outcome is unknown: protective orders are placed anyway")
+        sl_leg, tp_leg = await self.protect(ex, side, d.sl_price, d.tp_price)
+        if sl_leg is None or sl_leg.status not in ("acknowledged", "filled"):
+            why = "no stop-loss price" if sl_leg is None else f"stop-loss {sl_leg.status}: {sl_leg.message}"
+            if fitted.type is OrderType.LIMIT and entry_leg.status == "acknowledged":
+                await self.cancel_order(ex, fitted.client_order_id)
+            await self.flatten(ex, f"the stop-loss was not acknowledged ({why})")
+            return
+        if tp_leg is not None and tp_leg.status not in ("acknowledged", "filled"):
+            ex.outcome = "partial"
+            self.note(ex, "rejection", f"take-profit not placed ({tp_leg.status}: {tp_leg.message}); the stop holds")
+            return
+        ex.outcome = "executed"
+
+    async def cancel_order(self, ex: AssetExecution, cid: str, what: str | None = None) -> None:
+        try:
+            await self.exchange.cancel_order(ex.symbol, cid)
+        except VenueError as exc:
+            self.note(ex, "error", f"cannot cancel {what or cid}: {exc}")
+            return
+        ex.legs.append(Leg("cancel", f"cancel {what or cid}", "canceled", cid))
+        self.recorder.event(
+            decision_id=self.decision_id, symbol=ex.symbol, kind="cancel", message=f"canceled {what or cid}"
+        )
+
+    async def close(self, ex: AssetExecution, position: VenuePosition, leg: str = "cl") -> None:
+        req = OrderRequest(
+            symbol=ex.symbol,
+            side=Side.SELL if position.amount > 0 else Side.BUY,
+            type=OrderType.MARKET,
+            client_order_id=self.cid(ex.symbol, leg),
+            quantity=position.size,
+            reduce_only=True,
+        )
+        result = await self.send(ex, leg, req)
+        if result.status != "filled":
+            ex.outcome = "rejected" if result.status == "rejected" else "failed"
+            self.note(ex, "rejection", f"close {req.describe()}: {result.status} {result.message or ''}".strip())
+            return
+        await self.cancel_protective(ex)
+        ex.outcome = "executed"
+
+    async def replace_orders(self, ex: AssetExecution, d: AssetDecision, position: VenuePosition) -> None:
+        side = Side.BUY if position.amount > 0 else Side.SELL
+        sl_leg, tp_leg = await self.protect(ex, side, d.sl_price, d.tp_price, leg_suffix="n")
+        keep = [leg.client_order_id for leg in (sl_leg, tp_leg) if leg is not None and leg.client_order_id]
+        failed = []
+        if sl_leg is not None:
+            if sl_leg.status in ("acknowledged", "filled"):
+                await self.cancel_protective(ex, keep=keep, kinds=(OrderType.STOP_MARKET.value,))
+            else:
+                failed.append(f"new stop-loss {sl_leg.status}: {sl_leg.message}; the old stop stays")
+        if tp_leg is not None:
+            if tp_leg.status in ("acknowledged", "filled"):
+                await self.cancel_protective(ex, keep=keep, kinds=(OrderType.TAKE_PROFIT_MARKET.value,))
+            else:
+                failed.append(f"new take-profit {tp_leg.status}: {tp_leg.message}; the old target stays")
+        for message in failed:
+            self.note(ex, "rejection", message)
+        ex.outcome = "executed" if not failed else ("partial" if len(failed) < len(keep) + len(failed) else "rejected")
+
+    async def resize(
+        self, ex: AssetExecution, d: AssetDecision, position: VenuePosition, available: Decimal | None
+    ) -> None:
+        mark = self.marks[ex.symbol]
+        target = Decimal(str(d.allocation_usd)) * position.leverage / mark
+        delta = target - position.size
+        side = Side.BUY if position.amount > 0 else Side.SELL
+        leg = "rd" if delta < 0 else "ad"
+        if delta < 0:
+            req = OrderRequest(
+                symbol=ex.symbol,
+                side=side.opposite,
+                type=OrderType.MARKET,
+                client_order_id=self.cid(ex.symbol, leg),
+                quantity=min(-delta, position.size),
+                reduce_only=True,
+            )
+            fitted = self.prepare(ex, leg, req)
+        else:
+            req = OrderRequest(
+                symbol=ex.symbol,
+                side=side,
+                type=OrderType.MARKET,
+                client_order_id=self.cid(ex.symbol, leg),
+                quantity=delta,
+            )
+            fitted = self.prepare(ex, leg, req, available=available, leverage=position.leverage)
+        if fitted is None:
+            ex.outcome = "rejected"
+            return
+        result = await self.send(ex, leg, fitted)
+        if result.status not in ("filled", "acknowledged", "partially_filled"):
+            ex.outcome = "rejected" if result.status == "rejected" else "failed"
+            self.note(ex, "rejection", f"{fitted.describe()}: {result.status} {result.message or ''}".strip())
+            return
+        if d.sl_price is not None or d.tp_price is not None:
+            await self.replace_orders(ex, d, position)
+            if ex.outcome != "executed":
+                return
+        ex.outcome = "executed"
+
+
+def _reduces(d: AssetDecision, position: VenuePosition | None, mark: Decimal) -> bool:
+    """True for decisions that free margin: closes, stop/target changes, and reductions."""
+    if d.action in (Action.CLOSE_POSITION, Action.ADJUST_ORDERS):
+        return True
+    if d.action is Action.ADJUST_POSITION and position is not None:
+        return Decimal(str(d.allocation_usd)) * position.leverage / mark < position.size
+    return False
+
+
+async def execute(
+    exchange: Exchange,
+    validations: Sequence[AssetValidation],
+    *,
+    decision_id: str,
+    recorder: Recorder,
+    rules: Mapping[str, SymbolRules],
+    marks: Mapping[str, Decimal],
+    settings: ExecutionSettings | None = None,
+    sleep: Sleep | None = None,
+) -> ExecutionReport:
+    """Execute every executable asset decision: closes and reductions first, then opens.
+
+    Assets run concurrently; the legs of one asset run in order. A failure on one asset never stops
+    the others; every outcome is in the report and in the store.
+    """
+    run = _Run(exchange, recorder, decision_id, rules, marks, settings or ExecutionSettings(), sleep)
+    todo = [v.final for v in validations if v.executable and v.final is not None and v.final.action is not Action.HOLD]
+    report = ExecutionReport(assets=[AssetExecution(d.symbol, d.action.value) for d in todo])
+    if not todo:
+        return report
+    by_symbol = {ex.symbol: ex for ex in report.assets}
+    positions_list, balance = await asyncio.gather(exchange.positions(), exchange.balance())
+    positions = {p.symbol: p for p in positions_list}
+    first = [d for d in todo if _reduces(d, positions.get(d.symbol), marks[d.symbol])]
+    second = [d for d in todo if d not in first]
+
+    async def one(d: AssetDecision, available: Decimal | None) -> None:
+        ex = by_symbol[d.symbol]
+        position = positions.get(d.symbol)
+        try:
+            if d.action in (Action.BUY, Action.SELL):
+                await run.open(ex, d, available)
+            elif position is None:
+                ex.outcome = "rejected"
+                run.note(ex, "rejection", f"{d.action.value}: no open position on {d.symbol} at the venue")
+            elif d.action is Action.CLOSE_POSITION:
+                await run.close(ex, position)
+            elif d.action is Action.ADJUST_ORDERS:
+                await run.replace_orders(ex, d, position)
+            else:
+                await run.resize(ex, d, position, available)
+        except Exception as exc:  # one asset's surprise must never stop the others
+            ex.outcome = "failed"
+            run.note(ex, "error", f"unexpected {type(exc).__name__}: {exc}")
+
+    await asyncio.gather(*(one(d, None) for d in first))
+    available: Decimal | None = balance.available
+    if first and second:
+        try:
+            available = (await exchange.balance()).available
+        except VenueError:
+            available = None  # the venue checks margin itself
+    # New margin is reserved in order, so concurrent opens never count the same balance twice.
+    budgets: dict[str, Decimal | None] = {}
+    for d in second:
+        if available is None or d.action not in (Action.BUY, Action.SELL, Action.ADJUST_POSITION):
+            budgets[d.symbol] = None
+            continue
+        budgets[d.symbol] = available
+        need = Decimal(str(d.allocation_usd)) * (1 + d.leverage * run.settings.taker_fee)
+        available = max(ZERO, available - need)
+    await asyncio.gather(*(one(d, budgets.get(d.symbol)) for d in second))
+    for ex in report.assets:
+        if ex.outcome == "pending":
+            ex.outcome = "failed"
+    return report
+
+
+def describe_leg(leg: Leg) -> str:
+    """'sl STOP_MARKET … acknowledged' and the like, for tables."""
+    text = f"{leg.name}: {leg.description} -> {leg.status}"
+    if leg.state is not None and leg.state.executed_qty > 0:
+        text += f" {dec_str(leg.state.executed_qty)} @ {dec_str(leg.state.avg_price)}"
+    if leg.code is not None:
+        text += f" (code {leg.code})"
+    return text

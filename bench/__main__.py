@@ -17,6 +17,7 @@ from bench import Result
 BENCHMARKS = {
     "help": "`llmtrader --help` wall time, process start included",
     "fetch": "market context fetch for 10 assets with 50 ms added to every request, in round trips",
+    "execute": "executing 5 opens (margin, leverage, entry, sl, tp) with 50 ms added to every request, in round trips",
     "context": "context + prompt for 10 assets × 3 timeframes × 200 candles, CPU time",
     "history": "`llmtrader history --symbol X --limit 50` on 1,000,000 asset-decision rows",
 }

@@ -160,6 +160,7 @@ class _Run:
         """Send one order, record it before and after; never raises for a venue failure."""
         row = self.recorder.order_sending(decision_id=self.decision_id, symbol=ex.symbol, leg=leg, request=request)
         result = Leg(leg, request.describe(), "sending", request.client_order_id)
+        ex.legs.append(result)  # appended before sending: legs list in the order they were started
         try:
             state = await self.exchange.place_order(request)
         except OrderOutcomeUnknown as exc:
@@ -176,7 +177,6 @@ class _Run:
         self.recorder.order_result(
             row, status=result.status, state=result.state, code=result.code, message=result.message
         )
-        ex.legs.append(result)
         return result
 
     def not_sent(self, ex: AssetExecution, leg: str, request: OrderRequest, reason: str) -> Leg:
@@ -190,13 +190,13 @@ class _Run:
     async def setting(self, ex: AssetExecution, name: str, description: str, call: Awaitable[None]) -> Leg:
         """A leverage or margin-type change: a failure is recorded and stops the opening."""
         result = Leg(name, description, "done")
+        ex.legs.append(result)
         try:
             await call
         except VenueRejected as exc:
             result.status, result.code, result.message = "rejected", exc.code, exc.venue_message or str(exc)
         except VenueError as exc:
             result.status, result.message = "failed", str(exc)
-        ex.legs.append(result)
         if result.status != "done":
             self.note(ex, "rejection", f"{description}: {result.message}")
         return result
@@ -326,8 +326,8 @@ class _Run:
             await self.cancel_order(ex, order.client_order_id, f"{order.type} {order.client_order_id}")
 
     # ---- plans ------------------------------------------------------------------------------
-    async def open(self, ex: AssetExecution, d: AssetDecision, available: Decimal | None) -> None:
-        side = Side.BUY if d.action is Action.BUY else Side.SELL
+    async def configure(self, ex: AssetExecution, d: AssetDecision) -> tuple[Leg, Leg]:
+        """Margin type and leverage of an opening, at once (they do not depend on each other)."""
         margin_type = self.settings.margin_type
         mt, lv = await asyncio.gather(
             self.setting(
@@ -335,6 +335,13 @@ class _Run:
             ),
             self.setting(ex, "leverage", f"leverage {d.leverage}x", self.exchange.set_leverage(ex.symbol, d.leverage)),
         )
+        return mt, lv
+
+    async def open(
+        self, ex: AssetExecution, d: AssetDecision, available: Decimal | None, configured: Awaitable[tuple[Leg, Leg]]
+    ) -> None:
+        side = Side.BUY if d.action is Action.BUY else Side.SELL
+        mt, lv = await configured
         if lv.status != "done":
             ex.outcome = "rejected" if lv.status == "rejected" else "failed"
             return
@@ -421,7 +428,11 @@ class _Run:
                 failed.append(f"new take-profit {tp_leg.status}: {tp_leg.message}; the old target stays")
         for message in failed:
             self.note(ex, "rejection", message)
-        ex.outcome = "executed" if not failed else ("partial" if len(failed) < len(keep) + len(failed) else "rejected")
+        attempted = sum(1 for leg in (sl_leg, tp_leg) if leg is not None)
+        if not failed:
+            ex.outcome = "executed"
+        else:
+            ex.outcome = "rejected" if len(failed) == attempted else "partial"
 
     async def resize(
         self, ex: AssetExecution, d: AssetDecision, position: VenuePosition, available: Decimal | None
@@ -496,7 +507,18 @@ async def execute(
     if not todo:
         return report
     by_symbol = {ex.symbol: ex for ex in report.assets}
-    positions_list, balance = await asyncio.gather(exchange.positions(), exchange.balance())
+    # Margin type and leverage of the openings do not depend on the account: they start now, alongside
+    # the account read, which saves a round trip on every opening.
+    configured = {
+        d.symbol: asyncio.ensure_future(run.configure(by_symbol[d.symbol], d))
+        for d in todo
+        if d.action in (Action.BUY, Action.SELL)
+    }
+    try:
+        positions_list, balance = await asyncio.gather(exchange.positions(), exchange.balance())
+    except BaseException:
+        await asyncio.gather(*configured.values(), return_exceptions=True)  # never leave them running
+        raise
     positions = {p.symbol: p for p in positions_list}
     first = [d for d in todo if _reduces(d, positions.get(d.symbol), marks[d.symbol])]
     second = [d for d in todo if d not in first]
@@ -506,7 +528,7 @@ async def execute(
         position = positions.get(d.symbol)
         try:
             if d.action in (Action.BUY, Action.SELL):
-                await run.open(ex, d, available)
+                await run.open(ex, d, available, configured[d.symbol])
             elif position is None:
                 ex.outcome = "rejected"
                 run.note(ex, "rejection", f"{d.action.value}: no open position on {d.symbol} at the venue")

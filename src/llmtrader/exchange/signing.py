@@ -15,6 +15,7 @@ Secrets (private keys, HMAC secrets) never appear in an exception message, an ex
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -61,6 +62,7 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+@functools.lru_cache(maxsize=8)  # deriving the account from the key costs ~2 ms per request
 def _local_account(private_key: str) -> LocalAccount:
     from eth_account import Account
 

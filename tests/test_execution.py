@@ -1,0 +1,453 @@
+"""Execution on the live adapter against the fake AsterDEX venue, over real HTTP with real signatures.
+
+Every fault the venue can throw at an order is injected: 5xx, timeouts, 503 after the order was applied,
+429, -2019, -4164, -1111, -4225, and a stop-loss rejected after the entry filled. The assertions are the
+safety rules: no order is ever applied twice, no position is left without a stop, every amendment and
+rejection is recorded, and no secret reaches the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmtrader.decision import Action, AssetDecision, RiskLevel
+from llmtrader.errors import VenueBanned
+from llmtrader.exchange.asterdex import AsterDexExchange, V1Credentials, V3Credentials
+from llmtrader.exchange.base import OrderType
+from llmtrader.execution import ExecutionReport, ExecutionSettings, client_order_id, execute
+from llmtrader.market import AsterMarketData
+from llmtrader.risk import AssetValidation, Status
+from llmtrader.storage.records import new_decision_id
+from llmtrader.storage.store import Store
+from tests.fakes.aster import FakeAster
+
+KEY = "0xff3bdd43534543d421f05aec535965b5050ad6ac15345435345435453495e771"
+SIGNER = "0xb67f9a782d3678a0bac50c22eacbb4924fe9d4cf"
+USER = "0x" + "5a" * 20
+V1_KEY, V1_SECRET = "v1-api-key-0001", "v1-secret-9f8e7d6c5b4a"
+ORDER = "/fapi/v3/order"
+
+
+@pytest.fixture
+def venue(fake_aster: FakeAster) -> FakeAster:
+    fake_aster.add_v3_account(USER, SIGNER)
+    fake_aster.set_balance(USER, 10_000)
+    return fake_aster
+
+
+class Harness:
+    """One execution against the fake venue: the adapter, the store, and the decision's context."""
+
+    def __init__(self, venue: FakeAster, db: Path, credentials: Any = None, timeout_s: float = 2.0) -> None:
+        self.venue = venue
+        self.store = Store(db)
+        self.credentials = credentials or V3Credentials(USER, SIGNER, KEY)
+        self.timeout_s = timeout_s
+        self.sleeps: list[float] = []
+
+    async def _sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        await asyncio.sleep(min(seconds, 0.01))
+
+    def exchange(self) -> AsterDexExchange:
+        market = AsterMarketData(self.venue.base_url, timeout_s=self.timeout_s)
+
+        async def rules() -> Any:
+            return await market.exchange_info()
+
+        ex = AsterDexExchange(
+            market, self.credentials, rules=rules, timeout_s=self.timeout_s, lookup_grace_s=0.05, sleep=self._sleep
+        )
+        ex.BACKOFF_S = 0.01
+        return ex
+
+    def run(self, *decisions: AssetDecision, decision_id: str | None = None) -> tuple[str, ExecutionReport]:
+        did = decision_id or new_decision_id()
+
+        async def go() -> ExecutionReport:
+            ex = self.exchange()
+            try:
+                rules = await ex.rules()
+                marks = await ex.mark_prices([d.symbol for d in decisions])
+                validations = [
+                    AssetValidation(d.symbol, d.action.value, Status.ACCEPTED, [], None, d) for d in decisions
+                ]
+                log = self.store.execution_log("main", "live", self.venue.clock)
+                return await execute(
+                    ex, validations, decision_id=did, recorder=log, rules=rules, marks=marks,
+                    settings=ExecutionSettings(protect_backoff_s=0.01), sleep=self._sleep,
+                )  # fmt: skip
+            finally:
+                await ex.aclose()
+                await ex.market.aclose()
+
+        return did, asyncio.run(go())
+
+    def orders(self, did: str) -> list[dict[str, Any]]:
+        conn = sqlite3.connect(self.store.path)
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute("SELECT * FROM orders WHERE decision_id = ? ORDER BY id", [did])]
+
+    def events(self, did: str) -> list[tuple[str, str]]:
+        conn = sqlite3.connect(self.store.path)
+        return list(conn.execute("SELECT kind, message FROM execution_events WHERE decision_id = ? ORDER BY id", [did]))
+
+
+@pytest.fixture
+def harness(venue: FakeAster, tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(venue, tmp_path / "t.db")
+    yield h
+    h.store.close()
+
+
+def buy(venue: FakeAster, symbol: str = "BTCUSDT", allocation: float = 1000, leverage: int = 3,
+        **kw: Any) -> AssetDecision:  # fmt: skip
+    mark = venue.mark(symbol)
+    fields: dict[str, Any] = {"tp_price": mark * 1.04, "sl_price": mark * 0.98}
+    fields.update(kw)
+    return AssetDecision(symbol=symbol, action=Action.BUY, rationale="t", allocation_usd=allocation,
+                         leverage=leverage, confidence=0.8, risk_level=RiskLevel.MEDIUM, **fields)  # fmt: skip
+
+
+def other(symbol: str, action: Action, **kw: Any) -> AssetDecision:
+    base: dict[str, Any] = {"allocation_usd": 0, "leverage": 1}
+    base.update(kw)
+    return AssetDecision(symbol=symbol, action=action, rationale="t", confidence=0.8, risk_level=RiskLevel.LOW, **base)
+
+
+def protected(venue: FakeAster, symbol: str) -> dict[str, list[Any]]:
+    """The open protective orders of ``symbol`` at the venue, by type."""
+    out: dict[str, list[Any]] = {"STOP_MARKET": [], "TAKE_PROFIT_MARKET": []}
+    for o in venue.open_orders(USER):
+        if o.symbol == symbol and o.orig_type in out:
+            out[o.orig_type].append(o)
+    return out
+
+
+def assert_never_naked(venue: FakeAster) -> None:
+    for symbol in venue.positions(USER):
+        assert protected(venue, symbol)["STOP_MARKET"], f"{symbol} is open without a stop"
+
+
+def test_a_long_is_entered_then_protected_and_every_leg_is_recorded(harness: Harness, venue: FakeAster) -> None:
+    did, report = harness.run(buy(venue))
+    (btc,) = report.assets
+    assert btc.outcome == "executed" and report.summary == "executed"
+    assert [leg.name for leg in btc.legs] == ["margin", "leverage", "en", "sl", "tp"]
+    assert venue.leverage(USER, "BTCUSDT") == 3 and venue.margin_type(USER, "BTCUSDT") == "ISOLATED"
+    qty = venue.positions(USER)["BTCUSDT"]
+    assert qty > 0 and qty * venue.mark_price("BTCUSDT") <= Decimal(3000)  # allocation x leverage, rounded down
+    stops = protected(venue, "BTCUSDT")
+    (sl,) = stops["STOP_MARKET"]
+    (tp,) = stops["TAKE_PROFIT_MARKET"]
+    assert sl.close_position and sl.working_type == "MARK_PRICE" and sl.side == "SELL"
+    assert tp.close_position and tp.side == "SELL"
+    assert sl.stop_price % Decimal("0.1") == 0 and sl.stop_price >= Decimal(str(venue.mark("BTCUSDT") * 0.98))
+    rows = harness.orders(did)
+    assert [(r["leg"], r["status"]) for r in rows] == [("en", "filled"), ("sl", "acknowledged"), ("tp", "acknowledged")]
+    assert rows[0]["client_order_id"] == client_order_id(did, "BTCUSDT", "en")
+    assert Decimal(rows[0]["executed_qty"]) == qty and rows[0]["order_id"]
+    for leg in ("en", "sl", "tp"):
+        assert venue.applied_orders(client_order_id(did, "BTCUSDT", leg)) == 1
+
+
+def test_the_quantity_amendment_is_recorded_beside_the_decision(harness: Harness, venue: FakeAster) -> None:
+    did, _ = harness.run(buy(venue))
+    amendments = [m for kind, m in harness.events(did) if kind == "amendment"]
+    assert any(m.startswith("en: quantity ") and "(stepSize 0.001)" in m for m in amendments)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(lambda v: v.fail(ORDER, 503, code=-1006, msg="unknown", method="POST", after_apply=True),
+                     id="503-after-apply"),
+        pytest.param(lambda v: v.fail(ORDER, 500, method="POST", after_apply=True), id="500-after-apply"),
+        pytest.param(lambda v: v.stall(ORDER, 1.0, method="POST", after_apply=True), id="timeout-after-apply"),
+    ],
+)  # fmt: skip
+def test_an_applied_order_whose_reply_is_lost_is_looked_up_never_sent_again(
+    venue: FakeAster, tmp_path: Path, fault: Any
+) -> None:
+    harness = Harness(venue, tmp_path / "t.db", timeout_s=0.4)
+    fault(venue)
+    did, report = harness.run(buy(venue))
+    entry = client_order_id(did, "BTCUSDT", "en")
+    assert len(venue.order_posts(entry)) == 1 and venue.applied_orders(entry) == 1
+    assert report.assets[0].outcome == "executed"
+    assert harness.orders(did)[0]["status"] == "filled"  # the lookup found it filled
+    assert_never_naked(venue)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(lambda v: v.fail(ORDER, 500, method="POST"), id="500-not-applied"),
+        pytest.param(lambda v: v.fail(ORDER, 503, code=-1007, msg="timeout", method="POST"), id="503-not-applied"),
+        pytest.param(lambda v: v.stall(ORDER, 1.0, method="POST", after_apply=False), id="timeout-not-applied"),
+        pytest.param(lambda v: v.fail(ORDER, 429, code=-1003, msg="too many", method="POST",
+                                      headers={"Retry-After": "2"}), id="429"),
+    ],
+)  # fmt: skip
+def test_a_confirmed_absence_allows_exactly_one_new_attempt(venue: FakeAster, tmp_path: Path, fault: Any) -> None:
+    harness = Harness(venue, tmp_path / "t.db", timeout_s=0.4)
+    fault(venue)
+    did, report = harness.run(buy(venue))
+    entry = client_order_id(did, "BTCUSDT", "en")
+    assert len(venue.order_posts(entry)) == 2 and venue.applied_orders(entry) == 1
+    assert report.assets[0].outcome == "executed"
+    assert_never_naked(venue)
+
+
+def test_429_waits_as_long_as_the_venue_asks(venue: FakeAster, tmp_path: Path) -> None:
+    harness = Harness(venue, tmp_path / "t.db")
+    venue.fail(ORDER, 429, code=-1003, msg="too many", method="POST", headers={"Retry-After": "2"})
+    harness.run(buy(venue))
+    assert 2.0 in harness.sleeps
+
+
+def test_an_unknown_outcome_that_cannot_be_looked_up_is_never_resent_and_still_protected(
+    venue: FakeAster, tmp_path: Path
+) -> None:
+    harness = Harness(venue, tmp_path / "t.db", timeout_s=0.4)
+    venue.fail(ORDER, 503, code=-1006, msg="unknown", method="POST", after_apply=True)
+    venue.fail(ORDER, 500, method="GET", times=10)  # every lookup fails too
+    did, _report = harness.run(buy(venue))
+    entry = client_order_id(did, "BTCUSDT", "en")
+    assert len(venue.order_posts(entry)) == 1 and venue.applied_orders(entry) == 1
+    assert harness.orders(did)[0]["status"] == "unknown"
+    assert_never_naked(venue)  # the stop was placed although the entry's outcome was unknown
+
+
+@pytest.mark.parametrize(
+    ("code", "msg"),
+    [(-2019, "Margin is insufficient."), (-4164, "Order's notional must be no smaller than 5.0"),
+     (-1111, "Precision is over the maximum defined for this asset.")],
+)  # fmt: skip
+def test_a_rejected_entry_is_recorded_with_the_venue_code_and_nothing_else_is_sent(
+    harness: Harness, venue: FakeAster, code: int, msg: str
+) -> None:
+    venue.reject_order({"type": "MARKET"}, code, msg)
+    did, report = harness.run(buy(venue))
+    assert report.assets[0].outcome == "rejected" and report.summary == "failed"
+    rows = harness.orders(did)
+    assert [(r["leg"], r["status"], r["venue_code"]) for r in rows] == [("en", "rejected", code)]
+    assert rows[0]["venue_message"] == msg
+    assert any(kind == "rejection" and msg in m for kind, m in harness.events(did))
+    assert venue.positions(USER) == {} and venue.open_orders(USER) == []
+
+
+def test_an_order_below_the_minimum_notional_is_not_sent_and_the_reason_is_recorded(
+    harness: Harness, venue: FakeAster
+) -> None:
+    did, report = harness.run(buy(venue, "DOGEUSDT", allocation=1, leverage=2))  # 2 USD of notional < 5
+    assert report.assets[0].outcome == "rejected"
+    (row,) = harness.orders(did)
+    assert row["status"] == "not_sent" and "below the minimum 5" in row["venue_message"]
+    assert venue.order_posts() == []
+
+
+def test_margin_above_the_available_balance_is_not_sent(harness: Harness, venue: FakeAster) -> None:
+    venue.set_balance(USER, 100)
+    did, _report = harness.run(buy(venue, allocation=1000, leverage=2))
+    (row,) = harness.orders(did)
+    assert row["status"] == "not_sent" and "needs margin" in row["venue_message"]
+    assert venue.order_posts() == []
+
+
+def test_a_rejected_nonce_gets_a_fresh_nonce_and_one_new_attempt(harness: Harness, venue: FakeAster) -> None:
+    venue.fail(ORDER, 400, code=-4225, msg="Nonce Expired", method="POST")
+    did, report = harness.run(buy(venue))
+    entry = client_order_id(did, "BTCUSDT", "en")
+    assert len(venue.order_posts(entry)) == 2 and venue.applied_orders(entry) == 1
+    assert report.assets[0].outcome == "executed"
+    nonces = venue.nonces[SIGNER]
+    assert len(set(nonces)) == len(nonces)  # concurrent legs may arrive out of order, never twice
+    first, second = (int(p["nonce"]) for p in venue.order_posts(entry))
+    assert second > first  # the new attempt was signed again with a fresh nonce
+
+
+def test_a_stop_loss_rejected_after_the_entry_filled_flattens_the_position(harness: Harness, venue: FakeAster) -> None:
+    venue.reject_order({"type": "STOP_MARKET"}, -1000, "An unknown error occurred while processing the request.", 3)
+    did, report = harness.run(buy(venue))
+    (btc,) = report.assets
+    assert btc.emergency and btc.outcome == "emergency" and report.summary == "emergency"
+    assert venue.positions(USER) == {}  # closed reduce-only at once
+    assert venue.open_orders(USER) == []  # the take-profit of the closed position was cancelled
+    legs = [(r["leg"], r["status"]) for r in harness.orders(did)]
+    assert legs[0] == ("en", "filled")
+    assert [leg for leg in legs if leg[0].startswith("sl")] == [("sl", "rejected"), ("sl2", "rejected"),
+                                                                 ("sl3", "rejected")]  # fmt: skip
+    assert ("em", "filled") in legs
+    close = venue.order_posts(client_order_id(did, "BTCUSDT", "em"))[0]
+    assert close["reduceOnly"] == "true" and close["side"] == "SELL"
+    emergencies = [m for kind, m in harness.events(did) if kind == "emergency"]
+    assert emergencies and "closing the position reduce-only" in emergencies[0]
+
+
+def test_a_stop_loss_that_would_trigger_at_once_is_not_retried_before_flattening(
+    harness: Harness, venue: FakeAster
+) -> None:
+    venue.reject_order({"type": "STOP_MARKET"}, -2021, "Order would immediately trigger.", 5)
+    _did, report = harness.run(buy(venue))
+    assert report.assets[0].emergency and venue.positions(USER) == {}
+    assert len([p for p in venue.order_posts() if p["type"] == "STOP_MARKET"]) == 1
+
+
+def test_a_stop_loss_accepted_on_the_second_try_is_no_emergency(harness: Harness, venue: FakeAster) -> None:
+    venue.reject_order({"type": "STOP_MARKET"}, -1000, "busy", 1)
+    did, report = harness.run(buy(venue))
+    assert report.assets[0].outcome == "executed" and not report.assets[0].emergency
+    assert len(protected(venue, "BTCUSDT")["STOP_MARKET"]) == 1
+    assert venue.applied_orders(client_order_id(did, "BTCUSDT", "sl2")) == 1
+
+
+def test_a_failed_take_profit_leaves_the_stop_and_is_recorded(harness: Harness, venue: FakeAster) -> None:
+    venue.reject_order({"type": "TAKE_PROFIT_MARKET"}, -1000, "busy", 1)
+    did, report = harness.run(buy(venue))
+    assert report.assets[0].outcome == "partial" and not report.assets[0].emergency
+    assert len(protected(venue, "BTCUSDT")["STOP_MARKET"]) == 1
+    assert any(kind == "rejection" and "take-profit not placed" in m for kind, m in harness.events(did))
+
+
+def test_closes_run_before_opens(harness: Harness, venue: FakeAster) -> None:
+    venue.set_position(USER, "ETHUSDT", "1.5")
+    _did, report = harness.run(buy(venue), other("ETHUSDT", Action.CLOSE_POSITION))
+    posts = venue.order_posts()
+    assert posts[0]["symbol"] == "ETHUSDT" and posts[0]["reduceOnly"] == "true" and posts[0]["quantity"] == "1.5"
+    assert [p["symbol"] for p in posts[1:]] == ["BTCUSDT"] * 3
+    assert set(venue.positions(USER)) == {"BTCUSDT"}
+    assert {a.symbol: a.outcome for a in report.assets} == {"BTCUSDT": "executed", "ETHUSDT": "executed"}
+
+
+def test_close_cancels_the_protective_orders_after_the_close(harness: Harness, venue: FakeAster) -> None:
+    harness.run(buy(venue))
+    did, report = harness.run(other("BTCUSDT", Action.CLOSE_POSITION))
+    assert report.assets[0].outcome == "executed"
+    assert venue.positions(USER) == {} and venue.open_orders(USER) == []
+    assert [r["leg"] for r in harness.orders(did)] == ["cl"]
+
+
+def test_adjust_orders_places_the_new_stop_before_cancelling_the_old(harness: Harness, venue: FakeAster) -> None:
+    first, _ = harness.run(buy(venue))
+    old_sl = client_order_id(first, "BTCUSDT", "sl")
+    mark = venue.mark("BTCUSDT")
+    did, report = harness.run(other("BTCUSDT", Action.ADJUST_ORDERS, sl_price=mark * 0.99))
+    assert report.assets[0].outcome == "executed"
+    (sl,) = protected(venue, "BTCUSDT")["STOP_MARKET"]
+    assert sl.client_order_id == client_order_id(did, "BTCUSDT", "sln")
+    assert venue.orders[next(o for o, x in venue.orders.items() if x.client_order_id == old_sl)].status == "CANCELED"
+    assert len(protected(venue, "BTCUSDT")["TAKE_PROFIT_MARKET"]) == 1  # the target was not touched
+
+
+def test_a_rejected_new_stop_keeps_the_old_one(harness: Harness, venue: FakeAster) -> None:
+    first, _ = harness.run(buy(venue))
+    venue.reject_order({"type": "STOP_MARKET"}, -1000, "busy", 5)
+    _did, report = harness.run(other("BTCUSDT", Action.ADJUST_ORDERS, sl_price=venue.mark("BTCUSDT") * 0.99))
+    assert report.assets[0].outcome == "rejected"
+    (sl,) = protected(venue, "BTCUSDT")["STOP_MARKET"]
+    assert sl.client_order_id == client_order_id(first, "BTCUSDT", "sl")
+
+
+def test_adjust_position_reduces_reduce_only_and_keeps_the_stop(harness: Harness, venue: FakeAster) -> None:
+    harness.run(buy(venue, allocation=1000, leverage=3))
+    before = venue.positions(USER)["BTCUSDT"]
+    did, report = harness.run(other("BTCUSDT", Action.ADJUST_POSITION, allocation_usd=500, leverage=3))
+    assert report.assets[0].outcome == "executed"
+    after = venue.positions(USER)["BTCUSDT"]
+    assert Decimal(0) < after < before
+    (post,) = venue.order_posts(client_order_id(did, "BTCUSDT", "rd"))
+    assert post["reduceOnly"] == "true" and post["side"] == "SELL"
+    assert_never_naked(venue)
+
+
+def test_assets_fail_independently(harness: Harness, venue: FakeAster) -> None:
+    venue.reject_order({"symbol": "ETHUSDT", "type": "MARKET"}, -2019, "Margin is insufficient.")
+    _did, report = harness.run(buy(venue), buy(venue, "ETHUSDT"))
+    assert {a.symbol: a.outcome for a in report.assets} == {"BTCUSDT": "executed", "ETHUSDT": "rejected"}
+    assert report.summary == "partial" and set(venue.positions(USER)) == {"BTCUSDT"}
+
+
+def test_v1_hmac_keys_work_and_a_stale_timestamp_resyncs_the_clock(venue: FakeAster, tmp_path: Path) -> None:
+    venue.add_v1_key(V1_KEY, V1_SECRET)
+    harness = Harness(venue, tmp_path / "t.db", credentials=V1Credentials(V1_KEY, V1_SECRET))
+    venue.fail("/fapi/v1/order", 400, code=-1021, msg="Timestamp for this request is outside of the recvWindow.",
+               method="POST")  # fmt: skip
+    did, report = harness.run(buy(venue))
+    assert report.assets[0].outcome == "executed"
+    assert venue.positions(V1_KEY) and venue.applied_orders(client_order_id(did, "BTCUSDT", "en")) == 1
+    sent = [r for r in venue.signed_requests if r.path == "/fapi/v1/order"]
+    assert sent and all({k.lower(): v for k, v in r.headers.items()}["x-mbx-apikey"] == V1_KEY for r in sent)
+
+
+def test_418_stops_every_request_on_the_account(venue: FakeAster, harness: Harness) -> None:
+    venue.fail("/fapi/v3/positionRisk", 418, code=-1003, msg="IP banned")
+
+    async def go() -> None:
+        ex = harness.exchange()
+        try:
+            with pytest.raises(VenueBanned, match="banned"):
+                await ex.positions()
+            before = len(venue.signed_requests)
+            with pytest.raises(VenueBanned, match="trading on this account has stopped"):
+                await ex.balance()
+            assert len(venue.signed_requests) == before  # nothing more was sent
+        finally:
+            await ex.aclose()
+            await ex.market.aclose()
+
+    asyncio.run(go())
+
+
+def test_used_weight_near_the_limit_waits_for_the_next_minute(venue: FakeAster, harness: Harness) -> None:
+    async def go() -> None:
+        ex = harness.exchange()
+        ex.WEIGHT_LIMIT_1M = 3  # the fake counts one per request: the limit is reached at once
+        try:
+            for _ in range(4):
+                await ex.open_orders("BTCUSDT")
+        finally:
+            await ex.aclose()
+            await ex.market.aclose()
+
+    asyncio.run(go())
+    assert any(s > 0.1 for s in harness.sleeps), harness.sleeps
+
+
+def test_no_secret_reaches_the_store_or_the_orders(harness: Harness, venue: FakeAster) -> None:
+    venue.reject_order({"type": "STOP_MARKET"}, -1000, "busy", 1)
+    harness.run(buy(venue), buy(venue, "ETHUSDT"))
+    conn = sqlite3.connect(harness.store.path)
+    secret = KEY.removeprefix("0x")
+    for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+        for row in conn.execute(f"SELECT * FROM {table}"):
+            for cell in row:
+                if isinstance(cell, str):
+                    assert secret not in cell.lower() and "signature" not in cell, (table, cell[:80])
+    for r in venue.signed_requests:
+        assert secret not in (r.query + r.body).lower()
+
+
+def test_the_open_orders_feed_the_account_state(harness: Harness, venue: FakeAster) -> None:
+    harness.run(buy(venue))
+
+    async def go() -> Any:
+        ex = harness.exchange()
+        try:
+            return await asyncio.gather(ex.positions(), ex.open_orders(), ex.balance())
+        finally:
+            await ex.aclose()
+            await ex.market.aclose()
+
+    positions, orders, balance = asyncio.run(go())
+    (p,) = positions
+    assert p.symbol == "BTCUSDT" and p.side == "long" and p.leverage == 3 and p.liquidation_price is not None
+    assert {str(o.type) for o in orders} == {OrderType.STOP_MARKET.value, OrderType.TAKE_PROFIT_MARKET.value}
+    assert balance.available < balance.wallet <= Decimal(10_000)

@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@ $(RSTAMP)
 
-## run: the agent's main job so far, one decision for the configured assets, in paper mode
+## run: the agent's main job so far: one decision for the configured assets, executed on the paper account
 run: $(RSTAMP)
 	TRADING_MODE=paper $(BIN)/llmtrader decide $(ARGS)
 

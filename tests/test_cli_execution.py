@@ -8,6 +8,7 @@ Each case asserts the exit code, what the user sees, and what was recorded: the 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
@@ -338,6 +339,23 @@ def test_live_decide_with_yes_sends_signed_orders_and_no_secret_anywhere(
             assert secret not in json.dumps(request["request"])
         for sent in fake_aster.signed_requests:  # the key itself never travels, only signatures
             assert secret not in sent.query + sent.body + json.dumps(sent.headers)
+
+
+def test_an_emergency_is_shown_prominently_recorded_and_exits_3(
+    live: Path, runner: CliRunner, fake_aster: FakeAster, fake_llm: FakeLLM
+) -> None:
+    fake_aster.reject_order({"type": "STOP_MARKET"}, -1000, "An unknown error occurred.", times=10)
+    fake_llm.push(answer(decision(long_btc(fake_aster), asset("ETHUSDT"))))
+    result = invoke(runner, "decide", "--yes")
+    assert result.exit_code == 3, result.output
+    assert "EMERGENCY" in result.stdout and "EMERGENCY on BTCUSDT" in result.stderr
+    assert fake_aster.positions(USER) == {}  # flattened at once
+    decision_id = re.search(r"Recorded as (\w+)", result.stdout).group(1)  # type: ignore[union-attr]
+    record = show(runner, decision_id)
+    assert record["execution"] == "emergency"
+    assert any(e["kind"] == "emergency" for e in record["events"])
+    shown = runner.invoke(app, ["show", decision_id], env={"COLUMNS": "200"})
+    assert "EMERGENCY BTCUSDT" in shown.stdout and "closing the position reduce-only" in shown.stdout
 
 
 def test_live_without_credentials_names_the_variables(

@@ -210,3 +210,27 @@ def test_history_reads_while_a_writer_holds_a_transaction(clean_env: Path) -> No
     conn = reader.open_reader(clean_env)  # WAL: the reader is not blocked by the open write
     assert conn is not None and len(reader.history(conn)) == 1
     writer.rollback()
+
+
+def test_a_database_from_the_previous_release_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A store written before execution existed (m001, m002) gains the new tables; its rows stay."""
+    from sqlite_utils import Database, Migrations
+
+    from llmtrader.storage.migrations import MIGRATION_SET, MIGRATIONS
+
+    path = tmp_path / "old.db"
+    db = Database(str(path))
+    old = Migrations(MIGRATION_SET)
+    for name, fn in MIGRATIONS[:2]:
+        old(name=name)(fn)
+    old.apply(db)
+    db.table("decisions").insert({"id": "0old", "created_at": "2026-01-01T00:00:00Z", "account": "a",
+                                  "outcome": "decided", "model": "m"})  # fmt: skip
+    db.close()
+    store = Store(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT id, execution FROM decisions").fetchall() == [("0old", None)]
+    assert {"orders", "execution_events", "paper_accounts"} <= {
+        r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+    }
+    store.close()

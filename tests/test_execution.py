@@ -317,6 +317,19 @@ def test_a_failed_take_profit_leaves_the_stop_and_is_recorded(harness: Harness, 
     assert any(kind == "rejection" and "take-profit not placed" in m for kind, m in harness.events(did))
 
 
+def test_an_opening_whose_stop_the_price_crossed_while_deciding_is_not_entered(
+    harness: Harness, venue: FakeAster
+) -> None:
+    decided = buy(venue)  # stop 2 % under the mark at decision time
+    assert decided.sl_price is not None
+    venue.set_mark("BTCUSDT", Decimal(str(decided.sl_price)) - 50)  # then the price fell through the stop
+    did, report = harness.run(decided)
+    assert report.assets[0].outcome == "rejected"
+    assert not [p for p in venue.order_posts() if p["type"] == "MARKET"]  # no entry was sent
+    assert venue.positions(USER) == {}
+    assert any("not entered: the mark moved" in m and "sl_price" in m for _, m in harness.events(did))
+
+
 def test_closes_run_before_opens(harness: Harness, venue: FakeAster) -> None:
     venue.set_position(USER, "ETHUSDT", "1.5")
     _did, report = harness.run(buy(venue), other("ETHUSDT", Action.CLOSE_POSITION))

@@ -348,6 +348,11 @@ class _Run:
         if mt.status != "done":
             self.note(ex, "note", f"margin type left as the venue has it: {mt.message}")
         mark = self.marks[ex.symbol]
+        moved = _levels_crossed(side, mark, d)
+        if moved:
+            ex.outcome = "rejected"
+            self.note(ex, "rejection", f"not entered: the mark moved to {dec_str(mark)} while deciding; {moved}")
+            return
         reference = Decimal(str(d.entry_price)) if d.entry_price is not None else mark
         qty = Decimal(str(d.allocation_usd)) * d.leverage / reference
         entry = OrderRequest(
@@ -476,6 +481,17 @@ class _Run:
         ex.outcome = "executed"
 
 
+def _levels_crossed(side: Side, mark: Decimal, d: AssetDecision) -> str | None:
+    """Why the decision's stop or target is no longer on the right side of the current mark, if so."""
+    for name, value, below in (("sl_price", d.sl_price, side is Side.BUY), ("tp_price", d.tp_price, side is Side.SELL)):
+        if value is None:
+            continue
+        level = Decimal(str(value))
+        if (level >= mark) if below else (level <= mark):
+            return f"{name} {dec_str(level)} is no longer {'below' if below else 'above'} it"
+    return None
+
+
 def _reduces(d: AssetDecision, position: VenuePosition | None, mark: Decimal) -> bool:
     """True for decisions that free margin: closes, stop/target changes, and reductions."""
     if d.action in (Action.CLOSE_POSITION, Action.ADJUST_ORDERS):
@@ -483,6 +499,14 @@ def _reduces(d: AssetDecision, position: VenuePosition | None, mark: Decimal) ->
     if d.action is Action.ADJUST_POSITION and position is not None:
         return Decimal(str(d.allocation_usd)) * position.leverage / mark < position.size
     return False
+
+
+async def _fresh_marks(exchange: Exchange, symbols: list[str]) -> dict[str, Decimal]:
+    """The current marks, or none (the decision's marks are used) when the venue cannot give them."""
+    try:
+        return await exchange.mark_prices(symbols)
+    except VenueError:
+        return {}
 
 
 async def execute(
@@ -515,11 +539,15 @@ async def execute(
         if d.action in (Action.BUY, Action.SELL)
     }
     try:
-        positions_list, balance = await asyncio.gather(exchange.positions(), exchange.balance())
+        positions_list, balance, fresh = await asyncio.gather(
+            exchange.positions(), exchange.balance(), _fresh_marks(exchange, [d.symbol for d in todo])
+        )
     except BaseException:
         await asyncio.gather(*configured.values(), return_exceptions=True)  # never leave them running
         raise
     positions = {p.symbol: p for p in positions_list}
+    # A model can think for minutes: orders are sized and checked against the mark of now.
+    run.marks = {**marks, **fresh}
     first = [d for d in todo if _reduces(d, positions.get(d.symbol), marks[d.symbol])]
     second = [d for d in todo if d not in first]
 

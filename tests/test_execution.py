@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from llmtrader.decision import Action, AssetDecision, RiskLevel
-from llmtrader.errors import VenueBanned
+from llmtrader.errors import VenueBanned, VenueUnavailable
 from llmtrader.exchange.asterdex import AsterDexExchange, V1Credentials, V3Credentials
 from llmtrader.exchange.base import OrderType
 from llmtrader.execution import ExecutionReport, ExecutionSettings, client_order_id, execute
@@ -45,16 +45,22 @@ def venue(fake_aster: FakeAster) -> FakeAster:
 class Harness:
     """One execution against the fake venue: the adapter, the store, and the decision's context."""
 
-    def __init__(self, venue: FakeAster, db: Path, credentials: Any = None, timeout_s: float = 2.0) -> None:
+    def __init__(
+        self, venue: FakeAster, db: Path, credentials: Any = None, timeout_s: float = 2.0, real_sleep: bool = False
+    ) -> None:
         self.venue = venue
         self.store = Store(db)
         self.credentials = credentials or V3Credentials(USER, SIGNER, KEY)
         self.timeout_s = timeout_s
         self.sleeps: list[float] = []
+        self.real_sleep = real_sleep
+        from llmtrader.storage.bans import VenueBans
+
+        self.bans = VenueBans(self.store, venue.base_url)
 
     async def _sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
-        await asyncio.sleep(min(seconds, 0.01))
+        await asyncio.sleep(seconds if self.real_sleep else min(seconds, 0.01))
 
     def exchange(self) -> AsterDexExchange:
         market = AsterMarketData(self.venue.base_url, timeout_s=self.timeout_s)
@@ -63,7 +69,13 @@ class Harness:
             return await market.exchange_info()
 
         ex = AsterDexExchange(
-            market, self.credentials, rules=rules, timeout_s=self.timeout_s, lookup_grace_s=0.05, sleep=self._sleep
+            market,
+            self.credentials,
+            bans=self.bans,
+            rules=rules,
+            timeout_s=self.timeout_s,
+            lookup_grace_s=0.3 if self.real_sleep else 0.05,
+            sleep=self._sleep,
         )
         ex.BACKOFF_S = 0.01
         return ex
@@ -206,6 +218,20 @@ def test_a_confirmed_absence_allows_exactly_one_new_attempt(venue: FakeAster, tm
     assert_never_naked(venue)
 
 
+def test_an_order_still_queued_at_the_first_lookup_is_found_by_a_later_one_not_sent_again(
+    venue: FakeAster, tmp_path: Path
+) -> None:
+    # The entry waits 1 s in the venue's queue; the client times out at 0.3 s and looks it up at 0.6 s
+    # (absent), then at 1.2 s (found). One lookup and a re-send would have bought twice.
+    harness = Harness(venue, tmp_path / "t.db", timeout_s=0.3, real_sleep=True)
+    venue.queue(ORDER, 1.0, method="POST")
+    did, report = harness.run(buy(venue))
+    entry = client_order_id(did, "BTCUSDT", "en")
+    assert len(venue.order_posts(entry)) == 1 and venue.applied_orders(entry) == 1
+    assert report.assets[0].outcome == "executed"
+    assert_never_naked(venue)
+
+
 def test_429_waits_as_long_as_the_venue_asks(venue: FakeAster, tmp_path: Path) -> None:
     harness = Harness(venue, tmp_path / "t.db")
     venue.fail(ORDER, 429, code=-1003, msg="too many", method="POST", headers={"Retry-After": "2"})
@@ -219,11 +245,13 @@ def test_an_unknown_outcome_that_cannot_be_looked_up_is_never_resent_and_still_p
     harness = Harness(venue, tmp_path / "t.db", timeout_s=0.4)
     venue.fail(ORDER, 503, code=-1006, msg="unknown", method="POST", after_apply=True)
     venue.fail(ORDER, 500, method="GET", times=10)  # every lookup fails too
-    did, _report = harness.run(buy(venue))
+    did, report = harness.run(buy(venue))
     entry = client_order_id(did, "BTCUSDT", "en")
     assert len(venue.order_posts(entry)) == 1 and venue.applied_orders(entry) == 1
     assert harness.orders(did)[0]["status"] == "unknown"
     assert_never_naked(venue)  # the stop was placed although the entry's outcome was unknown
+    assert report.assets[0].outcome == "partial"  # not "executed": the user is told to check
+    assert any("may or may not exist" in m for _, m in harness.events(did))
 
 
 @pytest.mark.parametrize(
@@ -464,3 +492,120 @@ def test_the_open_orders_feed_the_account_state(harness: Harness, venue: FakeAst
     assert p.symbol == "BTCUSDT" and p.side == "long" and p.leverage == 3 and p.liquidation_price is not None
     assert {str(o.type) for o in orders} == {OrderType.STOP_MARKET.value, OrderType.TAKE_PROFIT_MARKET.value}
     assert balance.available < balance.wallet <= Decimal(10_000)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [pytest.param([], id="a list"), pytest.param({"orderId": 7, "symbol": "BTCUSDT"}, id="no status")],
+)
+def test_a_malformed_success_reply_to_an_applied_entry_is_looked_up(
+    harness: Harness, venue: FakeAster, body: Any
+) -> None:
+    venue.fail(ORDER, 200, body=body, method="POST", after_apply=True)
+    did, report = harness.run(buy(venue))
+    entry = client_order_id(did, "BTCUSDT", "en")
+    assert len(venue.order_posts(entry)) == 1 and venue.applied_orders(entry) == 1
+    assert report.assets[0].outcome == "executed" and harness.orders(did)[0]["status"] == "filled"
+    assert_never_naked(venue)
+
+
+def test_an_entry_that_expired_unfilled_gets_no_protective_orders(harness: Harness, venue: FakeAster) -> None:
+    expired = {"orderId": 99, "clientOrderId": "x", "symbol": "BTCUSDT", "status": "EXPIRED", "side": "BUY",
+               "type": "MARKET", "origQty": "0.01", "executedQty": "0", "avgPrice": "0"}  # fmt: skip
+    venue.fail(ORDER, 200, body=expired, method="POST")
+    did, report = harness.run(buy(venue))
+    assert report.assets[0].outcome == "rejected"
+    assert [r["leg"] for r in harness.orders(did)] == ["en"]
+    assert venue.open_orders(USER) == []
+
+
+def test_a_margin_type_the_venue_refuses_stops_the_opening(harness: Harness, venue: FakeAster) -> None:
+    venue.fail("/fapi/v3/marginType", 400, code=-4168, msg="Isolated margin is not allowed in multi-assets mode.")
+    _did, report = harness.run(buy(venue))
+    assert report.assets[0].outcome == "rejected"
+    assert venue.order_posts() == [] and venue.positions(USER) == {}
+
+
+def test_adding_to_a_position_without_a_stop_needs_a_stop(harness: Harness, venue: FakeAster) -> None:
+    venue.set_position(USER, "BTCUSDT", "0.01")
+    did, report = harness.run(other("BTCUSDT", Action.ADJUST_POSITION, allocation_usd=3000, leverage=20))
+    assert report.assets[0].outcome == "rejected"
+    assert venue.order_posts() == [] and venue.positions(USER) == {"BTCUSDT": Decimal("0.01")}
+    assert any("has no stop-loss" in m for _, m in harness.events(did))
+
+
+def test_a_failed_new_stop_on_a_position_without_one_flattens_it(harness: Harness, venue: FakeAster) -> None:
+    venue.set_position(USER, "BTCUSDT", "0.01")
+    venue.reject_order({"type": "STOP_MARKET"}, -1000, "busy", 10)
+    _did, report = harness.run(other("BTCUSDT", Action.ADJUST_ORDERS, sl_price=venue.mark("BTCUSDT") * 0.98))
+    assert report.assets[0].emergency and venue.positions(USER) == {}
+
+
+def test_a_second_close_position_stop_refused_is_replaced_by_a_reduce_only_one(
+    harness: Harness, venue: FakeAster
+) -> None:
+    _first, _ = harness.run(buy(venue))
+    size = venue.positions(USER)["BTCUSDT"]
+    message = "An open stop or take profit order with GTE and closePosition in the direction is existing."
+    venue.reject_order({"type": "STOP_MARKET", "closePosition": "true"}, -4130, message)
+    did, report = harness.run(other("BTCUSDT", Action.ADJUST_ORDERS, sl_price=venue.mark("BTCUSDT") * 0.99))
+    assert report.assets[0].outcome == "executed"
+    (sl,) = protected(venue, "BTCUSDT")["STOP_MARKET"]
+    assert sl.client_order_id == client_order_id(did, "BTCUSDT", "slnq")
+    assert sl.reduce_only and not sl.close_position and sl.orig_qty == size
+
+
+def test_a_429_longer_than_the_cap_is_not_retried_early(harness: Harness, venue: FakeAster) -> None:
+    venue.fail("/fapi/v3/balance", 429, code=-1003, msg="too many", headers={"Retry-After": "120"}, times=5)
+
+    async def go() -> None:
+        ex = harness.exchange()
+        try:
+            with pytest.raises(VenueUnavailable, match="for 120 s"):
+                await ex.balance()
+        finally:
+            await ex.aclose()
+            await ex.market.aclose()
+
+    asyncio.run(go())
+    assert venue.count("/fapi/v3/balance") == 1
+
+
+def test_a_ban_outlives_the_process_that_hit_it(harness: Harness, venue: FakeAster) -> None:
+    venue.fail("/fapi/v3/balance", 418, code=-1003, msg="IP banned", headers={"Retry-After": "600"})
+
+    async def go() -> None:
+        for _ in range(2):  # a second exchange object over the same store: a new process
+            ex = harness.exchange()
+            try:
+                with pytest.raises(VenueBanned):
+                    await ex.balance()
+            finally:
+                await ex.aclose()
+                await ex.market.aclose()
+
+    asyncio.run(go())
+    assert venue.count("/fapi/v3/balance") == 1
+
+
+def test_protective_orders_never_wait_for_the_weight_budget(harness: Harness, venue: FakeAster) -> None:
+    from llmtrader.exchange.base import OrderRequest, Side
+
+    harness.run(buy(venue))
+
+    async def go() -> None:
+        ex = harness.exchange()
+        await ex.sync_time()
+        ex.used_weight_1m, ex._weight_minute = 10_000, ex._now_ms() // 60_000  # far above the limit
+        try:
+            stop = OrderRequest("BTCUSDT", Side.SELL, OrderType.STOP_MARKET, "lt_manual_sl", close_position=True,
+                                stop_price=Decimal(str(round(venue.mark("BTCUSDT") * 0.9, 1))),
+                                working_type="MARK_PRICE")  # fmt: skip
+            await ex.place_order(stop)
+        finally:
+            await ex.aclose()
+            await ex.market.aclose()
+
+    before = len(harness.sleeps)
+    asyncio.run(go())
+    assert not [s for s in harness.sleeps[before:] if s > 1]

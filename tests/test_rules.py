@@ -109,3 +109,16 @@ def test_client_order_ids_are_deterministic_and_fit_the_venue_pattern() -> None:
     assert long_symbols[0] != long_symbols[1]
     for cid in [a, *long_symbols]:
         assert pattern.match(cid) and len(cid) <= 36
+
+
+def test_prices_round_onto_the_grid_that_starts_at_min_price() -> None:
+    from dataclasses import replace
+
+    from llmtrader.exchange.rules import round_price
+
+    odd = replace(BTC, min_price=D("0.05"), tick_size=D("0.1"))  # the grid is 0.05, 0.15, 0.25, ...
+    assert round_price(D("100.12"), odd) == D("100.15")
+    limit = OrderRequest("BTCUSDT", Side.BUY, OrderType.LIMIT, "c", quantity=D("0.01"), price=D("100000.12"),
+                         time_in_force="GTC")  # fmt: skip
+    fitted = fit_order(limit, odd, MARK)
+    assert fitted.request is not None and fitted.request.price == D("100000.15")

@@ -20,15 +20,16 @@ is sent and updated with the venue's answer, so a crash mid-request leaves a cli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from llmtrader.decision import Action, AssetDecision
-from llmtrader.errors import OrderOutcomeUnknown, VenueError, VenueRejected
+from llmtrader.errors import OrderOutcomeUnknown, StoreError, VenueError, VenueRejected
 from llmtrader.exchange.base import (
     CLIENT_ORDER_ID_PATTERN,
     ZERO,
@@ -47,8 +48,12 @@ from llmtrader.exchange.rules import fit_order
 from llmtrader.risk import AssetValidation
 
 WOULD_TRIGGER = -2021
+CLOSE_POSITION_EXISTS = -4130  # Binance: a closePosition order already exists on this side
+MARGIN_TYPE_LOCKED_BY_POSITION = -4048
+T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 _CID_RE = re.compile(CLIENT_ORDER_ID_PATTERN)
+_DEAD = (OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED)
 
 
 def client_order_id(decision_id: str, symbol: str, leg: str) -> str:
@@ -151,16 +156,40 @@ class _Run:
         self.marks = marks
         self.settings = settings
         self.sleep: Sleep = sleep or asyncio.sleep
+        self.store_errors: list[str] = []
 
     def note(self, ex: AssetExecution, kind: str, message: str) -> None:
         ex.notes.append(message if kind in ("note", "amendment") else f"{kind}: {message}")
-        self.recorder.event(decision_id=self.decision_id, symbol=ex.symbol, kind=kind, message=message)
+        self._record(self.recorder.event, decision_id=self.decision_id, symbol=ex.symbol, kind=kind, message=message)
+
+    def _record(self, fn: Callable[..., T], **kwargs: Any) -> T | None:
+        """Write to the store; a failure is kept (and raised once execution is over) instead of
+        interrupting the orders that protect a position."""
+        try:
+            return fn(**kwargs)
+        except StoreError as exc:
+            self.store_errors.append(str(exc))
+            return None
 
     async def send(self, ex: AssetExecution, leg: str, request: OrderRequest) -> Leg:
-        """Send one order, record it before and after; never raises for a venue failure."""
-        row = self.recorder.order_sending(decision_id=self.decision_id, symbol=ex.symbol, leg=leg, request=request)
+        """Send one order, recorded before and after. Never raises: every outcome is a leg status.
+
+        An opening is not sent when it cannot be recorded first; protective and reduce-only orders are
+        sent all the same (protection before audit), and the store error is raised at the end.
+        """
         result = Leg(leg, request.describe(), "sending", request.client_order_id)
         ex.legs.append(result)  # appended before sending: legs list in the order they were started
+        critical = request.close_position or request.reduce_only
+        try:
+            row: int | None = self.recorder.order_sending(
+                decision_id=self.decision_id, symbol=ex.symbol, leg=leg, request=request
+            )
+        except StoreError as exc:
+            self.store_errors.append(str(exc))
+            row = None
+            if not critical:
+                result.status, result.message = "not_sent", f"cannot record the order before sending it: {exc}"
+                return result
         try:
             state = await self.exchange.place_order(request)
         except OrderOutcomeUnknown as exc:
@@ -169,19 +198,30 @@ class _Run:
             result.status, result.code, result.message = "rejected", exc.code, exc.venue_message or str(exc)
         except VenueError as exc:
             result.status, result.message = "failed", str(exc)
+        except Exception as exc:  # a surprise after the request left: its outcome is unknown
+            result.status, result.message = "unknown", f"unexpected {type(exc).__name__}: {exc}"
         else:
             result.state = state
             result.status = state.status.value.lower()
             if state.status is OrderStatus.NEW:
                 result.status = "acknowledged"
-        self.recorder.order_result(
-            row, status=result.status, state=result.state, code=result.code, message=result.message
-        )
+        if row is not None:
+            self._record(
+                self.recorder.order_result,
+                row_id=row,
+                status=result.status,
+                state=result.state,
+                code=result.code,
+                message=result.message,
+            )
         return result
 
     def not_sent(self, ex: AssetExecution, leg: str, request: OrderRequest, reason: str) -> Leg:
-        row = self.recorder.order_sending(decision_id=self.decision_id, symbol=ex.symbol, leg=leg, request=request)
-        self.recorder.order_result(row, status="not_sent", message=reason)
+        row = self._record(
+            self.recorder.order_sending, decision_id=self.decision_id, symbol=ex.symbol, leg=leg, request=request
+        )
+        if row is not None:
+            self._record(self.recorder.order_result, row_id=row, status="not_sent", message=reason)
         result = Leg(leg, request.describe(), "not_sent", request.client_order_id, message=reason)
         ex.legs.append(result)
         self.note(ex, "rejection", f"{leg} not sent: {reason}")
@@ -227,10 +267,50 @@ class _Run:
         return fitted.request
 
     # ---- protective orders ------------------------------------------------------------------
+    def _protective(
+        self, ex: AssetExecution, leg: str, side: Side, kind: OrderType, level: float, size: Decimal | None
+    ) -> OrderRequest:
+        """A stop or target closing the whole position (closePosition), or ``size`` reduce-only when
+        the venue refuses a second closePosition order on the same side."""
+        return OrderRequest(
+            symbol=ex.symbol,
+            side=side.opposite,
+            type=kind,
+            client_order_id=self.cid(ex.symbol, leg),
+            stop_price=Decimal(str(level)),
+            close_position=size is None,
+            quantity=size,
+            reduce_only=size is not None,
+            working_type="MARK_PRICE",
+        )
+
+    async def _place_protective(
+        self, ex: AssetExecution, leg: str, side: Side, kind: OrderType, level: float, size: Decimal | None
+    ) -> Leg:
+        fitted = self.prepare(ex, leg, self._protective(ex, leg, side, kind, level, None))
+        if fitted is None:
+            return ex.legs[-1]
+        result = await self.send(ex, leg, fitted)
+        if result.status == "rejected" and result.code == CLOSE_POSITION_EXISTS and size is not None:
+            # One closePosition order per side: the replacement closes the same size reduce-only instead.
+            leg = f"{leg}q"
+            fitted = self.prepare(ex, leg, self._protective(ex, leg, side, kind, level, size))
+            if fitted is None:
+                return ex.legs[-1]
+            result = await self.send(ex, leg, fitted)
+        return result
+
     async def protect(
-        self, ex: AssetExecution, side: Side, sl: float | None, tp: float | None, *, leg_suffix: str = ""
+        self,
+        ex: AssetExecution,
+        side: Side,
+        sl: float | None,
+        tp: float | None,
+        *,
+        leg_suffix: str = "",
+        size: Decimal | None = None,
     ) -> tuple[Leg | None, Leg | None]:
-        """Place the stop-loss (with bounded retries) and the take-profit, concurrently."""
+        """Place the stop-loss (with bounded retries) and the take-profit, concurrently. Never raises."""
 
         async def stop() -> Leg | None:
             if sl is None:
@@ -238,20 +318,8 @@ class _Run:
             last: Leg | None = None
             for attempt in range(1, self.settings.protect_attempts + 1):
                 leg = f"sl{leg_suffix}" + ("" if attempt == 1 else str(attempt))
-                req = OrderRequest(
-                    symbol=ex.symbol,
-                    side=side.opposite,
-                    type=OrderType.STOP_MARKET,
-                    client_order_id=self.cid(ex.symbol, leg),
-                    stop_price=Decimal(str(sl)),
-                    close_position=True,
-                    working_type="MARK_PRICE",
-                )
-                fitted = self.prepare(ex, leg, req)
-                if fitted is None:
-                    return ex.legs[-1]
-                last = await self.send(ex, leg, fitted)
-                if last.status in ("acknowledged", "filled"):
+                last = await self._place_protective(ex, leg, side, OrderType.STOP_MARKET, sl, size)
+                if last.status in ("acknowledged", "filled", "not_sent"):
                     return last
                 if last.status == "rejected" and last.code == WOULD_TRIGGER:
                     return last  # the price is already beyond the stop: retrying cannot help
@@ -262,23 +330,28 @@ class _Run:
         async def target() -> Leg | None:
             if tp is None:
                 return None
-            leg = f"tp{leg_suffix}"
-            req = OrderRequest(
-                symbol=ex.symbol,
-                side=side.opposite,
-                type=OrderType.TAKE_PROFIT_MARKET,
-                client_order_id=self.cid(ex.symbol, leg),
-                stop_price=Decimal(str(tp)),
-                close_position=True,
-                working_type="MARK_PRICE",
-            )
-            fitted = self.prepare(ex, leg, req)
-            if fitted is None:
-                return ex.legs[-1]
-            return await self.send(ex, leg, fitted)
+            return await self._place_protective(ex, f"tp{leg_suffix}", side, OrderType.TAKE_PROFIT_MARKET, tp, size)
 
-        sl_leg, tp_leg = await asyncio.gather(stop(), target())
-        return sl_leg, tp_leg
+        found = await asyncio.gather(stop(), target(), return_exceptions=True)
+        legs: list[Leg | None] = []
+        for name, item in zip(("stop-loss", "take-profit"), found, strict=True):
+            if isinstance(item, BaseException):
+                legs.append(Leg(name, name, "failed", message=f"unexpected {type(item).__name__}: {item}"))
+            else:
+                legs.append(item)
+        return legs[0], legs[1]
+
+    async def has_stop(self, ex: AssetExecution, position_side: Side) -> bool | None:
+        """Whether the venue holds a stop-loss order protecting the position (None: cannot tell)."""
+        try:
+            orders = await self.exchange.open_orders(ex.symbol)
+        except VenueError as exc:
+            self.note(ex, "error", f"cannot list open orders: {exc}")
+            return None
+        return any(
+            o.type == OrderType.STOP_MARKET and o.side is position_side.opposite and (o.close_position or o.reduce_only)
+            for o in orders
+        )
 
     async def flatten(self, ex: AssetExecution, reason: str) -> None:
         """Emergency: the position has no acknowledged stop. Close it reduce-only at once."""
@@ -325,6 +398,20 @@ class _Run:
                 continue
             await self.cancel_order(ex, order.client_order_id, f"{order.type} {order.client_order_id}")
 
+    async def cancel_resting_entries(self, ex: AssetExecution) -> None:
+        """A new opening supersedes the symbol's resting limit entries: stacked entries could fill
+        together beyond the position limit that each one respected."""
+        try:
+            orders = await self.exchange.open_orders(ex.symbol)
+        except VenueError as exc:
+            self.note(ex, "error", f"cannot list open orders: {exc}")
+            return
+        for order in orders:
+            if order.type == OrderType.LIMIT and not (order.reduce_only or order.close_position):
+                await self.cancel_order(
+                    ex, order.client_order_id, f"resting entry {order.client_order_id} (superseded)"
+                )
+
     # ---- plans ------------------------------------------------------------------------------
     async def configure(self, ex: AssetExecution, d: AssetDecision) -> tuple[Leg, Leg]:
         """Margin type and leverage of an opening, at once (they do not depend on each other)."""
@@ -346,13 +433,18 @@ class _Run:
             ex.outcome = "rejected" if lv.status == "rejected" else "failed"
             return
         if mt.status != "done":
-            self.note(ex, "note", f"margin type left as the venue has it: {mt.message}")
+            if mt.code != MARGIN_TYPE_LOCKED_BY_POSITION:
+                ex.outcome = "rejected" if mt.status == "rejected" else "failed"
+                self.note(ex, "rejection", f"not entered: margin type {self.settings.margin_type} could not be set")
+                return
+            self.note(ex, "note", f"margin type stays as the open position has it: {mt.message}")
         mark = self.marks[ex.symbol]
         moved = _levels_crossed(side, mark, d)
         if moved:
             ex.outcome = "rejected"
             self.note(ex, "rejection", f"not entered: the mark moved to {dec_str(mark)} while deciding; {moved}")
             return
+        await self.cancel_resting_entries(ex)
         reference = Decimal(str(d.entry_price)) if d.entry_price is not None else mark
         qty = Decimal(str(d.allocation_usd)) * d.leverage / reference
         entry = OrderRequest(
@@ -369,34 +461,54 @@ class _Run:
             ex.outcome = "rejected"
             return
         entry_leg = await self.send(ex, "en", fitted)
-        if entry_leg.status in ("rejected", "failed"):
+        if entry_leg.status in ("rejected", "failed", "not_sent"):
             ex.outcome = "rejected" if entry_leg.status == "rejected" else "failed"
             self.note(ex, "rejection", f"entry {fitted.describe()}: {entry_leg.message}")
             return
-        if entry_leg.status == "unknown":
+        state = entry_leg.state
+        if state is not None and state.status in _DEAD and state.executed_qty == 0:
+            ex.outcome = "rejected"
+            self.note(ex, "rejection", f"entry {fitted.describe()}: {state.status.value} with nothing filled")
+            return
+        try:
+            await self._protect_entry(ex, d, side, fitted, entry_leg)
+        except Exception as exc:  # whatever went wrong after the entry left, the position must not stay naked
+            await self.flatten(ex, f"unexpected {type(exc).__name__} while protecting the entry: {exc}")
+
+    async def _protect_entry(
+        self, ex: AssetExecution, d: AssetDecision, side: Side, entry: OrderRequest, entry_leg: Leg
+    ) -> None:
+        unknown = entry_leg.status == "unknown"
+        if unknown:
             self.note(ex, "note", "the entry's outcome is unknown: protective orders are placed anyway")
         sl_leg, tp_leg = await self.protect(ex, side, d.sl_price, d.tp_price)
         if sl_leg is None or sl_leg.status not in ("acknowledged", "filled"):
             why = "no stop-loss price" if sl_leg is None else f"stop-loss {sl_leg.status}: {sl_leg.message}"
-            if fitted.type is OrderType.LIMIT and entry_leg.status == "acknowledged":
-                await self.cancel_order(ex, fitted.client_order_id)
+            if entry.type is OrderType.LIMIT and entry_leg.status in ("acknowledged", "partially_filled", "unknown"):
+                await self.cancel_order(ex, entry.client_order_id)
             await self.flatten(ex, f"the stop-loss was not acknowledged ({why})")
             return
         if tp_leg is not None and tp_leg.status not in ("acknowledged", "filled"):
             ex.outcome = "partial"
             self.note(ex, "rejection", f"take-profit not placed ({tp_leg.status}: {tp_leg.message}); the stop holds")
             return
+        if unknown:
+            ex.outcome = "partial"
+            self.note(ex, "note", f"check the position: entry {entry.client_order_id} may or may not exist")
+            return
         ex.outcome = "executed"
 
     async def cancel_order(self, ex: AssetExecution, cid: str, what: str | None = None) -> None:
         try:
-            await self.exchange.cancel_order(ex.symbol, cid)
+            state = await self.exchange.cancel_order(ex.symbol, cid)
         except VenueError as exc:
             self.note(ex, "error", f"cannot cancel {what or cid}: {exc}")
             return
-        ex.legs.append(Leg("cancel", f"cancel {what or cid}", "canceled", cid))
-        self.recorder.event(
-            decision_id=self.decision_id, symbol=ex.symbol, kind="cancel", message=f"canceled {what or cid}"
+        status = "canceled" if state is not None else "gone"
+        ex.legs.append(Leg("cancel", f"cancel {what or cid}", status, cid))
+        message = f"canceled {what or cid}" if state is not None else f"{what or cid} was already filled or gone"
+        self._record(
+            self.recorder.event, decision_id=self.decision_id, symbol=ex.symbol, kind="cancel", message=message
         )
 
     async def close(self, ex: AssetExecution, position: VenuePosition, leg: str = "cl") -> None:
@@ -417,13 +529,17 @@ class _Run:
         ex.outcome = "executed"
 
     async def replace_orders(self, ex: AssetExecution, d: AssetDecision, position: VenuePosition) -> None:
+        """New stop and/or target first, then the old ones cancelled; without any stop, flatten."""
         side = Side.BUY if position.amount > 0 else Side.SELL
-        sl_leg, tp_leg = await self.protect(ex, side, d.sl_price, d.tp_price, leg_suffix="n")
+        sl_leg, tp_leg = await self.protect(ex, side, d.sl_price, d.tp_price, leg_suffix="n", size=position.size)
         keep = [leg.client_order_id for leg in (sl_leg, tp_leg) if leg is not None and leg.client_order_id]
         failed = []
         if sl_leg is not None:
             if sl_leg.status in ("acknowledged", "filled"):
                 await self.cancel_protective(ex, keep=keep, kinds=(OrderType.STOP_MARKET.value,))
+            elif await self.has_stop(ex, side) is False:
+                await self.flatten(ex, f"the new stop-loss was not acknowledged ({sl_leg.message}) and none exists")
+                return
             else:
                 failed.append(f"new stop-loss {sl_leg.status}: {sl_leg.message}; the old stop stays")
         if tp_leg is not None:
@@ -458,6 +574,10 @@ class _Run:
             )
             fitted = self.prepare(ex, leg, req)
         else:
+            if d.sl_price is None and not await self.has_stop(ex, side):
+                ex.outcome = "rejected"
+                self.note(ex, "rejection", "not added: the position has no stop-loss and the decision gives none")
+                return
             req = OrderRequest(
                 symbol=ex.symbol,
                 side=side,
@@ -470,7 +590,7 @@ class _Run:
             ex.outcome = "rejected"
             return
         result = await self.send(ex, leg, fitted)
-        if result.status not in ("filled", "acknowledged", "partially_filled"):
+        if result.status not in ("filled", "acknowledged", "partially_filled", "unknown"):
             ex.outcome = "rejected" if result.status == "rejected" else "failed"
             self.note(ex, "rejection", f"{fitted.describe()}: {result.status} {result.message or ''}".strip())
             return
@@ -478,7 +598,7 @@ class _Run:
             await self.replace_orders(ex, d, position)
             if ex.outcome != "executed":
                 return
-        ex.outcome = "executed"
+        ex.outcome = "executed" if result.status != "unknown" else "partial"
 
 
 def _levels_crossed(side: Side, mark: Decimal, d: AssetDecision) -> str | None:
@@ -548,7 +668,16 @@ async def execute(
     positions = {p.symbol: p for p in positions_list}
     # A model can think for minutes: orders are sized and checked against the mark of now.
     run.marks = {**marks, **fresh}
-    first = [d for d in todo if _reduces(d, positions.get(d.symbol), marks[d.symbol])]
+    stale = [d.symbol for d in todo if d.symbol not in fresh]
+    if stale:
+        run._record(
+            recorder.event,
+            decision_id=decision_id,
+            symbol=None,
+            kind="note",
+            message=f"current marks unavailable for {', '.join(stale)}: the decision's marks are used",
+        )
+    first = [d for d in todo if _reduces(d, positions.get(d.symbol), run.marks[d.symbol])]
     second = [d for d in todo if d not in first]
 
     async def one(d: AssetDecision, available: Decimal | None) -> None:
@@ -568,7 +697,9 @@ async def execute(
                 await run.resize(ex, d, position, available)
         except Exception as exc:  # one asset's surprise must never stop the others
             ex.outcome = "failed"
-            run.note(ex, "error", f"unexpected {type(exc).__name__}: {exc}")
+            # The report still says failed; nothing may escape the gather and cancel other assets' orders.
+            with contextlib.suppress(Exception):
+                run.note(ex, "error", f"unexpected {type(exc).__name__}: {exc}")
 
     await asyncio.gather(*(one(d, None) for d in first))
     available: Decimal | None = balance.available
@@ -590,6 +721,9 @@ async def execute(
     for ex in report.assets:
         if ex.outcome == "pending":
             ex.outcome = "failed"
+    if run.store_errors:
+        # Every order was still sent and protected; now the missing audit trail stops the run.
+        raise StoreError(f"execution of {decision_id} could not be fully recorded: {run.store_errors[0]}")
     return report
 
 

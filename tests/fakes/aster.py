@@ -154,7 +154,7 @@ class Fault:
 
     path: str
     status: int
-    body: dict[str, Any]
+    body: Any
     times: int
     headers: dict[str, str]
     method: str | None = None
@@ -170,6 +170,7 @@ class Stall:
     times: int
     method: str | None
     after_apply: bool
+    queued: bool = False
 
 
 @dataclass
@@ -647,22 +648,32 @@ class FakeAster:
     # ---- faults -----------------------------------------------------------------------------
     def fail(self, path: str, status: int = 500, *, code: int | None = None, msg: str = "fault",
              times: int = 1, headers: dict[str, str] | None = None, method: str | None = None,
-             after_apply: bool = False) -> None:  # fmt: skip
-        """The next ``times`` requests to ``path`` get this error; with ``after_apply`` they are applied first."""
-        body = {"code": code if code is not None else -1000, "msg": msg}
+             after_apply: bool = False, body: Any = None) -> None:  # fmt: skip
+        """The next ``times`` requests to ``path`` get this error; with ``after_apply`` they are applied first.
+
+        ``body`` replaces the reply's JSON altogether (e.g. a malformed order object with HTTP 200).
+        """
+        if body is None:
+            body = {"code": code if code is not None else -1000, "msg": msg}
         with self._lock:
             self.faults.append(Fault(path, status, body, times, headers or {}, method, after_apply))
 
     def stall(
         self, path: str, seconds: float, times: int = 1, method: str | None = None, after_apply: bool = True
     ) -> None:
-        """Delay the next ``times`` replies on ``path`` by ``seconds``.
+        """Delay the next ``times`` replies on ``path`` by ``seconds`` (see also :meth:`queue`).
 
         With ``after_apply`` the request is applied and the real reply sent late; without, it is not applied
         and the late reply is HTTP 503 -1007 (execution status unknown).
         """
         with self._lock:
             self.stalls.append(Stall(path, seconds, times, method, after_apply))
+
+    def queue(self, path: str, seconds: float, times: int = 1, method: str | None = None) -> None:
+        """The next ``times`` requests on ``path`` wait ``seconds`` in the venue's queue and are applied only
+        then (V3 requests settle on chain): a lookup made meanwhile finds nothing."""
+        with self._lock:
+            self.stalls.append(Stall(path, seconds, times, method, after_apply=False, queued=True))
 
     def reject_order(self, match: dict[str, str], code: int, msg: str, times: int = 1, status: int = 400) -> None:
         """Reject the next ``times`` authenticated POST /order whose params include ``match``, not applying them."""
@@ -1347,6 +1358,9 @@ class FakeAster:
         extra: dict[str, str] = {}
         if fault is not None and not fault.after_apply:
             status, reply, extra = fault.status, fault.body, fault.headers
+        elif stall is not None and stall.queued:
+            time.sleep(stall.seconds)  # the request waits in the venue's queue, then settles
+            status, reply = self._apply(method, path, query, body, headers, params, route)
         elif stall is not None and not stall.after_apply:
             time.sleep(stall.seconds)
             status, reply = 503, {"code": -1007, "msg": UNKNOWN_STATUS_MSG}

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
 
@@ -33,6 +33,17 @@ from llmtrader.exchange.signing import NonceSource, v1_signed_body, v3_signed_bo
 from llmtrader.market import AsterMarketData
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class BanStore(Protocol):
+    """Where an IP ban (HTTP 418) is kept across processes, so the next run does not walk into it."""
+
+    def get_ban(self) -> tuple[int, str] | None:
+        """(banned until, epoch ms; the message), or None."""
+        ...
+
+    def put_ban(self, until_ms: int, message: str) -> None: ...
+
 
 # Venue codes that mean "the request may or may not have been executed".
 UNKNOWN_OUTCOME_CODES = frozenset({-1006, -1007})
@@ -106,6 +117,8 @@ class AsterDexExchange:
     ORDER_SENDS = 3
     BACKOFF_S = 0.25
     MAX_RETRY_AFTER_S = 30.0
+    LOOKUPS = 3  # lookups of an order whose outcome is unknown, waits doubling from lookup_grace_s
+    DEFAULT_BAN_S = 300  # when a 418 names no Retry-After: bans escalate from 2 minutes
     WEIGHT_LIMIT_1M = 2400
     WEIGHT_HEADROOM = 0.9
 
@@ -122,6 +135,7 @@ class AsterDexExchange:
         sleep: Sleep = asyncio.sleep,
         now_ms: Callable[[], int] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        bans: BanStore | None = None,
     ) -> None:
         self.market = market
         self.base_url = market.base_url
@@ -139,6 +153,7 @@ class AsterDexExchange:
         self.used_weight_1m: int | None = None
         self._weight_minute: int | None = None
         self.banned: str | None = None
+        self._bans = bans
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout_s),
@@ -194,10 +209,22 @@ class AsterDexExchange:
             await self._sleep((60_000 - now % 60_000) / 1000 + 0.1)
             self.used_weight_1m = 0
 
-    async def _send(self, method: str, path: str, params: Sequence[tuple[str, str]]) -> httpx.Response:
+    def _check_ban(self) -> None:
         if self.banned is not None:
             raise VenueBanned(self.banned, code=418)
-        await self._respect_weight()
+        stored = self._bans.get_ban() if self._bans is not None else None
+        if stored is not None and stored[0] > self._now_ms():
+            until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(stored[0] / 1000))
+            raise VenueBanned(f"{stored[1]} (until about {until}); nothing is sent meanwhile", code=418)
+
+    async def _send(
+        self, method: str, path: str, params: Sequence[tuple[str, str]], *, urgent: bool = False
+    ) -> httpx.Response:
+        """Sign and send one request. ``urgent`` requests (protective and reduce-only orders, and their
+        lookups) never wait for the weight budget: the headroom below the limit is kept for them."""
+        self._check_ban()
+        if not urgent:
+            await self._respect_weight()
         body = self._sign(params)
         headers = {}
         if isinstance(self.credentials, V1Credentials):
@@ -217,6 +244,10 @@ class AsterDexExchange:
                 f"{path}: the venue has banned this IP (HTTP 418) after too many requests; "
                 "trading on this account has stopped"
             )
+            if self._bans is not None:
+                retry_after = _float(resp.headers.get("Retry-After"))
+                seconds = retry_after if retry_after is not None and retry_after > 0 else self.DEFAULT_BAN_S
+                self._bans.put_ban(self._now_ms() + int(seconds * 1000), self.banned)
             raise VenueBanned(self.banned, code=418)
         return resp
 
@@ -246,7 +277,9 @@ class AsterDexExchange:
             return True
         return False
 
-    async def _read(self, method: str, path: str, params: Sequence[tuple[str, str]] = ()) -> Any:
+    async def _read(
+        self, method: str, path: str, params: Sequence[tuple[str, str]] = (), *, urgent: bool = False
+    ) -> Any:
         """A signed request that is safe to repeat (reads, cancels, settings), with bounded retries."""
         if not self._time_synced:
             await self.sync_time()
@@ -257,24 +290,32 @@ class AsterDexExchange:
             wait = self.BACKOFF_S * (2**attempt)
             attempt += 1
             try:
-                resp = await self._send(method, path, params)
+                resp = await self._send(method, path, params, urgent=urgent)
             except httpx.TimeoutException as exc:
                 last = VenueUnavailable(f"{path}: the venue did not answer within the timeout")
                 last.__cause__ = exc
-            except httpx.TransportError as exc:
+            except httpx.HTTPError as exc:
                 last = VenueUnavailable(f"{path}: cannot reach {self.base_url} ({type(exc).__name__})")
                 last.__cause__ = exc
             else:
                 error = self._error(path, resp)
                 if error is None:
-                    return resp.json()
+                    try:
+                        return resp.json()
+                    except ValueError:
+                        raise VenueError(
+                            f"{path}: the venue answered HTTP {resp.status_code} with a body that is not JSON"
+                        ) from None
                 code, msg = error
                 if await self._fix_auth(code, fixed):
                     attempt -= 1
                     continue
                 if resp.status_code == 429:
                     retry_after = _float(resp.headers.get("Retry-After"))
-                    wait = min(retry_after if retry_after is not None else wait, self.MAX_RETRY_AFTER_S)
+                    if retry_after is not None and retry_after > self.MAX_RETRY_AFTER_S:
+                        # Asking again before the venue allows it is what earns an IP ban (418).
+                        raise VenueUnavailable(f"{path}: rate limited by the venue for {retry_after:.0f} s (HTTP 429)")
+                    wait = retry_after if retry_after is not None else wait
                     last = VenueUnavailable(f"{path}: rate limited by the venue (HTTP 429)")
                 elif resp.status_code >= 500 or code in UNKNOWN_OUTCOME_CODES:
                     last = VenueUnavailable(f"{path}: the venue answered HTTP {resp.status_code}: {msg}")
@@ -284,21 +325,24 @@ class AsterDexExchange:
                 await self._sleep(wait)
         raise last or VenueUnavailable(f"{path}: no attempt was made")
 
-    async def _write_once(self, path: str, params: Sequence[tuple[str, str]]) -> Any:
+    async def _write_once(self, path: str, params: Sequence[tuple[str, str]], *, urgent: bool = False) -> Any:
         """Send a state-changing request once. Raises _Unknown when its outcome cannot be known."""
         fixed: set[int] = set()
         while True:
             try:
-                resp = await self._send("POST", path, params)
-            except httpx.ConnectError as exc:
+                resp = await self._send("POST", path, params, urgent=urgent)
+            except httpx.ConnectError as exc:  # nothing reached the venue
                 raise VenueUnavailable(f"{path}: cannot reach {self.base_url} ({type(exc).__name__})") from exc
             except httpx.TimeoutException:
                 raise _Unknown("the venue did not answer within the timeout") from None
-            except httpx.TransportError as exc:
+            except httpx.HTTPError as exc:
                 raise _Unknown(f"the connection failed mid-request ({type(exc).__name__})") from None
             error = self._error(path, resp)
             if error is None:
-                return resp.json()
+                try:
+                    return resp.json()
+                except ValueError:
+                    raise _Unknown(f"HTTP {resp.status_code} with a body that is not JSON") from None
             code, msg = error
             if await self._fix_auth(code, fixed):
                 continue  # the request was not accepted: a fresh nonce or timestamp, one new attempt
@@ -349,10 +393,10 @@ class AsterDexExchange:
             raise VenueError("openOrders: the reply is not a list")
         return [OrderState.from_venue(o) for o in body if isinstance(o, dict)]
 
-    async def query_order(self, symbol: str, client_order_id: str) -> OrderState | None:
+    async def query_order(self, symbol: str, client_order_id: str, *, urgent: bool = False) -> OrderState | None:
         try:
             body = await self._read(
-                "GET", "/fapi/v3/order", [("symbol", symbol), ("origClientOrderId", client_order_id)]
+                "GET", "/fapi/v3/order", [("symbol", symbol), ("origClientOrderId", client_order_id)], urgent=urgent
             )
         except VenueRejected as exc:
             if exc.code == ORDER_DOES_NOT_EXIST:
@@ -363,37 +407,58 @@ class AsterDexExchange:
         return OrderState.from_venue(body)
 
     async def place_order(self, request: OrderRequest) -> OrderState:
-        """Send an order; on an unknown outcome look it up, and re-send only after a confirmed absence."""
+        """Send an order; on an unknown outcome look it up, and re-send only after a confirmed absence.
+
+        A V3 request can sit in the venue's queue before it settles, so one lookup that finds nothing
+        proves little: the order is looked up ``LOOKUPS`` times with doubling waits, and only when every
+        lookup says it does not exist is a new attempt made (with the same client order id).
+        Protective and reduce-only orders never wait for the weight budget.
+        """
         if not self._time_synced:
             await self.sync_time()
+        urgent = request.close_position or request.reduce_only
         reason = ""
         for _ in range(self.ORDER_SENDS):
             try:
-                body = await self._write_once("/fapi/v3/order", request.params())
+                body = await self._write_once("/fapi/v3/order", request.params(), urgent=urgent)
+                if not isinstance(body, dict):
+                    raise _Unknown("the reply is not an order object")
+                try:
+                    return OrderState.from_venue(body)
+                except VenueError as exc:
+                    raise _Unknown(f"the reply is malformed ({exc})") from None
             except _Unknown as unknown:
                 reason = unknown.reason
-                wait = self.lookup_grace_s
-                if unknown.retry_after_s is not None:
-                    wait = max(wait, min(unknown.retry_after_s, self.MAX_RETRY_AFTER_S))
-                await self._sleep(wait)  # let a request still in flight land before looking for it
-                try:
-                    found = await self.query_order(request.symbol, request.client_order_id)
-                except VenueError as exc:
-                    raise OrderOutcomeUnknown(
-                        f"order {request.client_order_id} ({request.describe()}): {reason}, and the lookup "
-                        f"failed too ({exc}); it may exist on the venue",
-                        client_order_id=request.client_order_id,
-                    ) from exc
+                found = await self._look_up(request, unknown)
                 if found is not None:
                     return found
-                continue  # confirmed absent: a new attempt is safe
-            if not isinstance(body, dict):
-                raise VenueError(f"order {request.client_order_id}: the reply is not an object")
-            return OrderState.from_venue(body)
+                # confirmed absent after every lookup: a new attempt is safe
         raise VenueUnavailable(
             f"order {request.client_order_id} ({request.describe()}) was not accepted after "
             f"{self.ORDER_SENDS} attempts, each confirmed absent: {reason}"
         )
+
+    async def _look_up(self, request: OrderRequest, unknown: _Unknown) -> OrderState | None:
+        """The order after an unknown outcome, or None when the venue confirms, again and again, that it
+        has no such order. Raises OrderOutcomeUnknown when the venue cannot say."""
+        urgent = request.close_position or request.reduce_only
+        wait = self.lookup_grace_s
+        if unknown.retry_after_s is not None:
+            wait = max(wait, min(unknown.retry_after_s, self.MAX_RETRY_AFTER_S))
+        for _ in range(self.LOOKUPS):
+            await self._sleep(wait)  # let a request still in flight land before looking for it
+            try:
+                found = await self.query_order(request.symbol, request.client_order_id, urgent=urgent)
+            except VenueError as exc:
+                raise OrderOutcomeUnknown(
+                    f"order {request.client_order_id} ({request.describe()}): {unknown.reason}, and the lookup "
+                    f"failed too ({exc}); it may exist on the venue",
+                    client_order_id=request.client_order_id,
+                ) from exc
+            if found is not None:
+                return found
+            wait *= 2
+        return None
 
     async def cancel_order(self, symbol: str, client_order_id: str) -> OrderState | None:
         try:

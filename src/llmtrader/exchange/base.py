@@ -13,6 +13,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal, Protocol
 
+from llmtrader.errors import VenueError
 from llmtrader.exchange.filters import SymbolRules
 
 ZERO = Decimal(0)
@@ -32,6 +33,10 @@ class OrderType(StrEnum):
     LIMIT = "LIMIT"
     STOP_MARKET = "STOP_MARKET"
     TAKE_PROFIT_MARKET = "TAKE_PROFIT_MARKET"
+
+
+# Binance-family statuses that mean one of ours.
+_STATUS_ALIASES = {"EXPIRED_IN_MATCH": "EXPIRED", "NEW_INSURANCE": "FILLED", "NEW_ADL": "FILLED"}
 
 
 class OrderStatus(StrEnum):
@@ -117,10 +122,24 @@ class OrderRequest:
         return " ".join(parts)
 
 
-def _dec(value: Any) -> Decimal:
+def _dec(value: Any, what: str = "a number") -> Decimal:
+    """A venue number (string or number); missing means zero. VenueError names what is malformed."""
     if value is None or value == "":
         return ZERO
-    return Decimal(str(value))
+    try:
+        parsed = Decimal(str(value))
+    except ArithmeticError:
+        raise VenueError(f"the venue sent {value!r} for {what}, which is not a number") from None
+    if not parsed.is_finite():
+        raise VenueError(f"the venue sent {value!r} for {what}, which is not a finite number")
+    return parsed
+
+
+def _required(body: dict[str, Any], key: str, what: str) -> Any:
+    value = body.get(key)
+    if value is None or value == "":
+        raise VenueError(f"{what}: the venue's reply has no {key!r}")
+    return value
 
 
 def _int(value: Any) -> int:
@@ -160,24 +179,35 @@ class OrderState:
 
     @classmethod
     def from_venue(cls, body: dict[str, Any]) -> OrderState:
-        """Parse a venue order object (strings or numbers; ids and times may be numeric strings)."""
+        """Parse a venue order object (strings or numbers; ids and times may be numeric strings).
+
+        The status and side are required: a reply without them proves nothing about the order.
+        """
+        what = f"order {body.get('clientOrderId', '?')}"
         kind = str(body.get("origType") or body.get("type") or "")
         try:
             order_type: OrderType | str = OrderType(kind)
         except ValueError:
             order_type = kind
+        status_text = str(_required(body, "status", what))
+        status_text = _STATUS_ALIASES.get(status_text, status_text)
+        side_text = str(_required(body, "side", what))
+        try:
+            status, side = OrderStatus(status_text), Side(side_text)
+        except ValueError:
+            raise VenueError(f"{what}: unknown status {status_text!r} or side {side_text!r}") from None
         return cls(
             symbol=str(body.get("symbol", "")),
             client_order_id=str(body.get("clientOrderId", "")),
             order_id=str(body.get("orderId", "")),
-            status=OrderStatus(str(body.get("status", "NEW"))),
-            side=Side(str(body.get("side", "BUY"))),
+            status=status,
+            side=side,
             type=order_type,
-            quantity=_dec(body.get("origQty")),
-            executed_qty=_dec(body.get("executedQty")),
-            avg_price=_dec(body.get("avgPrice")),
-            price=_dec(body.get("price")),
-            stop_price=_dec(body.get("stopPrice")),
+            quantity=_dec(body.get("origQty"), f"{what} origQty"),
+            executed_qty=_dec(body.get("executedQty"), f"{what} executedQty"),
+            avg_price=_dec(body.get("avgPrice"), f"{what} avgPrice"),
+            price=_dec(body.get("price"), f"{what} price"),
+            stop_price=_dec(body.get("stopPrice"), f"{what} stopPrice"),
             reduce_only=_bool(body.get("reduceOnly")),
             close_position=_bool(body.get("closePosition")),
             update_time_ms=_int(body.get("updateTime") or body.get("time")),
@@ -209,17 +239,25 @@ class VenuePosition:
 
     @classmethod
     def from_venue(cls, row: dict[str, Any]) -> VenuePosition:
-        liq = _dec(row.get("liquidationPrice"))
+        """Parse a positionRisk row. The amount and the leverage are required: guessing either
+        would hide a position or mis-size every order on it."""
+        symbol = str(_required(row, "symbol", "positionRisk row"))
+        what = f"positionRisk {symbol}"
+        amount = _dec(_required(row, "positionAmt", what), f"{what} positionAmt")
+        leverage = _dec(_required(row, "leverage", what), f"{what} leverage")
+        if leverage < 1 or leverage != leverage.to_integral_value():
+            raise VenueError(f"{what}: leverage {row.get('leverage')!r} is not a whole number >= 1")
+        liq = _dec(row.get("liquidationPrice"), f"{what} liquidationPrice")
         return cls(
-            symbol=str(row.get("symbol", "")),
-            amount=_dec(row.get("positionAmt")),
-            entry_price=_dec(row.get("entryPrice")),
-            mark_price=_dec(row.get("markPrice")),
-            unrealized_pnl=_dec(row.get("unRealizedProfit", row.get("unrealizedProfit"))),
-            leverage=_int(row.get("leverage")) or 1,
+            symbol=symbol,
+            amount=amount,
+            entry_price=_dec(row.get("entryPrice"), f"{what} entryPrice"),
+            mark_price=_dec(row.get("markPrice"), f"{what} markPrice"),
+            unrealized_pnl=_dec(row.get("unRealizedProfit", row.get("unrealizedProfit")), f"{what} unRealizedProfit"),
+            leverage=int(leverage),
             liquidation_price=liq if liq > 0 else None,
             margin_type=str(row.get("marginType", "isolated")).lower(),
-            isolated_margin=_dec(row.get("isolatedMargin")),
+            isolated_margin=_dec(row.get("isolatedMargin"), f"{what} isolatedMargin"),
         )
 
 

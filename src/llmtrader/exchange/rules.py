@@ -34,6 +34,12 @@ def round_to(value: Decimal, step: Decimal, how: Rounding = "nearest") -> Decima
     return (units * step).quantize(step) if step.as_tuple().exponent < 0 else units * step  # type: ignore[operator]
 
 
+def round_price(value: Decimal, rules: SymbolRules, how: Rounding = "nearest") -> Decimal:
+    """A price on the venue's grid: minPrice plus a multiple of tickSize (the venue checks the same)."""
+    base = rules.min_price if rules.min_price > 0 else ZERO
+    return base + round_to(value - base, rules.tick_size, how) if base else round_to(value, rules.tick_size, how)
+
+
 def floor_qty(qty: Decimal, step: Decimal) -> Decimal:
     """A quantity rounded down to the step: never more than asked."""
     if step <= 0:
@@ -142,13 +148,13 @@ def fit_order(
             amendments.append(f"quantity {dec_str(req.quantity)} -> {dec_str(qty)} (stepSize {dec_str(step)})")
         changes["quantity"] = qty
     if req.price is not None:
-        price = round_to(req.price, rules.tick_size, "nearest")
+        price = round_price(req.price, rules, "nearest")
         if price != req.price:
             amendments.append(f"price {dec_str(req.price)} -> {dec_str(price)} (tickSize {dec_str(rules.tick_size)})")
         changes["price"] = price
     if req.stop_price is not None:
         how: Rounding = "up" if req.stop_price < mark else "down"
-        stop = round_to(req.stop_price, rules.tick_size, how)
+        stop = round_price(req.stop_price, rules, how)
         if stop != req.stop_price:
             amendments.append(
                 f"stopPrice {dec_str(req.stop_price)} -> {dec_str(stop)} (tickSize {dec_str(rules.tick_size)})"

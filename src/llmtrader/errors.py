@@ -88,8 +88,8 @@ class NotFoundError(LLMTraderError):
 class OrderOutcomeUnknown(VenueError):
     """An order request timed out or failed and the venue could not confirm whether the order exists.
 
-    Never re-sent blindly: execution treats the order as possibly live (protective orders are still
-    placed) and reconciliation looks it up again by its client order id.
+    Never re-sent: execution treats the order as possibly live (protective orders are still placed),
+    records it as ``unknown`` and reports the asset as partial, so the user checks ``positions``.
     """
 
     def __init__(self, message: str, *, client_order_id: str) -> None:

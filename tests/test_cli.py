@@ -66,7 +66,8 @@ def test_an_unreadable_config_file_exits_2(clean_env: Path, runner: CliRunner, t
 def test_unknown_strategy_exits_2_listing_the_available_ones(clean_env: Path, runner: CliRunner) -> None:
     result = runner.invoke(app, ["decide", "--strategy", "moonshot"])
     assert result.exit_code == 2
-    assert "unknown strategy 'moonshot'; available: default" in result.stderr
+    available = "aggressive, conservative, dca, default, scalping, swing"
+    assert f"unknown strategy 'moonshot'; available: {available}" in result.stderr
 
 
 def test_a_custom_strategy_with_an_unknown_placeholder_is_refused(

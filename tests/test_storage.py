@@ -21,7 +21,7 @@ EXPECTED_SCHEMA = {
         "id", "created_at", "account", "mode", "dry_run", "strategy", "model", "base_url", "symbols", "outcome",
         "error", "as_of_ms", "marks", "system_prompt", "user_prompt", "raw_response", "parsed", "parse_errors",
         "portfolio_rationale", "notes", "response_format", "reasks", "prompt_tokens", "completion_tokens",
-        "cost_usd", "model_latency_ms", "latency_ms", "execution",
+        "cost_usd", "model_latency_ms", "latency_ms", "execution", "arm", "equity_usd",
     ],
     "asset_decisions": [
         "id", "decision_id", "created_at", "account", "symbol", "action", "status", "allocation_usd", "leverage",
@@ -44,6 +44,7 @@ EXPECTED_SCHEMA = {
         "realized_pnl", "reason",
     ],
     "paper_funding": ["id", "account", "time_ms", "symbol", "rate", "mark_price", "position_amt", "amount"],
+    "strategy_choices": ["id", "account", "strategy", "previous", "chosen_at", "via"],
     "_sqlite_migrations": ["id", "migration_set", "name", "applied_at"],
 }  # fmt: skip
 EXPECTED_INDEXES = {
@@ -54,6 +55,7 @@ EXPECTED_INDEXES = {
     "execution_events": {("decision_id",), ("kind", "created_at")},
     "paper_fills": {("account", "time_ms")},
     "paper_funding": {("account", "time_ms")},
+    "strategy_choices": {("account",)},
 }
 
 
@@ -105,7 +107,9 @@ def test_schema_is_pinned(store: Store) -> None:
 def test_migrations_are_named_recorded_and_idempotent(store: Store) -> None:
     conn = sqlite3.connect(store.path)
     applied = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
-    assert applied == migration_names() == ["m001_decisions", "m002_venue_cache", "m003_execution", "m004_paper"]
+    assert applied == migration_names() == [
+        "m001_decisions", "m002_venue_cache", "m003_execution", "m004_paper", "m005_strategies",
+    ]  # fmt: skip
     store.close()
     Store(store.path).close()  # opening again applies nothing new
     assert [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")] == applied
@@ -212,21 +216,26 @@ def test_history_reads_while_a_writer_holds_a_transaction(clean_env: Path) -> No
     writer.rollback()
 
 
-def test_a_database_from_the_previous_release_is_upgraded_in_place(tmp_path: Path) -> None:
-    """A store written before execution existed (m001, m002) gains the new tables; its rows stay."""
+def old_database(path: Path, migrations: int) -> Path:
+    """A database written by an older release: the first ``migrations`` migrations, and one decision."""
     from sqlite_utils import Database, Migrations
 
     from llmtrader.storage.migrations import MIGRATION_SET, MIGRATIONS
 
-    path = tmp_path / "old.db"
     db = Database(str(path))
     old = Migrations(MIGRATION_SET)
-    for name, fn in MIGRATIONS[:2]:
+    for name, fn in MIGRATIONS[:migrations]:
         old(name=name)(fn)
     old.apply(db)
     db.table("decisions").insert({"id": "0old", "created_at": "2026-01-01T00:00:00Z", "account": "a",
-                                  "outcome": "decided", "model": "m"})  # fmt: skip
+                                  "outcome": "decided", "model": "m", "strategy": "default"})  # fmt: skip
     db.close()
+    return path
+
+
+def test_a_database_from_the_previous_release_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A store written before execution existed (m001, m002) gains the new tables; its rows stay."""
+    path = old_database(tmp_path / "old.db", 2)
     store = Store(path)
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT id, execution FROM decisions").fetchall() == [("0old", None)]
@@ -234,3 +243,12 @@ def test_a_database_from_the_previous_release_is_upgraded_in_place(tmp_path: Pat
         r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
     }
     store.close()
+
+
+def test_a_database_before_strategy_choices_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A store written through m004 gains the choice audit table and the arm and equity columns; rows stay."""
+    conn = reader.open_reader(old_database(tmp_path / "m004.db", 4))  # the read path migrates an old file first
+    assert conn is not None
+    assert [tuple(r) for r in conn.execute("SELECT id, arm, equity_usd FROM decisions")] == [("0old", None, None)]
+    assert reader.history(conn)[0]["arm"] is None
+    assert reader.strategy_choice(conn, "a") is None

@@ -7,7 +7,7 @@ from decimal import Decimal
 from urllib.parse import urlparse
 
 from llmtrader.config import Settings
-from llmtrader.engine import Clock, Services, SystemClock
+from llmtrader.engine import Arm, Clock, Services, SystemClock
 from llmtrader.errors import ConfigError, CredentialsError
 from llmtrader.exchange.base import Exchange
 from llmtrader.exchange.filters import SymbolRules
@@ -100,18 +100,56 @@ def build_exchange(
     )
 
 
+def build_arms(settings: Settings, default: tuple[DecisionClient, str | None] | None) -> tuple[Arm, ...]:
+    """The A/B arms of ``settings.ab``, each with its client: its own model's (baseline rules as in
+    :func:`build_client`), or ``default`` (the configured model's client and note) when it names none."""
+    assert settings.ab is not None
+    arms = []
+    for arm in settings.ab.arms:
+        if arm.model is not None:
+            client, note = build_client(settings.model_copy(update={"llm_model": arm.model}), model_explicit=False)
+        else:
+            assert default is not None
+            client, note = default
+        arms.append(Arm(arm.name, client, arm.strategy, (f"A/B arm {arm.name!r}: {note}",) if note else ()))
+    return tuple(arms)
+
+
 def build_services(
-    settings: Settings, *, model_explicit: bool = False, clock: Clock | None = None, need_model: bool = True
+    settings: Settings,
+    *,
+    model_explicit: bool = False,
+    strategy_override: str | None = None,
+    clock: Clock | None = None,
+    need_model: bool = True,
 ) -> Services:
-    """Every port one decision needs. Without ``need_model`` (positions, close, doctor) no model client
-    is configured and no model key is required."""
-    strategy = load_strategy(settings.strategy, settings.strategies_dir)
-    if need_model:
+    """Every port one decision needs. Without ``need_model`` (positions, close, strategy show) no model
+    client is configured and no model key is required.
+
+    An A/B test ([ab] in the config) runs unless the model or the strategy was named for this call
+    (``model_explicit``, ``strategy_override``): then no arm decides, and a note says so.
+    """
+    if strategy_override is not None:  # a bad --strategy fails before anything is built or printed
+        load_strategy(strategy_override, settings.strategies_dir)
+    ab = settings.ab if need_model else None
+    explicit = [flag for flag, given in (("--model", model_explicit), ("--strategy", strategy_override)) if given]
+    notes: list[str] = []
+    arms: tuple[Arm, ...] = ()
+    if ab is not None and not explicit:
+        # Only when an arm names no model is the configured model's client needed.
+        default = build_client(settings, model_explicit=False) if any(a.model is None for a in ab.arms) else None
+        arms = build_arms(settings, default)
+        client = arms[0].client  # unused: every decision goes to an arm
+        notes = [n for a in arms for n in a.notes]
+    elif need_model:
         client, note = build_client(settings, model_explicit=model_explicit)
+        notes = [note] if note else []
+        if ab is not None:
+            notes.append(f"A/B test off for this decision: {' and '.join(explicit)} given (recorded with no arm)")
     else:
         from llmtrader.baseline import BaselineClient
 
-        client, note = BaselineClient(), None
+        client = BaselineClient()
     store = Store(settings.db)
     market = AsterMarketData(settings.asterdex_base_url, timeout_s=settings.http_timeout_s)
     built: list[Services] = []
@@ -126,9 +164,10 @@ def build_services(
         market=market,
         exchange=exchange,
         client=client,
-        strategy=strategy,
         clock=clock or SystemClock(),
-        notes=(note,) if note else (),
+        notes=tuple(notes),
+        strategy_override=strategy_override,
+        arms=arms,
     )
     built.append(services)
     return services
@@ -137,7 +176,9 @@ def build_services(
 async def close_services(services: Services) -> None:
     await services.exchange.aclose()
     await services.market.aclose()
-    aclose = getattr(services.client, "aclose", None)
-    if aclose is not None:
-        await aclose()
+    clients = {id(c): c for c in (services.client, *(a.client for a in services.arms))}
+    for client in clients.values():
+        aclose = getattr(client, "aclose", None)
+        if aclose is not None:
+            await aclose()
     services.store.close()

@@ -25,6 +25,10 @@ config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True
 app.add_typer(config_app, name="config")
 paper_app = typer.Typer(help="The paper account (the default trading mode).", no_args_is_help=True)
 app.add_typer(paper_app, name="paper")
+strategy_app = typer.Typer(
+    help="Strategies: list, show, validate, choose one per account, compare A/B arms.", no_args_is_help=True
+)
+app.add_typer(strategy_app, name="strategy")
 
 T = TypeVar("T")
 _state: dict[str, Any] = {"config": None}
@@ -103,6 +107,17 @@ def _run_with_services(fn: Callable[[Any], Any], *, overrides: dict[str, Any] | 
     return asyncio.run(go())
 
 
+def _with_store(settings: Any, fn: Callable[[Any], T]) -> T:
+    """Open the store (migrating it), run ``fn`` with it, and always close it."""
+    from llmtrader.storage.store import Store
+
+    store = Store(settings.db)
+    try:
+        return fn(store)
+    finally:
+        store.close()
+
+
 def _parse_since(value: str | None) -> str | None:
     if value is None:
         return None
@@ -121,7 +136,9 @@ def _parse_since(value: str | None) -> str | None:
 def decide(
     symbols: str | None = typer.Option(None, "--symbols", "-s", help="Comma list of symbols (default: ASSETS)."),
     model: str | None = typer.Option(None, "--model", "-m", help="Model id, or 'baseline' (default: LLM_MODEL)."),
-    strategy: str | None = typer.Option(None, "--strategy", help="Strategy name (default: the configured one)."),
+    strategy: str | None = typer.Option(
+        None, "--strategy", help="Strategy for this call only (default: the account's, see `strategy use`)."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Never execute; only decide and record."),
     yes: bool = typer.Option(
         False, "--yes", "-y", help="Live mode: execute without asking (needed without a terminal)."
@@ -138,14 +155,14 @@ def decide(
         from llmtrader.engine import decide as run_decide
         from llmtrader.errors import ModelError, VenueError
 
-        settings = _settings({"assets": symbols, "llm_model": model, "strategy": strategy})
+        settings = _settings({"assets": symbols, "llm_model": model})
         live = settings.trading_mode == "live" and not dry_run
         if live and not yes and not _interactive():
             raise ConfigError(
                 "live mode: decide would send real orders; run it on a terminal to confirm, pass --yes, "
                 "or use --dry-run"
             )
-        services = build_services(settings, model_explicit=model is not None)
+        services = build_services(settings, model_explicit=model is not None, strategy_override=strategy)
         for note in services.notes:  # on stderr, so --json output stays clean
             render.warning(note)
 
@@ -353,6 +370,115 @@ def paper_reset(
 
         _run_with_services(reset, overrides=overrides)
         typer.echo(f"paper account {settings.account!r} reset to {settings.paper_balance_usd:,.2f} USD")
+
+    guarded(body)
+
+
+@strategy_app.command("list")
+def strategy_list(as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
+    """Every available strategy (built-in and yours), its key limits, and the one in force for the account."""
+
+    def body() -> None:
+        from llmtrader import render
+        from llmtrader.engine import strategy_catalog
+
+        settings = _settings()
+        entries, in_force, source = _with_store(settings, lambda store: strategy_catalog(store, settings))
+        if as_json:
+            typer.echo(json.dumps(render.catalog_json(entries)))
+            return
+        render.strategies_table(entries, settings.account, in_force, source)
+
+    guarded(body)
+
+
+@strategy_app.command("show")
+def strategy_show(
+    name: str | None = typer.Argument(None, help="A strategy name (default: the one in force)."),
+    symbols: str | None = typer.Option(None, "--symbols", "-s", help="Comma list of symbols (default: ASSETS)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """A strategy's limits and its prompt rendered on current data. No model call; nothing is recorded."""
+
+    def body() -> None:
+        from llmtrader import render
+        from llmtrader.engine import preview_strategy
+
+        async def preview(services: Any) -> tuple[Any, Any]:
+            return await preview_strategy(services, name, services.settings.assets), services.settings
+
+        prepared, settings = _run_with_services(preview, overrides={"assets": symbols})
+        if as_json:
+            typer.echo(json.dumps(render.preview_json(prepared, settings), default=str))
+            return
+        render.strategy_view(prepared, settings)
+
+    guarded(body)
+
+
+@strategy_app.command("validate")
+def strategy_validate(file: Path = typer.Argument(..., help="A strategy TOML file.")) -> None:
+    """Load and validate one strategy file: exit 0 when it is sound, 2 with the key and the reason when not."""
+
+    def body() -> None:
+        from llmtrader.strategy import load_strategy_file
+
+        strategy = load_strategy_file(file)
+        frames = ", ".join(strategy.timeframes)
+        typer.echo(f"{file}: ok (name {strategy.name}, interval {strategy.interval}, timeframes {frames})")
+        if file.stem != strategy.name:
+            typer.echo(f"note: it is found by name only as {strategy.name}.toml in a strategies directory", err=True)
+
+    guarded(body)
+
+
+@strategy_app.command("use")
+def strategy_use(
+    name: str = typer.Argument(..., help="The strategy to use from the next decision on."),
+    account: str | None = typer.Option(None, "--account", "-a", help="The account (default: the configured one)."),
+) -> None:
+    """Choose the account's strategy: checked, persisted, audited; it takes effect from the next decision."""
+
+    def body() -> None:
+        from llmtrader.engine import SystemClock, choose_strategy
+
+        settings = _settings({"account": account})
+        choice = _with_store(
+            settings,
+            lambda store: choose_strategy(store, settings, name, via="cli", now_ms=SystemClock().now_ms()),
+        )
+        typer.echo(
+            f"account {choice.account}: {choice.previous} -> {choice.strategy} (takes effect from the next decision)"
+        )
+
+    guarded(body)
+
+
+@strategy_app.command("ab")
+def strategy_ab(
+    since: str | None = typer.Option(None, "--since", help="Only decisions at or after this date (UTC)."),
+    account: str | None = typer.Option(None, "--account", "-a", help="The account (default: the configured one)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Compare the A/B arms over the same period: decisions, validation, errors, execution, latency, cost."""
+
+    def body() -> None:
+        from llmtrader.engine import SystemClock
+        from llmtrader.storage.reader import compare_arms, open_reader
+        from llmtrader.storage.records import iso_utc
+
+        settings = _settings({"account": account})
+        since_iso = _parse_since(since)
+        arms = [a.name for a in settings.ab.arms] if settings.ab is not None else None
+        until = iso_utc(SystemClock().now_ms())
+        conn = open_reader(settings.db)
+        result = compare_arms(conn, account=settings.account, arms=arms, since=since_iso, until=until)
+        if as_json:
+            typer.echo(json.dumps(result))
+            return
+        from llmtrader import render
+
+        render.ab_table(result)
 
     guarded(body)
 

@@ -7,6 +7,7 @@ value came from, the value, and what is accepted.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -72,6 +73,48 @@ class ModelPrice(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prompt: float = Field(ge=0)
     completion: float = Field(ge=0)
+
+
+def arm_fraction(decision_id: str) -> float:
+    """Where a decision falls in [0, 1) for an A/B split: the first 8 bytes of the SHA-256 of its id,
+    read as a big-endian integer, over 2**64. Depends on the id alone, so any record's arm can be re-derived."""
+    return int.from_bytes(hashlib.sha256(decision_id.encode()).digest()[:8], "big") / 2**64
+
+
+class ABArm(BaseModel):
+    """One arm of an A/B test: a model, a strategy, or both (what it leaves out is the account's usual one)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    model: str | None = Field(None, min_length=1, description="Model id, or 'baseline'.")
+    strategy: str | None = Field(None, pattern=r"^[a-z0-9_-]{1,40}$", description="Strategy name.")
+
+    @model_validator(mode="after")
+    def _names_something(self) -> ABArm:
+        if self.model is None and self.strategy is None:
+            raise ValueError(f"arm {self.name!r} names neither a model nor a strategy: give it one or both")
+        return self
+
+
+class ABTest(BaseModel):
+    """Two arms and the share of decisions that go to the first one."""
+
+    model_config = ConfigDict(extra="forbid")
+    split: float = Field(0.5, gt=0, lt=1, description="Share of decisions that go to the first arm.")
+    arms: list[ABArm] = Field(description="Exactly two arms.")
+
+    @field_validator("arms")
+    @classmethod
+    def _two_distinct(cls, arms: list[ABArm]) -> list[ABArm]:
+        if len(arms) != 2:
+            raise ValueError(f"an A/B test needs exactly two [[ab.arms]], found {len(arms)}")
+        if arms[0].name == arms[1].name:
+            raise ValueError(f"the two arms are both named {arms[0].name!r}: give them distinct names")
+        return arms
+
+    def arm_index(self, decision_id: str) -> int:
+        """0 (the first arm) when the decision's fraction is below ``split``, else 1."""
+        return 0 if arm_fraction(decision_id) < self.split else 1
 
 
 @dataclass
@@ -141,6 +184,7 @@ class Settings(BaseSettings):
     strategy: str = Field("default", min_length=1, description="Strategy name.")
     strategies_dir: Path | None = Field(None, description="Directory of the user's own strategies.")
     account: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,32}$", description="Account name.")
+    ab: ABTest | None = Field(None, description="An A/B test of models and/or strategies (config file only).")
     margin_type: Literal["ISOLATED", "CROSSED"] = Field("ISOLATED", description="Margin type of new positions.")
     stop_loss_attempts: int = Field(3, ge=1, le=10, description="Tries to place a stop before flattening.")
     order_lookup_grace_s: float = Field(1.0, ge=0, le=30, description="Wait before looking up an unknown order.")
@@ -305,13 +349,16 @@ def _format_validation_error(
         loc = err.get("loc") or ("?",)
         name = str(loc[0])
         where = _describe_source(name, overrides, environ, toml_path, toml)
+        path = ".".join(str(p) for p in loc)
+        if err.get("type") == "extra_forbidden" and len(loc) > 1:
+            parts.append(f"unknown key {path!r} ({where})")
+            continue
         if err.get("type") == "extra_forbidden":
             known = ", ".join(sorted(Settings.model_fields))
             parts.append(f"unknown setting {name!r} ({where}); known settings: {known}")
             continue
         value = err.get("input")
         shown = "(secret)" if name in ENV_ONLY else repr(value)
-        path = ".".join(str(p) for p in loc)
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         parts.append(f"setting {path} = {shown} ({where}) is invalid: {message}")
     return "; ".join(parts)

@@ -21,6 +21,7 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "strategy": ("LLMTRADER_STRATEGY",),
     "strategies_dir": ("LLMTRADER_STRATEGIES_DIR",),
     "account": ("LLMTRADER_ACCOUNT",),
+    "ab": (),  # a table of arms: the config file only
 }
 # Settings that may only come from the environment: secrets never live in a config file.
 ENV_ONLY = frozenset({"llm_api_key", "asterdex_signer_private_key", "asterdex_api_key", "asterdex_api_secret"})

@@ -5,13 +5,14 @@ No I/O here. The same context feeds the prompt (as compact text) and the baselin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from llmtrader.account import AccountState
 from llmtrader.formatting import fmt
-from llmtrader.indicators import compute_many, latest
+from llmtrader.indicators import NAMES, compute_many, latest
 from llmtrader.market import Candles, MarketSnapshot
 from llmtrader.strategy import Strategy
 
@@ -43,24 +44,101 @@ class AssetContext:
 
 
 @dataclass(frozen=True)
+class DcaLimits:
+    """The accumulation rules of a DCA strategy (see ``StrategyDca``)."""
+
+    allocation_usd: float
+    every_intervals: int
+    average_down_pct: float
+    max_position_usd: float
+    long_only: bool = True
+
+
+@dataclass(frozen=True)
 class Limits:
-    """The limits code enforces on a decision (settings and strategy combined)."""
+    """The limits code enforces on a decision (settings and strategy combined: the stricter wins).
+
+    A strategy always sets every field (see ``StrategyLimits``). The defaults below exist for callers that
+    build Limits by hand, and mean "not checked": None, 0, or no DCA rules.
+    """
 
     max_leverage: int
     max_position_usd: float
     min_reward_risk: float
     min_confidence: float
     maintenance_margin_rate: float
+    max_position_pct: float | None = None  # % of equity; the validator also applies it to the live equity
+    max_total_exposure_pct: float | None = None  # % of equity
+    min_stop_atr: float = 0.0  # ATR(14) multiples on the decision interval
+    max_stop_atr: float | None = None
+    max_open_positions: int | None = None
+    cooldown_minutes: float = 0.0
+    min_hold_minutes: float = 0.0
+    daily_loss_limit_pct: float | None = None  # % of the start-of-day equity
+    min_target_fee_multiple: float = 0.0  # multiples of the round-trip taker fee
+    dca: DcaLimits | None = None
 
     @classmethod
-    def combine(cls, leverage: int, max_position_usd: float, strategy: Strategy) -> Limits:
+    def combine(
+        cls, leverage: int, max_position_usd: float, strategy: Strategy, equity_usd: float | None = None
+    ) -> Limits:
+        """Settings (LEVERAGE, MAX_POSITION_SIZE_USD) and the strategy's limits; with ``equity_usd`` the
+        position cap is also max_position_pct of that equity."""
+        sl = strategy.limits
+        cap = max_position_usd
+        if equity_usd is not None:
+            cap = min(cap, max(equity_usd, 0.0) * sl.max_position_pct / 100)
+        dca = strategy.dca
         return cls(
-            max_leverage=min(leverage, strategy.limits.max_leverage),
-            max_position_usd=max_position_usd,
-            min_reward_risk=strategy.limits.min_reward_risk,
-            min_confidence=strategy.limits.min_confidence,
-            maintenance_margin_rate=strategy.limits.maintenance_margin_rate,
+            max_leverage=min(leverage, sl.max_leverage),
+            max_position_usd=cap,
+            min_reward_risk=sl.min_reward_risk,
+            min_confidence=sl.min_confidence,
+            maintenance_margin_rate=sl.maintenance_margin_rate,
+            max_position_pct=sl.max_position_pct,
+            max_total_exposure_pct=sl.max_total_exposure_pct,
+            min_stop_atr=sl.min_stop_atr,
+            max_stop_atr=sl.max_stop_atr,
+            max_open_positions=sl.max_open_positions,
+            cooldown_minutes=sl.cooldown_minutes,
+            min_hold_minutes=sl.min_hold_minutes,
+            daily_loss_limit_pct=sl.daily_loss_limit_pct,
+            min_target_fee_multiple=sl.min_target_fee_multiple,
+            dca=None
+            if dca is None
+            else DcaLimits(
+                allocation_usd=dca.allocation_usd,
+                every_intervals=dca.every_intervals,
+                average_down_pct=dca.average_down_pct,
+                max_position_usd=dca.max_position_usd,
+                long_only=dca.long_only,
+            ),
         )
+
+
+@dataclass(frozen=True)
+class TradeSummary:
+    """One closed trade of the account, for the ``{recent_trades}`` feedback (times in epoch ms)."""
+
+    symbol: str
+    side: Literal["long", "short"]
+    opened_ms: int
+    closed_ms: int
+    entry: float
+    exit: float
+    pnl_usd: float  # realised, after fees and funding when known
+    reason: str | None = None  # e.g. "take_profit", "stop_loss", "model", "manual"
+
+
+@dataclass(frozen=True)
+class PerformanceSummary:
+    """The account's results since ``since_ms``, for the ``{performance}`` feedback."""
+
+    trades: int
+    win_rate: float  # a fraction, 0..1
+    net_pnl_usd: float
+    sharpe: float | None
+    since_ms: int | None
 
 
 @dataclass(frozen=True)
@@ -75,6 +153,30 @@ class DecisionContext:
     limits: Limits
     strategy_name: str
     strategy_description: str
+    # What the prompt shows (the data above stays complete, e.g. for the baseline client).
+    indicators_shown: tuple[str, ...] = NAMES
+    show_funding: bool = True
+    show_open_interest: bool = True
+    recent_trades_limit: int = 0  # 0: the strategy does not show recent trades
+    recent_trades: tuple[TradeSummary, ...] | None = None  # None: not provided by the caller
+    show_performance: bool = False
+    performance: PerformanceSummary | None = None  # None: not provided by the caller
+
+    def atr(self, symbol: str) -> float | None:
+        """ATR(14) of ``symbol`` on the newest closed candle of the decision interval (None when unknown)."""
+        asset = self.assets.get(symbol)
+        frame = asset.frames.get(self.interval) if asset is not None else None
+        value = frame.indicators.get("atr14") if frame is not None else None
+        return value if value is not None and value > 0 else None
+
+    def atr_by_symbol(self) -> dict[str, float]:
+        """ATR(14) on the decision interval for every symbol where it is known (for ``RiskInputs.atr``)."""
+        out: dict[str, float] = {}
+        for symbol in self.symbols:
+            value = self.atr(symbol)
+            if value is not None:
+                out[symbol] = value
+        return out
 
 
 def _frame(candles: Candles, indicators: dict[str, Any], shown: int) -> FrameContext:
@@ -106,10 +208,16 @@ def build_context(
     limits: Limits,
     symbols: tuple[str, ...],
     interval: str | None = None,
+    *,
+    recent_trades: Sequence[TradeSummary] | None = None,
+    performance: PerformanceSummary | None = None,
 ) -> DecisionContext:
     """The context for ``symbols`` from a snapshot that holds only closed candles.
 
     ``interval`` is the decision interval (the configured INTERVAL); it defaults to the strategy's.
+    ``recent_trades`` (the account's closed trades, any order) and ``performance`` feed the
+    ``{recent_trades}`` and ``{performance}`` placeholders when the strategy shows them; the newest
+    ``strategy.context.recent_trades`` trades are kept.
     """
     keys = [(s, tf) for s in symbols for tf in snapshot.assets[s].candles]
     series = [snapshot.assets[s].candles[tf] for s, tf in keys]
@@ -133,6 +241,11 @@ def build_context(
                 for tf, candles in market.candles.items()
             },
         )
+    options = strategy.context
+    trades: tuple[TradeSummary, ...] | None = None
+    if recent_trades is not None and options.recent_trades > 0:
+        newest = sorted(recent_trades, key=lambda t: t.closed_ms, reverse=True)
+        trades = tuple(newest[: options.recent_trades])
     return DecisionContext(
         as_of_ms=snapshot.as_of_ms,
         interval=interval or strategy.interval,
@@ -142,10 +255,18 @@ def build_context(
         limits=limits,
         strategy_name=strategy.name,
         strategy_description=strategy.description,
+        indicators_shown=tuple(options.indicators) if options.indicators is not None else NAMES,
+        show_funding=options.funding,
+        show_open_interest=options.open_interest,
+        recent_trades_limit=options.recent_trades,
+        recent_trades=trades,
+        show_performance=options.performance,
+        performance=performance if options.performance else None,
     )
 
 
-def _time(ms: int | None) -> str:
+def utc_minute(ms: int | None) -> str:
+    """An epoch-ms time as 'YYYY-MM-DD HH:MM UTC' ('-' when unknown)."""
     if ms is None:
         return "-"
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -167,31 +288,113 @@ def render_account(account: AccountState) -> str:
     return "\n".join(lines)
 
 
-def render_limits(limits: Limits) -> str:
-    return "\n".join(
-        [
-            f"- leverage at most {limits.max_leverage}",
-            f"- notional (allocation_usd * leverage) of one position at most {fmt(limits.max_position_usd)} USD",
-            "- the sum of allocation_usd of new trades at most the available balance",
-            f"- reward/risk (|tp - entry| / |entry - sl|) at least {fmt(limits.min_reward_risk)}",
-            f"- confidence at least {fmt(limits.min_confidence)} for buy and sell",
-            "- the stop-loss must trigger before the liquidation price",
+def _minutes(value: float) -> str:
+    return f"{fmt(value)} min" if value < 120 else f"{fmt(value)} min ({fmt(value / 60, 3)} h)"
+
+
+def render_limits(limits: Limits, interval: str | None = None) -> str:
+    """Every limit the validator enforces, as rules for the prompt."""
+    candles = f"the {interval} candles" if interval else "the decision interval"
+    position = f"- notional (allocation_usd * leverage) of one position at most {fmt(limits.max_position_usd)} USD"
+    if limits.max_position_pct is not None:
+        position += f" and at most {fmt(limits.max_position_pct)}% of equity"
+    lines = [f"- leverage at most {limits.max_leverage}", position]
+    lines.append("- the sum of allocation_usd of new trades at most the available balance")
+    if limits.max_total_exposure_pct is not None:
+        lines.append(
+            f"- the sum of the notionals of all positions (open and new) at most "
+            f"{fmt(limits.max_total_exposure_pct)}% of equity; new trades are scaled down to fit"
+        )
+    if limits.max_open_positions is not None:
+        lines.append(
+            f"- at most {limits.max_open_positions} open positions; extra openings are refused, lowest confidence first"
+        )
+    lines += [
+        f"- reward/risk (|tp - entry| / |entry - sl|) at least {fmt(limits.min_reward_risk)}",
+        f"- confidence at least {fmt(limits.min_confidence)} for buy and sell",
+    ]
+    if limits.max_stop_atr is not None:
+        lines.append(
+            f"- stop distance |entry - sl| between {fmt(limits.min_stop_atr)} and {fmt(limits.max_stop_atr)} "
+            f"times ATR14 of {candles}"
+        )
+    elif limits.min_stop_atr > 0:
+        lines.append(f"- stop distance |entry - sl| at least {fmt(limits.min_stop_atr)} times ATR14 of {candles}")
+    if limits.min_target_fee_multiple > 0:
+        lines.append(
+            f"- target distance |tp - entry| at least {fmt(limits.min_target_fee_multiple)} times the round-trip "
+            "taker fee (2 * taker fee * entry): small targets do not pay for their fees"
+        )
+    lines.append("- the stop-loss must trigger before the liquidation price")
+    if limits.cooldown_minutes > 0:
+        lines.append(
+            f"- no new position on a symbol within {_minutes(limits.cooldown_minutes)} after its previous position "
+            "was closed"
+        )
+    if limits.min_hold_minutes > 0:
+        lines.append(
+            f"- you may not close or reduce a position during its first {_minutes(limits.min_hold_minutes)} "
+            "(its stop-loss and take-profit still act)"
+        )
+    if limits.daily_loss_limit_pct is not None:
+        lines.append(
+            f"- once today's loss (UTC day) reaches {fmt(limits.daily_loss_limit_pct)}% of the start-of-day "
+            "equity, only hold, close_position, adjust_orders and a smaller adjust_position are allowed"
+        )
+    dca = limits.dca
+    if dca is not None:
+        lines += [
+            f"- DCA: each buy commits at most {fmt(dca.allocation_usd)} USD of margin (allocation_usd); "
+            f"at most one scheduled buy every {dca.every_intervals} decision intervals",
+            f"- DCA: an earlier buy is allowed only when the mark is at least {fmt(dca.average_down_pct)}% below "
+            "the position's average entry",
+            f"- DCA: the position's notional at most {fmt(dca.max_position_usd)} USD in total; "
+            "adjust_position may not enlarge it",
         ]
-    )
+        if dca.long_only:
+            lines.append("- long only: sell (opening or adding to a short) is refused")
+    return "\n".join(lines)
 
 
-def _render_frame(frame: FrameContext) -> list[str]:
+def _macd_parts(ind: dict[str, float | None], shown: tuple[str, ...]) -> list[str]:
+    parts = []
+    if "macd" in shown:
+        parts.append(f"MACD {fmt(ind.get('macd'), 5)}")
+    for name, label in (("macd_signal", "signal"), ("macd_hist", "hist")):
+        if name in shown:
+            prefix = "" if parts else "MACD "
+            parts.append(f"{prefix}{label} {fmt(ind.get(name), 5)}")
+    return [" ".join(parts)] if parts else []
+
+
+def _bollinger_parts(ind: dict[str, float | None], shown: tuple[str, ...]) -> list[str]:
+    names = ("bb_lower", "bb_middle", "bb_upper")
+    if all(n in shown for n in names):
+        return [f"Bollinger {fmt(ind.get('bb_lower'))} / {fmt(ind.get('bb_middle'))} / {fmt(ind.get('bb_upper'))}"]
+    labels = {"bb_lower": "lower", "bb_middle": "middle", "bb_upper": "upper"}
+    return [f"Bollinger {labels[n]} {fmt(ind.get(n))}" for n in names if n in shown]
+
+
+def _render_frame(frame: FrameContext, shown: tuple[str, ...] = NAMES) -> list[str]:
     ind = frame.indicators
     close = frame.close
-    atr = ind.get("atr14")
-    atr_pct = f" ({fmt(atr / close * 100, 3)}% of price)" if atr and close else ""
+    parts = [f"close {fmt(close)}"]
+    for name, label in (("ema20", "EMA20"), ("ema50", "EMA50")):
+        if name in shown:
+            parts.append(f"{label} {fmt(ind.get(name))}")
+    if "rsi14" in shown:
+        parts.append(f"RSI14 {fmt(ind.get('rsi14'), 4)}")
+    parts += _macd_parts(ind, shown)
+    if "atr14" in shown:
+        atr = ind.get("atr14")
+        atr_pct = f" ({fmt(atr / close * 100, 3)}% of price)" if atr and close else ""
+        parts.append(f"ATR14 {fmt(atr, 5)}{atr_pct}")
+    parts += _bollinger_parts(ind, shown)
+    if "volume_ratio" in shown:
+        parts.append(f"volume {fmt(ind.get('volume_ratio'), 3)}x its 20-candle average")
     lines = [
-        f"### {frame.interval} (newest closed candle ends {_time(frame.last_close_time_ms)})",
-        f"close {fmt(close)}; EMA20 {fmt(ind.get('ema20'))}; EMA50 {fmt(ind.get('ema50'))}; "
-        f"RSI14 {fmt(ind.get('rsi14'), 4)}; MACD {fmt(ind.get('macd'), 5)} signal {fmt(ind.get('macd_signal'), 5)} "
-        f"hist {fmt(ind.get('macd_hist'), 5)}; ATR14 {fmt(atr, 5)}{atr_pct}; "
-        f"Bollinger {fmt(ind.get('bb_lower'))} / {fmt(ind.get('bb_middle'))} / {fmt(ind.get('bb_upper'))}; "
-        f"volume {fmt(ind.get('volume_ratio'), 3)}x its 20-candle average",
+        f"### {frame.interval} (newest closed candle ends {utc_minute(frame.last_close_time_ms)})",
+        "; ".join(parts),
     ]
     if frame.recent:
         lines.append("open_time_utc,open,high,low,close,volume")
@@ -205,31 +408,84 @@ def render_market(ctx: DecisionContext) -> str:
     blocks = []
     for symbol in ctx.symbols:
         a = ctx.assets[symbol]
-        funding = f"{fmt(a.funding_rate * 100, 3)}%" if a.funding_rate is not None else "-"
+        parts = [f"mark {fmt(a.mark_price)}", f"index {fmt(a.index_price)}"]
+        if ctx.show_funding:
+            funding = f"{fmt(a.funding_rate * 100, 3)}%" if a.funding_rate is not None else "-"
+            parts.append(f"funding {funding} per period (next {utc_minute(a.next_funding_time_ms)})")
         change = f"{fmt(a.price_change_pct_24h, 3)}%" if a.price_change_pct_24h is not None else "-"
-        lines = [
-            f"## {symbol}",
-            f"mark {fmt(a.mark_price)}; index {fmt(a.index_price)}; funding {funding} per period "
-            f"(next {_time(a.next_funding_time_ms)}); 24h change {change}, high {fmt(a.high_24h)}, "
-            f"low {fmt(a.low_24h)}, quote volume {fmt(a.quote_volume_24h, 4)}; "
-            f"open interest {fmt(a.open_interest, 6)} (base units)",
-        ]
+        parts.append(
+            f"24h change {change}, high {fmt(a.high_24h)}, low {fmt(a.low_24h)}, "
+            f"quote volume {fmt(a.quote_volume_24h, 4)}"
+        )
+        if ctx.show_open_interest:
+            parts.append(f"open interest {fmt(a.open_interest, 6)} (base units)")
+        lines = [f"## {symbol}", "; ".join(parts)]
         for frame in a.frames.values():
-            lines.extend(_render_frame(frame))
+            lines.extend(_render_frame(frame, ctx.indicators_shown))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def _duration(ms: int) -> str:
+    minutes = max(ms, 0) // 60_000
+    if minutes < 120:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{fmt(minutes / 60, 3)} h"
+    return f"{fmt(minutes / 1440, 3)} d"
+
+
+def render_recent_trades(ctx: DecisionContext) -> str:
+    """The ``{recent_trades}`` text: the newest closed trades, newest first."""
+    if ctx.recent_trades_limit <= 0:
+        return "(not shown by this strategy)"
+    if ctx.recent_trades is None:
+        return "(not available)"
+    if not ctx.recent_trades:
+        return "no closed trades yet"
+    lines = []
+    for t in ctx.recent_trades:
+        sign = 1 if t.side == "long" else -1
+        move = sign * (t.exit / t.entry - 1) * 100 if t.entry > 0 else None
+        move_text = f" ({'+' if move >= 0 else ''}{fmt(move, 3)}% price move)" if move is not None else ""
+        pnl = f"{'+' if t.pnl_usd >= 0 else ''}{fmt(t.pnl_usd)}"
+        reason = f", closed by {t.reason}" if t.reason else ""
+        lines.append(
+            f"- {t.symbol} {t.side}: opened {utc_minute(t.opened_ms)}, held {_duration(t.closed_ms - t.opened_ms)}; "
+            f"entry {fmt(t.entry)} exit {fmt(t.exit)}{move_text}; PnL {pnl} USD{reason}"
+        )
+    return "\n".join(lines)
+
+
+def render_performance(ctx: DecisionContext) -> str:
+    """The ``{performance}`` text: results of the account's closed trades."""
+    if not ctx.show_performance:
+        return "(not shown by this strategy)"
+    p = ctx.performance
+    if p is None:
+        return "(not available)"
+    since = f"since {utc_minute(p.since_ms)}" if p.since_ms is not None else "so far"
+    if p.trades == 0:
+        return f"no closed trades {since}"
+    pnl = f"{'+' if p.net_pnl_usd >= 0 else ''}{fmt(p.net_pnl_usd)}"
+    sharpe = f"{p.sharpe:.2f}" if p.sharpe is not None else "- (too few trades)"
+    return (
+        f"{since}: {p.trades} closed trades, win rate {fmt(p.win_rate * 100, 3)}%, net PnL {pnl} USD, Sharpe {sharpe}"
+    )
 
 
 def render_prompt(ctx: DecisionContext, strategy: Strategy) -> tuple[str, str]:
     """The system and user messages: the strategy's templates filled from the context."""
     values = {
-        "time": _time(ctx.as_of_ms),
+        "time": utc_minute(ctx.as_of_ms),
         "interval": ctx.interval,
         "symbols": ", ".join(ctx.symbols),
         "account": render_account(ctx.account),
         "market": render_market(ctx),
-        "limits": render_limits(ctx.limits),
+        "limits": render_limits(ctx.limits, ctx.interval),
         "strategy_name": strategy.name,
         "strategy_description": strategy.description,
+        "recent_trades": render_recent_trades(ctx),
+        "performance": render_performance(ctx),
     }
     return strategy.prompt.system.strip().format(**values), strategy.prompt.user.strip().format(**values)

@@ -12,13 +12,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Protocol
+from pathlib import Path
+from typing import Literal, Protocol
 
 from llmtrader.account import AccountState, Position
 from llmtrader.config import Settings
-from llmtrader.context import Limits, build_context, render_prompt
+from llmtrader.context import DecisionContext, Limits, build_context, render_prompt
 from llmtrader.decision import Action, AssetDecision, RiskLevel
-from llmtrader.errors import LLMTraderError, ModelError, NotFoundError, VenueError
+from llmtrader.errors import LLMTraderError, ModelError, NotFoundError, StrategyError, VenueError
 from llmtrader.exchange.base import Exchange, OrderType, dec_str
 from llmtrader.exchange.filters import SymbolRules
 from llmtrader.execution import ExecutionReport, ExecutionSettings, execute
@@ -27,7 +28,7 @@ from llmtrader.market import AsterMarketData, MarketSnapshot, check_symbols
 from llmtrader.risk import AssetValidation, Status, ValidationReport, validate_decision
 from llmtrader.storage.records import AssetRow, CallRow, DecisionRecord, new_decision_id
 from llmtrader.storage.store import Store
-from llmtrader.strategy import Strategy
+from llmtrader.strategy import Strategy, available_strategies, builtin_dir, load_strategy
 
 
 class Clock(Protocol):
@@ -41,18 +42,33 @@ class SystemClock:
         return int(time.time() * 1000)
 
 
+@dataclass(frozen=True)
+class Arm:
+    """One arm of an A/B test, ready to decide: its client, and its strategy (None: the account's)."""
+
+    name: str
+    client: DecisionClient
+    strategy: str | None
+    notes: tuple[str, ...] = ()
+
+
 @dataclass
 class Services:
-    """Everything one decision needs, built in one place (:mod:`llmtrader.bootstrap`)."""
+    """Everything one decision needs, built in one place (:mod:`llmtrader.bootstrap`).
+
+    The strategy is not fixed here: each decision resolves it (:func:`resolve_strategy`), so a choice
+    made with ``strategy use`` takes effect from the next decision of a running agent.
+    """
 
     settings: Settings
     store: Store
     market: AsterMarketData
     exchange: Exchange
     client: DecisionClient
-    strategy: Strategy
     clock: Clock
     notes: tuple[str, ...] = ()
+    strategy_override: str | None = None  # decide --strategy: this call only
+    arms: tuple[Arm, ...] = ()  # the A/B arms, empty when no test runs for these services
 
 
 @dataclass
@@ -150,6 +166,145 @@ async def account_state(services: Services) -> AccountState:
     )
 
 
+StrategySource = Literal["chosen", "configured"]
+
+
+def strategy_in_force(store: Store, settings: Settings) -> tuple[str, StrategySource]:
+    """The name of the account's strategy, unloaded: the one chosen with ``strategy use``, else the
+    configured one; and which of the two it is."""
+    chosen = store.strategy_choice(settings.account)
+    return (chosen, "chosen") if chosen is not None else (settings.strategy, "configured")
+
+
+def resolve_strategy(store: Store, settings: Settings, override: str | None = None) -> Strategy:
+    """The strategy of the next decision: ``override`` (decide --strategy), else the account's persisted
+    choice, else the configured one. Called for every decision, so a new choice takes effect at the next.
+
+    A persisted choice that no longer loads is a StrategyError naming it and how to switch.
+    """
+    if override is not None:
+        return load_strategy(override, settings.strategies_dir)
+    name, source = strategy_in_force(store, settings)
+    try:
+        return load_strategy(name, settings.strategies_dir)
+    except StrategyError as exc:
+        if source == "configured":
+            raise
+        raise StrategyError(
+            f"account {settings.account!r} uses strategy {name!r} (chosen with `llmtrader strategy use`), "
+            f"which no longer loads: {exc}. Fix the file, or switch with `llmtrader strategy use NAME` "
+            f"(`llmtrader strategy list` shows the available ones)"
+        ) from None
+
+
+@dataclass(frozen=True)
+class StrategyChoice:
+    account: str
+    previous: str
+    strategy: str
+
+
+def choose_strategy(store: Store, settings: Settings, name: str, *, via: str, now_ms: int) -> StrategyChoice:
+    """Persist ``name`` as the account's strategy after checking that it loads, recorded in the audit table."""
+    strategy = load_strategy(name, settings.strategies_dir)
+    previous, _ = strategy_in_force(store, settings)
+    store.record_strategy_choice(
+        account=settings.account, strategy=strategy.name, previous=previous, via=via, now_ms=now_ms
+    )
+    return StrategyChoice(account=settings.account, previous=previous, strategy=strategy.name)
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One available strategy, or the error that keeps its file from loading."""
+
+    name: str
+    path: Path
+    source: str  # built-in, user, or user (shadows built-in)
+    strategy: Strategy | None
+    error: str | None
+    in_force: bool
+
+
+def strategy_catalog(store: Store, settings: Settings) -> tuple[list[CatalogEntry], str, StrategySource]:
+    """Every available strategy (the user's shadow built-in ones of the same name), each loaded or with its
+    error, the one in force for the account marked; and that one's name and where it comes from."""
+    in_force, source = strategy_in_force(store, settings)
+    builtin = builtin_dir().resolve()
+    entries = []
+    for name, path in sorted(available_strategies(settings.strategies_dir).items()):
+        origin = "built-in"
+        if path.resolve().parent != builtin:
+            origin = "user (shadows built-in)" if (builtin / path.name).is_file() else "user"
+        strategy, error = None, None
+        try:
+            strategy = load_strategy(name, settings.strategies_dir)
+        except StrategyError as exc:
+            error = str(exc)
+        entries.append(CatalogEntry(name, path, origin, strategy, error, name == in_force))
+    return entries, in_force, source
+
+
+def choose_arm(services: Services, decision_id: str) -> Arm | None:
+    """The A/B arm of a decision, derived from its id alone (None when no test runs)."""
+    ab = services.settings.ab
+    if ab is None or not services.arms:
+        return None
+    return services.arms[ab.arm_index(decision_id)]
+
+
+def arm_strategy(services: Services, arm: Arm | None) -> Strategy:
+    """The strategy of a decision made by ``arm`` (or by no arm)."""
+    settings = services.settings
+    if arm is None or arm.strategy is None:
+        return resolve_strategy(services.store, settings, services.strategy_override)
+    try:
+        return resolve_strategy(services.store, settings, arm.strategy)
+    except StrategyError as exc:
+        raise StrategyError(f"A/B arm {arm.name!r} of [ab] in the config: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a decision shows the model: the market, the account, the limits and the rendered prompt."""
+
+    strategy: Strategy
+    snapshot: MarketSnapshot
+    account: AccountState
+    limits: Limits
+    context: DecisionContext
+    system: str
+    user: str
+
+
+async def prepare(services: Services, strategy: Strategy, symbols: tuple[str, ...], now: int) -> Prepared:
+    """Snapshot the market and the account at once, then build the context and render the prompt.
+
+    Raises UnknownSymbolError for symbols the venue does not list, VenueError when a read failed.
+    """
+    settings = services.settings
+    # The decision interval (INTERVAL) is always among the timeframes shown.
+    timeframes = list(dict.fromkeys([*strategy.timeframes, settings.interval]))
+    snapshot, account = await asyncio.gather(
+        market_snapshot(services, symbols, timeframes, strategy.context.candles, now), account_state(services)
+    )
+    limits = Limits.combine(settings.leverage, settings.max_position_size_usd, strategy)
+    context = build_context(snapshot, account, strategy, limits, symbols, settings.interval)
+    system, user = render_prompt(context, strategy)
+    return Prepared(strategy, snapshot, account, limits, context, system, user)
+
+
+async def preview_strategy(services: Services, name: str | None, symbols: Sequence[str]) -> Prepared:
+    """The prompt strategy ``name`` (default: the one in force) would send now: no model call, nothing recorded."""
+    settings = services.settings
+    strategy = (
+        load_strategy(name, settings.strategies_dir)
+        if name is not None
+        else resolve_strategy(services.store, settings, services.strategy_override)
+    )
+    return await prepare(services, strategy, tuple(symbols), services.clock.now_ms())
+
+
 def execution_settings(settings: Settings) -> ExecutionSettings:
     return ExecutionSettings(
         margin_type=settings.margin_type,
@@ -212,16 +367,23 @@ async def decide(
     """One portfolio decision for ``symbols``: recorded whatever its outcome, then executed unless
     ``dry_run`` (or ``confirm`` declines). Every order and event of the execution is recorded as it happens.
 
+    The strategy is resolved now (:func:`resolve_strategy`); under an A/B test the decision's arm, derived
+    from its id, picks the client and may pick the strategy, and is recorded with it.
+
     Raises UnknownSymbolError (nothing recorded, no model call) for symbols the venue does not list
-    (bad input, not a decision),
+    (bad input, not a decision), StrategyError (nothing recorded) when the strategy does not load,
     and VenueError or ModelError after recording the failed decision.
     """
-    settings, strategy, client, clock = services.settings, services.strategy, services.client, services.clock
+    settings, clock = services.settings, services.clock
     started = time.monotonic()
     symbols = tuple(symbols)
     now = clock.now_ms()
+    decision_id = new_decision_id(now)
+    arm = choose_arm(services, decision_id)
+    client = arm.client if arm is not None else services.client
+    strategy = arm_strategy(services, arm)
     record = DecisionRecord(
-        id=new_decision_id(now),
+        id=decision_id,
         created_at_ms=now,
         account=settings.account,
         mode=settings.trading_mode,
@@ -231,7 +393,8 @@ async def decide(
         base_url=client.base_url,
         symbols=list(symbols),
         outcome="pending",
-        notes=list(services.notes),
+        notes=list(arm.notes if arm is not None else services.notes),
+        arm=arm.name if arm is not None else None,
     )
 
     def finish(outcome: str, error: LLMTraderError | None = None) -> None:
@@ -242,23 +405,19 @@ async def decide(
         if error is not None:
             error.decision_id = record.id
 
-    # The decision interval (INTERVAL) is always among the timeframes shown.
-    timeframes = list(dict.fromkeys([*strategy.timeframes, settings.interval]))
     try:
-        snapshot, account = await asyncio.gather(
-            market_snapshot(services, symbols, timeframes, strategy.context.candles, now), account_state(services)
-        )
+        prepared = await prepare(services, strategy, symbols, now)
     except VenueError as exc:
         finish("venue_error", exc)
         raise
+    snapshot, account, limits = prepared.snapshot, prepared.account, prepared.limits
     record.as_of_ms = snapshot.as_of_ms
     record.marks = {s: a.mark_price for s, a in snapshot.assets.items()}
-    limits = Limits.combine(settings.leverage, settings.max_position_size_usd, strategy)
-    context = build_context(snapshot, account, strategy, limits, symbols, settings.interval)
-    system, user = render_prompt(context, strategy)
-    record.system_prompt, record.user_prompt = system, user
+    record.equity_usd = account.equity_usd
+    record.system_prompt, record.user_prompt = prepared.system, prepared.user
     try:
-        answer = await client.decide(DecisionRequest(system=system, user=user, context=context))
+        request = DecisionRequest(system=prepared.system, user=prepared.user, context=prepared.context)
+        answer = await client.decide(request)
     except ModelError as exc:
         record.calls = _call_rows(exc.calls)
         record.prompt_tokens = sum(c.prompt_tokens for c in record.calls)

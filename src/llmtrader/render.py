@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -15,6 +16,8 @@ from llmtrader.formatting import fmt
 from llmtrader.storage.records import DecisionRecord, iso_utc
 
 if TYPE_CHECKING:
+    from llmtrader.config import Settings
+    from llmtrader.engine import CatalogEntry, Prepared
     from llmtrader.execution import ExecutionReport
 
 console = Console()
@@ -81,7 +84,9 @@ def decision_json(rec: DecisionRecord, execution: ExecutionReport | None = None)
         "execution": rec.execution,
         "orders": execution_json(execution),
         "strategy": rec.strategy,
+        "arm": rec.arm,
         "model": rec.model,
+        "equity_usd": rec.equity_usd,
         "outcome": rec.outcome,
         "assets": [
             {
@@ -158,7 +163,8 @@ def emergency_panel(symbol: str, lines: list[str]) -> None:
 
 
 def decision_table(rec: DecisionRecord, execution: ExecutionReport | None = None) -> None:
-    table = Table(title=f"Decision {rec.id} ({rec.model}, strategy {rec.strategy}, {rec.mode})")
+    arm = f", A/B arm {rec.arm}" if rec.arm else ""
+    table = Table(title=f"Decision {rec.id} ({rec.model}, strategy {rec.strategy}{arm}, {rec.mode})")
     for column in ("Symbol", "Action", "Alloc USD", "Lev", "Entry", "TP", "SL", "Conf", "Validation"):
         table.add_column(column, overflow="fold")
     for a in rec.assets:
@@ -196,6 +202,11 @@ def decision_table(rec: DecisionRecord, execution: ExecutionReport | None = None
     console.print(line)
 
 
+def _strategy_cell(row: dict[str, Any]) -> str:
+    arm = row.get("arm")
+    return f"{row.get('strategy') or '-'}" + (f" (arm {arm})" if arm else "")
+
+
 def history_table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         console.print("No decisions recorded yet.")
@@ -205,6 +216,7 @@ def history_table(rows: list[dict[str, Any]]) -> None:
         "Time (UTC)",
         "ID",
         "Model",
+        "Strategy",
         "Outcome",
         "Symbol",
         "Action",
@@ -222,6 +234,7 @@ def history_table(rows: list[dict[str, Any]]) -> None:
                 row["created_at"][:19].replace("T", " ") if first else "",
                 row["decision_id"] if first else "",
                 row["model"] if first else "",
+                _strategy_cell(row) if first else "",
                 Text(row["outcome"], style=OUTCOME_STYLE.get(row["outcome"], "")) if first else "",
                 a.get("symbol", "-"),
                 a.get("action", "-"),
@@ -239,7 +252,8 @@ def record_view(rec: dict[str, Any]) -> None:
         [
             f"id {rec['decision_id']}   time {rec['created_at']}   account {rec['account']}   mode {rec['mode']}"
             f"{'   dry run' if rec.get('dry_run') else ''}",
-            f"strategy {rec['strategy']}   model {rec['model']}   endpoint {rec['base_url']}",
+            f"strategy {_strategy_cell(rec)}   model {rec['model']}   endpoint {rec['base_url']}   "
+            f"equity {_num(rec.get('equity_usd'))} USD",
             f"outcome {rec['outcome']}   execution {rec.get('execution') or '-'}   "
             f"tokens {rec.get('prompt_tokens')} in / {rec.get('completion_tokens')} out   "
             f"cost {f'${cost:.4f}' if isinstance(cost, (int, float)) else 'unknown'}   "
@@ -370,3 +384,128 @@ def checklist(checks: list[Any]) -> None:
     console.print(
         f"[bold red]{len(failed)} check(s) failed: {', '.join(failed)}[/]" if failed else "[green]all good[/]"
     )
+
+
+def catalog_json(entries: list[CatalogEntry]) -> list[dict[str, Any]]:
+    """The ``strategy list --json`` list."""
+    out = []
+    for e in entries:
+        st = e.strategy
+        out.append(
+            {
+                "name": e.name,
+                "source": e.source,
+                "path": str(e.path),
+                "in_force": e.in_force,
+                "error": e.error,
+                "description": st.description if st else None,
+                "interval": st.interval if st else None,
+                "timeframes": list(st.timeframes) if st else None,
+                "limits": st.limits.model_dump(mode="json") if st else None,
+            }
+        )
+    return out
+
+
+def strategies_table(entries: list[CatalogEntry], account: str, in_force: str, source: str) -> None:
+    """Every available strategy with its key limits; the one in force marked; a broken file with its error."""
+    how = "chosen with `strategy use`" if source == "chosen" else "the configured `strategy`"
+    table = Table(title=f"Strategies (account {account}: {in_force}, {how})")
+    for column in ("", "Name", "Source", "Interval", "Timeframes", "Max lev", "Min conf", "Min R/R", "Description"):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        mark = Text("*", style="bold green") if e.in_force else ""
+        st = e.strategy
+        if st is None:
+            table.add_row(mark, e.name, e.source, "-", "-", "-", "-", "-", Text(e.error or "", style="red"))
+            continue
+        table.add_row(
+            mark, e.name, e.source, st.interval, ", ".join(st.timeframes), str(st.limits.max_leverage),
+            fmt(st.limits.min_confidence), fmt(st.limits.min_reward_risk), st.description,
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"* in force for account {account}; switch with `llmtrader strategy use NAME`.")
+    names = {e.name: e for e in entries}
+    if in_force not in names:
+        warning(f"account {account} uses strategy {in_force!r}, which is not available: choose another one")
+    elif names[in_force].error:
+        warning(f"account {account} uses strategy {in_force!r}, which does not load: fix it or choose another one")
+
+
+def preview_json(prepared: Prepared, settings: Settings) -> dict[str, Any]:
+    """The ``strategy show --json`` object."""
+    st = prepared.strategy
+    return {
+        "name": st.name,
+        "description": st.description,
+        "interval": st.interval,
+        "timeframes": list(st.timeframes),
+        "limits": st.limits.model_dump(mode="json"),
+        "context": st.context.model_dump(mode="json"),
+        "settings_caps": {"leverage": settings.leverage, "max_position_size_usd": settings.max_position_size_usd},
+        "decision_interval": settings.interval,
+        "symbols": list(prepared.context.symbols),
+        "as_of": iso_utc(prepared.snapshot.as_of_ms),
+        "account": {"name": prepared.account.name, "mode": prepared.account.mode,
+                    "equity_usd": prepared.account.equity_usd},
+        "prompt": {"system": prepared.system, "user": prepared.user},
+    }  # fmt: skip
+
+
+def strategy_view(prepared: Prepared, settings: Settings) -> None:
+    """A strategy's limits and context options, then the prompt as the model would receive it now."""
+    data = preview_json(prepared, settings)
+    table = Table(title=f"Strategy {data['name']}: {data['description']}")
+    table.add_column("Setting")
+    table.add_column("Value", overflow="fold")
+    table.add_row("interval", f"{data['interval']} suits it; decisions every {settings.interval}")
+    table.add_row("timeframes", ", ".join(data["timeframes"]))
+    for section in ("limits", "context"):
+        for key, value in data[section].items():
+            table.add_row(f"{section}.{key}", json.dumps(value))
+    caps = data["settings_caps"]
+    table.add_row("settings caps", f"leverage {caps['leverage']}, position {fmt(caps['max_position_size_usd'])} USD")
+    console.print(table)
+    console.print(Panel(Text(prepared.system), title="Prompt: system"))
+    console.print(Panel(Text(prepared.user), title=f"Prompt: user (data as of {data['as_of']})"))
+    console.print("Rendered on current data: no model was called and nothing was recorded.")
+
+
+def _share(value: Any) -> str:
+    return f"{value * 100:.1f}%" if isinstance(value, (int, float)) else "-"
+
+
+AB_ROWS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("models", lambda a: ", ".join(a["models"]) or "-"),
+    ("strategies", lambda a: ", ".join(a["strategies"]) or "-"),
+    ("decisions", lambda a: str(a["decisions"])),
+    ("asset decisions", lambda a: str(a["asset_decisions"])),
+    ("accepted", lambda a: _share(a["accepted_share"])),
+    ("amended", lambda a: _share(a["amended_share"])),
+    ("rejected", lambda a: _share(a["rejected_share"])),
+    ("model errors", lambda a: str(a["model_errors"])),
+    ("venue errors", lambda a: str(a["venue_errors"])),
+    ("executed (or partial)", lambda a: str(a["executed"])),
+    ("dry runs", lambda a: str(a["dry_runs"])),
+    ("mean latency ms", lambda a: _num(a["mean_latency_ms"], 5)),
+    ("mean model latency ms", lambda a: _num(a["mean_model_latency_ms"], 5)),
+    ("model cost USD", lambda a: _num(a["cost_usd"], 5)),
+    ("cost per decision USD", lambda a: _num(a["cost_usd_per_decision"], 5)),
+    ("decisions without a cost", lambda a: str(a["decisions_without_cost"])),
+]
+
+
+def ab_table(result: dict[str, Any]) -> None:
+    """The A/B arms side by side over their common period, and what the comparison leaves out."""
+    period = result["period"]
+    if not result["arms"]:
+        console.print(f"A/B comparison (account {result['account']}): {result['note']}")
+        return
+    table = Table(title=f"A/B arms, account {result['account']}, {period['start']} to {period['end']}")
+    table.add_column("")
+    for arm in result["arms"]:
+        table.add_column(arm["arm"], overflow="fold")
+    for label, cell in AB_ROWS:
+        table.add_row(label, *(cell(a) for a in result["arms"]))
+    console.print(table)
+    console.print(result["note"])

@@ -4,17 +4,22 @@ Every limit is enforced here, whatever the prompt said. Each asset decision ends
 ``amended`` (with what changed) or ``rejected`` (with every reason); one bad asset never voids the
 others. Risk is measured on the live mark price: stops and targets must sit on the right side of it,
 reward/risk is taken from the real entry, and a stop must trigger before the estimated liquidation.
+
+Some limits need facts beyond the decision, the account and the marks (the time, ATR, when positions
+opened and closed, the start-of-day equity, the taker fee): they come in :class:`RiskInputs`. Without
+them those checks are skipped, and the report's notes say which.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from llmtrader.account import AccountState, Position
-from llmtrader.context import Limits
+from llmtrader.context import Limits, utc_minute
 from llmtrader.decision import OPENING_ACTIONS, Action, AssetDecision, LenientDecision, RiskLevel
 from llmtrader.formatting import fmt
 
@@ -55,6 +60,24 @@ class ValidationReport:
         return bool(answered) and all(a.status is Status.REJECTED for a in answered)
 
 
+@dataclass(frozen=True)
+class RiskInputs:
+    """Facts the engine gathers for the limits that need more than the decision, account and marks.
+
+    Times are epoch milliseconds, prices are in quote units (USD), ``taker_fee`` is a fraction of notional.
+    A symbol missing from a mapping means "unknown" (ATR) or "never" (closes and entries).
+    """
+
+    now_ms: int
+    interval_ms: int  # the decision interval, for the DCA schedule
+    taker_fee: float  # e.g. 0.00035 for 0.035 %
+    atr: Mapping[str, float] = field(default_factory=dict)  # ATR(14) on the decision interval, per symbol
+    last_close_ms: Mapping[str, int] = field(default_factory=dict)  # when the symbol's last position closed
+    opened_at_ms: Mapping[str, int] = field(default_factory=dict)  # when the open position was opened
+    last_entry_ms: Mapping[str, int] = field(default_factory=dict)  # the last opening or adding fill
+    day_start_equity: float | None = None  # the account's equity at 00:00 UTC today
+
+
 def liquidation_price(entry: float, leverage: int, side: str, mmr: float) -> float:
     """Estimated isolated-margin liquidation price of a new position."""
     if side == "long":
@@ -90,18 +113,176 @@ def _check_protection(
     return reasons
 
 
+def _minutes_left(total_minutes: float, elapsed_ms: int) -> int:
+    return max(1, math.ceil(total_minutes - elapsed_ms / 60_000))
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What every asset check may consult besides the decision: limits, live account facts, inputs."""
+
+    limits: Limits
+    position_cap: float
+    position_cap_label: str
+    inputs: RiskInputs | None
+    daily_loss_reason: str | None
+
+
+def _position_cap(limits: Limits, equity: float) -> tuple[float, str]:
+    """The notional cap of one position now: the settings' cap and max_position_pct of the live equity."""
+    cap = limits.max_position_usd
+    label = f"{fmt(cap)} USD"
+    if limits.max_position_pct is not None:
+        by_equity = max(equity, 0.0) * limits.max_position_pct / 100
+        if by_equity < cap:
+            cap = by_equity
+            label = f"{fmt(cap)} USD ({fmt(limits.max_position_pct)}% of equity {fmt(equity)} USD)"
+    return cap, label
+
+
+def _daily_loss_reason(limits: Limits, equity: float, inputs: RiskInputs | None) -> str | None:
+    """Why openings and increases are refused today, or None while the daily loss limit is not reached."""
+    if limits.daily_loss_limit_pct is None or inputs is None or inputs.day_start_equity is None:
+        return None
+    start = inputs.day_start_equity
+    if start <= 0:
+        return None
+    loss = start - equity
+    loss_pct = loss / start * 100
+    if loss_pct + 1e-9 < limits.daily_loss_limit_pct:
+        return None
+    return (
+        f"daily loss limit reached: today's loss {fmt(loss)} USD is {loss_pct:.2f}% of the start-of-day equity "
+        f"{fmt(start)} USD (limit {fmt(limits.daily_loss_limit_pct)}%): no openings or increases until 00:00 UTC"
+    )
+
+
+def _check_stop_band(symbol: str, entry: float, sl: float, f: _Facts) -> list[str]:
+    limits = f.limits
+    if f.inputs is None or (limits.min_stop_atr <= 0 and limits.max_stop_atr is None):
+        return []
+    atr = f.inputs.atr.get(symbol)
+    if atr is None or not atr > 0:
+        return [f"ATR14 of {symbol} on the decision interval is unknown: the stop distance cannot be checked"]
+    distance = abs(entry - sl)
+    multiple = distance / atr
+    if multiple + 1e-9 < limits.min_stop_atr:
+        return [
+            f"stop distance {fmt(distance)} is {multiple:.2f} ATR (ATR14 {fmt(atr)}), below the minimum "
+            f"{fmt(limits.min_stop_atr)} ATR"
+        ]
+    if limits.max_stop_atr is not None and multiple - 1e-9 > limits.max_stop_atr:
+        return [
+            f"stop distance {fmt(distance)} is {multiple:.2f} ATR (ATR14 {fmt(atr)}), above the maximum "
+            f"{fmt(limits.max_stop_atr)} ATR"
+        ]
+    return []
+
+
+def _check_fee_target(entry: float, tp: float, f: _Facts) -> list[str]:
+    k = f.limits.min_target_fee_multiple
+    if f.inputs is None or k <= 0:
+        return []
+    round_trip = 2 * f.inputs.taker_fee
+    need = k * round_trip * entry
+    distance = abs(tp - entry)
+    if distance + 1e-12 >= need:
+        return []
+    return [
+        f"target distance {fmt(distance)} ({distance / entry * 100:.3f}% of entry) below {fmt(k)} x the round-trip "
+        f"taker fee {round_trip * 100:.3f}%: it must be at least {fmt(need)} ({need / entry * 100:.3f}%)"
+    ]
+
+
+def _check_cooldown(symbol: str, f: _Facts) -> list[str]:
+    minutes = f.limits.cooldown_minutes
+    if f.inputs is None or minutes <= 0:
+        return []
+    closed = f.inputs.last_close_ms.get(symbol)
+    if closed is None:
+        return []
+    elapsed = f.inputs.now_ms - closed
+    if elapsed >= minutes * 60_000:
+        return []
+    return [
+        f"cooldown: the {symbol} position closed at {utc_minute(closed)}; no new opening for {fmt(minutes)} min after "
+        f"a close: {_minutes_left(minutes, elapsed)} min remaining"
+    ]
+
+
+def _check_min_hold(symbol: str, what: str, f: _Facts) -> list[str]:
+    minutes = f.limits.min_hold_minutes
+    if f.inputs is None or minutes <= 0:
+        return []
+    opened = f.inputs.opened_at_ms.get(symbol)
+    if opened is None:
+        return []
+    age = f.inputs.now_ms - opened
+    if age >= minutes * 60_000:
+        return []
+    return [
+        f"minimum hold: the {symbol} position opened {max(age, 0) // 60_000} min ago and may not be {what} "
+        f"before {fmt(minutes)} min: {_minutes_left(minutes, age)} min remaining (its stop-loss and take-profit "
+        "still act)"
+    ]
+
+
+def _check_dca_schedule(d: AssetDecision, mark: float, position: Position | None, f: _Facts) -> list[str]:
+    """An opening before the schedule is refused unless it averages down (a long) or up (a short) far enough."""
+    dca = f.limits.dca
+    if dca is None or f.inputs is None:
+        return []
+    last = f.inputs.last_entry_ms.get(d.symbol)
+    every_ms = dca.every_intervals * f.inputs.interval_ms
+    if last is None or f.inputs.now_ms - last >= every_ms:
+        return []
+    elapsed = f.inputs.now_ms - last
+    side = _side_of(d.action)
+    schedule = (
+        f"DCA schedule: the last entry on {d.symbol} was {max(elapsed, 0) // 60_000} min ago, the next scheduled "
+        f"one is in {_minutes_left(every_ms / 60_000, elapsed)} min (one every {dca.every_intervals} intervals of "
+        f"{fmt(f.inputs.interval_ms / 60_000)} min)"
+    )
+    if position is None or position.side != side:
+        return [f"{schedule}; an earlier one needs an open {side} to average into"]
+    pct = dca.average_down_pct
+    if side == "long":
+        threshold = position.entry_price * (1 - pct / 100)
+        if mark <= threshold:
+            return []
+        where = f"at most {fmt(threshold)} ({fmt(pct)}% below"
+    else:
+        threshold = position.entry_price * (1 + pct / 100)
+        if mark >= threshold:
+            return []
+        where = f"at least {fmt(threshold)} ({fmt(pct)}% above"
+    return [
+        f"{schedule}; an earlier one needs the mark {where} the average entry {fmt(position.entry_price)}), "
+        f"and it is {fmt(mark)}"
+    ]
+
+
 def _validate_open(
     d: AssetDecision,
     mark: float,
     position: Position | None,
-    limits: Limits,
+    f: _Facts,
 ) -> tuple[AssetDecision | None, list[str], list[str]]:
     """Checks for buy and sell. Returns (amended decision or None, amendments, rejections)."""
+    limits = f.limits
     side = _side_of(d.action)
     amendments: list[str] = []
     rejections: list[str] = []
+    dca = limits.dca
+    if dca is not None and dca.long_only and d.action is Action.SELL:
+        rejections.append("the strategy is long only (DCA): sell may not open or add to a short")
     if position is not None and position.side != side:
         rejections.append(f"a {position.side} position is open; close it before opening a {side}")
+    if f.daily_loss_reason is not None:
+        rejections.append(f.daily_loss_reason)
+    if position is None:
+        rejections += _check_cooldown(d.symbol, f)
+    rejections += _check_dca_schedule(d, mark, position, f)
     leverage = d.leverage
     if leverage > limits.max_leverage:
         amendments.append(f"leverage {leverage} above the limit {limits.max_leverage}: set to {limits.max_leverage}")
@@ -109,24 +290,32 @@ def _validate_open(
     allocation = d.allocation_usd
     if allocation <= 0:
         rejections.append("allocation_usd must be positive to open or add")
+    if dca is not None and allocation > dca.allocation_usd + 1e-9:
+        amendments.append(
+            f"allocation_usd {fmt(allocation)} above the DCA allocation {fmt(dca.allocation_usd)} USD per buy: "
+            f"set to {fmt(dca.allocation_usd)}"
+        )
+        allocation = dca.allocation_usd
     existing = position.notional if position is not None and position.side == side else 0.0
-    if allocation > 0 and allocation * leverage + existing > limits.max_position_usd + 1e-9:
-        room = limits.max_position_usd - existing
-        if room <= 0:
-            rejections.append(
-                f"the position's notional {fmt(existing)} USD is already at the limit "
-                f"{fmt(limits.max_position_usd)} USD"
-            )
-        else:
+    caps = [(f.position_cap, f.position_cap_label)]
+    if dca is not None:
+        caps.append((dca.max_position_usd, f"{fmt(dca.max_position_usd)} USD (the DCA cap on the whole position)"))
+    for cap, label in caps:
+        if allocation > 0 and allocation * leverage + existing > cap + 1e-9:
+            room = cap - existing
+            if room <= 0:
+                rejections.append(f"the position's notional {fmt(existing)} USD is already at the limit {label}")
+                break
             new_allocation = room / leverage
             amendments.append(
-                f"notional {fmt(allocation * leverage + existing)} USD above the limit "
-                f"{fmt(limits.max_position_usd)} USD: allocation_usd {fmt(allocation)} -> {fmt(new_allocation)}"
+                f"notional {fmt(allocation * leverage + existing)} USD above the limit {label}: "
+                f"allocation_usd {fmt(allocation)} -> {fmt(new_allocation)}"
             )
             allocation = new_allocation
     entry = d.entry_price if d.entry_price is not None else mark
-    rejections += _check_protection(side, mark, entry, d.tp_price, d.sl_price, need_both=True)
-    if d.tp_price is not None and d.sl_price is not None and not rejections:
+    protection = _check_protection(side, mark, entry, d.tp_price, d.sl_price, need_both=True)
+    rejections += protection
+    if d.tp_price is not None and d.sl_price is not None and not protection:
         risk = abs(entry - d.sl_price)
         reward = abs(d.tp_price - entry)
         ratio = reward / risk if risk > 0 else 0.0
@@ -142,6 +331,8 @@ def _validate_open(
                 f"sl_price {fmt(d.sl_price)} lies beyond the estimated liquidation price {fmt(liq)} "
                 f"at {leverage}x: the stop would never trigger"
             )
+        rejections += _check_stop_band(d.symbol, entry, d.sl_price, f)
+        rejections += _check_fee_target(entry, d.tp_price, f)
     if d.confidence < limits.min_confidence:
         rejections.append(f"confidence {fmt(d.confidence, 3)} below the floor {fmt(limits.min_confidence, 3)}")
     if rejections:
@@ -151,14 +342,17 @@ def _validate_open(
 
 
 def _validate_existing(
-    d: AssetDecision, mark: float, position: Position | None, limits: Limits
+    d: AssetDecision, mark: float, position: Position | None, f: _Facts
 ) -> tuple[AssetDecision | None, list[str], list[str]]:
     """Checks for close_position, adjust_orders and adjust_position: they need an open position."""
     if position is None:
         return None, [], [f"{d.action.value} needs an open position on {d.symbol}; there is none"]
+    limits = f.limits
     amendments: list[str] = []
     rejections: list[str] = []
-    if d.action is Action.ADJUST_ORDERS:
+    if d.action is Action.CLOSE_POSITION:
+        rejections += _check_min_hold(d.symbol, "closed", f)
+    elif d.action is Action.ADJUST_ORDERS:
         if d.tp_price is None and d.sl_price is None:
             rejections.append("adjust_orders needs a new tp_price or sl_price")
         rejections += _check_protection(position.side, mark, mark, d.tp_price, d.sl_price, need_both=False)
@@ -170,11 +364,22 @@ def _validate_existing(
     elif d.action is Action.ADJUST_POSITION:
         if d.allocation_usd <= 0:
             rejections.append("adjust_position needs allocation_usd > 0 (use close_position to close)")
+        margin = position.margin
+        if d.allocation_usd < margin - 1e-9:
+            rejections += _check_min_hold(d.symbol, "reduced", f)
+        elif d.allocation_usd > margin + 1e-9:
+            if f.daily_loss_reason is not None:
+                rejections.append(f.daily_loss_reason)
+            if limits.dca is not None:
+                rejections.append(
+                    f"adjust_position may not enlarge a DCA position (margin {fmt(margin)} -> "
+                    f"{fmt(d.allocation_usd)} USD): add with a scheduled buy"
+                )
         notional = d.allocation_usd * position.leverage
-        if notional > limits.max_position_usd + 1e-9:
-            new_allocation = limits.max_position_usd / position.leverage
+        if notional > f.position_cap + 1e-9:
+            new_allocation = f.position_cap / position.leverage
             amendments.append(
-                f"notional {fmt(notional)} USD above the limit {fmt(limits.max_position_usd)} USD: "
+                f"notional {fmt(notional)} USD above the limit {f.position_cap_label}: "
                 f"allocation_usd {fmt(d.allocation_usd)} -> {fmt(new_allocation)}"
             )
             d = d.model_copy(update={"allocation_usd": new_allocation})
@@ -199,6 +404,39 @@ def _opening_margin(v: AssetValidation, positions: Mapping[str, Position]) -> fl
     return 0.0
 
 
+def _added_notional(v: AssetValidation, positions: Mapping[str, Position]) -> float:
+    """Notional a surviving decision would add to the book (closes and reductions are not counted)."""
+    d = v.final
+    if d is None:
+        return 0.0
+    if d.action in OPENING_ACTIONS:
+        return d.allocation_usd * d.leverage
+    if d.action is Action.ADJUST_POSITION:
+        position = positions.get(d.symbol)
+        if position is None:
+            return 0.0
+        return max(0.0, (d.allocation_usd - position.margin) * position.leverage)
+    return 0.0
+
+
+def _skipped_checks(limits: Limits, inputs: RiskInputs | None) -> list[str]:
+    """Notes naming the enforced limits that could not be checked for want of inputs."""
+    if inputs is None:
+        needed = [
+            ("stop distance in ATR", limits.min_stop_atr > 0 or limits.max_stop_atr is not None),
+            ("fee-aware target", limits.min_target_fee_multiple > 0),
+            ("cooldown", limits.cooldown_minutes > 0),
+            ("minimum hold", limits.min_hold_minutes > 0),
+            ("daily loss limit", limits.daily_loss_limit_pct is not None),
+            ("DCA schedule", limits.dca is not None),
+        ]
+        names = [name for name, active in needed if active]
+        return [f"not checked (no risk inputs): {', '.join(names)}"] if names else []
+    if limits.daily_loss_limit_pct is not None and inputs.day_start_equity is None:
+        return ["not checked: daily loss limit (the start-of-day equity is unknown)"]
+    return []
+
+
 def validate_decision(
     decision: LenientDecision,
     *,
@@ -206,11 +444,19 @@ def validate_decision(
     marks: Mapping[str, float],
     account: AccountState,
     limits: Limits,
+    inputs: RiskInputs | None = None,
 ) -> ValidationReport:
-    """Validate every asset decision, then the portfolio as a whole."""
+    """Validate every asset decision, then the portfolio as a whole.
+
+    ``inputs`` carries the facts the time-, ATR-, fee- and loss-based limits need; without it those
+    checks are skipped and the report's notes name them.
+    """
     results: list[AssetValidation] = []
     seen: set[str] = set()
     positions = {p.symbol: p for p in account.positions}
+    equity = account.equity_usd
+    cap, cap_label = _position_cap(limits, equity)
+    facts = _Facts(limits, cap, cap_label, inputs, _daily_loss_reason(limits, equity, inputs))
     for bad in decision.invalid:
         symbol = bad.symbol or UNKNOWN_SYMBOL
         action = bad.raw.get("action") if isinstance(bad.raw, dict) else None
@@ -246,9 +492,9 @@ def validate_decision(
         if d.action is Action.HOLD:
             final, amendments, rejections = d, [], []
         elif d.action in OPENING_ACTIONS:
-            final, amendments, rejections = _validate_open(d, mark, position, limits)
+            final, amendments, rejections = _validate_open(d, mark, position, facts)
         else:
-            final, amendments, rejections = _validate_existing(d, mark, position, limits)
+            final, amendments, rejections = _validate_existing(d, mark, position, facts)
         if rejections:
             status = Status.REJECTED
         elif amendments:
@@ -277,7 +523,9 @@ def validate_decision(
                     hold,
                 )
             )
-    report = ValidationReport(assets=results)
+    report = ValidationReport(assets=results, notes=_skipped_checks(limits, inputs))
+    _limit_open_positions(report, positions, limits)
+    _fit_exposure(report, positions, limits, equity)
     _fit_balance(report, positions, account.available_usd)
     if decision.total_allocation_usd is not None:
         committed = sum(_opening_margin(v, positions) for v in report.assets)
@@ -287,6 +535,73 @@ def validate_decision(
                 f"validated allocations {fmt(committed)}; the sum is used"
             )
     return report
+
+
+def _reject(v: AssetValidation, reason: str) -> None:
+    v.status = Status.REJECTED
+    v.reasons.append(reason)
+    v.final = None
+
+
+def _limit_open_positions(report: ValidationReport, positions: Mapping[str, Position], limits: Limits) -> None:
+    """Refuse the openings beyond max_open_positions, the lowest confidence first."""
+    if limits.max_open_positions is None:
+        return
+    new = [
+        v
+        for v in report.assets
+        if v.executable and v.final is not None and v.final.action in OPENING_ACTIONS and v.symbol not in positions
+    ]
+    room = max(0, limits.max_open_positions - len(positions))
+    if len(new) <= room:
+        return
+    # Stable sort: between equal confidences the earlier answer keeps its place.
+    ranked = sorted(new, key=lambda v: -(v.final.confidence if v.final is not None else 0.0))
+    for v in ranked[room:]:
+        confidence = v.final.confidence if v.final is not None else 0.0
+        _reject(
+            v,
+            f"at most {limits.max_open_positions} open positions: {len(positions)} open and {len(new)} new "
+            f"openings; {room} kept by confidence, this one's {fmt(confidence, 3)} is too low",
+        )
+
+
+def _fit_exposure(report: ValidationReport, positions: Mapping[str, Position], limits: Limits, equity: float) -> None:
+    """Scale new notional down pro rata when the book would exceed max_total_exposure_pct of equity."""
+    if limits.max_total_exposure_pct is None:
+        return
+    cap = max(equity, 0.0) * limits.max_total_exposure_pct / 100
+    current = sum(p.notional for p in positions.values())
+    adding = [v for v in report.assets if v.executable and _added_notional(v, positions) > 0]
+    wanted = sum(_added_notional(v, positions) for v in adding)
+    if not adding or current + wanted <= cap + 1e-9:
+        return
+    label = f"{fmt(cap)} USD ({fmt(limits.max_total_exposure_pct)}% of equity {fmt(equity)} USD)"
+    room = cap - current
+    if room <= 0:
+        for v in adding:
+            _reject(v, f"total exposure {fmt(current)} USD of open positions is already at the limit {label}")
+        return
+    factor = room / wanted
+    report.notes.append(
+        f"total exposure {fmt(current + wanted)} USD would exceed the limit {label}: new notional scaled by "
+        f"{factor:.4f}"
+    )
+    for v in adding:
+        d = v.final
+        if d is None:
+            continue
+        if d.action is Action.ADJUST_POSITION:
+            margin = positions[d.symbol].margin
+            new_allocation = margin + (d.allocation_usd - margin) * factor
+        else:
+            new_allocation = d.allocation_usd * factor
+        v.reasons.append(
+            f"total exposure {fmt(current + wanted)} USD above the limit {label}: "
+            f"allocation_usd {fmt(d.allocation_usd)} -> {fmt(new_allocation)}"
+        )
+        v.final = d.model_copy(update={"allocation_usd": new_allocation})
+        v.status = Status.AMENDED
 
 
 def _fit_balance(report: ValidationReport, positions: Mapping[str, Position], available: float) -> None:

@@ -203,6 +203,21 @@ def m004_paper(db: Database) -> None:
     db.table("paper_funding").create_index(["account", "time_ms"])
 
 
+@migration
+def m005_strategies(db: Database) -> None:
+    """The strategy chosen per account (an append-only audit: the latest row is in force), and per
+    decision its A/B arm and the account equity it saw."""
+    db.table("decisions").add_column("arm", str)
+    db.table("decisions").add_column("equity_usd", float)
+    db.table("strategy_choices").create(
+        {"id": int, "account": str, "strategy": str, "previous": str, "chosen_at": str, "via": str},
+        pk="id",
+        not_null={"account", "strategy", "chosen_at", "via"},
+    )
+    # The index holds the rowid, so "latest row of an account" is one index seek.
+    db.table("strategy_choices").create_index(["account"])
+
+
 def migration_names() -> list[str]:
     return [name for name, _ in MIGRATIONS]
 

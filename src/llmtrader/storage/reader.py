@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ def history(
     decisions = {
         r["id"]: r
         for r in conn.execute(
-            "SELECT id, created_at, account, mode, strategy, model, outcome, error, portfolio_rationale, "
+            "SELECT id, created_at, account, mode, strategy, arm, model, outcome, error, portfolio_rationale, "
             f"prompt_tokens, completion_tokens, cost_usd, latency_ms FROM decisions WHERE id IN ({marks})",
             ids,
         )
@@ -180,3 +181,102 @@ def show(conn: sqlite3.Connection, decision_id: str) -> dict[str, Any]:
         )
     ]
     return record
+
+
+def strategy_choice(conn: sqlite3.Connection, account: str) -> str | None:
+    """The strategy last chosen for ``account`` (the newest row of the audit table), or None."""
+    row = conn.execute(
+        "SELECT strategy FROM strategy_choices WHERE account = ? ORDER BY id DESC LIMIT 1", [account]
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+PNL_NOTE = "PnL per arm is not computed yet: it comes with the statistics from stored fills (a later issue)."
+
+
+def compare_arms(
+    conn: sqlite3.Connection | None, *, account: str, arms: Sequence[str] | None, since: str | None, until: str
+) -> dict[str, Any]:
+    """The A/B arms of ``account`` compared over the same period: from the first time every arm had
+    recorded a decision (or ``since``, if later) to ``until``. ``arms`` None compares every recorded arm.
+
+    Decisions made without an arm (``--model`` or ``--strategy`` given, or no test configured) are left out.
+    ``conn`` None (no database yet) compares nothing.
+    """
+    sql = "SELECT arm, min(created_at) FROM decisions WHERE account = ? AND arm IS NOT NULL GROUP BY arm"
+    firsts: dict[str, str] = {} if conn is None else {r[0]: r[1] for r in conn.execute(sql, [account])}
+    names = list(arms) if arms is not None else sorted(firsts)
+    missing = [a for a in names if a not in firsts]
+    start = None if missing or len(names) < 2 else max(firsts[a] for a in names)
+    if start is not None and since is not None:
+        start = max(start, since)
+    result: dict[str, Any] = {
+        "account": account,
+        "since": since,
+        "period": {"start": start, "end": until},
+        "first_decision": {a: firsts.get(a) for a in names},
+        "arms": [],
+        "note": PNL_NOTE,
+    }
+    if start is None or conn is None:
+        if not names:
+            why = "no A/B test is configured ([ab]) and no decision was recorded with an arm"
+        elif missing:
+            why = f"no common period yet: no decision recorded by arm {', '.join(missing)}"
+        else:
+            why = f"only arm {names[0]} has recorded decisions: there is nothing to compare it with"
+        result["note"] = f"{why}. {PNL_NOTE}"
+        return result
+    marks = ",".join("?" * len(names))
+    where = f"d.account = ? AND d.arm IN ({marks}) AND d.created_at >= ? AND d.created_at <= ?"
+    params = [account, *names, start, until]
+    totals = {
+        r[0]: r
+        for r in conn.execute(
+            "SELECT arm, count(*), sum(outcome = 'model_error'), sum(outcome = 'venue_error'), "
+            "sum(execution IN ('executed', 'partial')), sum(dry_run), avg(latency_ms), avg(model_latency_ms), "
+            f"sum(cost_usd), count(cost_usd) FROM decisions d WHERE {where} GROUP BY arm",
+            params,
+        )
+    }
+    used: dict[str, tuple[set[str], set[str]]] = {a: (set(), set()) for a in names}
+    for arm, model, strategy in conn.execute(
+        f"SELECT DISTINCT arm, model, strategy FROM decisions d WHERE {where}", params
+    ):
+        used[arm][0].add(model)
+        used[arm][1].add(strategy)
+    statuses: dict[str, dict[str, int]] = {a: {} for a in names}
+    for arm, status, count in conn.execute(
+        f"SELECT d.arm, a.status, count(*) FROM decisions d JOIN asset_decisions a ON a.decision_id = d.id "
+        f"WHERE {where} GROUP BY d.arm, a.status",
+        params,
+    ):
+        statuses[arm][status] = count
+    for name in names:
+        _, decisions, model_errors, venue_errors, executed, dry_runs, latency, model_latency, cost, with_cost = (
+            totals.get(name) or (name, 0, 0, 0, 0, 0, None, None, None, 0)
+        )
+        assets = sum(statuses[name].values())
+        result["arms"].append(
+            {
+                "arm": name,
+                "models": sorted(used[name][0]),
+                "strategies": sorted(used[name][1]),
+                "decisions": decisions,
+                "model_errors": model_errors,
+                "venue_errors": venue_errors,
+                "executed": executed,
+                "dry_runs": dry_runs,
+                "asset_decisions": assets,
+                **{
+                    f"{status}_share": statuses[name].get(status, 0) / assets if assets else None
+                    for status in ("accepted", "amended", "rejected")
+                },
+                "mean_latency_ms": latency,
+                "mean_model_latency_ms": model_latency,
+                "cost_usd": cost,
+                "cost_usd_per_decision": cost / with_cost if cost is not None and with_cost else None,
+                "decisions_without_cost": decisions - with_cost,
+            }
+        )
+    return result

@@ -97,3 +97,5 @@ class DecisionRecord:
     assets: list[AssetRow] = field(default_factory=list)
     calls: list[CallRow] = field(default_factory=list)
     execution: str | None = None
+    arm: str | None = None  # the A/B arm that made the decision; None when no A/B test ran
+    equity_usd: float | None = None  # the account equity the decision saw

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmtrader.errors import StoreError
-from llmtrader.storage import migrations
+from llmtrader.storage import migrations, reader
 from llmtrader.storage.records import DecisionRecord, iso_utc
 
 if TYPE_CHECKING:
@@ -72,6 +72,8 @@ class Store:
             "model_latency_ms": rec.model_latency_ms,
             "latency_ms": rec.latency_ms,
             "execution": rec.execution,
+            "arm": rec.arm,
+            "equity_usd": rec.equity_usd,
         }
         assets = []
         for a in rec.assets:
@@ -94,6 +96,27 @@ class Store:
                     self.db.table("llm_calls").insert_all(calls)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record decision {rec.id} in {self.path}: {exc}") from exc
+
+    def record_strategy_choice(
+        self, *, account: str, strategy: str, previous: str | None, via: str, now_ms: int
+    ) -> None:
+        """Append a strategy choice for ``account`` to the audit table; the latest row is the one in force."""
+        row = {
+            "account": account,
+            "strategy": strategy,
+            "previous": previous,
+            "chosen_at": iso_utc(now_ms),
+            "via": via,
+        }
+        try:
+            with self.db.conn:
+                self.db.table("strategy_choices").insert(row)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot record the strategy choice of account {account!r} in {self.path}: {exc}") from exc
+
+    def strategy_choice(self, account: str) -> str | None:
+        """The strategy last chosen for ``account`` with ``strategy use``, or None."""
+        return reader.strategy_choice(self.db.conn, account)
 
     def cache_get(self, key: str, max_age_ms: int, now_ms: int) -> str | None:
         """A cached venue reply no older than ``max_age_ms``."""

@@ -75,6 +75,7 @@ def build_exchange(
                 "ASTERDEX_SIGNER_PRIVATE_KEY (V3 API wallet), or ASTERDEX_API_KEY and ASTERDEX_API_SECRET (V1)"
             )
         from llmtrader.exchange.asterdex import AsterDexExchange
+        from llmtrader.storage.bans import VenueBans
 
         return AsterDexExchange(
             market,
@@ -84,6 +85,7 @@ def build_exchange(
             chain_id=settings.asterdex_chain_id,
             recv_window_ms=settings.asterdex_recv_window_ms,
             lookup_grace_s=settings.order_lookup_grace_s,
+            bans=VenueBans(store, market.base_url),
         )
     from llmtrader.exchange.paper import PaperExchange
 

@@ -16,19 +16,21 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from llmtrader.account import AccountState, Position
-from llmtrader.config import Settings
-from llmtrader.context import DecisionContext, Limits, build_context, render_prompt
+from llmtrader.config import INTERVAL_MS, Settings
+from llmtrader.context import DecisionContext, Limits, PerformanceSummary, TradeSummary, build_context, render_prompt
 from llmtrader.decision import Action, AssetDecision, RiskLevel
 from llmtrader.errors import LLMTraderError, ModelError, NotFoundError, StrategyError, VenueError
-from llmtrader.exchange.base import Exchange, OrderType, dec_str
+from llmtrader.exchange.base import Exchange, OrderState, OrderType, Side, VenuePosition, dec_str
 from llmtrader.exchange.filters import SymbolRules
 from llmtrader.execution import ExecutionReport, ExecutionSettings, execute
 from llmtrader.llm import CallRecord, DecisionClient, DecisionRequest
 from llmtrader.market import AsterMarketData, MarketSnapshot, check_symbols
-from llmtrader.risk import AssetValidation, Status, ValidationReport, validate_decision
+from llmtrader.risk import AssetValidation, RiskInputs, Status, ValidationReport, validate_decision
+from llmtrader.storage.facts import account_facts, paper_history
 from llmtrader.storage.records import AssetRow, CallRow, DecisionRecord, new_decision_id
 from llmtrader.storage.store import Store
 from llmtrader.strategy import Strategy, available_strategies, builtin_dir, load_strategy
+from llmtrader.trades import performance, reconstruct_trades, to_summaries
 
 
 class Clock(Protocol):
@@ -129,6 +131,29 @@ async def market_snapshot(
     return replace(await fetching, rules={s: rules[s] for s in symbols})
 
 
+def protective_orders(
+    position: VenuePosition, orders: Sequence[OrderState]
+) -> tuple[OrderState | None, OrderState | None]:
+    """The stop-loss and take-profit protecting ``position``: closing orders on the opposite side only."""
+    closing_side = Side.SELL if position.amount > 0 else Side.BUY
+
+    def find(kind: OrderType) -> OrderState | None:
+        return next(
+            (
+                o
+                for o in orders
+                if o.symbol == position.symbol
+                and o.type == kind
+                and o.side is closing_side
+                and (o.close_position or o.reduce_only)
+                and o.stop_price > 0
+            ),
+            None,
+        )
+
+    return find(OrderType.STOP_MARKET), find(OrderType.TAKE_PROFIT_MARKET)
+
+
 async def account_state(services: Services) -> AccountState:
     """The account a decision sees, from the exchange (live venue or paper account): balance, positions,
     and each position's protective orders."""
@@ -136,13 +161,12 @@ async def account_state(services: Services) -> AccountState:
     balance, positions, orders = await asyncio.gather(exchange.balance(), exchange.positions(), exchange.open_orders())
     stops: dict[str, float] = {}
     targets: dict[str, float] = {}
-    for order in orders:
-        if order.stop_price <= 0:
-            continue
-        if order.type == OrderType.STOP_MARKET:
-            stops[order.symbol] = float(order.stop_price)
-        elif order.type == OrderType.TAKE_PROFIT_MARKET:
-            targets[order.symbol] = float(order.stop_price)
+    for p in positions:
+        stop, target = protective_orders(p, orders)
+        if stop is not None:
+            stops[p.symbol] = float(stop.stop_price)
+        if target is not None:
+            targets[p.symbol] = float(target.stop_price)
     return AccountState(
         name=services.settings.account,
         mode=exchange.mode,
@@ -275,6 +299,26 @@ class Prepared:
     context: DecisionContext
     system: str
     user: str
+    inputs: RiskInputs
+    notes: list[str]
+
+
+def trade_feedback(
+    services: Services, strategy: Strategy
+) -> tuple[list[TradeSummary] | None, PerformanceSummary | None]:
+    """Recent closed trades and performance for the prompt, rebuilt from the paper account's fills.
+
+    None (shown as "not available") on the live venue, until trades are rebuilt from its trade history.
+    """
+    wanted = strategy.context.recent_trades > 0 or strategy.context.performance
+    if not wanted or services.exchange.mode != "paper":
+        return None, None
+    history = paper_history(services.store, services.settings.account)
+    trades = reconstruct_trades(history.fills, history.funding)
+    return (
+        to_summaries(trades, strategy.context.recent_trades),
+        performance(trades, equity_start=history.starting_balance, since_ms=history.since_ms),
+    )
 
 
 async def prepare(services: Services, strategy: Strategy, symbols: tuple[str, ...], now: int) -> Prepared:
@@ -288,10 +332,31 @@ async def prepare(services: Services, strategy: Strategy, symbols: tuple[str, ..
     snapshot, account = await asyncio.gather(
         market_snapshot(services, symbols, timeframes, strategy.context.candles, now), account_state(services)
     )
-    limits = Limits.combine(settings.leverage, settings.max_position_size_usd, strategy)
-    context = build_context(snapshot, account, strategy, limits, symbols, settings.interval)
+    notes = []
+    if strategy.interval != settings.interval:
+        notes.append(
+            f"strategy {strategy.name} suits a {strategy.interval} interval; INTERVAL is {settings.interval}, "
+            "so its ATR band and schedule are measured on the INTERVAL candles"
+        )
+    limits = Limits.combine(settings.leverage, settings.max_position_size_usd, strategy, equity_usd=account.equity_usd)
+    recent, performance = trade_feedback(services, strategy)
+    context = build_context(
+        snapshot, account, strategy, limits, symbols, settings.interval, recent_trades=recent, performance=performance
+    )
+    facts = account_facts(services.store, settings.account, now)
+    inputs = RiskInputs(
+        now_ms=now,
+        interval_ms=INTERVAL_MS[settings.interval],
+        taker_fee=settings.paper_taker_fee,
+        atr=context.atr_by_symbol(),
+        last_close_ms=facts.last_close_ms,
+        opened_at_ms=facts.opened_at_ms,
+        last_entry_ms=facts.last_entry_ms,
+        # The first decision of a UTC day sees the day's starting equity itself.
+        day_start_equity=facts.day_start_equity if facts.day_start_equity is not None else account.equity_usd,
+    )
     system, user = render_prompt(context, strategy)
-    return Prepared(strategy, snapshot, account, limits, context, system, user)
+    return Prepared(strategy, snapshot, account, limits, context, system, user, inputs, notes)
 
 
 async def preview_strategy(services: Services, name: str | None, symbols: Sequence[str]) -> Prepared:
@@ -414,6 +479,7 @@ async def decide(
     record.as_of_ms = snapshot.as_of_ms
     record.marks = {s: a.mark_price for s, a in snapshot.assets.items()}
     record.equity_usd = account.equity_usd
+    record.notes += prepared.notes
     record.system_prompt, record.user_prompt = prepared.system, prepared.user
     try:
         request = DecisionRequest(system=prepared.system, user=prepared.user, context=prepared.context)
@@ -439,7 +505,9 @@ async def decide(
     record.completion_tokens = answer.completion_tokens
     record.cost_usd = answer.cost_usd
     record.model_latency_ms = answer.latency_ms
-    report = validate_decision(answer.decision, symbols=symbols, marks=record.marks, account=account, limits=limits)
+    report = validate_decision(
+        answer.decision, symbols=symbols, marks=record.marks, account=account, limits=limits, inputs=prepared.inputs
+    )
     record.notes += report.notes
     record.assets = [_asset_row(v, record.marks) for v in report.assets]
     executable = [v for v in report.assets if v.executable and v.final is not None and v.final.action.value != "hold"]
@@ -452,16 +520,29 @@ async def decide(
     finish("all_rejected" if report.all_rejected else "decided")
     if record.execution is not None:
         return DecideResult(record=record, report=report)
-    log = services.store.execution_log(settings.account, services.exchange.mode, clock.now_ms)
+    marks = {s: Decimal(str(m)) for s, m in record.marks.items()}
+    execution = await _execute_recorded(services, record, report.assets, snapshot.rules, marks)
+    return DecideResult(record=record, report=report, execution=execution)
+
+
+async def _execute_recorded(
+    services: Services,
+    record: DecisionRecord,
+    validations: Sequence[AssetValidation],
+    rules: dict[str, SymbolRules],
+    marks: dict[str, Decimal],
+) -> ExecutionReport:
+    """Execute a recorded decision; its execution outcome is stored whatever happens."""
+    log = services.store.execution_log(services.settings.account, services.exchange.mode, services.clock.now_ms)
     try:
         execution = await execute(
             services.exchange,
-            report.assets,
+            validations,
             decision_id=record.id,
             recorder=log,
-            rules=snapshot.rules,
-            marks={s: Decimal(str(m)) for s, m in record.marks.items()},
-            settings=execution_settings(settings),
+            rules=rules,
+            marks=marks,
+            settings=execution_settings(services.settings),
         )
     except VenueError as exc:  # the account could not be read before the first order: nothing was sent
         services.store.set_execution(record.id, "failed")
@@ -470,7 +551,7 @@ async def decide(
         raise
     record.execution = execution.summary
     services.store.set_execution(record.id, execution.summary)
-    return DecideResult(record=record, report=report, execution=execution)
+    return execution
 
 
 async def close_positions(
@@ -538,14 +619,13 @@ async def close_positions(
     services.store.record_decision(record)
     if record.execution == "declined":
         return DecideResult(record=record, report=report)
-    rules = await get_rules(services)
-    log = services.store.execution_log(settings.account, exchange.mode, clock.now_ms)
-    execution = await execute(
-        exchange, validations, decision_id=record.id, recorder=log, rules=rules, marks=marks,
-        settings=execution_settings(settings),
-    )  # fmt: skip
-    record.execution = execution.summary
-    services.store.set_execution(record.id, execution.summary)
+    try:
+        rules = await get_rules(services)
+    except VenueError as exc:
+        services.store.set_execution(record.id, "failed")
+        exc.decision_id = record.id
+        raise
+    execution = await _execute_recorded(services, record, validations, rules, marks)
     return DecideResult(record=record, report=report, execution=execution)
 
 
@@ -555,9 +635,7 @@ async def position_rows(services: Services) -> tuple[str, list[dict[str, str | i
     positions, orders = await asyncio.gather(exchange.positions(), exchange.open_orders())
     rows: list[dict[str, str | int | None]] = []
     for p in positions:
-        mine = [o for o in orders if o.symbol == p.symbol]
-        stop = next((o for o in mine if o.type == OrderType.STOP_MARKET), None)
-        target = next((o for o in mine if o.type == OrderType.TAKE_PROFIT_MARKET), None)
+        stop, target = protective_orders(p, orders)
         rows.append(
             {
                 "symbol": p.symbol,

@@ -1,0 +1,131 @@
+"""What the store knows about an account's recent trading, for the limits that need history.
+
+Read from the orders llmtrader sent (entries, closes and emergency closes that filled) and, in paper
+mode, from the paper account's own fills, which include the stops and targets that triggered between
+decisions. On the live venue, a stop that triggers at the venue is seen here only once trades are
+rebuilt from the venue's trade history.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from llmtrader.storage.records import iso_utc
+from llmtrader.trades import FundingEvent, TradeFill
+
+if TYPE_CHECKING:
+    from llmtrader.storage.store import Store
+
+DAY_MS = 86_400_000
+ENTRY_LEGS = ("en", "ad")
+CLOSE_LEGS = ("cl", "em")
+CLOSING_REASONS = ("stop_loss", "take_profit", "liquidation")
+FILL_COLUMNS = ("id", "time_ms", "symbol", "client_order_id", "side", "qty", "price", "fee", "realized_pnl", "reason")
+FUNDING_COLUMNS = ("id", "time_ms", "symbol", "amount")
+
+
+@dataclass
+class AccountFacts:
+    """Per symbol: the last close, the opening of the open position, the last entry; and the equity
+    the account had when the UTC day began."""
+
+    last_close_ms: dict[str, int] = field(default_factory=dict)
+    opened_at_ms: dict[str, int] = field(default_factory=dict)
+    last_entry_ms: dict[str, int] = field(default_factory=dict)
+    day_start_equity: float | None = None
+
+
+def _ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def account_facts(store: Store, account: str, now_ms: int) -> AccountFacts:
+    """The facts of ``account`` as of ``now_ms``."""
+    db = store.db
+    entries: dict[str, list[int]] = {}
+    closes: dict[str, list[int]] = {}
+    for symbol, leg, updated in db.execute(
+        "SELECT symbol, leg, updated_at FROM orders WHERE account = ? AND status IN ('filled', 'partially_filled') "
+        f"AND leg IN ({','.join('?' * (len(ENTRY_LEGS) + len(CLOSE_LEGS)))})",
+        [account, *ENTRY_LEGS, *CLOSE_LEGS],
+    ).fetchall():
+        (entries if leg in ENTRY_LEGS else closes).setdefault(symbol, []).append(_ms(updated))
+    for symbol, cid, reason, time_ms in db.execute(
+        "SELECT symbol, client_order_id, reason, time_ms FROM paper_fills WHERE account = ?", [account]
+    ).fetchall():
+        if reason in CLOSING_REASONS:
+            closes.setdefault(symbol, []).append(int(time_ms))
+        elif isinstance(cid, str) and cid.rsplit("_", 1)[-1] in ENTRY_LEGS:
+            entries.setdefault(symbol, []).append(int(time_ms))  # a limit entry fills after its decision
+    facts = AccountFacts()
+    for symbol, times in closes.items():
+        facts.last_close_ms[symbol] = max(t for t in times if t <= now_ms) if any(t <= now_ms for t in times) else 0
+    for symbol, times in entries.items():
+        past = [t for t in times if t <= now_ms]
+        if not past:
+            continue
+        facts.last_entry_ms[symbol] = max(past)
+        since_close = [t for t in past if t > facts.last_close_ms.get(symbol, 0)]
+        if since_close:
+            facts.opened_at_ms[symbol] = min(since_close)
+    facts.last_close_ms = {s: t for s, t in facts.last_close_ms.items() if t > 0}
+    midnight = iso_utc(now_ms - now_ms % DAY_MS)
+    before = db.execute(
+        "SELECT equity_usd FROM decisions WHERE account = ? AND created_at < ? AND equity_usd IS NOT NULL "
+        "ORDER BY created_at DESC LIMIT 1",
+        [account, midnight],
+    ).fetchone()
+    if before is None:
+        before = db.execute(
+            "SELECT equity_usd FROM decisions WHERE account = ? AND created_at >= ? AND equity_usd IS NOT NULL "
+            "ORDER BY created_at LIMIT 1",
+            [account, midnight],
+        ).fetchone()
+    facts.day_start_equity = float(before[0]) if before is not None else None
+    return facts
+
+
+@dataclass
+class PaperHistory:
+    """The paper account's fills and funding since its last reset, and the balance it started from."""
+
+    fills: list[TradeFill]
+    funding: list[FundingEvent]
+    since_ms: int | None
+    starting_balance: Decimal | None
+
+
+def paper_history(store: Store, account: str) -> PaperHistory:
+    """Everything the paper account recorded since it was last reset (or created)."""
+    db = store.db
+    row = db.execute("SELECT state FROM paper_accounts WHERE account = ?", [account]).fetchone()
+    since: int | None = None
+    start: Decimal | None = None
+    if row is not None:
+        book = json.loads(row[0]).get("book", {})
+        resets = book.get("resets") or []
+        if resets:
+            since, start = int(resets[-1]["time_ms"]), Decimal(str(resets[-1]["balance"]))
+        elif book.get("deposit") is not None:
+            start = Decimal(str(book["deposit"]))
+    after = since if since is not None else -1
+    fills = [
+        TradeFill.from_row(dict(zip(FILL_COLUMNS, r, strict=True)))
+        for r in db.execute(
+            f"SELECT {', '.join(FILL_COLUMNS)} FROM paper_fills WHERE account = ? AND time_ms > ? ORDER BY time_ms, id",
+            [account, after],
+        ).fetchall()
+    ]
+    funding = [
+        FundingEvent.from_row(dict(zip(FUNDING_COLUMNS, r, strict=True)))
+        for r in db.execute(
+            f"SELECT {', '.join(FUNDING_COLUMNS)} FROM paper_funding WHERE account = ? AND time_ms > ? "
+            "ORDER BY time_ms, id",
+            [account, after],
+        ).fetchall()
+    ]
+    return PaperHistory(fills, funding, since, start)

@@ -45,6 +45,22 @@ def _database(settings: Settings) -> Check:
     return Check("database", "ok", f"{settings.db} is writable")
 
 
+def _strategy(settings: Settings) -> Check:
+    """The strategy in force for the account (chosen with `strategy use`, else configured) loads."""
+    from llmtrader.engine import resolve_strategy, strategy_in_force
+    from llmtrader.storage.store import Store
+
+    store = Store(settings.db)
+    try:
+        _, source = strategy_in_force(store, settings)
+        strategy = resolve_strategy(store, settings)
+    except ConfigError as exc:
+        return Check("strategy", "fail", str(exc))
+    finally:
+        store.close()
+    return Check("strategy", "ok", f"{strategy.name} ({source} for account {settings.account}) loads")
+
+
 async def _venue(settings: Settings, market: AsterMarketData) -> list[Check]:
     out = []
     try:
@@ -148,14 +164,9 @@ async def run_checks(config_path: Path | None) -> list[Check]:
     except ConfigError as exc:
         return [Check("config", "fail", str(exc))]
     checks = [Check("config", "ok", f"mode {settings.trading_mode}, assets {', '.join(settings.assets)}")]
-    from llmtrader.strategy import load_strategy
-
-    try:
-        strategy = load_strategy(settings.strategy, settings.strategies_dir)
-        checks.append(Check("strategy", "ok", f"{strategy.name} loads"))
-    except ConfigError as exc:
-        checks.append(Check("strategy", "fail", str(exc)))
-    checks.append(_database(settings))
+    database = _database(settings)
+    checks.append(_strategy(settings) if database.status == "ok" else Check("strategy", "fail", "no database"))
+    checks.append(database)
     async with AsterMarketData(settings.asterdex_base_url, timeout_s=settings.http_timeout_s) as market:
         checks += await _venue(settings, market)
         checks.append(await _credentials(settings, market))

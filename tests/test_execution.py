@@ -609,3 +609,14 @@ def test_protective_orders_never_wait_for_the_weight_budget(harness: Harness, ve
     before = len(harness.sleeps)
     asyncio.run(go())
     assert not [s for s in harness.sleeps[before:] if s > 1]
+
+
+def test_a_new_opening_cancels_the_symbols_resting_limit_entry(harness: Harness, venue: FakeAster) -> None:
+    mark = venue.mark("BTCUSDT")
+    first, _ = harness.run(buy(venue, entry_price=round(mark * 0.99, 1)))  # rests below the mark
+    resting = client_order_id(first, "BTCUSDT", "en")
+    assert [o.client_order_id for o in venue.open_orders(USER) if o.orig_type == "LIMIT"] == [resting]
+    did, report = harness.run(buy(venue))
+    assert report.assets[0].outcome == "executed"
+    assert not [o for o in venue.open_orders(USER) if o.orig_type == "LIMIT"]  # superseded, not stacked
+    assert any(kind == "cancel" and resting in m for kind, m in harness.events(did))

@@ -157,6 +157,7 @@ class _Run:
         self.settings = settings
         self.sleep: Sleep = sleep or asyncio.sleep
         self.store_errors: list[str] = []
+        self.open_orders: dict[str, list[OrderState]] = {}
 
     def note(self, ex: AssetExecution, kind: str, message: str) -> None:
         ex.notes.append(message if kind in ("note", "amendment") else f"{kind}: {message}")
@@ -400,13 +401,9 @@ class _Run:
 
     async def cancel_resting_entries(self, ex: AssetExecution) -> None:
         """A new opening supersedes the symbol's resting limit entries: stacked entries could fill
-        together beyond the position limit that each one respected."""
-        try:
-            orders = await self.exchange.open_orders(ex.symbol)
-        except VenueError as exc:
-            self.note(ex, "error", f"cannot list open orders: {exc}")
-            return
-        for order in orders:
+        together beyond the position limit that each one respected. (Open orders were read with the
+        account, so this costs a request only when there is something to cancel.)"""
+        for order in self.open_orders.get(ex.symbol, []):
             if order.type == OrderType.LIMIT and not (order.reduce_only or order.close_position):
                 await self.cancel_order(
                     ex, order.client_order_id, f"resting entry {order.client_order_id} (superseded)"
@@ -659,13 +656,18 @@ async def execute(
         if d.action in (Action.BUY, Action.SELL)
     }
     try:
-        positions_list, balance, fresh = await asyncio.gather(
-            exchange.positions(), exchange.balance(), _fresh_marks(exchange, [d.symbol for d in todo])
+        positions_list, balance, fresh, open_orders = await asyncio.gather(
+            exchange.positions(),
+            exchange.balance(),
+            _fresh_marks(exchange, [d.symbol for d in todo]),
+            exchange.open_orders(),
         )
     except BaseException:
         await asyncio.gather(*configured.values(), return_exceptions=True)  # never leave them running
         raise
     positions = {p.symbol: p for p in positions_list}
+    for order in open_orders:
+        run.open_orders.setdefault(order.symbol, []).append(order)
     # A model can think for minutes: orders are sized and checked against the mark of now.
     run.marks = {**marks, **fresh}
     stale = [d.symbol for d in todo if d.symbol not in fresh]

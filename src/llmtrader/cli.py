@@ -31,7 +31,8 @@ strategy_app = typer.Typer(
 app.add_typer(strategy_app, name="strategy")
 
 T = TypeVar("T")
-_state: dict[str, Any] = {"config": None}
+# Global options, for commands to use: log_json is None (terminal decides), or True with --log-json.
+_state: dict[str, Any] = {"config": None, "log_json": None, "log_file": None, "log_level": "info"}
 
 
 def _debug() -> bool:
@@ -74,9 +75,19 @@ def main_options(
         None, "--config", "-c", help="TOML config file (default: $LLMTRADER_CONFIG, else ./config.toml)."
     ),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    log_json: bool = typer.Option(
+        False, "--log-json", help="Log JSON lines even on a terminal (the default when stderr is not one)."
+    ),
+    log_file: Path | None = typer.Option(
+        None, "--log-file", dir_okay=False, help="Also append JSON log lines to this file (created mode 0600)."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug events too, including HTTP requests."),
 ) -> None:
     """llmtrader: decide, validate and record portfolio decisions for crypto perpetuals."""
     _state["config"] = config
+    _state["log_json"] = True if log_json else None
+    _state["log_file"] = log_file
+    _state["log_level"] = "debug" if verbose else "info"
 
 
 def _settings(overrides: dict[str, Any] | None = None) -> Any:
@@ -256,6 +267,58 @@ def show(
         from llmtrader import render
 
         render.record_view(record)
+
+    guarded(body)
+
+
+@app.command()
+def stats(
+    account: str | None = typer.Option(None, "--account", "-a", help="The account (default: the configured one)."),
+    since: str | None = typer.Option(
+        None, "--since", help="Only trades closed and decisions made from this date (UTC)."
+    ),
+    by: str | None = typer.Option(None, "--by", help="Also per group: asset, strategy, model or arm."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (USD amounts as exact strings)."),
+    plot: bool = typer.Option(False, "--plot", help="Draw the equity curve in the terminal."),
+    csv_file: Path | None = typer.Option(
+        None, "--csv", dir_okay=False, help="Write the equity curve (time, equity, drawdown) to this CSV file."
+    ),
+) -> None:
+    """Performance from the recorded fills (PnL after fees and funding, Sharpe, drawdown, exposure) and the
+    quality of the decisions (validation, errors, latency, cost, confidence calibration)."""
+
+    def body() -> None:
+        import time
+
+        from llmtrader import render
+        from llmtrader.stats import GROUP_BY, account_stats, iso_ms
+
+        if by is not None and by not in GROUP_BY:
+            raise ConfigError(f"--by {by!r} is not a grouping; accepted: {', '.join(GROUP_BY)}")
+        settings = _settings({"account": account})
+        since_iso = _parse_since(since)
+        result = _with_store(
+            settings,
+            lambda store: account_stats(
+                store,
+                account=settings.account,
+                mode=settings.trading_mode,
+                now_ms=int(time.time() * 1000),
+                since_ms=iso_ms(since_iso) if since_iso is not None else None,
+                by=by,  # checked against GROUP_BY above
+            ),
+        )
+        if csv_file is not None:
+            try:
+                render.write_equity_csv(csv_file, result.trading.curve)
+            except OSError as exc:
+                raise ConfigError(f"--csv {csv_file}: {exc.strerror or exc}") from None
+        if as_json:
+            typer.echo(json.dumps(render.stats_json(result)))
+        else:
+            render.stats_view(result)
+        if plot:
+            render.equity_plot(result, to_stderr=as_json)
 
     guarded(body)
 

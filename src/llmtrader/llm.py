@@ -26,6 +26,7 @@ from llmtrader.decision import (
     salvage_decision,
 )
 from llmtrader.errors import ModelError, ModelRequestRefused, ModelTransientError
+from llmtrader.logs import redact
 
 if TYPE_CHECKING:
     from llmtrader.config import ModelPrice
@@ -95,14 +96,6 @@ class DecisionClient(Protocol):
     base_url: str
 
     async def decide(self, request: DecisionRequest) -> ModelAnswer: ...
-
-
-def redact(text: str, secrets: list[str]) -> str:
-    """``text`` with every secret value replaced by a marker."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "**********")
-    return text
 
 
 def _schema_instructions() -> str:

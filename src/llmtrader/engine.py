@@ -26,9 +26,10 @@ from llmtrader.execution import ExecutionReport, ExecutionSettings, execute
 from llmtrader.llm import CallRecord, DecisionClient, DecisionRequest
 from llmtrader.market import AsterMarketData, MarketSnapshot, check_symbols
 from llmtrader.risk import AssetValidation, RiskInputs, Status, ValidationReport, validate_decision
-from llmtrader.storage.facts import account_facts, paper_history
+from llmtrader.storage.facts import account_facts, account_history
 from llmtrader.storage.records import AssetRow, CallRow, DecisionRecord, new_decision_id
 from llmtrader.storage.store import Store
+from llmtrader.storage.venue_history import HistorySource, sync_venue_history
 from llmtrader.strategy import Strategy, available_strategies, builtin_dir, load_strategy
 from llmtrader.trades import performance, reconstruct_trades, to_summaries
 
@@ -303,18 +304,43 @@ class Prepared:
     notes: list[str]
 
 
-def trade_feedback(
-    services: Services, strategy: Strategy
+async def trade_feedback(
+    services: Services, strategy: Strategy, notes: list[str] | None = None
 ) -> tuple[list[TradeSummary] | None, PerformanceSummary | None]:
-    """Recent closed trades and performance for the prompt, rebuilt from the paper account's fills.
+    """Recent closed trades and performance for the prompt, rebuilt from the account's fills: the paper
+    exchange's records, or in live mode the venue's trade and income history, synced first.
 
-    None (shown as "not available") on the live venue, until trades are rebuilt from its trade history.
+    The live sync is bounded (a request budget and a timeout): when it fails or stops short, that is added
+    to ``notes`` and the history stored so far is used; what was not synced follows at the next decision.
+    None (shown as "not available") when the fills do not add up to trades.
     """
     wanted = strategy.context.recent_trades > 0 or strategy.context.performance
-    if not wanted or services.exchange.mode != "paper":
+    if not wanted:
         return None, None
-    history = paper_history(services.store, services.settings.account)
-    trades = reconstruct_trades(history.fills, history.funding)
+    settings, store, mode = services.settings, services.store, services.exchange.mode
+    said = notes if notes is not None else []
+    if mode == "live":
+        exchange = services.exchange
+        if not isinstance(exchange, HistorySource):
+            said.append("the venue's trade history cannot be read from this exchange; using what is stored")
+        else:
+            try:
+                sync = await asyncio.wait_for(
+                    sync_venue_history(
+                        exchange, store, settings.account, settings.assets, services.clock.now_ms(), max_requests=20
+                    ),
+                    timeout=2 * settings.http_timeout_s,
+                )
+                said += [f"venue history sync: {n}" for n in sync.notes]
+            except (VenueError, TimeoutError) as exc:
+                reason = str(exc) or "it took too long"
+                said.append(f"venue history not synced ({reason}); recent trades use what is stored")
+    history = account_history(store, settings.account, mode)
+    try:
+        trades = reconstruct_trades(history.fills, history.funding)
+    except ValueError as exc:
+        said.append(f"recent trades not shown: the recorded fills do not add up ({exc})")
+        return None, None
     return (
         to_summaries(trades, strategy.context.recent_trades),
         performance(trades, equity_start=history.starting_balance, since_ms=history.since_ms),
@@ -339,7 +365,7 @@ async def prepare(services: Services, strategy: Strategy, symbols: tuple[str, ..
             "so its ATR band and schedule are measured on the INTERVAL candles"
         )
     limits = Limits.combine(settings.leverage, settings.max_position_size_usd, strategy, equity_usd=account.equity_usd)
-    recent, performance = trade_feedback(services, strategy)
+    recent, performance = await trade_feedback(services, strategy, notes)
     context = build_context(
         snapshot, account, strategy, limits, symbols, settings.interval, recent_trades=recent, performance=performance
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -16,9 +17,12 @@ from llmtrader.formatting import fmt
 from llmtrader.storage.records import DecisionRecord, iso_utc
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from llmtrader.config import Settings
     from llmtrader.engine import CatalogEntry, Prepared
     from llmtrader.execution import ExecutionReport
+    from llmtrader.stats import AccountStats, CalibrationBucket, DecisionStats, EquityPoint, TradingStats
 
 console = Console()
 err_console = Console(stderr=True)
@@ -224,6 +228,7 @@ def history_table(rows: list[dict[str, Any]]) -> None:
         "Alloc",
         "Lev",
         "Conf",
+        "Trade",
     ):
         table.add_column(column, overflow="fold")
     for row in rows:
@@ -242,8 +247,19 @@ def history_table(rows: list[dict[str, Any]]) -> None:
                 _num(a.get("allocation_usd")),
                 str(a.get("leverage") or "-"),
                 _num(a.get("confidence"), 2),
+                _trade_cell(a.get("trade")),
             )
     console.print(table)
+
+
+def _trade_cell(trade: dict[str, Any] | None) -> Text:
+    """What became of the trade an asset decision's orders went into: its net PnL once closed, else its state."""
+    if trade is None:
+        return Text("-")
+    if trade["status"] != "closed":
+        return Text(trade["status"], style="cyan" if trade["status"] == "open" else "dim")
+    net = Decimal(trade["net_pnl_usd"])
+    return Text(usd(net, sign=True), style="green" if net > 0 else ("red" if net < 0 else ""))
 
 
 def record_view(rec: dict[str, Any]) -> None:
@@ -509,3 +525,358 @@ def ab_table(result: dict[str, Any]) -> None:
         table.add_row(label, *(cell(a) for a in result["arms"]))
     console.print(table)
     console.print(result["note"])
+
+
+# ---- stats ---------------------------------------------------------------------------------------------
+# In `stats --json`, USD amounts are strings holding the exact decimal figure (a sum over the recorded
+# fills and funding, never rounded; trailing zeros dropped), so every cent can be checked; per-unit model
+# costs (a division) are rounded to a millionth of a dollar. Ratios, shares and percentages are numbers;
+# durations are ms. The terminal shows cents, rounded half up.
+CENT = Decimal("0.01")
+MONEY_NOTE = "USD amounts are strings holding the exact decimal sums of the recorded fills and funding"
+
+
+def _money(value: Decimal | None) -> str | None:
+    """An exact amount as a plain decimal string: '-161.875', '0', '10000' (no exponent, no trailing zeros)."""
+    return None if value is None else format(value.normalize(), "f")
+
+
+def _ratio(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def trading_json(t: TradingStats) -> dict[str, Any]:
+    """The trading figures of ``stats --json`` (the equity curve apart)."""
+    return {
+        "trades": t.trades,
+        "wins": t.wins,
+        "losses": t.losses,
+        "breakeven": t.breakeven,
+        "win_rate": t.win_rate,
+        "gross_pnl_usd": _money(t.gross_pnl),
+        "fees_usd": _money(t.fees),
+        "liquidation_fees_usd": _money(t.liquidation_fees),
+        "funding_usd": _money(t.funding),
+        "net_pnl_usd": _money(t.net_pnl),
+        "winning_pnl_usd": _money(t.winning_pnl),
+        "losing_pnl_usd": _money(t.losing_pnl),
+        "profit_factor": _ratio(t.profit_factor),
+        "best_trade_usd": _money(t.best_trade),
+        "worst_trade_usd": _money(t.worst_trade),
+        "sharpe": t.sharpe,
+        "equity_start_usd": _money(t.equity_start),
+        "equity_end_usd": _money(t.equity_end),
+        "max_drawdown_usd": _money(t.max_drawdown_usd),
+        "max_drawdown_pct": t.max_drawdown_pct,
+        "avg_hold_ms": t.avg_hold_ms,
+        "exposure": t.exposure,
+        "exposure_ms": t.exposure_ms,
+        "liquidations": t.liquidations,
+        "open_trades": t.open_trades,
+        "trades_opened": t.trades_opened,
+    }
+
+
+def decisions_json(q: DecisionStats) -> dict[str, Any]:
+    """The decision-quality figures of ``stats --json``."""
+    return {
+        "decisions": q.decisions,
+        "dry_runs": q.dry_runs,
+        "manual_closes": q.manual,
+        "outcomes": q.outcomes,
+        "executions": q.executions,
+        "model_errors": q.model_errors,
+        "venue_errors": q.venue_errors,
+        "asset_decisions": q.asset_decisions,
+        "accepted": q.accepted,
+        "amended": q.amended,
+        "rejected": q.rejected,
+        "accepted_share": q.accepted_share,
+        "amended_share": q.amended_share,
+        "rejected_share": q.rejected_share,
+        "reasks": q.reasks,
+        "decisions_reasked": q.decisions_reasked,
+        "latency_p50_ms": q.latency_p50_ms,
+        "latency_p95_ms": q.latency_p95_ms,
+        "model_latency_p50_ms": q.model_latency_p50_ms,
+        "model_latency_p95_ms": q.model_latency_p95_ms,
+        "prompt_tokens": q.prompt_tokens,
+        "completion_tokens": q.completion_tokens,
+        "tokens_per_decision": q.tokens_per_decision,
+        "cost_usd": _money(q.cost_usd),
+        "decisions_without_cost": q.decisions_without_cost,
+        "cost_per_decision_usd": _money(q.cost_per_decision_usd),
+        "cost_per_trade_usd": _money(q.cost_per_trade_usd),
+    }
+
+
+def calibration_json(buckets: Sequence[CalibrationBucket]) -> list[dict[str, Any]]:
+    return [
+        {
+            "bucket": b.label,
+            "low": _ratio(b.low),
+            "high": _ratio(b.high),
+            "trades": b.trades,
+            "wins": b.wins,
+            "hit_rate": b.hit_rate,
+            "mean_confidence": b.mean_confidence,
+        }
+        for b in buckets
+    ]
+
+
+def _iso(ms: int | None) -> str | None:
+    return None if ms is None else iso_utc(ms)
+
+
+def stats_json(s: AccountStats) -> dict[str, Any]:
+    """The ``stats --json`` object: every figure, the equity curve, and the groups of ``--by``."""
+    return {
+        "account": s.account,
+        "mode": s.mode,
+        "period": {
+            "start": _iso(s.start_ms),
+            "end": _iso(s.end_ms),
+            "start_ms": s.start_ms,
+            "end_ms": s.end_ms,
+            "since": _iso(s.since_ms),
+            "reset": _iso(s.reset_ms),
+        },
+        "money": MONEY_NOTE,
+        "note": None if s.trading.trades else "no closed trades yet",
+        "starting_balance_usd": _money(s.starting_balance),
+        "trading": trading_json(s.trading),
+        "decisions": decisions_json(s.decisions),
+        "calibration": calibration_json(s.calibration),
+        "equity_curve": [
+            {
+                "time": iso_utc(p.time_ms),
+                "time_ms": p.time_ms,
+                "equity_usd": _money(p.equity),
+                "drawdown_usd": _money(p.drawdown_usd),
+                "drawdown_pct": p.drawdown_pct,
+                "symbol": p.symbol,
+                "net_pnl_usd": _money(p.net_pnl),
+            }
+            for p in s.trading.curve
+        ],
+        "by": s.by,
+        "groups": [
+            {
+                "key": g.key,
+                "trading": trading_json(g.trading),
+                "decisions": decisions_json(g.decisions),
+                "calibration": calibration_json(g.calibration),
+            }
+            for g in s.groups
+        ],
+    }
+
+
+def usd(value: Decimal | None, sign: bool = False) -> str:
+    """A USD amount to the cent for the terminal, rounded half up ('-' when unknown)."""
+    if value is None:
+        return "-"
+    cents = value.quantize(CENT, ROUND_HALF_UP)
+    return f"{cents:+,.2f}" if sign else f"{cents:,.2f}"
+
+
+def duration(ms: int | None) -> str:
+    """A duration in the two largest units: '2d 3h', '3h 12m', '4m 5s'."""
+    if ms is None:
+        return "-"
+    seconds = ms // 1000
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    while len(parts) > 1 and parts[0][0] == 0:
+        parts.pop(0)
+    return " ".join(f"{n}{unit}" for n, unit in parts[:2])
+
+
+def _pct(value: float | None) -> str:
+    return f"{value:.2f}%" if value is not None else "-"
+
+
+def _pnl(value: Decimal | None) -> Text:
+    if value is None:
+        return Text("-")
+    return Text(usd(value, sign=True), style="green" if value > 0 else ("red" if value < 0 else ""))
+
+
+def _opt(value: float | None, digits: int = 2) -> str:
+    return f"{value:.{digits}f}" if value is not None else "-"
+
+
+TRADING_ROWS: list[tuple[str, Callable[[TradingStats], str | Text]]] = [
+    ("closed trades", lambda t: f"{t.trades} ({t.wins} won, {t.losses} lost, {t.breakeven} even)"),
+    ("win rate", lambda t: _share(t.win_rate)),
+    ("gross PnL", lambda t: _pnl(t.gross_pnl)),
+    ("fees", lambda t: usd(t.fees) + (f" (liquidations {usd(t.liquidation_fees)})" if t.liquidation_fees else "")),
+    ("funding", lambda t: _pnl(t.funding)),
+    ("net PnL", lambda t: _pnl(t.net_pnl)),
+    ("profit factor", lambda t: _opt(_ratio(t.profit_factor))),
+    ("best / worst trade", lambda t: f"{usd(t.best_trade, True)} / {usd(t.worst_trade, True)}"),
+    ("Sharpe (daily, annualized)", lambda t: _opt(t.sharpe)),
+    ("equity start / end", lambda t: f"{usd(t.equity_start)} / {usd(t.equity_end)}"),
+    ("max drawdown", lambda t: f"{usd(t.max_drawdown_usd)} ({_pct(t.max_drawdown_pct)})"),
+    ("average hold", lambda t: duration(t.avg_hold_ms)),
+    ("exposure", lambda t: _share(t.exposure)),
+    ("liquidations", lambda t: str(t.liquidations)),
+    ("open trades", lambda t: str(t.open_trades)),
+]
+
+
+def _decision_count(q: DecisionStats) -> str:
+    manual = f"; closed by hand: {q.manual}" if q.manual else ""
+    return f"{q.decisions} (dry runs: {q.dry_runs}{manual})"
+
+
+def _cost(value: Decimal | None, missing: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"${value:.4f}" + (f" (decisions without a cost: {missing})" if missing else "")
+
+
+DECISION_ROWS: list[tuple[str, Callable[[DecisionStats], str]]] = [
+    ("decisions", _decision_count),
+    ("asset decisions", lambda q: str(q.asset_decisions)),
+    ("accepted / amended / rejected",
+     lambda q: " / ".join(_share(x) for x in (q.accepted_share, q.amended_share, q.rejected_share))),
+    ("model errors / venue errors", lambda q: f"{q.model_errors} / {q.venue_errors}"),
+    ("re-asks", lambda q: f"{q.reasks} (in {q.decisions_reasked} decisions)"),
+    ("latency p50 / p95", lambda q: f"{_ms(q.latency_p50_ms)} / {_ms(q.latency_p95_ms)}"),
+    ("model latency p50 / p95", lambda q: f"{_ms(q.model_latency_p50_ms)} / {_ms(q.model_latency_p95_ms)}"),
+    ("tokens per decision", lambda q: _opt(q.tokens_per_decision, 0)),
+    ("model cost", lambda q: _cost(q.cost_usd, q.decisions_without_cost)),
+    ("cost per decision", lambda q: _cost(q.cost_per_decision_usd)),
+    ("cost per trade opened", lambda q: _cost(q.cost_per_trade_usd)),
+]  # fmt: skip
+
+
+def _ms(value: int | None) -> str:
+    return f"{value:,} ms" if value is not None else "-"
+
+
+def _figures_table(title: str, columns: Sequence[str], rows: list[tuple[str, list[str | Text]]]) -> Table:
+    table = Table(title=title)
+    table.add_column("")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for label, cells in rows:
+        table.add_row(label, *cells)
+    return table
+
+
+def stats_view(s: AccountStats) -> None:
+    """The trading figures, decision quality and calibration; then the same per group of ``--by``."""
+    end = iso_utc(s.end_ms)[:16].replace("T", " ")
+    period = (
+        "nothing recorded yet" if s.start_ms is None else f"{iso_utc(s.start_ms)[:16].replace('T', ' ')} to {end} UTC"
+    )
+    console.print(f"[bold]Account {s.account} ({s.mode})[/], {period}", highlight=False)
+    if s.trading.trades == 0:
+        console.print("No closed trades yet.")
+    else:
+        rows = [(label, [cell(s.trading)]) for label, cell in TRADING_ROWS]
+        console.print(_figures_table("Trading (closed trades, after fees and funding)", ["all"], rows))
+    rows = [(label, [cell(s.decisions)]) for label, cell in DECISION_ROWS]
+    console.print(_figures_table("Decision quality", ["all"], list(rows)))
+    if s.calibration:
+        calibration_table(s.calibration, "Confidence calibration (closed trades)")
+    if s.by is not None and s.groups:
+        keys = [g.key for g in s.groups]
+        trading = [(label, [cell(g.trading) for g in s.groups]) for label, cell in TRADING_ROWS]
+        console.print(_figures_table(f"Trading by {s.by}", keys, trading))
+        quality: list[tuple[str, list[str | Text]]] = [
+            (label, [cell(g.decisions) for g in s.groups]) for label, cell in DECISION_ROWS
+        ]
+        console.print(_figures_table(f"Decision quality by {s.by}", keys, quality))
+        if s.by != "asset":
+            console.print(f"Trades are counted under the {s.by} of the decision that opened them.")
+    console.print("USD from the recorded fills and funding; net PnL is after every fee and funding payment.")
+
+
+def calibration_table(buckets: Sequence[CalibrationBucket], title: str) -> None:
+    table = Table(title=title)
+    for column in ("Confidence", "Trades", "Wins", "Hit rate", "Mean confidence"):
+        table.add_column(column)
+    for b in buckets:
+        table.add_row(b.label, str(b.trades), str(b.wins), _share(b.hit_rate), _opt(b.mean_confidence))
+    console.print(table)
+
+
+def equity_chart(curve: Sequence[EquityPoint], width: int = 64, height: int = 12) -> list[str]:
+    """The equity curve as text: a step line over time (box-drawing characters), labelled axes.
+
+    The time axis runs from the curve's start to its last closed trade (the equity only moves when a
+    trade closes, so nothing is lost after it). Column c shows the equity at the time
+    start + c × (end − start) / (width − 1): that of the last point at or before it. Rows split the range
+    from the lowest to the highest equity evenly.
+    """
+    if not curve:
+        return []
+    start, end = curve[0].time_ms, curve[-1].time_ms
+    values = [p.equity for p in curve]
+    lo, hi = min(values), max(values)
+    span = end - start
+    columns: list[Decimal] = []
+    k = 0
+    for c in range(width):
+        t = start + (span * c) // (width - 1) if span else end
+        while k + 1 < len(curve) and curve[k + 1].time_ms <= t:
+            k += 1
+        columns.append(curve[k].equity)
+    # the last point is shown even when it falls between two columns
+    columns[-1] = curve[-1].equity
+
+    def row_of(v: Decimal) -> int:
+        return round((v - lo) / (hi - lo) * (height - 1)) if hi > lo else height // 2
+
+    grid = [[" "] * width for _ in range(height)]
+    prev = row_of(columns[0])
+    for c, v in enumerate(columns):
+        r = row_of(v)
+        if r == prev:
+            grid[r][c] = "─"
+        else:
+            step = 1 if r > prev else -1
+            grid[prev][c] = "╯" if step > 0 else "╮"
+            for between in range(prev + step, r, step):
+                grid[between][c] = "│"
+            grid[r][c] = "╭" if step > 0 else "╰"
+        prev = r
+    labels = {height - 1: usd(hi), 0: usd(lo)}
+    if height > 2:
+        labels[(height - 1) // 2] = usd(lo + (hi - lo) * Decimal((height - 1) // 2) / Decimal(height - 1))
+    pad = max(len(x) for x in labels.values())
+    lines = [f"{labels.get(r, ''):>{pad}} ┤{''.join(grid[r])}" for r in range(height - 1, -1, -1)]
+    first, last = (iso_utc(ms)[:16].replace("T", " ") for ms in (start, end))
+    lines.append(" " * pad + " └" + "─" * width)
+    lines.append(" " * (pad + 2) + first + last.rjust(width - len(first)))
+    return lines
+
+
+def equity_plot(s: AccountStats, to_stderr: bool = False) -> None:
+    """The equity curve drawn in the terminal (on stderr with ``--json``, so stdout stays one object)."""
+    target = err_console if to_stderr else console
+    lines = equity_chart(s.trading.curve, width=max(20, min(100, target.width - 16)))
+    if s.trading.trades == 0 or not lines:
+        target.print("No closed trades yet: no equity curve to draw.")
+        return
+    what = "USD, after fees and funding" if s.trading.equity_start is not None else "cumulative net PnL, USD"
+    target.print(f"Equity curve ({what}), account {s.account}", highlight=False)
+    target.print("\n".join(lines), highlight=False, markup=False)
+
+
+def write_equity_csv(path: Path, curve: Sequence[EquityPoint]) -> None:
+    """The equity curve as CSV: time (ISO UTC), time_ms, equity_usd, drawdown_usd, drawdown_pct; exact amounts."""
+    import csv
+
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["time", "time_ms", "equity_usd", "drawdown_usd", "drawdown_pct"])
+        for p in curve:
+            pct = "" if p.drawdown_pct is None else f"{p.drawdown_pct:.6f}"
+            out.writerow([iso_utc(p.time_ms), p.time_ms, _money(p.equity), _money(p.drawdown_usd), pct])

@@ -18,9 +18,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from llmtrader.context import PerformanceSummary, TradeSummary
+if TYPE_CHECKING:
+    # Imported where used: llmtrader.context pulls in pandas and httpx, and `history` reads trades
+    # through this module on its fast path (no heavy import; see storage.reader).
+    from llmtrader.context import PerformanceSummary, TradeSummary
 
 FillSide = Literal["BUY", "SELL"]
 TradeSide = Literal["long", "short"]
@@ -341,10 +344,12 @@ def _with_funding(trades: list[Trade], funding: Sequence[FundingEvent]) -> list[
     by_symbol: dict[str, list[int]] = {}
     for i, trade in enumerate(trades):
         by_symbol.setdefault(trade.symbol, []).append(i)
+    # The opening times per symbol, built once (a trade list is in opening order per symbol).
+    opened = {symbol: [trades[i].opened_ms for i in indexes] for symbol, indexes in by_symbol.items()}
     held: dict[int, list[FundingEvent]] = {}
     for event in sorted(funding, key=lambda e: e.time_ms):
         indexes = by_symbol.get(event.symbol, [])
-        k = bisect_left([trades[i].opened_ms for i in indexes], event.time_ms) - 1
+        k = bisect_left(opened.get(event.symbol, []), event.time_ms) - 1
         if k < 0:
             continue
         trade = trades[indexes[k]]
@@ -445,6 +450,8 @@ def performance(
     day with a closed trade); None without ``equity_start``, with fewer than 2 days, without variance,
     or when the equity is not positive at the start of some day.
     """
+    from llmtrader.context import PerformanceSummary
+
     closed = closed_trades(trades, since_ms)
     wins = sum(1 for t in closed if t.is_win)
     net = sum((t.net_pnl for t in closed), ZERO)
@@ -463,6 +470,8 @@ def performance(
 
 def to_summaries(trades: Iterable[Trade], n: int) -> list[TradeSummary]:
     """The newest ``n`` closed trades, newest first, in the context's ``TradeSummary`` form (floats: prompt text)."""
+    from llmtrader.context import TradeSummary
+
     if n <= 0:
         return []
     newest = list(reversed(closed_trades(trades)))[:n]

@@ -27,14 +27,19 @@ The account simulation is deliberately simple and deterministic:
   (default CROSSED, as on Binance). Both margin types are accounted the same way: each position holds
   ``entry notional / leverage`` as its margin (isolated-style), the wallet only changes by realized PnL and
   fees, and ``available = wallet - position margins - open LIMIT order margins (+ unrealized PnL of CROSSED
-  positions)``. There is no funding payment and no liquidation; positionRisk's liquidationPrice is the
-  isolated estimate with ``maintenance_margin_rate``;
+  positions)``. Funding is paid only when a test calls :meth:`FakeAster.charge_funding`, and a position is
+  liquidated only by :meth:`FakeAster.force_close`; positionRisk's liquidationPrice is the isolated estimate
+  with ``maintenance_margin_rate``;
 * fills: MARKET at the mark; a LIMIT that is marketable on arrival at the mark (taker), otherwise it rests
   and fills at its own price (maker) once the mark reaches it; STOP_MARKET/TAKE_PROFIT_MARKET fill at their
   stopPrice when the mark reaches it (the order's ``type`` becomes MARKET, ``origType`` stays). Every fill
   pays ``taker_fee`` x notional. A closePosition order closes the whole position; with no position left
   (or a reduceOnly order that no longer reduces) it is EXPIRED when triggered. Weighted-average entry,
   realized PnL on reductions, a flip reopens the rest at the fill price;
+* history: userTrades (symbol required; fromId, or a startTime/endTime window of at most 7 days, the last 7
+  days by default; limit ≤ 1000, oldest first) and income (COMMISSION and REALIZED_PNL rows for every fill,
+  FUNDING_FEE rows for every charge; filtered by symbol, incomeType and time, the last 7 days by default,
+  limit ≤ 1000, oldest first);
 * the mark is the close of the newest closed 15m candle unless :meth:`set_mark` pins it. Triggers are
   checked by :meth:`set_mark` and before every signed request.
 
@@ -121,7 +126,7 @@ PRIVATE_ROUTES: dict[str, tuple[str, str]] = {
         f"/fapi/v3/{name}": ("v3", name)
         for name in (
             "order", "openOrder", "openOrders", "allOpenOrders", "allOrders", "positionRisk", "balance",
-            "leverage", "marginType", "userTrades", "positionSide/dual",
+            "leverage", "marginType", "userTrades", "income", "positionSide/dual",
         )
     },
     "/fapi/v3/accountWithJoinMargin": ("v3", "account"),
@@ -129,7 +134,7 @@ PRIVATE_ROUTES: dict[str, tuple[str, str]] = {
         f"/fapi/v1/{name}": ("v1", name)
         for name in (
             "order", "openOrder", "openOrders", "allOpenOrders", "allOrders", "leverage", "marginType", "userTrades",
-            "positionSide/dual",
+            "income", "positionSide/dual",
         )
     },
     "/fapi/v2/balance": ("v1", "balance"),
@@ -139,7 +144,8 @@ PRIVATE_ROUTES: dict[str, tuple[str, str]] = {
 METHODS = {
     "order": ("GET", "POST", "DELETE"), "openOrder": ("GET",), "openOrders": ("GET",), "allOpenOrders": ("DELETE",),
     "allOrders": ("GET",), "positionRisk": ("GET",), "balance": ("GET",), "account": ("GET",),
-    "leverage": ("POST",), "marginType": ("POST",), "userTrades": ("GET",), "positionSide/dual": ("GET", "POST"),
+    "leverage": ("POST",), "marginType": ("POST",), "userTrades": ("GET",), "income": ("GET",),
+    "positionSide/dual": ("GET", "POST"),
 }  # fmt: skip
 PUBLIC_NAMES = (
     "ping", "time", "exchangeInfo", "klines", "premiumIndex", "ticker/24hr", "ticker/price", "fundingRate",
@@ -270,6 +276,26 @@ class Fill:
 
 
 @dataclass
+class Income:
+    """One change of an account's wallet (an income row): funding, commission, realized PnL."""
+
+    tran_id: int
+    symbol: str
+    income_type: str
+    amount: Decimal
+    time: int
+    trade_id: int | None = None
+    info: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "symbol": self.symbol, "incomeType": self.income_type, "income": _fmt8(self.amount), "asset": "USDT",
+            "info": self.info, "time": self.time, "tranId": self.tran_id,
+            "tradeId": "" if self.trade_id is None else str(self.trade_id),
+        }  # fmt: skip
+
+
+@dataclass
 class Position:
     """A one-way position: signed amount, average entry, the margin it holds."""
 
@@ -289,6 +315,7 @@ class Account:
     margin_type: dict[str, str] = field(default_factory=dict)
     positions: dict[str, Position] = field(default_factory=dict)
     fills: list[Fill] = field(default_factory=list)
+    income: list[Income] = field(default_factory=list)
 
 
 class VenueReject(Exception):
@@ -443,6 +470,7 @@ class FakeAster:
         self._order_hits: deque[int] = deque()
         self._next_order_id = 8_380_000_001
         self._next_trade_id = 520_000_001
+        self._next_tran_id = 910_000_001
         self._series: dict[tuple[str, str], list[list[float]]] = {}
         self._funding: dict[str, list[list[float]]] = {}
         self._marks: dict[str, Decimal] = {}
@@ -591,8 +619,57 @@ class FakeAster:
             margin = abs(amount) * entry / self._leverage(acc, symbol)
             acc.positions[symbol] = Position(amount, entry if amount else ZERO, margin, self.clock())
 
+    def charge_funding(
+        self, user_or_key: str, symbol: str, rate: Decimal | str | float, *, time_ms: int | None = None
+    ) -> Decimal:
+        """Settle funding on the account's ``symbol`` position at the mark: amount = -positionAmt x mark x rate
+        (a long pays a positive rate). The wallet changes by the amount, recorded as a FUNDING_FEE income at
+        ``time_ms`` (default now). Returns the amount."""
+        with self._lock:
+            acc = self._account(user_or_key)
+            pos = acc.positions.get(symbol, Position())
+            amount = -pos.amount * self.mark_price(symbol) * _dec(rate)
+            acc.wallet += amount
+            self._add_income(acc, symbol, "FUNDING_FEE", amount, self.clock() if time_ms is None else time_ms)
+            return amount
+
+    def force_close(self, user_or_key: str, symbol: str, client_order_id: str | None = None) -> Order:
+        """Close the account's ``symbol`` position at the mark with an order of the venue's own, as its
+        liquidation engine does (client id ``autoclose-<ms>`` unless given); the symbol's open orders are
+        cancelled first. Returns the venue's order."""
+        with self._lock:
+            acc = self._account(user_or_key)
+            pos = acc.positions.get(symbol, Position())
+            if not pos.amount:
+                raise ValueError(f"{symbol}: no position to close")
+            now = self.clock()
+            for order in self.open_orders(acc.name):
+                if order.symbol == symbol:
+                    order.status, order.update_time = "CANCELED", now
+            side = "SELL" if pos.amount > 0 else "BUY"
+            qty = abs(pos.amount)
+            order = Order(
+                self._next_order_id, client_order_id or f"autoclose-{now}", acc.name, symbol, side, "MARKET",
+                "MARKET", "GTC", qty, ZERO, ZERO, True, False, "CONTRACT_PRICE", False, now, now,
+            )  # fmt: skip
+            self._next_order_id += 1
+            self.orders[order.order_id] = order
+            self._fill(acc, order, self.mark_price(symbol), qty, maker=False)
+            return order
+
+    def income_rows(self, user_or_key: str) -> list[Income]:
+        """The account's income rows, oldest first."""
+        with self._lock:
+            return list(self._account(user_or_key).income)
+
+    def _add_income(
+        self, acc: Account, symbol: str, kind: str, amount: Decimal, time_ms: int, trade_id: int | None = None
+    ) -> None:
+        acc.income.append(Income(self._next_tran_id, symbol, kind, amount, time_ms, trade_id))
+        self._next_tran_id += 1
+
     def balance(self, user_or_key: str) -> Decimal:
-        """The account's wallet balance (deposits + realized PnL - fees)."""
+        """The account's wallet balance (deposits + realized PnL - fees + funding)."""
         with self._lock:
             return self._account(user_or_key).wallet
 
@@ -971,6 +1048,8 @@ class FakeAster:
             return self._set_margin_type(acc, p)
         if name == "userTrades":
             return self._user_trades(acc, p)
+        if name == "income":
+            return self._income(acc, p)
         if name == "positionSide/dual":
             if method == "GET":
                 return {"dualSidePosition": False}
@@ -1180,6 +1259,9 @@ class FakeAster:
         order.update_time = now
         acc.fills.append(Fill(self._next_trade_id, order.order_id, order.symbol, order.side, price, qty, realized, fee,
                               now, maker))  # fmt: skip
+        if realized:
+            self._add_income(acc, order.symbol, "REALIZED_PNL", realized, now, self._next_trade_id)
+        self._add_income(acc, order.symbol, "COMMISSION", -fee, now, self._next_trade_id)
         self._next_trade_id += 1
 
     def _find_order(self, acc: Account, p: dict[str, str]) -> Order:
@@ -1318,14 +1400,54 @@ class FakeAster:
         acc.margin_type[symbol] = wanted
         return {"code": 200, "msg": "success"}
 
+    def _window(self, p: dict[str, str]) -> tuple[int, int]:
+        """startTime..endTime (inclusive) as the venue reads them: one of them alone means 7 days from (or up
+        to) it, neither the last 7 days."""
+        start = _integer(p, "startTime") if p.get("startTime") else None
+        end = _integer(p, "endTime") if p.get("endTime") else None
+        if start is None and end is None:
+            end = self.clock()
+        if start is None:
+            assert end is not None
+            start = end - 7 * DAY_MS
+        if end is None:
+            end = start + 7 * DAY_MS
+        if start > end:
+            raise VenueReject(-1023, "Start time is greater than end time.")
+        return start, end
+
+    @staticmethod
+    def _limit(p: dict[str, str], default: int) -> int:
+        limit = _integer(p, "limit", default)
+        if not 1 <= limit <= 1000:
+            raise VenueReject(-1130, "Data sent for parameter 'limit' is not valid.")
+        return limit
+
     def _user_trades(self, acc: Account, p: dict[str, str]) -> list[dict[str, Any]]:
         symbol = self._symbol(p)
-        start = _integer(p, "startTime", 0)
-        end = _integer(p, "endTime", 2**63)
-        from_id = _integer(p, "fromId", 0)
-        limit = _integer(p, "limit", 500)
-        trades = [f for f in acc.fills if f.symbol == symbol and start <= f.time <= end and f.trade_id >= from_id]
+        limit = self._limit(p, 500)
+        if p.get("fromId"):
+            if p.get("startTime") or p.get("endTime"):
+                raise VenueReject(-1128, "Combination of optional parameters invalid.")
+            from_id = _integer(p, "fromId")
+            trades = [f for f in acc.fills if f.symbol == symbol and f.trade_id >= from_id]
+        else:
+            start, end = self._window(p)
+            if end - start > 7 * DAY_MS:
+                raise VenueReject(-1127, "More than 168 hours between startTime and endTime.")
+            trades = [f for f in acc.fills if f.symbol == symbol and start <= f.time <= end]
         return [f.to_json() for f in trades[:limit]]
+
+    def _income(self, acc: Account, p: dict[str, str]) -> list[dict[str, Any]]:
+        symbol = self._symbol(p) if p.get("symbol") else None
+        kind = p.get("incomeType") or None
+        limit = self._limit(p, 100)
+        start, end = self._window(p)
+        rows = [
+            i for i in sorted(acc.income, key=lambda i: (i.time, i.tran_id))
+            if symbol in (None, i.symbol) and kind in (None, i.income_type) and start <= i.time <= end
+        ]  # fmt: skip
+        return [i.to_json() for i in rows[:limit]]
 
     # ---- the HTTP exchange ------------------------------------------------------------------
     def _used(self, hits: deque[int], now: int) -> int:

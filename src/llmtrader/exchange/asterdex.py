@@ -52,6 +52,11 @@ TIMESTAMP_REJECTED = -1021
 ORDER_DOES_NOT_EXIST = -2013
 UNKNOWN_ORDER = -2011
 MARGIN_TYPE_ALREADY_SET = -4046
+HISTORY_LIMIT = 1000  # the most rows userTrades and income return per request
+HISTORY_WINDOW_MS = 7 * 86_400_000  # the longest startTime..endTime window userTrades accepts
+# Fields a history row must carry (section 5); a row without one proves nothing about the account.
+USER_TRADE_FIELDS = ("id", "orderId", "symbol", "side", "price", "qty", "commission", "time")
+INCOME_FIELDS = ("incomeType", "income", "time", "tranId")
 
 # V1 (legacy HMAC keys) serves the same operations under older paths.
 V1_PATHS = {
@@ -63,6 +68,7 @@ V1_PATHS = {
     "/fapi/v3/balance": "/fapi/v2/balance",
     "/fapi/v3/positionRisk": "/fapi/v2/positionRisk",
     "/fapi/v3/userTrades": "/fapi/v1/userTrades",
+    "/fapi/v3/income": "/fapi/v1/income",
     "/fapi/v3/accountWithJoinMargin": "/fapi/v4/account",
 }
 
@@ -480,3 +486,106 @@ class AsterDexExchange:
         except VenueRejected as exc:
             if exc.code != MARGIN_TYPE_ALREADY_SET:
                 raise
+
+    # ---- account history (trades and income) ---------------------------------------------------
+    async def user_trades(
+        self,
+        symbol: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        from_id: int | None = None,
+        limit: int = HISTORY_LIMIT,
+    ) -> list[dict[str, Any]]:
+        """The account's trades on ``symbol`` (userTrades rows, oldest first), each row's fields checked.
+
+        Either ``from_id`` (trades with id >= it) or a time window of at most 7 days, never both: the venue
+        refuses the combination. Without either the venue answers the last 7 days.
+        """
+        if from_id is not None and (start_ms is not None or end_ms is not None):
+            raise ValueError("userTrades: fromId cannot be combined with startTime or endTime")
+        if start_ms is not None and end_ms is not None and end_ms - start_ms > HISTORY_WINDOW_MS:
+            raise ValueError(f"userTrades: the window {start_ms}..{end_ms} is longer than 7 days")
+        params = [("symbol", symbol), *_history_params(start_ms, end_ms, limit)]
+        if from_id is not None:
+            params.append(("fromId", str(from_id)))
+        body = await self._read("GET", "/fapi/v3/userTrades", params)
+        return _history_rows(
+            "userTrades", body, USER_TRADE_FIELDS, numbers=("price", "qty", "commission", "realizedPnl"),
+            integers=("id", "orderId", "time"),
+        )  # fmt: skip
+
+    async def income(
+        self,
+        income_type: str,
+        *,
+        start_ms: int,
+        end_ms: int,
+        limit: int = HISTORY_LIMIT,
+        symbol: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The account's income rows of one type (FUNDING_FEE, COMMISSION, REALIZED_PNL…) in [start, end].
+
+        The venue lists them oldest first from ``start_ms``, at most ``limit`` (≤ 1000); the caller pages.
+        """
+        params = [("incomeType", income_type), *_history_params(start_ms, end_ms, limit)]
+        if symbol is not None:
+            params.insert(0, ("symbol", symbol))
+        body = await self._read("GET", "/fapi/v3/income", params)
+        return _history_rows("income", body, INCOME_FIELDS, numbers=("income",), integers=("time",))
+
+    async def order_by_id(self, symbol: str, order_id: str) -> OrderState | None:
+        """An order looked up by the venue's order id (one llmtrader did not send, such as a liquidation's);
+        None when the venue has no such order."""
+        try:
+            body = await self._read("GET", "/fapi/v3/order", [("symbol", symbol), ("orderId", order_id)])
+        except VenueRejected as exc:
+            if exc.code == ORDER_DOES_NOT_EXIST:
+                return None
+            raise
+        if not isinstance(body, dict):
+            raise VenueError(f"order {order_id}: the reply is not an object")
+        return OrderState.from_venue(body)
+
+
+def _history_params(start_ms: int | None, end_ms: int | None, limit: int) -> list[tuple[str, str]]:
+    if not 1 <= limit <= HISTORY_LIMIT:
+        raise ValueError(f"limit {limit} is outside 1..{HISTORY_LIMIT}")
+    if start_ms is not None and end_ms is not None and start_ms > end_ms:
+        raise ValueError(f"the window starts ({start_ms}) after it ends ({end_ms})")
+    params = []
+    if start_ms is not None:
+        params.append(("startTime", str(start_ms)))
+    if end_ms is not None:
+        params.append(("endTime", str(end_ms)))
+    params.append(("limit", str(limit)))
+    return params
+
+
+def _history_rows(
+    endpoint: str, body: Any, required: Sequence[str], *, numbers: Sequence[str], integers: Sequence[str]
+) -> list[dict[str, Any]]:
+    """A history reply as a list of rows, each with the ``required`` fields, its numbers finite and its ids and
+    times whole numbers (strings or not). VenueError names the endpoint, the row and the field otherwise."""
+    if not isinstance(body, list):
+        raise VenueError(f"{endpoint}: the reply is not a list")
+    rows: list[dict[str, Any]] = []
+    for i, row in enumerate(body):
+        if not isinstance(row, dict):
+            raise VenueError(f"{endpoint}: row {i} is not an object")
+        for key in required:
+            if row.get(key) is None or row.get(key) == "":
+                raise VenueError(f"{endpoint}: row {i} has no {key!r}")
+        for key in numbers:
+            if key in row:
+                try:
+                    ok = Decimal(str(row[key])).is_finite()
+                except ArithmeticError:
+                    ok = False
+                if not ok:
+                    raise VenueError(f"{endpoint}: row {i} has {row[key]!r} for {key!r}, which is not a number")
+        for key in integers:
+            if key in row and not (isinstance(row[key], int) or str(row[key]).lstrip("-").isdigit()):
+                raise VenueError(f"{endpoint}: row {i} has {row[key]!r} for {key!r}, which is not a whole number")
+        rows.append(row)
+    return rows

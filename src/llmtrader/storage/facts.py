@@ -2,8 +2,11 @@
 
 Read from the orders llmtrader sent (entries, closes and emergency closes that filled) and, in paper
 mode, from the paper account's own fills, which include the stops and targets that triggered between
-decisions. On the live venue, a stop that triggers at the venue is seen here only once trades are
-rebuilt from the venue's trade history.
+decisions. The limits do not read the live venue's synced fills yet, so on the live venue a stop that
+triggers at the venue is not seen by them.
+
+Also the account's fill and funding history, the input of trade reconstruction: the paper exchange's
+records, or the live venue's as synced by :mod:`llmtrader.storage.venue_history`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from llmtrader.storage.records import iso_utc
 from llmtrader.trades import FundingEvent, TradeFill
@@ -23,7 +26,8 @@ if TYPE_CHECKING:
 DAY_MS = 86_400_000
 ENTRY_LEGS = ("en", "ad")
 CLOSE_LEGS = ("cl", "em")
-CLOSING_REASONS = ("stop_loss", "take_profit", "liquidation")
+CLOSING_REASONS = ("stop_loss", "take_profit", "liquidation", "adl")
+# The columns paper_fills and venue_fills share, read into a TradeFill.
 FILL_COLUMNS = ("id", "time_ms", "symbol", "client_order_id", "side", "qty", "price", "fee", "realized_pnl", "reason")
 FUNDING_COLUMNS = ("id", "time_ms", "symbol", "amount")
 
@@ -39,7 +43,8 @@ class AccountFacts:
     day_start_equity: float | None = None
 
 
-def _ms(iso: str) -> int:
+def ms_of_iso(iso: str) -> int:
+    """An ISO-8601 UTC time as the store writes it (:func:`~llmtrader.storage.records.iso_utc`), in epoch ms."""
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
@@ -53,9 +58,13 @@ def account_facts(store: Store, account: str, now_ms: int) -> AccountFacts:
         f"AND leg IN ({','.join('?' * (len(ENTRY_LEGS) + len(CLOSE_LEGS)))})",
         [account, *ENTRY_LEGS, *CLOSE_LEGS],
     ).fetchall():
-        (entries if leg in ENTRY_LEGS else closes).setdefault(symbol, []).append(_ms(updated))
+        (entries if leg in ENTRY_LEGS else closes).setdefault(symbol, []).append(ms_of_iso(updated))
+    # The fills the account's venue reported: the paper account's own, and the live venue's trade
+    # history once synced (stops and targets that triggered between decisions are only seen there).
     for symbol, cid, reason, time_ms in db.execute(
-        "SELECT symbol, client_order_id, reason, time_ms FROM paper_fills WHERE account = ?", [account]
+        "SELECT symbol, client_order_id, reason, time_ms FROM paper_fills WHERE account = ? "
+        "UNION ALL SELECT symbol, client_order_id, reason, time_ms FROM venue_fills WHERE account = ?",
+        [account, account],
     ).fetchall():
         if reason in CLOSING_REASONS:
             closes.setdefault(symbol, []).append(int(time_ms))
@@ -90,8 +99,12 @@ def account_facts(store: Store, account: str, now_ms: int) -> AccountFacts:
 
 
 @dataclass
-class PaperHistory:
-    """The paper account's fills and funding since its last reset, and the balance it started from."""
+class AccountHistory:
+    """An account's fills and funding (oldest first), from when they start, and the balance it started from.
+
+    ``since_ms`` is when the history starts (a paper reset; None: from the first record).
+    ``starting_balance`` is the wallet balance at that moment, None when it is not known.
+    """
 
     fills: list[TradeFill]
     funding: list[FundingEvent]
@@ -99,7 +112,10 @@ class PaperHistory:
     starting_balance: Decimal | None
 
 
-def paper_history(store: Store, account: str) -> PaperHistory:
+PaperHistory = AccountHistory  # the paper account's history was the first kind; the name stays valid
+
+
+def paper_history(store: Store, account: str) -> AccountHistory:
     """Everything the paper account recorded since it was last reset (or created)."""
     db = store.db
     row = db.execute("SELECT state FROM paper_accounts WHERE account = ?", [account]).fetchone()
@@ -128,4 +144,38 @@ def paper_history(store: Store, account: str) -> PaperHistory:
             [account, after],
         ).fetchall()
     ]
-    return PaperHistory(fills, funding, since, start)
+    return AccountHistory(fills, funding, since, start)
+
+
+def live_history(store: Store, account: str) -> AccountHistory:
+    """The live account's fills and funding as last synced from the venue (:mod:`llmtrader.storage.venue_history`).
+
+    They start with the first trade the sync saw (from llmtrader's first live order on the account, or the
+    last 7 days when it had none), so ``since_ms`` is None. ``starting_balance`` is None: the wallet balance
+    at that moment is not recorded (deposits and withdrawals are not synced), so nothing that needs it, such
+    as a Sharpe ratio, is computed from a guess.
+    """
+    db = store.db
+    fills = [
+        TradeFill.from_row(dict(zip(FILL_COLUMNS, r, strict=True)))
+        for r in db.execute(
+            f"SELECT {', '.join(FILL_COLUMNS)} FROM venue_fills WHERE account = ? ORDER BY time_ms, symbol, trade_id",
+            [account],
+        ).fetchall()
+    ]
+    funding = [
+        FundingEvent.from_row(dict(zip(FUNDING_COLUMNS, r, strict=True)))
+        for r in db.execute(
+            f"SELECT {', '.join(FUNDING_COLUMNS)} FROM venue_funding WHERE account = ? ORDER BY time_ms, id",
+            [account],
+        ).fetchall()
+    ]
+    return AccountHistory(fills, funding, None, None)
+
+
+def account_history(store: Store, account: str, mode: Literal["paper", "live"]) -> AccountHistory:
+    """The account's fills and funding in ``mode``: the paper exchange's records, or the venue's as synced.
+
+    In live mode, sync first (:func:`llmtrader.storage.venue_history.sync_venue_history`) for the latest.
+    """
+    return paper_history(store, account) if mode == "paper" else live_history(store, account)

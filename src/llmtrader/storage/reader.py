@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,7 @@ def history(
         r["id"]: r
         for r in conn.execute(
             "SELECT id, created_at, account, mode, strategy, arm, model, outcome, error, portfolio_rationale, "
-            f"prompt_tokens, completion_tokens, cost_usd, latency_ms FROM decisions WHERE id IN ({marks})",
+            f"prompt_tokens, completion_tokens, cost_usd, latency_ms, execution FROM decisions WHERE id IN ({marks})",
             ids,
         )
     }
@@ -126,11 +126,155 @@ def history(
     for r in conn.execute(asset_sql + " ORDER BY id", params):
         item = _row(r)
         assets.setdefault(item.pop("decision_id"), []).append(item)
+    outcomes = trade_outcomes(
+        conn, [dict(decisions[i]) for i in ids], {i: [a["symbol"] for a in assets.get(i, [])] for i in ids}
+    )
     out = []
     for decision_id in ids:
         d = dict(decisions[decision_id])
-        out.append({"decision_id": d.pop("id"), **d, "assets": assets.get(decision_id, [])})
+        rows = assets.get(decision_id, [])
+        for a in rows:
+            a["trade"] = outcomes.get((decision_id, a["symbol"]))
+        out.append({"decision_id": d.pop("id"), **d, "assets": rows})
     return out
+
+
+# Executions that may have sent orders; the others (dry_run, nothing, declined) never did.
+_NO_ORDERS = ("dry_run", "nothing", "declined")
+_FILL_COLUMNS = "id, time_ms, symbol, client_order_id, side, qty, price, fee, realized_pnl, reason"
+
+
+def _paper_resets(conn: sqlite3.Connection, account: str) -> list[int]:
+    """The times the paper account was reset, oldest first (json_extract: the state holds the whole book)."""
+    row = conn.execute(
+        "SELECT json_extract(state, '$.book.resets') FROM paper_accounts WHERE account = ?", [account]
+    ).fetchone()
+    if row is None or not row[0]:
+        return []
+    return sorted(int(r["time_ms"]) for r in json.loads(row[0]))
+
+
+# Per mode: the fills table, the funding table, and what orders fills of one moment (as account_history does).
+_HISTORY_TABLES = {
+    "paper": ("paper_fills", "paper_funding", "id"),
+    "live": ("venue_fills", "venue_funding", "trade_id"),
+}
+# A flat moment is looked for this long before a decision: its fills come after it, whatever the clock skew.
+_FLAT_MARGIN_MS = 3_600_000
+# Quantities as integers of 1e-8 to sum them exactly in SQL: venue steps are far coarser than that.
+_SIGNED_QTY = "CASE side WHEN 'BUY' THEN 1 ELSE -1 END * CAST(ROUND(CAST(qty AS REAL) * 100000000) AS INTEGER)"
+
+
+def _flat_point(
+    conn: sqlite3.Connection, mode: str, account: str, symbol: str, after_ms: int, before_ms: int
+) -> tuple[int, int] | None:
+    """The last fill (time, order key) within (after, before) that left ``symbol`` flat, if any: every trade
+    that starts after it starts from zero, so it can be rebuilt from the fills that follow."""
+    fills, _, order = _HISTORY_TABLES[mode]
+    row = conn.execute(
+        f"SELECT time_ms, k FROM (SELECT time_ms, {order} AS k, SUM({_SIGNED_QTY}) OVER "
+        f"(ORDER BY time_ms, {order} ROWS UNBOUNDED PRECEDING) AS position FROM {fills} "
+        "WHERE account = ? AND symbol = ? AND time_ms > ? AND time_ms < ?) "
+        "WHERE position = 0 ORDER BY time_ms DESC, k DESC LIMIT 1",
+        [account, symbol, after_ms, before_ms],
+    ).fetchone()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def trade_outcomes(
+    conn: sqlite3.Connection, decisions: Sequence[Mapping[str, Any]], symbols: Mapping[str, Sequence[str]]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """For each decision (a ``decisions`` row) and each of its ``symbols[id]`` whose orders filled: the trade
+    those fills belong to (the latest one when they touched two, as a flip does), rebuilt from the account's
+    fills with :func:`llmtrader.trades.reconstruct_trades`.
+
+    Only the fills needed are read: per symbol of the given decisions, from the last moment the symbol was
+    flat before the oldest of them (else from the account's reset before it), up to the next reset. A
+    reset clears positions and orders, so a trade never spans one; a trade still open when the account was
+    reset has the status ``reset``. On the live venue, the fills are those synced from it (``venue_fills``),
+    so a decision gets its outcome once they are.
+    """
+    from llmtrader.storage.facts import ms_of_iso
+    from llmtrader.trades import FundingEvent, Trade, TradeFill, decision_id_of, reconstruct_trades
+
+    # (mode, account, stretch start, stretch end, symbol) -> the oldest decision time on it
+    oldest: dict[tuple[str, str, int, int | None, str], int] = {}
+    wanted: set[tuple[str, str]] = set()
+    resets: dict[str, list[int]] = {}
+    for d in decisions:
+        mode, account = d.get("mode"), d["account"]
+        if mode not in _HISTORY_TABLES or d.get("execution") in (None, *_NO_ORDERS):
+            continue
+        created = ms_of_iso(d["created_at"])
+        lo, hi = -1, None
+        if mode == "paper":
+            if account not in resets:
+                resets[account] = _paper_resets(conn, account)
+            lo = max((r for r in resets[account] if r <= created), default=-1)
+            hi = min((r for r in resets[account] if r > created), default=None)
+        for symbol in symbols.get(d["id"], ()):
+            key = (mode, account, lo, hi, symbol)
+            oldest[key] = min(oldest.get(key, created), created)
+            wanted.add((d["id"], symbol))
+
+    def outcome(trade: Trade, decision_id: str, current: bool) -> dict[str, Any]:
+        status = "closed" if not trade.is_open else ("open" if current else "reset")
+        if decision_id_of(trade.entries[0].client_order_id) == decision_id:
+            role = "opened"
+        elif not trade.is_open and decision_id_of(trade.exits[-1].client_order_id) == decision_id:
+            role = "closed"
+        else:
+            role = "changed"
+        return {
+            "status": status,
+            "role": role,
+            "side": trade.side,
+            "opened_ms": trade.opened_ms,
+            "closed_ms": trade.closed_ms,
+            # exact, as a string: a sum over the fills and funding of the trade
+            "net_pnl_usd": None if trade.is_open else format(trade.net_pnl.normalize(), "f"),
+            "closing_reason": trade.closing_reason,
+        }
+
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for (mode, account, lo, hi, symbol), first in oldest.items():
+        fills_table, funding_table, order = _HISTORY_TABLES[mode]
+        flat = _flat_point(conn, mode, account, symbol, lo, first - _FLAT_MARGIN_MS)
+        where = "account = ? AND symbol = ?"
+        params: list[Any] = [account, symbol]
+        if hi is not None:
+            where += " AND time_ms <= ?"
+            params.append(hi)
+        # Funding at the flat fill's moment belongs to the trade that closed then (trades.reconstruct_trades),
+        # and funding at the reset's moment to the account before it.
+        after = flat[0] if flat is not None else lo
+        funding_sql = f"SELECT id, time_ms, symbol, amount FROM {funding_table} WHERE {where} AND time_ms > ?"
+        funding_params = [*params, after]
+        # Fills after the flat one (or the reset), in the order of storage.facts.account_history.
+        if flat is None:
+            where += " AND time_ms > ?"
+            params.append(lo)
+        else:
+            where += f" AND time_ms >= ? AND (time_ms, {order}) > (?, ?)"
+            params += [flat[0], *flat]
+        fills_sql = f"SELECT {_FILL_COLUMNS} FROM {fills_table} WHERE {where} ORDER BY time_ms, {order}"
+        try:
+            fills = [
+                TradeFill.from_row(dict(zip(_FILL_COLUMNS.split(", "), r, strict=True)))
+                for r in conn.execute(fills_sql, params)
+            ]
+            funding = [
+                FundingEvent.from_row(dict(zip(("id", "time_ms", "symbol", "amount"), r, strict=True)))
+                for r in conn.execute(funding_sql + " ORDER BY time_ms, id", funding_params)
+            ]
+            trades = reconstruct_trades(fills, funding)
+        except ValueError as exc:
+            raise StoreError(f"the recorded fills of {mode} account {account!r} do not add up: {exc}") from exc
+        for trade in trades:
+            for decision_id in trade.decision_ids():
+                if (decision_id, symbol) in wanted:
+                    found[(decision_id, symbol)] = outcome(trade, decision_id, hi is None)
+    return found
 
 
 def show(conn: sqlite3.Connection, decision_id: str) -> dict[str, Any]:

@@ -82,3 +82,17 @@ def test_a_custom_strategy_with_an_unknown_placeholder_is_refused(
     result = runner.invoke(app, ["decide", "--strategy", "mine"])
     assert result.exit_code == 2
     assert "mine.toml: prompt.system: placeholder {funding_curve} is not provided by the context" in result.stderr
+
+
+def test_a_deliberate_exit_code_survives_outside_the_tests(clean_env: Path) -> None:
+    """doctor exits 1 on a failed check as itself, not as an 'unexpected' error (guarded() re-raises
+    under pytest, so only a real process shows this)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    env.update(ASTERDEX_BASE_URL="http://127.0.0.1:9", LLM_MODEL="baseline", HTTP_TIMEOUT_S="2")
+    done = subprocess.run(
+        [sys.executable, "-m", "llmtrader", "doctor"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "unexpected" not in done.stderr and "check(s) failed: venue" in done.stdout

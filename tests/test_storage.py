@@ -45,6 +45,15 @@ EXPECTED_SCHEMA = {
     ],
     "paper_funding": ["id", "account", "time_ms", "symbol", "rate", "mark_price", "position_amt", "amount"],
     "strategy_choices": ["id", "account", "strategy", "previous", "chosen_at", "via"],
+    "venue_fills": [
+        "id", "account", "symbol", "trade_id", "order_id", "client_order_id", "decision_id", "side", "qty", "price",
+        "fee", "fee_asset", "realized_pnl", "reason", "maker", "time_ms",
+    ],
+    "venue_funding": ["id", "account", "symbol", "tran_id", "asset", "amount", "time_ms"],
+    "venue_sync": ["account", "stream", "last_id", "last_time_ms", "updated_at_ms"],
+    "guard_state": ["account", "state", "updated_at"],
+    "guard_events": ["id", "account", "kind", "message", "created_at"],
+    "decision_cache": ["key", "account", "decision_id", "answer", "created_at_ms", "expires_at_ms"],
     "_sqlite_migrations": ["id", "migration_set", "name", "applied_at"],
 }  # fmt: skip
 EXPECTED_INDEXES = {
@@ -56,6 +65,10 @@ EXPECTED_INDEXES = {
     "paper_fills": {("account", "time_ms")},
     "paper_funding": {("account", "time_ms")},
     "strategy_choices": {("account",)},
+    "venue_fills": {("account", "symbol", "trade_id"), ("account", "time_ms")},
+    "venue_funding": {("account", "symbol", "tran_id"), ("account", "time_ms")},
+    "guard_events": {("account", "created_at")},
+    "decision_cache": {("expires_at_ms",)},
 }
 
 
@@ -109,6 +122,7 @@ def test_migrations_are_named_recorded_and_idempotent(store: Store) -> None:
     applied = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
     assert applied == migration_names() == [
         "m001_decisions", "m002_venue_cache", "m003_execution", "m004_paper", "m005_strategies",
+        "m006_venue_history", "m007_guards",
     ]  # fmt: skip
     store.close()
     Store(store.path).close()  # opening again applies nothing new

@@ -47,6 +47,8 @@ def guarded(fn: Callable[[], T]) -> T:
     """Run a command body: project errors become one line and an exit code; others re-raise in debug."""
     try:
         return fn()
+    except (typer.Exit, typer.Abort):
+        raise  # a deliberate exit code (decide's 3 on an emergency, doctor's 1), not a failure
     except LLMTraderError as exc:
         recorded = f" (recorded as decision {exc.decision_id})" if exc.decision_id else ""
         _err(f"{exc}{recorded}")
@@ -291,7 +293,8 @@ def stats(
         import time
 
         from llmtrader import render
-        from llmtrader.stats import GROUP_BY, account_stats, iso_ms
+        from llmtrader.stats import GROUP_BY, account_stats
+        from llmtrader.storage.facts import ms_of_iso
 
         if by is not None and by not in GROUP_BY:
             raise ConfigError(f"--by {by!r} is not a grouping; accepted: {', '.join(GROUP_BY)}")
@@ -304,10 +307,16 @@ def stats(
                 account=settings.account,
                 mode=settings.trading_mode,
                 now_ms=int(time.time() * 1000),
-                since_ms=iso_ms(since_iso) if since_iso is not None else None,
+                since_ms=ms_of_iso(since_iso) if since_iso is not None else None,
                 by=by,  # checked against GROUP_BY above
             ),
         )
+        if settings.trading_mode == "live":
+            typer.echo(
+                "note: live figures come from the venue fills synced so far; the starting balance is not known, "
+                "so there is no Sharpe ratio and no drawdown in %",
+                err=True,
+            )
         if csv_file is not None:
             try:
                 render.write_equity_csv(csv_file, result.trading.curve)
@@ -561,6 +570,52 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON."
         render.settings_table(data)
 
     guarded(body)
+
+
+@app.command()
+def resume(
+    account: str = typer.Argument(..., metavar="ACCOUNT", help="The account stopped by the drawdown switch."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Re-enable an account stopped by the maximum-drawdown switch; its equity peak restarts at the next cycle.
+
+    Exit 1 when the account was not stopped (nothing changes), 2 for an unknown account.
+    """
+
+    def body() -> bool:
+        from llmtrader.accounts import require_account
+        from llmtrader.engine import SystemClock
+        from llmtrader.formatting import fmt
+        from llmtrader.guards import resume_account
+        from llmtrader.storage.records import iso_utc
+
+        settings = _settings()
+        require_account(settings, account)
+        result = _with_store(settings, lambda store: resume_account(store, account, now_ms=SystemClock().now_ms()))
+        stopped_at = iso_utc(result.stopped_at_ms) if result.stopped_at_ms is not None else None
+        if as_json:
+            data = {
+                "account": account,
+                "resumed": result.resumed,
+                "stopped_at": stopped_at,
+                "reason": result.reason,
+                "previous_peak_equity": result.previous_peak,
+                "new_peak_equity": result.new_peak,
+            }
+            typer.echo(json.dumps(data))
+        elif not result.resumed:
+            _err(f"account {account!r} is not stopped by the drawdown switch: nothing to resume")
+        else:
+            typer.echo(f"account {account!r} resumed: the drawdown stop of {stopped_at} is lifted")
+            typer.echo(f"  it was: {result.reason}")
+            typer.echo(
+                f"  equity peak: {fmt(result.previous_peak)} USD -> reset; the next cycle's equity is the new peak"
+            )
+            typer.echo("  positions may be opened again from the next cycle (the daily switches still apply)")
+        return result.resumed
+
+    if not guarded(body):
+        raise typer.Exit(1)
 
 
 def main() -> None:

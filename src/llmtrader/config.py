@@ -14,9 +14,18 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -117,6 +126,87 @@ class ABTest(BaseModel):
         return 0 if arm_fraction(decision_id) < self.split else 1
 
 
+ACCOUNT_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
+# An environment variable's name: what an account's env.* keys hold (never a value).
+ENV_VAR_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+# Settings an [accounts.NAME] table may override; everything else is shared by all accounts (the database,
+# the strategies directory, the A/B test) or is the account's credentials (named in its env table).
+ACCOUNT_KEYS = (
+    "assets",
+    "interval",
+    "leverage",
+    "max_position_size_usd",
+    "llm_model",
+    "llm_base_url",
+    "llm_timeout_s",
+    "llm_max_retries",
+    "llm_retry_max_wait_s",
+    "llm_max_reasks",
+    "trading_mode",
+    "paper_balance_usd",
+    "strategy",
+    "margin_type",
+    "stop_loss_attempts",
+    "paper_taker_fee",
+    "paper_slippage_bps",
+    "asterdex_base_url",
+    "asterdex_chain_id",
+    "daily_loss_kill_pct",
+    "max_drawdown_pct",
+    "daily_model_budget_usd",
+    "model_calls_per_minute",
+    "model_calls_per_hour",
+    "circuit_failures",
+    "circuit_cooldown_minutes",
+    "decision_cache_ttl_s",
+)
+
+
+class AccountEnv(BaseModel):
+    """The NAMES of the environment variables holding one account's credentials, never their values."""
+
+    model_config = ConfigDict(extra="forbid")
+    llm_api_key: str | None = Field(None, pattern=ENV_VAR_NAME_PATTERN)
+    asterdex_user: str | None = Field(None, pattern=ENV_VAR_NAME_PATTERN)
+    asterdex_signer: str | None = Field(None, pattern=ENV_VAR_NAME_PATTERN)
+    asterdex_signer_private_key: str | None = Field(None, pattern=ENV_VAR_NAME_PATTERN)
+    asterdex_api_key: str | None = Field(None, pattern=ENV_VAR_NAME_PATTERN)
+    asterdex_api_secret: str | None = Field(None, pattern=ENV_VAR_NAME_PATTERN)
+
+    def named(self) -> dict[str, str]:
+        """Setting name -> environment variable name, for the credentials this account names."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class AccountConfig(BaseModel):
+    """One ``[accounts.NAME]`` table: overrides of the top-level settings (raw, validated by
+    :func:`llmtrader.accounts.settings_for_account`) and the names of its credentials' variables."""
+
+    model_config = ConfigDict(extra="allow")
+    env: AccountEnv = Field(default_factory=AccountEnv)
+    _source: Path | None = PrivateAttr(None)  # the config file it came from, for error messages
+
+    @property
+    def source(self) -> Path | None:
+        """The config file this table was read from (None when built in code)."""
+        return self._source
+
+    @model_validator(mode="after")
+    def _known_keys(self) -> AccountConfig:
+        unknown = sorted(set(self.model_extra or {}) - set(ACCOUNT_KEYS))
+        if unknown:
+            raise ValueError(
+                f"unknown key {', '.join(repr(k) for k in unknown)}; an account may set: "
+                f"{', '.join(ACCOUNT_KEYS)}, and env.* (the names of its credentials' environment variables)"
+            )
+        return self
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The top-level settings this account overrides, as written in the file."""
+        return dict(self.model_extra or {})
+
+
 @dataclass
 class _LoadContext:
     toml: dict[str, Any] = field(default_factory=dict)
@@ -183,7 +273,7 @@ class Settings(BaseSettings):
     paper_balance_usd: float = Field(10_000, gt=0, description="Starting balance of the paper account.")
     strategy: str = Field("default", min_length=1, description="Strategy name.")
     strategies_dir: Path | None = Field(None, description="Directory of the user's own strategies.")
-    account: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,32}$", description="Account name.")
+    account: str = Field("default", pattern=ACCOUNT_NAME_PATTERN, description="Account name.")
     ab: ABTest | None = Field(None, description="An A/B test of models and/or strategies (config file only).")
     margin_type: Literal["ISOLATED", "CROSSED"] = Field("ISOLATED", description="Margin type of new positions.")
     stop_loss_attempts: int = Field(3, ge=1, le=10, description="Tries to place a stop before flattening.")
@@ -198,6 +288,25 @@ class Settings(BaseSettings):
     asterdex_signer_private_key: SecretStr | None = Field(None, description="V3: the agent wallet's key.")
     asterdex_api_key: SecretStr | None = Field(None, description="V1 legacy API key.")
     asterdex_api_secret: SecretStr | None = Field(None, description="V1 legacy API secret.")
+    accounts: dict[Annotated[str, Field(pattern=ACCOUNT_NAME_PATTERN)], AccountConfig] = Field(
+        default_factory=dict, description="[accounts.NAME] tables (config file only); none: one account."
+    )
+    daily_loss_kill_pct: float | None = Field(
+        15, ge=0, le=100, description="Loss since 00:00 UTC, % of the day's start equity, that latches (0: off)."
+    )
+    max_drawdown_pct: float | None = Field(
+        30, ge=0, le=100, description="Drop from the equity peak, in %, that closes all until resume (0: off)."
+    )
+    daily_model_budget_usd: float | None = Field(
+        None, ge=0, description="Model spend per UTC day, USD, after which the account holds (0 or none: off)."
+    )
+    model_calls_per_minute: int = Field(60, ge=1, le=100_000, description="Model calls per account per minute.")
+    model_calls_per_hour: int = Field(600, ge=1, le=1_000_000, description="Model calls per account per hour.")
+    circuit_failures: int = Field(3, ge=1, le=100, description="Consecutive model failures that open the circuit.")
+    circuit_cooldown_minutes: float = Field(15, gt=0, le=1440, description="How long an open circuit waits.")
+    decision_cache_ttl_s: int | None = Field(
+        None, ge=0, le=604_800, description="Reuse of a decision on an identical context (none: one interval; 0: off)."
+    )
 
     @field_validator("assets", mode="before")
     @classmethod
@@ -205,6 +314,12 @@ class Settings(BaseSettings):
         if isinstance(value, (str, list)):
             return parse_symbols(value)
         raise ValueError("expected a comma list or a list of symbols")
+
+    @field_validator("daily_loss_kill_pct", "max_drawdown_pct", "daily_model_budget_usd")
+    @classmethod
+    def _zero_is_off(cls, value: float | None) -> float | None:
+        # TOML has no null: 0 is how the file (or the environment) turns a switch off.
+        return None if value == 0 else value
 
     @field_validator("db", mode="before")
     @classmethod
@@ -348,6 +463,9 @@ def _format_validation_error(
     for err in exc.errors(include_url=False):
         loc = err.get("loc") or ("?",)
         name = str(loc[0])
+        if name == "accounts" and toml_path is not None:
+            parts.append(_account_table_error(err, toml_path))
+            continue
         where = _describe_source(name, overrides, environ, toml_path, toml)
         path = ".".join(str(p) for p in loc)
         if err.get("type") == "extra_forbidden" and len(loc) > 1:
@@ -364,6 +482,35 @@ def _format_validation_error(
     return "; ".join(parts)
 
 
+def _account_table_error(err: Any, toml_path: Path) -> str:
+    """An error in the [accounts] tables, named ``accounts.NAME.key``; env.* values are never shown."""
+    loc = [str(p) for p in err.get("loc", ())]
+    message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if len(loc) >= 3 and loc[2] == "[key]":
+        return f"account name {loc[1]!r} in {toml_path} is invalid: use 1 to 32 letters, digits, _ and -"
+    path = ".".join(loc)
+    if err.get("type") == "extra_forbidden":
+        return f"unknown key {path!r} in {toml_path}"
+    if len(loc) <= 2:
+        return f"[{path}] in {toml_path}: {message}"
+    shown = "" if "env" in loc[2:] else f" = {err.get('input')!r}"
+    if "env" in loc[2:] and err.get("type") == "string_pattern_mismatch":
+        message = "expected the NAME of an environment variable (letters, digits and _), not a value"
+    return f"setting {path}{shown} (in {toml_path}) is invalid: {message}"
+
+
+def settings_from_values(values: Mapping[str, Any]) -> Settings:
+    """Settings from exactly ``values`` and the defaults: no file and no environment variable is read.
+
+    Raises pydantic's ValidationError; :func:`llmtrader.accounts.settings_for_account` names the keys.
+    """
+    token = _load_context.set(_LoadContext())
+    try:
+        return Settings(**values)
+    finally:
+        _load_context.reset(token)
+
+
 def load_settings(
     config_path: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -376,8 +523,13 @@ def load_settings(
     toml = read_config_file(path) if path is not None else {}
     token = _load_context.set(_LoadContext(toml=toml, environ=env))
     try:
-        return Settings(**flags)
+        settings = Settings(**flags)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, flags, env, path, toml)) from None
     finally:
         _load_context.reset(token)
+    if settings.accounts:
+        from llmtrader.accounts import check_accounts
+
+        check_accounts(settings, path)
+    return settings

@@ -22,6 +22,7 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "strategies_dir": ("LLMTRADER_STRATEGIES_DIR",),
     "account": ("LLMTRADER_ACCOUNT",),
     "ab": (),  # a table of arms: the config file only
+    "accounts": (),  # [accounts.NAME] tables: the config file only
 }
 # Settings that may only come from the environment: secrets never live in a config file.
 ENV_ONLY = frozenset({"llm_api_key", "asterdex_signer_private_key", "asterdex_api_key", "asterdex_api_secret"})
@@ -88,6 +89,17 @@ def read_config_file(path: Path) -> dict[str, Any]:
                 f"config file {path}: key {key!r} holds a secret; secrets are read from the "
                 f"environment only ({names}), never from the config file"
             )
+    accounts = data.get("accounts")
+    if isinstance(accounts, dict):
+        for name, table in accounts.items():
+            for key in table if isinstance(table, dict) else ():
+                if key in ENV_ONLY or key in ("asterdex_user", "asterdex_signer"):
+                    # The value is never echoed: it may be a key pasted by mistake.
+                    hint = f"{name}_{key}".upper().replace("-", "_")
+                    raise ConfigError(
+                        f"config file {path}: key 'accounts.{name}.{key}' holds a credential; an account names "
+                        f'the environment variable that holds it instead, e.g. env.{key} = "{hint}"'
+                    )
     return data
 
 

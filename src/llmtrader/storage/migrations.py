@@ -218,6 +218,77 @@ def m005_strategies(db: Database) -> None:
     db.table("strategy_choices").create_index(["account"])
 
 
+@migration
+def m006_venue_history(db: Database) -> None:
+    """The live account's fills and funding as the venue reports them (userTrades and FUNDING_FEE income),
+    each linked to the order llmtrader sent when it is one; and where each sync of them stopped."""
+    db.table("venue_fills").create(
+        {
+            "id": int,
+            "account": str,
+            "symbol": str,
+            "trade_id": int,
+            "order_id": str,
+            "client_order_id": str,
+            "decision_id": str,
+            "side": str,
+            "qty": str,
+            "price": str,
+            "fee": str,
+            "fee_asset": str,
+            "realized_pnl": str,
+            "reason": str,
+            "maker": int,
+            "time_ms": int,
+        },
+        pk="id",
+        not_null={"account", "symbol", "trade_id", "order_id", "side", "qty", "price", "fee", "reason", "time_ms"},
+    )
+    # The venue numbers trades per symbol: the same trade seen twice is the same row.
+    db.table("venue_fills").create_index(["account", "symbol", "trade_id"], unique=True)
+    db.table("venue_fills").create_index(["account", "time_ms"])
+    db.table("venue_funding").create(
+        {"id": int, "account": str, "symbol": str, "tran_id": str, "asset": str, "amount": str, "time_ms": int},
+        pk="id",
+        not_null={"account", "symbol", "tran_id", "amount", "time_ms"},
+    )
+    db.table("venue_funding").create_index(["account", "symbol", "tran_id"], unique=True)
+    db.table("venue_funding").create_index(["account", "time_ms"])
+    db.table("venue_sync").create(
+        {"account": str, "stream": str, "last_id": int, "last_time_ms": int, "updated_at_ms": int},
+        pk=("account", "stream"),
+    )
+
+
+@migration
+def m007_guards(db: Database) -> None:
+    """The guards of the scheduled cycle (:mod:`llmtrader.guards`): their state per account (one JSON
+    document), an append-only record of every trip, reset, resume and circuit transition, and the
+    decision cache (a context key -> the decision it produced, until it expires)."""
+    db.table("guard_state").create(
+        {"account": str, "state": str, "updated_at": str}, pk="account", not_null={"state", "updated_at"}
+    )
+    db.table("guard_events").create(
+        {"id": int, "account": str, "kind": str, "message": str, "created_at": str},
+        pk="id",
+        not_null={"account", "kind", "message", "created_at"},
+    )
+    db.table("guard_events").create_index(["account", "created_at"])
+    db.table("decision_cache").create(
+        {
+            "key": str,
+            "account": str,
+            "decision_id": str,
+            "answer": str,
+            "created_at_ms": int,
+            "expires_at_ms": int,
+        },
+        pk="key",
+        not_null={"account", "decision_id", "answer", "created_at_ms", "expires_at_ms"},
+    )
+    db.table("decision_cache").create_index(["expires_at_ms"])
+
+
 def migration_names() -> list[str]:
     return [name for name, _ in MIGRATIONS]
 

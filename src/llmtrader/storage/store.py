@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +15,7 @@ from llmtrader.storage.records import DecisionRecord, iso_utc
 
 if TYPE_CHECKING:
     from llmtrader.exchange.base import OrderRequest, OrderState
+    from llmtrader.guards import CachedDecision, GuardEvent, GuardState
 
 
 def _json(value: Any) -> str | None:
@@ -131,6 +132,102 @@ class Store:
     def cache_put(self, key: str, body: str, now_ms: int) -> None:
         with self.db.conn:
             self.db.table("venue_cache").upsert({"key": key, "fetched_at_ms": now_ms, "body": body}, pk="key")
+
+    # ---- Guards (llmtrader.guards): their state, events, what they count, and the decision cache ----------
+
+    def load_guard_state(self, account: str) -> GuardState:
+        """The persisted guard state of ``account`` (a fresh one when none was saved yet)."""
+        from llmtrader.guards import GuardState
+
+        row = self.db.execute("SELECT state FROM guard_state WHERE account = ?", [account]).fetchone()
+        return GuardState.from_json(json.loads(row[0]) if row is not None else None)
+
+    def save_guard_state(
+        self, account: str, state: GuardState, events: Sequence[GuardEvent] = (), *, now_ms: int
+    ) -> None:
+        """Persist ``state`` and append ``events``, all or nothing."""
+        created = iso_utc(now_ms)
+        row = {"account": account, "state": _json(state.to_json()), "updated_at": created}
+        rows = [{"account": account, "kind": e.kind, "message": e.message, "created_at": created} for e in events]
+        try:
+            with self.db.conn:
+                self.db.table("guard_state").upsert(row, pk="account")
+                if rows:
+                    self.db.table("guard_events").insert_all(rows)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot save the guard state of account {account!r} in {self.path}: {exc}") from exc
+
+    def guard_events(self, account: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest guard events of ``account``, newest first."""
+        cursor = self.db.execute(
+            "SELECT id, account, kind, message, created_at FROM guard_events WHERE account = ? "
+            "ORDER BY id DESC LIMIT ?",
+            [account, limit],
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+
+    def model_spend_usd(self, account: str, *, since_ms: int) -> float:
+        """The model cost (USD) of the decisions of ``account`` made at or after ``since_ms``."""
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM decisions WHERE account = ? AND created_at >= ?",
+            [account, iso_utc(since_ms)],
+        ).fetchone()
+        return float(row[0])
+
+    def model_call_times(self, account: str, *, since_ms: int) -> list[int]:
+        """One time (epoch ms) per model call attempt of ``account`` since ``since_ms``: its decision's time
+        (``llm_calls`` has no time of its own), oldest first."""
+        # julianday() reads the stored ISO time; 2440587.5 is the Unix epoch as a Julian day.
+        rows = self.db.execute(
+            "SELECT CAST(ROUND((julianday(d.created_at) - 2440587.5) * 86400000) AS INTEGER) "
+            "FROM llm_calls c JOIN decisions d ON d.id = c.decision_id "
+            "WHERE d.account = ? AND d.created_at >= ? ORDER BY d.created_at",
+            [account, iso_utc(since_ms)],
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def cached_decision(self, key: str, *, now_ms: int) -> CachedDecision | None:
+        """The decision stored under the context ``key``, unless it expired by ``now_ms``."""
+        from llmtrader.guards import CachedDecision
+
+        row = self.db.execute(
+            "SELECT key, account, decision_id, answer, created_at_ms, expires_at_ms FROM decision_cache "
+            "WHERE key = ? AND expires_at_ms > ?",
+            [key, now_ms],
+        ).fetchone()
+        if row is None:
+            return None
+        return CachedDecision(
+            key=row[0],
+            account=row[1],
+            decision_id=row[2],
+            answer=json.loads(row[3]),
+            created_at_ms=int(row[4]),
+            expires_at_ms=int(row[5]),
+        )
+
+    def cache_decision(
+        self, key: str, *, account: str, decision_id: str, answer: dict[str, Any], now_ms: int, ttl_ms: int
+    ) -> None:
+        """Store a decision under its context ``key`` for ``ttl_ms`` (nothing when ``ttl_ms`` <= 0), and
+        drop expired entries so the table stays small."""
+        if ttl_ms <= 0:
+            return
+        row = {
+            "key": key,
+            "account": account,
+            "decision_id": decision_id,
+            "answer": _json(answer),
+            "created_at_ms": now_ms,
+            "expires_at_ms": now_ms + ttl_ms,
+        }
+        try:
+            with self.db.conn:
+                self.db.execute("DELETE FROM decision_cache WHERE expires_at_ms <= ?", [now_ms])
+                self.db.table("decision_cache").upsert(row, pk="key")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot cache decision {decision_id} in {self.path}: {exc}") from exc
 
     def set_execution(self, decision_id: str, summary: str) -> None:
         """The one-word outcome of a decision's execution (executed, partial, failed, emergency…)."""

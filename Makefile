@@ -22,9 +22,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@ $(RSTAMP)
 
-## run: the agent's main job so far: one decision for the configured assets, executed on the paper account
+## run: the agent on the paper account: a cycle at every candle close until Ctrl-C (ARGS="--once" for one)
 run: $(RSTAMP)
-	TRADING_MODE=paper $(BIN)/llmtrader decide $(ARGS)
+	TRADING_MODE=paper $(BIN)/llmtrader run $(ARGS)
 
 ## test: install the test dependencies, then run the whole suite
 test: $(STAMP)

@@ -20,6 +20,7 @@ BENCHMARKS = {
     "execute": "executing 5 opens (margin, leverage, entry, sl, tp) with 50 ms added to every request, in round trips",
     "context": "context + prompt for 10 assets × 3 timeframes × 200 candles, CPU time",
     "history": "`llmtrader history --symbol X --limit 50` on 1,000,000 asset-decision rows",
+    "run": "`llmtrader run`: memory over 2,000 scheduler cycles; real cycles' overhead (5 assets, baseline, paper)",
 }
 
 

@@ -98,6 +98,8 @@ def _prompts() -> tuple[str, str]:
         "limits": "- leverage at most 5\n- notional of one position at most 10000 USD",
         "strategy_name": strategy.name,
         "strategy_description": strategy.description,
+        "recent_trades": "- BTCUSDT long: opened 2026-04-30 08:00 UTC, held 4h; entry 100 exit 101; PnL +10 USD",
+        "performance": "since 2026-04-01 00:00 UTC: 12 closed trades, win rate 50%, net PnL +42 USD, Sharpe 1.10",
     }
     system = strategy.prompt.system.strip().format(**values)
     user = strategy.prompt.user.strip().format(**values)

@@ -54,6 +54,10 @@ EXPECTED_SCHEMA = {
     "guard_state": ["account", "state", "updated_at"],
     "guard_events": ["id", "account", "kind", "message", "created_at"],
     "decision_cache": ["key", "account", "decision_id", "answer", "created_at_ms", "expires_at_ms"],
+    "cycles": [
+        "id", "account", "started_at", "finished_at", "duration_ms", "outcome", "reason", "decision_id", "equity_usd",
+        "cached", "reconcile",
+    ],
     "_sqlite_migrations": ["id", "migration_set", "name", "applied_at"],
 }  # fmt: skip
 EXPECTED_INDEXES = {
@@ -69,6 +73,7 @@ EXPECTED_INDEXES = {
     "venue_funding": {("account", "symbol", "tran_id"), ("account", "time_ms")},
     "guard_events": {("account", "created_at")},
     "decision_cache": {("expires_at_ms",)},
+    "cycles": {("account", "started_at")},
 }
 
 
@@ -122,7 +127,7 @@ def test_migrations_are_named_recorded_and_idempotent(store: Store) -> None:
     applied = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
     assert applied == migration_names() == [
         "m001_decisions", "m002_venue_cache", "m003_execution", "m004_paper", "m005_strategies",
-        "m006_venue_history", "m007_guards",
+        "m006_venue_history", "m007_guards", "m008_cycles",
     ]  # fmt: skip
     store.close()
     Store(store.path).close()  # opening again applies nothing new

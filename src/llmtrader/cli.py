@@ -555,6 +555,71 @@ def strategy_ab(
     guarded(body)
 
 
+@app.command()
+def run(
+    account: list[str] | None = typer.Option(
+        None, "--account", "-a", help="Run this account (repeat for several; default: every configured one)."
+    ),
+    once: bool = typer.Option(False, "--once", help="One cycle per account now, then exit (cron, timers)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Decide and record every cycle; never execute."),
+) -> None:
+    """The agent: a cycle per account at every candle close of its interval (plus a few seconds), until
+    SIGINT or SIGTERM, which let the cycle in progress finish. Logs go to stderr (and --log-file).
+
+    Exit 0 after a clean stop, or with --once when every account's cycle was recorded (whatever it
+    decided); 1 when a cycle had to be abandoned; 2 when an account cannot start (a live account without
+    its credentials, a bad setting, an account another `llmtrader run` is running).
+    """
+
+    def body() -> int:
+        import asyncio
+
+        from llmtrader import render
+        from llmtrader.logs import configure_logging, secrets_of
+        from llmtrader.scheduler import run_agent, select_accounts
+
+        settings = _settings()
+        selection = select_accounts(settings, account)
+        secrets = [s for a in (settings, *selection.accounts.values()) for s in secrets_of(a)]
+        configure_logging(
+            json=_state["log_json"], log_file=_state["log_file"], level=_state["log_level"], secrets=secrets
+        )
+        code: int = asyncio.run(run_agent(selection, once=once, dry_run=dry_run, warn=render.warning))
+        return code
+
+    code = guarded(body)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per account.")) -> None:
+    """Per account: mode, strategy, model, last and next cycle, equity, open positions, kill switches and
+    circuit breaker. Reads the database only (no venue or model call), so it is fast and safe while `run` runs."""
+
+    def body() -> None:
+        import time
+
+        from llmtrader.scheduler import agent_status
+        from llmtrader.storage.reader import open_reader
+
+        settings = _settings()
+        conn = open_reader(settings.db)
+        try:  # the wall clock without importing the engine (engine.SystemClock): status stays fast
+            rows = agent_status(settings, conn, now_ms=int(time.time() * 1000))
+        finally:
+            if conn is not None:
+                conn.close()
+        if as_json:
+            typer.echo(json.dumps(rows))
+            return
+        from llmtrader import render
+
+        render.status_view(rows)
+
+    guarded(body)
+
+
 @config_app.command("show")
 def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Print the effective settings, every secret redacted."""

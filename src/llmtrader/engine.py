@@ -9,21 +9,24 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal, Protocol
 
+from pydantic import ValidationError
+
 from llmtrader.account import AccountState, Position
 from llmtrader.config import INTERVAL_MS, Settings
 from llmtrader.context import DecisionContext, Limits, PerformanceSummary, TradeSummary, build_context, render_prompt
-from llmtrader.decision import Action, AssetDecision, RiskLevel
+from llmtrader.decision import Action, AssetDecision, LenientDecision, RiskLevel
 from llmtrader.errors import LLMTraderError, ModelError, NotFoundError, StrategyError, VenueError
 from llmtrader.exchange.base import Exchange, OrderState, OrderType, Side, VenuePosition, dec_str
 from llmtrader.exchange.filters import SymbolRules
 from llmtrader.execution import ExecutionReport, ExecutionSettings, execute
-from llmtrader.llm import CallRecord, DecisionClient, DecisionRequest
+from llmtrader.guards import cache_context, context_key, refuse_openings
+from llmtrader.llm import CallRecord, DecisionClient, DecisionRequest, ModelAnswer
 from llmtrader.market import AsterMarketData, MarketSnapshot, check_symbols
 from llmtrader.risk import AssetValidation, RiskInputs, Status, ValidationReport, validate_decision
 from llmtrader.storage.facts import account_facts, account_history
@@ -76,9 +79,43 @@ class Services:
 
 @dataclass
 class DecideResult:
+    """A decision and what became of it. ``skipped``: the cycle's guards refused the model call and no cached
+    decision applied, so nothing was recorded (the record is the unstored draft). ``cached_from``: the id of
+    the earlier decision whose answer was reused without a model call."""
+
     record: DecisionRecord
     report: ValidationReport | None
     execution: ExecutionReport | None = None
+    skipped: str | None = None
+    cached_from: str | None = None
+
+
+@dataclass
+class CycleHooks:
+    """What a scheduled cycle (:mod:`llmtrader.cycle`) adds to :func:`decide`; ``llmtrader decide`` passes none.
+
+    Set by the cycle from its guards' verdict (see the contract in :mod:`llmtrader.guards`):
+
+    - ``account``: the account as the cycle read it for its guards, so that it is not read a second time;
+    - ``allow_model_call`` False: no new model call (circuit open, rate limit): a cached decision may still be
+      reused, otherwise the decision is skipped with ``model_call_refused`` and nothing is recorded;
+    - ``openings_refused``: a reason (the daily loss or drawdown switch): openings and increases are rejected
+      with it after validation (:func:`llmtrader.guards.refuse_openings`), closes and reductions pass;
+    - ``cache_ttl_ms`` > 0: the decision cache is on: an identical context reuses an earlier answer, and a
+      usable new answer is stored for that long;
+    - ``on_model_result(ok, error)``: called right after each model call (``ok`` False on a ModelError).
+
+    ``stage`` is written by :func:`decide` as it goes (prepare, model, validate, execute), so that a
+    VenueError can be told apart: before the decision (a read failed) or at execution (nothing was sent).
+    """
+
+    account: AccountState | None = None
+    allow_model_call: bool = True
+    model_call_refused: str | None = None
+    openings_refused: str | None = None
+    cache_ttl_ms: int = 0
+    on_model_result: Callable[[bool, str | None], None] | None = None
+    stage: str = "prepare"
 
 
 Confirm = Callable[[DecisionRecord, ValidationReport], bool]
@@ -347,27 +384,37 @@ async def trade_feedback(
     )
 
 
-async def prepare(services: Services, strategy: Strategy, symbols: tuple[str, ...], now: int) -> Prepared:
+async def prepare(
+    services: Services,
+    strategy: Strategy,
+    symbols: tuple[str, ...],
+    now: int,
+    *,
+    account: AccountState | None = None,
+) -> Prepared:
     """Snapshot the market and the account at once, then build the context and render the prompt.
+    ``account``, when given, is the account just read by the caller (it is not read again).
 
     Raises UnknownSymbolError for symbols the venue does not list, VenueError when a read failed.
     """
     settings = services.settings
     # The decision interval (INTERVAL) is always among the timeframes shown.
     timeframes = list(dict.fromkeys([*strategy.timeframes, settings.interval]))
-    snapshot, account = await asyncio.gather(
-        market_snapshot(services, symbols, timeframes, strategy.context.candles, now), account_state(services)
-    )
+    fetching = market_snapshot(services, symbols, timeframes, strategy.context.candles, now)
+    if account is None:
+        snapshot, read = await asyncio.gather(fetching, account_state(services))
+    else:
+        snapshot, read = await fetching, account
     notes = []
     if strategy.interval != settings.interval:
         notes.append(
             f"strategy {strategy.name} suits a {strategy.interval} interval; INTERVAL is {settings.interval}, "
             "so its ATR band and schedule are measured on the INTERVAL candles"
         )
-    limits = Limits.combine(settings.leverage, settings.max_position_size_usd, strategy, equity_usd=account.equity_usd)
+    limits = Limits.combine(settings.leverage, settings.max_position_size_usd, strategy, equity_usd=read.equity_usd)
     recent, performance = await trade_feedback(services, strategy, notes)
     context = build_context(
-        snapshot, account, strategy, limits, symbols, settings.interval, recent_trades=recent, performance=performance
+        snapshot, read, strategy, limits, symbols, settings.interval, recent_trades=recent, performance=performance
     )
     facts = account_facts(services.store, settings.account, now)
     inputs = RiskInputs(
@@ -379,10 +426,10 @@ async def prepare(services: Services, strategy: Strategy, symbols: tuple[str, ..
         opened_at_ms=facts.opened_at_ms,
         last_entry_ms=facts.last_entry_ms,
         # The first decision of a UTC day sees the day's starting equity itself.
-        day_start_equity=facts.day_start_equity if facts.day_start_equity is not None else account.equity_usd,
+        day_start_equity=facts.day_start_equity if facts.day_start_equity is not None else read.equity_usd,
     )
     system, user = render_prompt(context, strategy)
-    return Prepared(strategy, snapshot, account, limits, context, system, user, inputs, notes)
+    return Prepared(strategy, snapshot, read, limits, context, system, user, inputs, notes)
 
 
 async def preview_strategy(services: Services, name: str | None, symbols: Sequence[str]) -> Prepared:
@@ -453,13 +500,21 @@ def _asset_row(v: AssetValidation, marks: dict[str, float]) -> AssetRow:
 
 
 async def decide(
-    services: Services, symbols: Sequence[str], *, dry_run: bool, confirm: Confirm | None = None
+    services: Services,
+    symbols: Sequence[str],
+    *,
+    dry_run: bool,
+    confirm: Confirm | None = None,
+    hooks: CycleHooks | None = None,
 ) -> DecideResult:
     """One portfolio decision for ``symbols``: recorded whatever its outcome, then executed unless
     ``dry_run`` (or ``confirm`` declines). Every order and event of the execution is recorded as it happens.
 
     The strategy is resolved now (:func:`resolve_strategy`); under an A/B test the decision's arm, derived
     from its id, picks the client and may pick the strategy, and is recorded with it.
+
+    ``hooks`` (the scheduled cycle only) add the guards and the decision cache: see :class:`CycleHooks`.
+    Without them, a decision always asks the model and never reuses an answer.
 
     Raises UnknownSymbolError (nothing recorded, no model call) for symbols the venue does not list
     (bad input, not a decision), StrategyError (nothing recorded) when the strategy does not load,
@@ -496,8 +551,10 @@ async def decide(
         if error is not None:
             error.decision_id = record.id
 
+    if hooks is not None:
+        hooks.stage = "prepare"
     try:
-        prepared = await prepare(services, strategy, symbols, now)
+        prepared = await prepare(services, strategy, symbols, now, account=hooks.account if hooks is not None else None)
     except VenueError as exc:
         finish("venue_error", exc)
         raise
@@ -507,10 +564,102 @@ async def decide(
     record.equity_usd = account.equity_usd
     record.notes += prepared.notes
     record.system_prompt, record.user_prompt = prepared.system, prepared.user
+
+    cache_key: str | None = None
+    cached: tuple[str, LenientDecision] | None = None
+    if hooks is not None and hooks.cache_ttl_ms > 0:
+        cache_key = context_key(
+            cache_context(
+                account_name=settings.account,
+                symbols=symbols,
+                snapshot=snapshot,
+                account=account,
+                strategy=strategy,
+                model=client.model,
+                base_url=client.base_url,
+                arm=arm.name if arm is not None else None,
+            )
+        )
+        cached = _cached_answer(services.store, cache_key, now)
+    if hooks is not None and cached is None and not hooks.allow_model_call:
+        return DecideResult(record=record, report=None, skipped=hooks.model_call_refused or "no model call allowed")
+
+    if cached is not None:
+        decision = cached[1]
+        record.parsed = decision.model_dump(mode="json")
+        record.portfolio_rationale = decision.portfolio_rationale
+        record.notes.append(f"cached: reuses decision {cached[0]}")
+    else:
+        if hooks is not None:
+            hooks.stage = "model"
+        answer = await _ask_model(services, client, prepared, record, finish, hooks)
+        decision = answer.decision
+
+    if hooks is not None:
+        hooks.stage = "validate"
+    report = validate_decision(
+        decision, symbols=symbols, marks=record.marks, account=account, limits=limits, inputs=prepared.inputs
+    )
+    if hooks is not None and hooks.openings_refused:
+        report = refuse_openings(report, account, hooks.openings_refused)
+        record.notes.append(f"openings and increases refused: {hooks.openings_refused}")
+    record.notes += report.notes
+    record.assets = [_asset_row(v, record.marks) for v in report.assets]
+    executable = [v for v in report.assets if v.executable and v.final is not None and v.final.action.value != "hold"]
+    if dry_run:
+        record.execution = "dry_run"
+    elif not executable:
+        record.execution = "nothing"
+    elif confirm is not None and not confirm(record, report):
+        record.execution = "declined"
+    finish("all_rejected" if report.all_rejected else "decided")
+    if hooks is not None and cache_key is not None and cached is None and record.parsed is not None:
+        # The TTL runs from the model call; a reused answer is never stored again.
+        services.store.cache_decision(
+            cache_key,
+            account=settings.account,
+            decision_id=record.id,
+            answer=record.parsed,
+            now_ms=now,
+            ttl_ms=hooks.cache_ttl_ms,
+        )
+    cached_from = cached[0] if cached is not None else None
+    if record.execution is not None:
+        return DecideResult(record=record, report=report, cached_from=cached_from)
+    if hooks is not None:
+        hooks.stage = "execute"
+    marks = {s: Decimal(str(m)) for s, m in record.marks.items()}
+    execution = await _execute_recorded(services, record, report.assets, snapshot.rules, marks)
+    return DecideResult(record=record, report=report, execution=execution, cached_from=cached_from)
+
+
+def _cached_answer(store: Store, key: str, now: int) -> tuple[str, LenientDecision] | None:
+    """The decision stored under ``key`` and its id, unless it expired (or no longer parses: then a miss)."""
+    hit = store.cached_decision(key, now_ms=now)
+    if hit is None:
+        return None
+    try:
+        return hit.decision_id, LenientDecision.model_validate(hit.answer)
+    except ValidationError:
+        return None
+
+
+async def _ask_model(
+    services: Services,
+    client: DecisionClient,
+    prepared: Prepared,
+    record: DecisionRecord,
+    finish: Callable[[str, LLMTraderError | None], None],
+    hooks: CycleHooks | None,
+) -> ModelAnswer:
+    """Call the model and fill ``record`` with the answer; a ModelError is recorded (and reported to the
+    cycle's circuit breaker) before it is raised."""
     try:
         request = DecisionRequest(system=prepared.system, user=prepared.user, context=prepared.context)
         answer = await client.decide(request)
     except ModelError as exc:
+        if hooks is not None and hooks.on_model_result is not None:
+            hooks.on_model_result(False, str(exc))
         record.calls = _call_rows(exc.calls)
         record.prompt_tokens = sum(c.prompt_tokens for c in record.calls)
         record.completion_tokens = sum(c.completion_tokens for c in record.calls)
@@ -520,6 +669,8 @@ async def decide(
         record.raw_response = next((c.raw_response for c in reversed(record.calls) if c.raw_response), None)
         finish("model_error", exc)
         raise
+    if hooks is not None and hooks.on_model_result is not None:
+        hooks.on_model_result(True, None)
     record.calls = _call_rows(answer.calls)
     record.raw_response = answer.raw_response
     record.parsed = answer.decision.model_dump(mode="json")
@@ -531,24 +682,7 @@ async def decide(
     record.completion_tokens = answer.completion_tokens
     record.cost_usd = answer.cost_usd
     record.model_latency_ms = answer.latency_ms
-    report = validate_decision(
-        answer.decision, symbols=symbols, marks=record.marks, account=account, limits=limits, inputs=prepared.inputs
-    )
-    record.notes += report.notes
-    record.assets = [_asset_row(v, record.marks) for v in report.assets]
-    executable = [v for v in report.assets if v.executable and v.final is not None and v.final.action.value != "hold"]
-    if dry_run:
-        record.execution = "dry_run"
-    elif not executable:
-        record.execution = "nothing"
-    elif confirm is not None and not confirm(record, report):
-        record.execution = "declined"
-    finish("all_rejected" if report.all_rejected else "decided")
-    if record.execution is not None:
-        return DecideResult(record=record, report=report)
-    marks = {s: Decimal(str(m)) for s, m in record.marks.items()}
-    execution = await _execute_recorded(services, record, report.assets, snapshot.rules, marks)
-    return DecideResult(record=record, report=report, execution=execution)
+    return answer
 
 
 async def _execute_recorded(
@@ -581,11 +715,16 @@ async def _execute_recorded(
 
 
 async def close_positions(
-    services: Services, symbols: Sequence[str] | None, *, confirm: ConfirmClose | None = None
+    services: Services,
+    symbols: Sequence[str] | None,
+    *,
+    confirm: ConfirmClose | None = None,
+    by: str = "manual",
+    note: str = "closed by hand with `llmtrader close`",
 ) -> DecideResult:
     """Close positions (all of them when ``symbols`` is None) and cancel their orders, recorded as a
-    manual decision so that every order links to an audit record."""
-    settings, clock = services.settings, services.clock
+    decision made without a model (model ``by``: manual, or the cycle's guards and reconcile; the reason in
+    ``note``), so that every order links to an audit record."""
     exchange = services.exchange
     started = time.monotonic()
     positions = await exchange.positions()
@@ -599,48 +738,85 @@ async def close_positions(
                 f"no open position on {', '.join(missing)} ({exchange.mode}); open: {', '.join(open_symbols) or 'none'}"
             )
         targets = list(symbols)
-    now = clock.now_ms()
-    record = DecisionRecord(
-        id=new_decision_id(now),
-        created_at_ms=now,
-        account=settings.account,
-        mode=exchange.mode,
-        dry_run=False,
-        strategy="-",
-        model="manual",
-        base_url="-",
-        symbols=targets,
-        outcome="manual",
-        notes=["closed by hand with `llmtrader close`"],
-    )
+    record = _record_without_model(services, targets, by=by, note=note)
     if not targets:
         record.execution = "nothing"
         return DecideResult(record=record, report=None)
     marks = await exchange.mark_prices(targets)
     record.marks = {s: float(m) for s, m in marks.items()}
-    validations = [
-        AssetValidation(
-            symbol=s,
-            action=Action.CLOSE_POSITION.value,
-            status=Status.ACCEPTED,
-            reasons=[],
-            proposed=None,
-            final=AssetDecision(
-                symbol=s,
-                action=Action.CLOSE_POSITION,
-                rationale="closed by hand",
-                allocation_usd=0,
-                leverage=1,
-                confidence=1,
-                risk_level=RiskLevel.LOW,
-            ),
-        )
-        for s in targets
-    ]
-    report = ValidationReport(assets=validations)
-    record.assets = [_asset_row(v, record.marks) for v in validations]
+    rationale = "closed by hand" if by == "manual" else note
+    validations = [_accepted(s, Action.CLOSE_POSITION, rationale) for s in targets]
     if confirm is not None and not confirm(targets):
         record.execution = "declined"
+    return await _execute_without_model(services, record, validations, marks, started)
+
+
+async def protect_positions(services: Services, stops: Mapping[str, float], *, note: str) -> DecideResult:
+    """Place a stop-loss at ``stops[symbol]`` on each of those open positions, recorded as a decision made
+    by ``reconcile`` (the reason in ``note``), so that every order links to an audit record.
+
+    The orders go through execution's ``adjust_orders`` path: the new stop (STOP_MARKET, closePosition,
+    mark-price trigger, bounded retries) first; if it is not acknowledged and the position has no stop, the
+    position is closed reduce-only at once, an emergency. Raises VenueError when nothing could be sent.
+    """
+    started = time.monotonic()
+    targets = list(stops)
+    record = _record_without_model(services, targets, by="reconcile", note=note)
+    marks = await services.exchange.mark_prices(targets)
+    record.marks = {s: float(m) for s, m in marks.items()}
+    validations = [_accepted(s, Action.ADJUST_ORDERS, note, sl_price=stops[s]) for s in targets]
+    return await _execute_without_model(services, record, validations, marks, started)
+
+
+def _record_without_model(services: Services, symbols: list[str], *, by: str, note: str) -> DecisionRecord:
+    """The record of orders no model decided (a close by hand, the kill switch, reconcile). Its outcome is
+    ``manual``, which statistics leave out of the model's decision quality."""
+    now = services.clock.now_ms()
+    return DecisionRecord(
+        id=new_decision_id(now),
+        created_at_ms=now,
+        account=services.settings.account,
+        mode=services.exchange.mode,
+        dry_run=False,
+        strategy="-",
+        model=by,
+        base_url="-",
+        symbols=symbols,
+        outcome="manual",
+        notes=[note],
+    )
+
+
+def _accepted(symbol: str, action: Action, rationale: str, *, sl_price: float | None = None) -> AssetValidation:
+    return AssetValidation(
+        symbol=symbol,
+        action=action.value,
+        status=Status.ACCEPTED,
+        reasons=[],
+        proposed=None,
+        final=AssetDecision(
+            symbol=symbol,
+            action=action,
+            rationale=rationale,
+            allocation_usd=0,
+            leverage=1,
+            sl_price=sl_price,
+            confidence=1,
+            risk_level=RiskLevel.LOW,
+        ),
+    )
+
+
+async def _execute_without_model(
+    services: Services,
+    record: DecisionRecord,
+    validations: list[AssetValidation],
+    marks: dict[str, Decimal],
+    started: float,
+) -> DecideResult:
+    """Record ``record`` with its asset rows, then execute them unless declined."""
+    report = ValidationReport(assets=validations)
+    record.assets = [_asset_row(v, record.marks) for v in validations]
     record.latency_ms = int((time.monotonic() - started) * 1000)
     services.store.record_decision(record)
     if record.execution == "declined":

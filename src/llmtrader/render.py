@@ -880,3 +880,93 @@ def write_equity_csv(path: Path, curve: Sequence[EquityPoint]) -> None:
         for p in curve:
             pct = "" if p.drawdown_pct is None else f"{p.drawdown_pct:.6f}"
             out.writerow([iso_utc(p.time_ms), p.time_ms, _money(p.equity), _money(p.drawdown_usd), pct])
+
+
+CYCLE_OUTCOME_STYLE = {
+    "traded": "green",
+    "held": "cyan",
+    "model_error": "red",
+    "risk_veto": "yellow",
+    "exchange_reject": "red",
+    "skipped": "yellow",
+}
+
+
+def _guard_lines(guards: dict[str, Any]) -> tuple[Text, Text]:
+    """The kill switches and the circuit breaker of ``guards.describe``, as two cells."""
+    kill = Text()
+    drawdown, daily, budget = guards["drawdown"], guards["daily_loss"], guards["budget"]
+    tripped = [
+        (drawdown["stopped"], f"drawdown STOPPED since {drawdown['since']}: {drawdown['reason']}"),
+        (daily["tripped"], f"daily loss TRIPPED: {daily['reason']}"),
+        (budget["reached"], f"model budget REACHED: {budget['reason']}"),
+    ]
+    for on, line in tripped:
+        if on:
+            kill.append(("\n" if kill else "") + line, style="bold red")
+    if not kill:
+        kill.append("all clear", style="green")
+    circuit = guards["circuit"]
+    state = circuit["state"]
+    cell = Text(state.replace("_", "-"), style={"closed": "green", "open": "bold red"}.get(state, "yellow"))
+    if state == "open":
+        cell.append(f" until {circuit['until']}")
+    if circuit["consecutive_failures"]:
+        cell.append(f" ({circuit['consecutive_failures']} consecutive model failures)")
+    if state != "closed" and circuit["last_error"]:
+        cell.append(f"\nlast error: {circuit['last_error']}")
+    return kill, cell
+
+
+def status_view(rows: list[dict[str, Any]]) -> None:
+    """``llmtrader status``: one table per account, and a warning for each one deciding without an LLM."""
+    for row in rows:
+        if row["baseline_fallback"]:
+            warning(
+                f"account {row['account']!r}: no model key: decisions come from the built-in 'baseline' rules, "
+                "not from an LLM (set OPENROUTER_API_KEY or LLM_API_KEY)"
+            )
+    for row in rows:
+        mode = Text("LIVE", style="bold red") if row["mode"] == "live" else Text("paper", style="cyan")
+        table = Table(title=Text.assemble(f"Account {row['account']} (", mode, ")"), show_header=False)
+        table.add_column("Field", style="bold")
+        table.add_column("Value", overflow="fold")
+        if row["running"]:
+            table.add_row("agent", Text(f"running (pid {row['pid']})", style="green"))
+        else:
+            table.add_row("agent", Text("not running (start it with `llmtrader run`)", style="yellow"))
+        source = "chosen with `strategy use`" if row["strategy_source"] == "chosen" else "configured"
+        table.add_row("strategy", f"{row['strategy']} ({source})")
+        model = Text(row["model"], style="bold yellow" if row["baseline_fallback"] else "")
+        table.add_row("model", model)
+        table.add_row("interval", f"{row['interval']} on {', '.join(row['assets'])}")
+        last = row["last_cycle"]
+        if last is None:
+            table.add_row("last cycle", Text("none yet", style="dim"))
+        else:
+            cell = Text(f"{last['started_at']}  ")
+            cell.append(last["outcome"], style=CYCLE_OUTCOME_STYLE.get(last["outcome"], ""))
+            if last["cached"]:
+                cell.append(" (cached decision)")
+            took = last["duration_ms"]
+            if took is not None:
+                cell.append(f"  in {took / 1000:.1f} s" if took < 60_000 else f"  in {duration(took)}")
+            if last["decision_id"]:
+                cell.append(f"  decision {last['decision_id']}")
+            if last["reason"]:
+                cell.append(f"\n{last['reason']}", style="dim")
+            table.add_row("last cycle", cell)
+        table.add_row(
+            "next cycle", row["next_cycle"] if row["running"] else f"{row['next_cycle']} (if it runs by then)"
+        )
+        equity = row["equity_usd"]
+        table.add_row("equity", f"{fmt(equity)} USD (at the last cycle)" if equity is not None else "-")
+        positions = row["open_positions"]
+        table.add_row(
+            "open positions",
+            str(positions) if positions is not None else "not known here (live): `llmtrader positions` asks the venue",
+        )
+        kill, circuit = _guard_lines(row["guards"])
+        table.add_row("kill switches", kill)
+        table.add_row("circuit breaker", circuit)
+        console.print(table)

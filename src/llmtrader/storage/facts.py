@@ -82,20 +82,42 @@ def account_facts(store: Store, account: str, now_ms: int) -> AccountFacts:
         if since_close:
             facts.opened_at_ms[symbol] = min(since_close)
     facts.last_close_ms = {s: t for s, t in facts.last_close_ms.items() if t > 0}
+    facts.day_start_equity = day_start_equity(store, account, now_ms)
+    return facts
+
+
+# Where an account's equity is recorded: every decision, and every scheduled cycle (skipped ones too).
+_EQUITY_SOURCES = (("decisions", "created_at"), ("cycles", "started_at"))
+
+
+def day_start_equity(store: Store, account: str, now_ms: int) -> float | None:
+    """The account's equity when the UTC day of ``now_ms`` began: the last one recorded before 00:00 UTC (by a
+    decision or a cycle), else the first one recorded today; None when none is recorded."""
+    db = store.db
     midnight = iso_utc(now_ms - now_ms % DAY_MS)
-    before = db.execute(
-        "SELECT equity_usd FROM decisions WHERE account = ? AND created_at < ? AND equity_usd IS NOT NULL "
-        "ORDER BY created_at DESC LIMIT 1",
-        [account, midnight],
-    ).fetchone()
-    if before is None:
-        before = db.execute(
-            "SELECT equity_usd FROM decisions WHERE account = ? AND created_at >= ? AND equity_usd IS NOT NULL "
-            "ORDER BY created_at LIMIT 1",
+    before: list[tuple[str, float]] = []
+    today: list[tuple[str, float]] = []
+    for table, column in _EQUITY_SOURCES:
+        # One indexed seek per table and direction: (account, time) is indexed in both tables.
+        row = db.execute(
+            f"SELECT {column}, equity_usd FROM {table} WHERE account = ? AND {column} < ? AND equity_usd IS NOT NULL "
+            f"ORDER BY {column} DESC LIMIT 1",
             [account, midnight],
         ).fetchone()
-    facts.day_start_equity = float(before[0]) if before is not None else None
-    return facts
+        if row is not None:
+            before.append((str(row[0]), float(row[1])))
+        row = db.execute(
+            f"SELECT {column}, equity_usd FROM {table} WHERE account = ? AND {column} >= ? AND equity_usd IS NOT NULL "
+            f"ORDER BY {column} LIMIT 1",
+            [account, midnight],
+        ).fetchone()
+        if row is not None:
+            today.append((str(row[0]), float(row[1])))
+    if before:
+        return max(before)[1]
+    if today:
+        return min(today)[1]
+    return None
 
 
 @dataclass

@@ -289,6 +289,31 @@ def m007_guards(db: Database) -> None:
     db.table("decision_cache").create_index(["expires_at_ms"])
 
 
+@migration
+def m008_cycles(db: Database) -> None:
+    """One row per scheduled cycle of an account (``llmtrader run``), skipped ones too: when it ran, its
+    outcome (traded, held, model_error, risk_veto, exchange_reject, skipped) and why, its decision, the
+    account equity it saw, whether the decision was reused from the cache, and what reconcile did (JSON)."""
+    db.table("cycles").create(
+        {
+            "id": int,
+            "account": str,
+            "started_at": str,
+            "finished_at": str,
+            "duration_ms": int,
+            "outcome": str,
+            "reason": str,
+            "decision_id": str,
+            "equity_usd": float,
+            "cached": int,
+            "reconcile": str,
+        },
+        pk="id",
+        not_null={"account", "started_at", "finished_at", "duration_ms", "outcome", "cached"},
+    )
+    db.table("cycles").create_index(["account", "started_at"])
+
+
 def migration_names() -> list[str]:
     return [name for name, _ in MIGRATIONS]
 

@@ -424,3 +424,31 @@ def compare_arms(
             }
         )
     return result
+
+
+CYCLE_COLUMNS = (
+    "id, account, started_at, finished_at, duration_ms, outcome, reason, decision_id, equity_usd, cached, reconcile"
+)
+
+
+def last_cycles(conn: sqlite3.Connection, accounts: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The latest recorded cycle of each account (of ``accounts``, or of every account that has one), keyed by
+    account in name order: the ``cycles`` row with ``cached`` as a bool and ``reconcile`` as a list."""
+    if accounts is None:
+        names = [str(r[0]) for r in conn.execute("SELECT DISTINCT account FROM cycles")]
+    else:
+        names = list(dict.fromkeys(accounts))
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted(names):
+        cursor = conn.execute(
+            f"SELECT {CYCLE_COLUMNS} FROM cycles WHERE account = ? ORDER BY started_at DESC, id DESC LIMIT 1", [name]
+        )
+        row = cursor.fetchone()
+        if row is None:
+            continue
+        columns = [d[0] for d in cursor.description]
+        cycle = dict(zip(columns, row, strict=True))
+        cycle["cached"] = bool(cycle["cached"])
+        cycle["reconcile"] = json.loads(cycle["reconcile"]) if cycle["reconcile"] else []
+        out[name] = cycle
+    return out

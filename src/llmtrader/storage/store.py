@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from llmtrader.guards import CachedDecision, GuardEvent, GuardState
 
 
+# Order rows whose outcome reconcile checks against the venue (llmtrader.cycle.reconcile).
+PENDING_ORDER_STATUSES = ("sending", "acknowledged", "partially_filled", "unknown")
+
+
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
 
@@ -228,6 +232,115 @@ class Store:
                 self.db.table("decision_cache").upsert(row, pk="key")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot cache decision {decision_id} in {self.path}: {exc}") from exc
+
+    # ---- Cycles (llmtrader.cycle), and what reconcile reads and marks ------------------------------------
+
+    def record_cycle(
+        self,
+        *,
+        account: str,
+        started_ms: int,
+        finished_ms: int,
+        outcome: str,
+        reason: str | None,
+        decision_id: str | None,
+        equity_usd: float | None,
+        cached: bool,
+        reconcile: Sequence[str],
+    ) -> int:
+        """Append one cycle of ``account``; returns its row id."""
+        row = {
+            "account": account,
+            "started_at": iso_utc(started_ms),
+            "finished_at": iso_utc(finished_ms),
+            "duration_ms": max(0, finished_ms - started_ms),
+            "outcome": outcome,
+            "reason": reason,
+            "decision_id": decision_id,
+            "equity_usd": equity_usd,
+            "cached": int(cached),
+            "reconcile": _json(list(reconcile)),
+        }
+        try:
+            with self.db.conn:
+                table = self.db.table("cycles")
+                table.insert(row)
+                pk = table.last_pk
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot record a cycle of account {account!r} in {self.path}: {exc}") from exc
+        assert pk is not None
+        return int(pk)
+
+    def last_cycle(self, account: str) -> dict[str, Any] | None:
+        """The latest recorded cycle of ``account`` (as :func:`llmtrader.storage.reader.last_cycles` gives it)."""
+        return reader.last_cycles(self.db.conn, [account]).get(account)
+
+    def pending_orders(self, account: str, mode: str) -> list[dict[str, Any]]:
+        """The orders of ``account`` in ``mode`` the store still believes open, or whose outcome it does not
+        know: status sending, acknowledged, partially_filled or unknown. Oldest first."""
+        cursor = self.db.execute(
+            "SELECT id, decision_id, symbol, leg, client_order_id, status FROM orders WHERE account = ? AND mode = ? "
+            f"AND status IN ({','.join('?' * len(PENDING_ORDER_STATUSES))}) ORDER BY id",
+            [account, mode, *PENDING_ORDER_STATUSES],
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+
+    def mark_order(self, row_id: int, *, status: str, state: OrderState | None, now_ms: int) -> None:
+        """Set an order row's status to what the venue says now (``state``; None: the venue has no such order).
+        The venue's update time, when it gives one, becomes ``updated_at`` (a fill's time for the limits);
+        the code and message of the original answer are kept."""
+        update: dict[str, Any] = {"status": status, "updated_at": iso_utc(now_ms)}
+        if state is not None:
+            if state.update_time_ms > 0:
+                update["updated_at"] = iso_utc(state.update_time_ms)
+            update.update(
+                order_id=state.order_id,
+                executed_qty=str(state.executed_qty),
+                avg_price=str(state.avg_price),
+                response=_json(state.raw),
+            )
+        try:
+            with self.db.conn:
+                self.db.table("orders").update(row_id, update)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot mark order row {row_id} as {status}: {exc}") from exc
+
+    def last_stop_level(self, account: str, mode: str, symbol: str, *, since_ms: int) -> tuple[float, str] | None:
+        """The stop-loss level llmtrader last set on ``symbol`` at or after ``since_ms``, and where it comes from:
+        the newest stop-loss order the venue acknowledged (an ``sl*`` leg with an order id), else the newest
+        accepted asset decision (not a dry run) that gave an ``sl_price``. None when there is neither."""
+        since = iso_utc(since_ms)
+        row = self.db.execute(
+            "SELECT request, client_order_id FROM orders WHERE account = ? AND symbol = ? AND created_at >= ? "
+            "AND mode = ? AND leg LIKE 'sl%' AND order_id IS NOT NULL ORDER BY created_at DESC, id DESC LIMIT 1",
+            [account, symbol, since, mode],
+        ).fetchone()
+        if row is not None:
+            stop = (json.loads(row[0]) if row[0] else {}).get("stopPrice")
+            if stop is not None:
+                return float(stop), f"stop-loss order {row[1]}"
+        row = self.db.execute(
+            "SELECT a.sl_price, a.decision_id FROM asset_decisions a JOIN decisions d ON d.id = a.decision_id "
+            "WHERE a.symbol = ? AND a.created_at >= ? AND a.account = ? AND d.mode = ? AND d.dry_run = 0 "
+            "AND a.status != 'rejected' AND a.sl_price IS NOT NULL "
+            "AND a.action IN ('buy', 'sell', 'adjust_orders', 'adjust_position') "
+            "ORDER BY a.created_at DESC, a.id DESC LIMIT 1",
+            [symbol, since, account, mode],
+        ).fetchone()
+        return (float(row[0]), f"decision {row[1]}") if row is not None else None
+
+    def last_event_ms(self, account: str, symbol: str, kind: str) -> int | None:
+        """When the newest execution event of ``kind`` on ``symbol`` of ``account`` was recorded (epoch ms)."""
+        row = self.db.execute(
+            "SELECT MAX(created_at) FROM execution_events WHERE kind = ? AND account = ? AND symbol = ?",
+            [kind, account, symbol],
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        from llmtrader.storage.facts import ms_of_iso
+
+        return ms_of_iso(str(row[0]))
 
     def set_execution(self, decision_id: str, summary: str) -> None:
         """The one-word outcome of a decision's execution (executed, partial, failed, emergency…)."""

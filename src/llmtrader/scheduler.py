@@ -1,0 +1,684 @@
+"""The scheduled agent (``llmtrader run``): one APScheduler job per account, aligned to candle closes.
+
+Timing
+------
+Candles of an interval close at whole multiples of the interval since the epoch, in UTC (1h candles at
+hh:00, 4h ones at 00:00, 04:00, ... UTC, 1d ones at 00:00 UTC). A cycle fires ``offset_s`` after that
+close (:data:`DEFAULT_OFFSET_S`, 5 s: a 1h agent runs at hh:00:05), so the venue has closed the candle
+the cycle decides on. :func:`next_fire_ms` is that rule as a pure function; the APScheduler trigger is an
+``IntervalTrigger`` whose start date is the epoch plus the offset, so both give the same times.
+
+Each job is ``max_instances=1, coalesce=True, misfire_grace_time=<the interval>``: after a pause (a
+suspended VPS, a blocked event loop) the missed fires collapse into ONE catch-up cycle, never a burst.
+
+Why the job only starts a task
+------------------------------
+The APScheduler job does not await the cycle: it starts it as a task this module owns and returns.
+APScheduler's asyncio executor cancels the coroutines it runs when the scheduler shuts down, and a cycle
+must never be cancelled in the middle of its exchange calls (an entry without its stop). Owning the task
+lets a shutdown wait for it instead. The per-account overlap rule is enforced here, not by APScheduler:
+when a fire finds the account's previous cycle still running (its lock held), the new cycle is skipped
+and RECORDED (APScheduler's own "maximum number of running instances reached" would only log it).
+
+Isolation
+---------
+Every account has its own settings (:func:`llmtrader.accounts.settings_for_account`), its own services
+(store connection, market client, exchange, decision client) and its own lock. An exception in one
+account's cycle is recorded as a skipped cycle of that account (by :func:`llmtrader.cycle.run_cycle`,
+before it raises) and logged here; the other accounts go on.
+
+Stopping
+--------
+SIGINT or SIGTERM stops new fires, waits for the cycles in progress (at most ``stop_timeout_s``), closes
+every account's services and returns exit code 0. A second signal, or the timeout, cancels what is still
+running and returns 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlparse
+
+from llmtrader.config import INTERVAL_MS
+from llmtrader.errors import ConfigError, CredentialsError
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from structlog.stdlib import BoundLogger
+
+    from llmtrader.config import Settings
+    from llmtrader.cycle import CycleResult
+    from llmtrader.engine import Clock, Services
+    from llmtrader.storage.store import Store
+
+# Seconds after a candle's close at which its cycle fires: enough for the venue to have closed the candle
+# and published it, short enough that the decision is made on fresh data.
+DEFAULT_OFFSET_S = 5.0
+# How long a shutdown waits for the cycles in progress. A cycle's model call may take
+# llm_timeout_s (180 s) several times over with retries and re-asks; keep deploy/llmtrader.service's
+# TimeoutStopSec above this.
+STOP_TIMEOUT_S = 900.0
+OVERLAP_REASON = "overlap: the previous cycle was still running"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Local model servers (Ollama, vLLM) take any key: bootstrap.build_client uses "local" for them.
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+NO_MODEL_KEY = "baseline (no model key)"
+
+
+class CycleFn(Protocol):
+    """``llmtrader.cycle.run_cycle``: one whole cycle of one account, recorded whatever its outcome."""
+
+    def __call__(self, services: Services, *, now_ms: int | None = None) -> Awaitable[CycleResult]: ...
+
+
+class SkipFn(Protocol):
+    """``llmtrader.cycle.record_skipped_cycle``: record a cycle that did not run, and why."""
+
+    def __call__(self, store: Store, account: str, *, now_ms: int, reason: str) -> CycleResult: ...
+
+
+# ---- Timing (pure) --------------------------------------------------------------------------------------
+
+
+def interval_ms(interval: str) -> int:
+    """The length of a decision interval (``1h``...) in milliseconds."""
+    try:
+        return INTERVAL_MS[interval]
+    except KeyError:
+        raise ConfigError(f"interval {interval!r} is not one of {', '.join(INTERVAL_MS)}") from None
+
+
+def _offset_ms(interval: str, offset_s: float) -> tuple[int, int]:
+    step = interval_ms(interval)
+    offset = round(offset_s * 1000)
+    if not 0 <= offset < step:
+        raise ConfigError(f"the cycle offset {offset_s} s must be at least 0 and shorter than the interval {interval}")
+    return step, offset
+
+
+def next_fire_ms(now_ms: int, interval: str, offset_s: float = DEFAULT_OFFSET_S) -> int:
+    """The first cycle time at or after ``now_ms``: a close of an ``interval`` candle (a multiple of the
+    interval since the epoch, UTC) plus ``offset_s``. The same rule as the APScheduler trigger."""
+    step, offset = _offset_ms(interval, offset_s)
+    return offset + -((offset - now_ms) // step) * step  # ceil((now - offset) / step) intervals
+
+
+def previous_fire_ms(now_ms: int, interval: str, offset_s: float = DEFAULT_OFFSET_S) -> int:
+    """The last cycle time at or before ``now_ms``."""
+    step, offset = _offset_ms(interval, offset_s)
+    return offset + (now_ms - offset) // step * step
+
+
+def trigger_for(interval: str, offset_s: float = DEFAULT_OFFSET_S) -> Any:
+    """The APScheduler trigger firing at :func:`next_fire_ms` times: every interval from the epoch + offset."""
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    step, offset = _offset_ms(interval, offset_s)
+    anchor = datetime.fromtimestamp(offset / 1000, tz=UTC)
+    return IntervalTrigger(seconds=step / 1000, start_date=anchor, timezone=UTC)
+
+
+# ---- Start-up checks ------------------------------------------------------------------------------------
+
+
+def model_key_missing(settings: Settings) -> bool:
+    """True when the configured model needs a key and none is set: the condition on which
+    :func:`llmtrader.bootstrap.build_client` falls back to the baseline rules in paper mode (and refuses
+    in live mode). Kept here so that ``status`` does not import the decision pipeline."""
+    if settings.is_baseline or settings.llm_api_key is not None:
+        return False
+    return (urlparse(settings.llm_base_url).hostname or "") not in _LOCAL_HOSTS
+
+
+def model_label(settings: Settings) -> str:
+    """The model an account decides with, as ``status`` and the start line show it."""
+    if settings.trading_mode == "paper" and model_key_missing(settings):
+        return NO_MODEL_KEY
+    return settings.llm_model
+
+
+def start_problems(settings: Settings, name: str, account: Settings) -> list[str]:
+    """What stops account ``name`` (effective settings ``account``) from starting live: named credential
+    variables unset, no or partial venue credentials, no model key. Empty for a sound account. For a
+    paper account these are only warnings (it needs no venue key, and decides with baseline rules
+    without a model key); the caller decides."""
+    from llmtrader.accounts import credential_problems
+
+    problems = credential_problems(settings, name)
+    if account.trading_mode != "live":
+        return problems
+    named = settings.accounts[name].env.named() if settings.accounts else {}
+    if model_key_missing(account) and "llm_api_key" not in named:
+        problems.append(
+            f"account {name!r} trades live with model {account.llm_model!r} but has no model key: set "
+            "OPENROUTER_API_KEY (or LLM_API_KEY) in the environment"
+            + (f", or name a variable in accounts.{name}.env.llm_api_key" if settings.accounts else "")
+        )
+    if not settings.accounts:  # an accounts table's venue keys are checked by credential_problems
+        try:
+            if account.venue_credentials() is None:
+                problems.append(
+                    f"account {name!r} trades live but has no venue credentials: set ASTERDEX_USER, "
+                    "ASTERDEX_SIGNER and ASTERDEX_SIGNER_PRIVATE_KEY (V3 API wallet), or ASTERDEX_API_KEY and "
+                    "ASTERDEX_API_SECRET (V1) in the environment"
+                )
+        except CredentialsError as exc:
+            problems.append(f"account {name!r}: {exc}")
+    return problems
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The accounts a ``run`` starts: effective settings by name, and warnings to show (paper accounts)."""
+
+    accounts: dict[str, Settings]
+    warnings: tuple[str, ...] = ()
+
+
+def select_accounts(settings: Settings, names: Sequence[str] | None = None) -> Selection:
+    """The effective settings of the accounts to run (``names``, else every configured one), checked.
+
+    Any live account with a credential problem stops the start: one CredentialsError (exit code 2) lists
+    every problem of every account, naming the environment variables. A paper account's problems are
+    returned as warnings.
+    """
+    from llmtrader.accounts import account_names, require_account, settings_for_account
+
+    chosen = list(dict.fromkeys(names)) if names else account_names(settings)
+    for name in chosen:
+        require_account(settings, name)
+    accounts: dict[str, Settings] = {}
+    fatal: list[str] = []
+    warnings: list[str] = []
+    for name in chosen:
+        account = settings_for_account(settings, name)
+        accounts[name] = account
+        problems = start_problems(settings, name, account)
+        (fatal if account.trading_mode == "live" else warnings).extend(problems)
+    if fatal:
+        raise CredentialsError("cannot start live trading: " + "; ".join(fatal))
+    return Selection(accounts, tuple(warnings))
+
+
+# ---- The scheduler --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Account:
+    name: str
+    settings: Settings
+    services: Services
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Scheduler:
+    """Runs the cycles of several accounts on candle-aligned times, one at a time per account.
+
+    ``cycle`` and ``record_skip`` are :func:`llmtrader.cycle.run_cycle` and
+    :func:`llmtrader.cycle.record_skipped_cycle` (fakes in tests). The cycle records (and logs) every
+    cycle it runs, even one that raises; the scheduler records only the skips it decides (overlap) and
+    logs a cycle's exception, so one account's failure never reaches the others. ``services`` are every
+    account's services, built by the caller and closed by :meth:`close` with ``close_services``.
+    ``clock`` gives the time of each fire. :meth:`fire` is what the APScheduler job calls (through
+    :meth:`launch`) and what tests call directly.
+    """
+
+    def __init__(
+        self,
+        services: Mapping[str, Services],
+        *,
+        cycle: CycleFn,
+        record_skip: SkipFn,
+        close_services: Callable[[Services], Awaitable[None]],
+        clock: Clock,
+        offset_s: float = DEFAULT_OFFSET_S,
+        stop_timeout_s: float = STOP_TIMEOUT_S,
+        logger: BoundLogger | None = None,
+    ) -> None:
+        from llmtrader.logs import get_logger
+
+        self._accounts = {name: _Account(name, s.settings, s) for name, s in services.items()}
+        for account in self._accounts.values():
+            _offset_ms(account.settings.interval, offset_s)  # a bad offset fails now, not at the first fire
+        self._cycle = cycle
+        self._record_skip = record_skip
+        self._close_services = close_services
+        self.clock = clock
+        self.offset_s = offset_s
+        self.stop_timeout_s = stop_timeout_s
+        self.log = logger if logger is not None else get_logger("llmtrader.scheduler")
+        self._tasks: set[asyncio.Task[CycleResult | None]] = set()
+        self._aps: Any = None
+        self._aps_stopped = False
+        self._stop: asyncio.Event | None = None
+        self._stopping = False
+        self._forced = False
+        self._closed = False
+
+    @property
+    def accounts(self) -> list[str]:
+        return list(self._accounts)
+
+    @property
+    def running(self) -> list[str]:
+        """The accounts whose cycle is in progress."""
+        return [name for name, a in self._accounts.items() if a.lock.locked()]
+
+    def next_fire_ms(self, account: str, now_ms: int | None = None) -> int:
+        """When ``account``'s next cycle fires (at or after ``now_ms``, default: now)."""
+        now = self.clock.now_ms() if now_ms is None else now_ms
+        return next_fire_ms(now, self._accounts[account].settings.interval, self.offset_s)
+
+    # ---- one fire ---------------------------------------------------------------------------------------
+
+    async def fire(self, account: str, now_ms: int | None = None) -> CycleResult | None:
+        """Run one cycle of ``account`` now, unless its previous cycle is still running: then skip this one
+        and record it. Returns the cycle's result; None when the cycle raised (logged here; the cycle
+        records itself even then, as :func:`llmtrader.cycle.run_cycle` does when its store allows), when
+        the skip could not be recorded, or when the agent is stopping (nothing starts then)."""
+        acc = self._accounts[account]
+        now = self.clock.now_ms() if now_ms is None else now_ms
+        if self._stopping:
+            self.log.info("cycle not started: the agent is stopping", account=account)
+            return None
+        if acc.lock.locked():
+            self.log.warning("cycle skipped: the previous cycle is still running", account=account)
+            try:
+                return self._record_skip(acc.services.store, account, now_ms=now, reason=OVERLAP_REASON)
+            except Exception:
+                self.log.exception("the skipped cycle could not be recorded", account=account)
+                return None
+        async with acc.lock:
+            try:
+                return await self._cycle(acc.services, now_ms=now)
+            except Exception:  # never BaseException: a cancellation must go through
+                self.log.exception("cycle failed", account=account)
+                return None
+
+    async def run_once(self, now_ms: int | None = None) -> list[CycleResult | None]:
+        """One cycle of every account, concurrently, in account order; each is isolated from the others'
+        failures. A cycle cancelled by a second stop request gives None."""
+        now = self.clock.now_ms() if now_ms is None else now_ms
+        tasks = [self.launch(name, now) for name in self._accounts]
+        await asyncio.wait(tasks)
+        return [None if t.cancelled() else t.result() for t in tasks]
+
+    # ---- APScheduler ------------------------------------------------------------------------------------
+
+    def launch(self, account: str, now_ms: int | None = None) -> asyncio.Task[CycleResult | None]:
+        """Start :meth:`fire` as a task this scheduler owns (waited for at shutdown, never cancelled by
+        APScheduler): all the APScheduler job does."""
+        task = asyncio.get_running_loop().create_task(self.fire(account, now_ms), name=f"llmtrader cycle {account}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _job(self, account: str) -> None:
+        self.launch(account)
+
+    def start(self, *, last_cycle_ms: Mapping[str, int | None] | None = None) -> None:
+        """Add one job per account to a new AsyncIOScheduler and start it (needs a running event loop).
+
+        With ``last_cycle_ms`` (when each account's last recorded cycle started), an account whose cycle
+        for the latest candle close has not run yet (a restart after the fire time, or a first start)
+        runs one cycle at once: once, however long the agent was stopped.
+        """
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        self._stop = asyncio.Event()
+        aps = AsyncIOScheduler(timezone=UTC)
+        for name, acc in self._accounts.items():
+            grace = math.ceil(interval_ms(acc.settings.interval) / 1000)
+            aps.add_job(
+                self._job,
+                trigger=trigger_for(acc.settings.interval, self.offset_s),
+                args=[name],
+                id=f"cycle:{name}",
+                name=f"llmtrader cycle of account {name}",
+                max_instances=1,  # the job only starts the task; the overlap rule is fire()'s lock
+                coalesce=True,  # missed fires after a pause collapse into one...
+                misfire_grace_time=grace,  # ...which still runs if it is less than an interval late
+                replace_existing=True,
+            )
+        aps.start()
+        self._aps = aps
+        if last_cycle_ms is not None:
+            now = self.clock.now_ms()
+            for name, acc in self._accounts.items():
+                last = last_cycle_ms.get(name)
+                if last is None or last < previous_fire_ms(now, acc.settings.interval, self.offset_s):
+                    self.log.info("catch-up cycle: none recorded since the latest candle close", account=name)
+                    self.launch(name, now)
+
+    def request_stop(self, why: str = "stop requested") -> None:
+        """Stop scheduling new cycles and let the running ones finish; a second request cancels them."""
+        if self._stopping:
+            if not self._forced:
+                self._forced = True
+                self.log.warning("second stop request: cancelling the cycles in progress", accounts=self.running)
+                for task in list(self._tasks):
+                    task.cancel()
+            return
+        self._stopping = True
+        self.log.info(f"{why}: no new cycle; waiting for those in progress", accounts=self.running)
+        self._stop_jobs()
+        if self._stop is not None:
+            self._stop.set()
+
+    def _stop_jobs(self) -> None:
+        """Shut APScheduler down, once (its shutdown runs later, in the loop, so `running` lags)."""
+        if self._aps is not None and not self._aps_stopped:
+            self._aps_stopped = True
+            self._aps.shutdown(wait=False)
+
+    async def wait_for_cycles(self) -> bool:
+        """Wait for the cycles in progress, at most ``stop_timeout_s``; cancel what remains. True when
+        every cycle finished by itself."""
+        pending = {t for t in self._tasks if not t.done()}
+        if not pending:
+            return not self._forced
+        _, late = await asyncio.wait(pending, timeout=self.stop_timeout_s)
+        for task in late:
+            task.cancel()
+        if late:
+            self.log.error(
+                f"cycles still running after {self.stop_timeout_s:g} s were cancelled",
+                tasks=sorted(t.get_name() for t in late),
+            )
+            await asyncio.wait(late)
+        finished = [t for t in pending if t not in late and not t.cancelled()]
+        return not late and len(finished) == len(pending) and not self._forced
+
+    async def close(self) -> None:
+        """Close every account's services (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        for acc in self._accounts.values():
+            try:
+                await self._close_services(acc.services)
+            except Exception:
+                self.log.exception("closing the services failed", account=acc.name)
+
+    @contextlib.contextmanager
+    def _handling(self, signals: Sequence[signal.Signals]) -> Iterator[None]:
+        """SIGINT and SIGTERM request a stop (a second one cancels) while the block runs."""
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        for sig in signals:
+            try:
+                loop.add_signal_handler(sig, self.request_stop, f"{sig.name} received")
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # not the main thread, or no such support
+                pass
+        try:
+            yield
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    async def serve(
+        self,
+        *,
+        last_cycle_ms: Mapping[str, int | None] | None = None,
+        signals: Sequence[signal.Signals] = STOP_SIGNALS,
+    ) -> int:
+        """Run until SIGINT/SIGTERM (or :meth:`request_stop`): start the jobs, wait for a stop, wait for
+        the cycles in progress, close the services. Returns the exit code: 0, or 1 when a cycle had to
+        be cancelled."""
+        with self._handling(signals):
+            try:
+                self.start(last_cycle_ms=last_cycle_ms)
+                assert self._stop is not None
+                await self._stop.wait()
+                clean = await self.wait_for_cycles()
+            finally:
+                self._stop_jobs()
+                await self.close()
+        self.log.info("stopped", clean=clean)
+        return 0 if clean else 1
+
+    async def serve_once(self, *, signals: Sequence[signal.Signals] = STOP_SIGNALS) -> int:
+        """``run --once``: one cycle per account, concurrently, then close. A signal lets the cycles
+        finish (a second one cancels them). Returns 0 when every account's cycle was recorded (whatever
+        its outcome), else 1."""
+        with self._handling(signals):
+            try:
+                results = await self.run_once()
+            finally:
+                await self.close()
+        return 0 if all(r is not None for r in results) else 1
+
+
+# ---- The command ----------------------------------------------------------------------------------------
+
+
+def last_cycle_times(conn: sqlite3.Connection | None) -> dict[str, int | None]:
+    """When each account's last recorded cycle started (empty without a database)."""
+    if conn is None:
+        return {}
+    from llmtrader.storage.facts import ms_of_iso
+    from llmtrader.storage.reader import last_cycles
+
+    return {name: ms_of_iso(row["started_at"]) for name, row in last_cycles(conn).items()}
+
+
+class RunLock:
+    """One agent per account and database: an exclusive ``flock`` on ``<db>.<account>.run.lock`` while
+    ``run`` runs (``--once`` too), so a second ``run`` (a manual one beside the service, a cron job that
+    overlaps) cannot trade the same account twice. The kernel releases it when the process dies, so a
+    crash never leaves a stale lock. The file holds the holder's pid, for the error and for ``status``.
+    """
+
+    def __init__(self, db: Path, account: str) -> None:
+        self.path = db.with_name(f"{db.name}.{account}.run.lock")
+        self.account = account
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise ConfigError (exit 2) naming the pid that holds it."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(
+                f"account {self.account!r} is already run by another llmtrader process (pid {holder}, lock "
+                f"{self.path}): stop it first (systemctl stop llmtrader), or run other accounts with --account"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+    def holder(self) -> int | None:
+        """The pid of the process running this account now, or None (read-only: creates nothing)."""
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.read(fd, 32).decode(errors="replace").strip()
+                return int(text) if text.isdigit() else -1
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+
+async def run_agent(
+    selection: Selection,
+    *,
+    once: bool = False,
+    dry_run: bool = False,
+    clock: Clock | None = None,
+    warn: Callable[[str], None] | None = None,
+    offset_s: float = DEFAULT_OFFSET_S,
+) -> int:
+    """``llmtrader run``: lock every selected account (:class:`RunLock`), build its services, log a start
+    line per account, then run one cycle each (``once``) or the schedule until a signal. Returns the exit
+    code: with ``once``, 0 when every account's cycle was recorded (whatever its outcome), else 1.
+
+    ``warn`` shows start-up warnings prominently (the baseline fallback of a paper account without a
+    model key). An error building an account's services stops the start, after closing those built.
+    """
+    from llmtrader.bootstrap import build_services, close_services
+    from llmtrader.cycle import record_skipped_cycle, run_cycle
+    from llmtrader.engine import SystemClock, strategy_in_force
+    from llmtrader.logs import get_logger
+    from llmtrader.storage.reader import open_reader
+    from llmtrader.storage.records import iso_utc
+
+    log = get_logger("llmtrader.scheduler")
+    clock = clock or SystemClock()
+    say = warn or (lambda message: log.warning(message))
+    for message in selection.warnings:
+        say(message)
+    db = next(iter(selection.accounts.values())).db  # one database for every account
+    locks = [RunLock(db, name) for name in selection.accounts]
+    built: dict[str, Services] = {}
+    try:
+        for lock in locks:
+            lock.acquire()
+        try:
+            for name, settings in selection.accounts.items():
+                built[name] = build_services(settings, clock=clock)
+            cycle: CycleFn = run_cycle
+            if dry_run:
+                cycle = partial(run_cycle, dry_run=True)
+            scheduler = Scheduler(
+                built, cycle=cycle, record_skip=record_skipped_cycle, close_services=close_services, clock=clock,
+                offset_s=offset_s,
+            )  # fmt: skip
+        except BaseException:
+            for services in built.values():
+                await close_services(services)
+            raise
+        now = clock.now_ms()
+        for name, services in built.items():
+            settings = services.settings
+            for note in services.notes:
+                say(f"account {name!r}: {note}")
+            strategy, _ = strategy_in_force(services.store, settings)
+            fields = {
+                "account": name,
+                "mode": settings.trading_mode,
+                "dry_run": dry_run or None,
+                "strategy": strategy,
+                "model": NO_MODEL_KEY if model_key_missing(settings) else services.client.model,
+                "interval": settings.interval,
+                "assets": ",".join(settings.assets),
+                "next_cycle": "now (--once)" if once else iso_utc(scheduler.next_fire_ms(name, now)),
+            }
+            log.info("start", **{k: v for k, v in fields.items() if v is not None})
+        if once:
+            return await scheduler.serve_once()
+        conn = open_reader(db)
+        try:
+            last = last_cycle_times(conn)
+        finally:
+            if conn is not None:
+                conn.close()
+        return await scheduler.serve(last_cycle_ms=last)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+# ---- Status ---------------------------------------------------------------------------------------------
+
+
+def _paper_positions(conn: sqlite3.Connection, account: str) -> int | None:
+    """Open positions of the paper account as last saved (None: the account was never used)."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM json_each(state, '$.book.positions')) FROM paper_accounts WHERE account = ?",
+        [account],
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _guard_state(conn: sqlite3.Connection | None, account: str) -> Any:
+    from llmtrader.guards import GuardState
+
+    row = None
+    if conn is not None:
+        row = conn.execute("SELECT state FROM guard_state WHERE account = ?", [account]).fetchone()
+    return GuardState.from_json(json.loads(row[0]) if row is not None else None)
+
+
+def agent_status(
+    settings: Settings, conn: sqlite3.Connection | None, *, now_ms: int, offset_s: float = DEFAULT_OFFSET_S
+) -> list[dict[str, Any]]:
+    """``llmtrader status``: per account, from the database only (plain sqlite3, no venue or model call).
+
+    ``running``: an agent holds the account's :class:`RunLock` now (``pid``: which process).
+    Open positions are the paper account's as last saved; for a live account they are not known here
+    (``None``): asking the venue is ``llmtrader positions``. Equity is the one the last cycle saw.
+    ``conn`` None (no database yet) gives every account with nothing run.
+    """
+    from llmtrader.accounts import account_names, settings_for_account
+    from llmtrader.guards import describe
+    from llmtrader.storage.reader import last_cycles, strategy_choice
+    from llmtrader.storage.records import iso_utc
+
+    names = account_names(settings)
+    cycles = last_cycles(conn, names) if conn is not None else {}
+    out: list[dict[str, Any]] = []
+    for name in names:
+        account = settings_for_account(settings, name)
+        chosen = strategy_choice(conn, name) if conn is not None else None
+        last = cycles.get(name)
+        pid = RunLock(account.db, name).holder()
+        positions = None
+        if account.trading_mode == "paper":
+            positions = (_paper_positions(conn, name) if conn is not None else None) or 0
+        out.append(
+            {
+                "account": name,
+                "mode": account.trading_mode,
+                "running": pid is not None,
+                "pid": pid,
+                "strategy": chosen or account.strategy,
+                "strategy_source": "chosen" if chosen else "configured",
+                "model": model_label(account),
+                "baseline_fallback": account.trading_mode == "paper" and model_key_missing(account),
+                "interval": account.interval,
+                "assets": list(account.assets),
+                "last_cycle": _cycle_json(last) if last is not None else None,
+                "next_cycle": iso_utc(next_fire_ms(now_ms, account.interval, offset_s)),
+                "equity_usd": last["equity_usd"] if last is not None else None,
+                "open_positions": positions,
+                "guards": describe(_guard_state(conn, name), now_ms),
+            }
+        )
+    return out
+
+
+def _cycle_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("started_at", "finished_at", "duration_ms", "outcome", "reason", "decision_id", "cached", "reconcile")
+    return {key: row.get(key) for key in keys}

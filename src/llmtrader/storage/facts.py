@@ -49,39 +49,45 @@ def ms_of_iso(iso: str) -> int:
 
 
 def account_facts(store: Store, account: str, now_ms: int) -> AccountFacts:
-    """The facts of ``account`` as of ``now_ms``."""
-    db = store.db
-    entries: dict[str, list[int]] = {}
-    closes: dict[str, list[int]] = {}
-    for symbol, leg, updated in db.execute(
-        "SELECT symbol, leg, updated_at FROM orders WHERE account = ? AND status IN ('filled', 'partially_filled') "
-        f"AND leg IN ({','.join('?' * (len(ENTRY_LEGS) + len(CLOSE_LEGS)))})",
-        [account, *ENTRY_LEGS, *CLOSE_LEGS],
-    ).fetchall():
-        (entries if leg in ENTRY_LEGS else closes).setdefault(symbol, []).append(ms_of_iso(updated))
-    # The fills the account's venue reported: the paper account's own, and the live venue's trade
-    # history once synced (stops and targets that triggered between decisions are only seen there).
-    for symbol, cid, reason, time_ms in db.execute(
-        "SELECT symbol, client_order_id, reason, time_ms FROM paper_fills WHERE account = ? "
-        "UNION ALL SELECT symbol, client_order_id, reason, time_ms FROM venue_fills WHERE account = ?",
-        [account, account],
-    ).fetchall():
-        if reason in CLOSING_REASONS:
-            closes.setdefault(symbol, []).append(int(time_ms))
-        elif isinstance(cid, str) and cid.rsplit("_", 1)[-1] in ENTRY_LEGS:
-            entries.setdefault(symbol, []).append(int(time_ms))  # a limit entry fills after its decision
+    """The facts of ``account`` as of ``now_ms``, aggregated in SQL (one pass, whatever the history's length).
+
+    Entries: filled ``en``/``ad`` orders, and fills of entry orders (a limit entry fills after its
+    decision). Closes: filled ``cl``/``em`` orders, and fills the venue reported as stops, targets,
+    liquidations or ADL (the paper account's own, and the live venue's once synced: stops that
+    triggered between decisions are only seen there).
+    """
+    closing = ",".join("?" * len(CLOSING_REASONS))
+    entry_like = " OR ".join("client_order_id LIKE ? ESCAPE '!'" for _ in ENTRY_LEGS)
+    entry_patterns = [f"%!_{leg}" for leg in ENTRY_LEGS]
+    fills = (
+        f"SELECT symbol, CASE WHEN reason IN ({closing}) THEN 'c' ELSE 'e' END AS kind, time_ms AS t "
+        f"FROM {{table}} WHERE account = ? AND (reason IN ({closing}) OR {entry_like})"
+    )
+    fill_params = [*CLOSING_REASONS, account, *CLOSING_REASONS, *entry_patterns]
+    legs = ",".join("?" * (len(ENTRY_LEGS) + len(CLOSE_LEGS)))
+    sql = f"""
+        WITH ev AS (
+            SELECT symbol, CASE WHEN leg IN ({",".join("?" * len(CLOSE_LEGS))}) THEN 'c' ELSE 'e' END AS kind,
+                   CAST(ROUND((julianday(updated_at) - 2440587.5) * 86400000) AS INTEGER) AS t
+            FROM orders WHERE account = ? AND status IN ('filled', 'partially_filled') AND leg IN ({legs})
+            UNION ALL {fills.format(table="paper_fills")}
+            UNION ALL {fills.format(table="venue_fills")}
+        ),
+        past AS (SELECT * FROM ev WHERE t <= ?),
+        closes AS (SELECT symbol, MAX(t) AS last_close FROM past WHERE kind = 'c' GROUP BY symbol)
+        SELECT p.symbol, c.last_close, MAX(CASE WHEN p.kind = 'e' THEN p.t END),
+               MIN(CASE WHEN p.kind = 'e' AND p.t > COALESCE(c.last_close, 0) THEN p.t END)
+        FROM past p LEFT JOIN closes c ON c.symbol = p.symbol GROUP BY p.symbol
+    """
+    params = [*CLOSE_LEGS, account, *ENTRY_LEGS, *CLOSE_LEGS, *fill_params, *fill_params, now_ms]
     facts = AccountFacts()
-    for symbol, times in closes.items():
-        facts.last_close_ms[symbol] = max(t for t in times if t <= now_ms) if any(t <= now_ms for t in times) else 0
-    for symbol, times in entries.items():
-        past = [t for t in times if t <= now_ms]
-        if not past:
-            continue
-        facts.last_entry_ms[symbol] = max(past)
-        since_close = [t for t in past if t > facts.last_close_ms.get(symbol, 0)]
-        if since_close:
-            facts.opened_at_ms[symbol] = min(since_close)
-    facts.last_close_ms = {s: t for s, t in facts.last_close_ms.items() if t > 0}
+    for symbol, last_close, last_entry, opened_at in store.db.execute(sql, params).fetchall():
+        if last_close:
+            facts.last_close_ms[symbol] = int(last_close)
+        if last_entry is not None:
+            facts.last_entry_ms[symbol] = int(last_entry)
+        if opened_at is not None:
+            facts.opened_at_ms[symbol] = int(opened_at)
     facts.day_start_equity = day_start_equity(store, account, now_ms)
     return facts
 

@@ -194,6 +194,8 @@ def trade_outcomes(
     reset has the status ``reset``. On the live venue, the fills are those synced from it (``venue_fills``),
     so a decision gets its outcome once they are.
     """
+    if not any(d.get("mode") in _HISTORY_TABLES and d.get("execution") not in (None, *_NO_ORDERS) for d in decisions):
+        return {}  # nothing on the page sent orders: no trade to rebuild (and no import of the code to rebuild it)
     from llmtrader.storage.facts import ms_of_iso
     from llmtrader.trades import FundingEvent, Trade, TradeFill, decision_id_of, reconstruct_trades
 

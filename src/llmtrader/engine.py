@@ -10,10 +10,10 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
@@ -29,7 +29,7 @@ from llmtrader.guards import cache_context, context_key, refuse_openings
 from llmtrader.llm import CallRecord, DecisionClient, DecisionRequest, ModelAnswer
 from llmtrader.market import AsterMarketData, MarketSnapshot, check_symbols
 from llmtrader.risk import AssetValidation, RiskInputs, Status, ValidationReport, validate_decision
-from llmtrader.storage.facts import account_facts, account_history
+from llmtrader.storage.facts import account_facts, account_history, history_version
 from llmtrader.storage.records import AssetRow, CallRow, DecisionRecord, new_decision_id
 from llmtrader.storage.store import Store
 from llmtrader.storage.venue_history import HistorySource, sync_venue_history
@@ -75,6 +75,7 @@ class Services:
     notes: tuple[str, ...] = ()
     strategy_override: str | None = None  # decide --strategy: this call only
     arms: tuple[Arm, ...] = ()  # the A/B arms, empty when no test runs for these services
+    memo: dict[str, Any] = field(default_factory=dict)  # per-process caches of derived data (never of orders)
 
 
 @dataclass
@@ -372,12 +373,20 @@ async def trade_feedback(
             except (VenueError, TimeoutError) as exc:
                 reason = str(exc) or "it took too long"
                 said.append(f"venue history not synced ({reason}); recent trades use what is stored")
-    history = account_history(store, settings.account, mode)
-    try:
-        trades = reconstruct_trades(history.fills, history.funding)
-    except ValueError as exc:
-        said.append(f"recent trades not shown: the recorded fills do not add up ({exc})")
-        return None, None
+    # Rebuilding every trade is the cost that grows with the account's age: it is redone only when a
+    # fill or a funding payment was recorded since the last time (a scheduled agent asks every cycle).
+    key = history_version(store, settings.account, mode)
+    memo = services.memo.get("trade_feedback")
+    if memo is not None and memo[0] == key:
+        history, trades = memo[1], memo[2]
+    else:
+        history = account_history(store, settings.account, mode)
+        try:
+            trades = reconstruct_trades(history.fills, history.funding)
+        except ValueError as exc:
+            said.append(f"recent trades not shown: the recorded fills do not add up ({exc})")
+            return None, None
+        services.memo["trade_feedback"] = (key, history, trades)
     return (
         to_summaries(trades, strategy.context.recent_trades),
         performance(trades, equity_start=history.starting_balance, since_ms=history.since_ms),

@@ -878,6 +878,7 @@ class PaperExchange:
         self.market = market
         self.account = account
         self.starting_balance = _d(balance)
+        self._parsed: _Loaded | None = None  # the state as last read or stored by this object
         self.config = PaperConfig(
             taker_fee=_d(taker_fee),
             slippage_bps=_d(slippage_bps),
@@ -975,32 +976,41 @@ class PaperExchange:
         """
         async with self._lock:
             loaded = self._load()
-            now = self._now()
-            await self._catch_up(loaded, now)
-            watched = sorted(set(loaded.book.positions_by_symbol) | set(symbols))
-            if watched:
-                for symbol, mark in (await self.market.mark_prices(watched)).items():
-                    loaded.book.set_mark(symbol, mark)
             try:
-                yield loaded.book
-            except VenueRejected:
-                self._persist(loaded)  # a rejection changed nothing; the catch-up is still worth keeping
+                now = self._now()
+                await self._catch_up(loaded, now)
+                watched = sorted(set(loaded.book.positions_by_symbol) | set(symbols))
+                if watched:
+                    for symbol, mark in (await self.market.mark_prices(watched)).items():
+                        loaded.book.set_mark(symbol, mark)
+                try:
+                    yield loaded.book
+                except VenueRejected:
+                    self._persist(loaded)  # a rejection changed nothing; the catch-up is still worth keeping
+                    raise
+                self._watch_new_symbols(loaded, now)
+                self._persist(loaded)
+            except BaseException:
+                self._parsed = None  # the book in memory may hold changes that were not stored
                 raise
-            self._watch_new_symbols(loaded, now)
-            self._persist(loaded)
 
     def _load(self) -> _Loaded:
         rows = list(self.store.db.query("SELECT state FROM paper_accounts WHERE account = ?", [self.account]))
         if not rows:
             return _Loaded(PaperBook(self.starting_balance, self.config), _Sync(), None)
         text = str(rows[0]["state"])
+        if self._parsed is not None and self._parsed.stored_text == text:
+            # Unchanged since this object stored or read it: parsing hundreds of orders again is the
+            # largest cost of a paper call. Another writer changes the text, and then it is parsed.
+            return self._parsed
         try:
             data = json.loads(text)
             book = PaperBook.from_json(data["book"], self.config)
             sync = _Sync.from_json(data.get("sync", {}))
         except (ValueError, KeyError, TypeError) as exc:
             raise StoreError(f"paper account {self.account!r}: the stored state is unreadable ({exc})") from exc
-        return _Loaded(book, sync, text)
+        self._parsed = _Loaded(book, sync, text)
+        return self._parsed
 
     def _watch_new_symbols(self, loaded: _Loaded, now: int) -> None:
         """Start watching newly active symbols at the next candle; forget the ones gone quiet."""
@@ -1115,12 +1125,15 @@ class PaperExchange:
                     ],
                 )  # fmt: skip
         except _Conflict:
+            self._parsed = None
             raise VenueUnavailable(
                 f"paper account {self.account!r} was changed by another process meanwhile; nothing was done, try again"
             ) from None
         except sqlite3.Error as exc:
+            self._parsed = None
             raise StoreError(f"cannot store paper account {self.account!r} in {self.store.path}: {exc}") from exc
         loaded.stored_text = text
+        self._parsed = loaded
 
 
 class _Conflict(Exception):

@@ -207,3 +207,21 @@ def account_history(store: Store, account: str, mode: Literal["paper", "live"]) 
     In live mode, sync first (:func:`llmtrader.storage.venue_history.sync_venue_history`) for the latest.
     """
     return paper_history(store, account) if mode == "paper" else live_history(store, account)
+
+
+def history_version(store: Store, account: str, mode: str) -> tuple[int, ...]:
+    """A value that changes whenever :func:`account_history` would return something else: the newest fill
+    and funding rows (and, on paper, the number of resets). Cheap: indexed maxima."""
+    db = store.db
+    if mode == "paper":
+        fills, funding = "paper_fills", "paper_funding"
+        row = db.execute(
+            "SELECT json_array_length(json_extract(state, '$.book.resets')) FROM paper_accounts WHERE account = ?",
+            [account],
+        ).fetchone()
+        resets = int(row[0] or 0) if row is not None else 0
+    else:
+        fills, funding, resets = "venue_fills", "venue_funding", 0
+    last_fill = db.execute(f"SELECT MAX(id) FROM {fills} WHERE account = ?", [account]).fetchone()[0]
+    last_funding = db.execute(f"SELECT MAX(id) FROM {funding} WHERE account = ?", [account]).fetchone()[0]
+    return (int(last_fill or 0), int(last_funding or 0), resets)

@@ -14,6 +14,10 @@ from tests.fakes.llm import FakeLLM
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY = "sk-or-v1-test-secret-7f3a9c1e5b2d"
+# A V3 API wallet for live tests: the reference's test-vector key, its address, and a main wallet.
+SIGNER_KEY = "0xff3bdd43534543d421f05aec535965b5050ad6ac15345435345435453495e771"
+SIGNER = "0xb67f9a782d3678a0bac50c22eacbb4924fe9d4cf"
+USER = "0x63dd5acc6b1aa0f563956c0e534dd30b6dcf7c4e"  # the main wallet the agent trades for
 
 
 def shared_data_dir() -> Path:
@@ -84,3 +88,21 @@ def env(clean_env: Path, fake_aster: FakeAster, fake_llm: FakeLLM, monkeypatch: 
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+@pytest.fixture
+def paper(env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Paper mode on the fake venue, replaying 15m candles (the data has no 1m candles)."""
+    monkeypatch.setenv("PAPER_CANDLE_INTERVAL", "15m")
+    return env
+
+
+@pytest.fixture
+def live(env: Path, fake_aster: FakeAster, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Live mode with V3 credentials registered at the fake venue."""
+    monkeypatch.setenv("TRADING_MODE", "live")
+    monkeypatch.setenv("ASTERDEX_USER", USER)
+    monkeypatch.setenv("ASTERDEX_SIGNER", SIGNER)
+    monkeypatch.setenv("ASTERDEX_SIGNER_PRIVATE_KEY", SIGNER_KEY)
+    fake_aster.add_v3_account(USER, SIGNER)
+    return env

@@ -18,36 +18,15 @@ import pytest
 from typer.testing import CliRunner
 
 from llmtrader.cli import app
-from tests.conftest import TEST_KEY
+from tests.conftest import SIGNER, SIGNER_KEY, TEST_KEY, USER
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision
 from tests.test_cli_decide import decide, history, long_btc, show
 
 # The reference vector key and its address: the agent (signer) wallet of the live tests.
-SIGNER_KEY = "0xff3bdd43534543d421f05aec535965b5050ad6ac15345435345435453495e771"
-SIGNER = "0xb67f9a782d3678a0bac50c22eacbb4924fe9d4cf"
-USER = "0x63dd5acc6b1aa0f563956c0e534dd30b6dcf7c4e"  # the main wallet the agent trades for
 OTHER_ADDRESS = "0x1f9090aae28b8a3dceadf281b0f12828e676c326"
 V1_KEY, V1_SECRET = "v1-api-key-4b8e1f", "v1-api-secret-9d2c7a"
 TICK = Decimal("0.1")  # BTCUSDT's tickSize on the fake venue
-
-
-@pytest.fixture
-def paper(env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Paper mode on the fake venue, replaying 15m candles (the data has no 1m candles)."""
-    monkeypatch.setenv("PAPER_CANDLE_INTERVAL", "15m")
-    return env
-
-
-@pytest.fixture
-def live(env: Path, fake_aster: FakeAster, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Live mode with V3 credentials registered at the fake venue."""
-    monkeypatch.setenv("TRADING_MODE", "live")
-    monkeypatch.setenv("ASTERDEX_USER", USER)
-    monkeypatch.setenv("ASTERDEX_SIGNER", SIGNER)
-    monkeypatch.setenv("ASTERDEX_SIGNER_PRIVATE_KEY", SIGNER_KEY)
-    fake_aster.add_v3_account(USER, SIGNER)
-    return env
 
 
 def invoke(runner: CliRunner, *args: str) -> Any:

@@ -26,10 +26,10 @@ from llmtrader.exchange.base import OrderRequest, OrderType, Side
 from llmtrader.guards import resume_account
 from llmtrader.storage import reader
 from llmtrader.storage.store import Store
+from tests.conftest import USER
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision, error
 from tests.test_cli_decide import long_btc
-from tests.test_cli_execution import SIGNER, SIGNER_KEY, USER
 
 T = TypeVar("T")
 DAY_MS = 86_400_000
@@ -52,24 +52,6 @@ class Clock:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
-
-
-@pytest.fixture
-def paper(env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Paper mode on the fake venue, replaying 15m candles (the data has no 1m candles)."""
-    monkeypatch.setenv("PAPER_CANDLE_INTERVAL", "15m")
-    return env
-
-
-@pytest.fixture
-def live(env: Path, fake_aster: FakeAster, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Live mode with V3 credentials registered at the fake venue."""
-    monkeypatch.setenv("TRADING_MODE", "live")
-    monkeypatch.setenv("ASTERDEX_USER", USER)
-    monkeypatch.setenv("ASTERDEX_SIGNER", SIGNER)
-    monkeypatch.setenv("ASTERDEX_SIGNER_PRIVATE_KEY", SIGNER_KEY)
-    fake_aster.add_v3_account(USER, SIGNER)
-    return env
 
 
 def with_services(clock: Clock, fn: Callable[[Services], Awaitable[T]]) -> T:

@@ -271,3 +271,30 @@ def test_a_database_before_strategy_choices_is_upgraded_in_place(tmp_path: Path)
     assert [tuple(r) for r in conn.execute("SELECT id, arm, equity_usd FROM decisions")] == [("0old", None, None)]
     assert reader.history(conn)[0]["arm"] is None
     assert reader.strategy_choice(conn, "a") is None
+
+
+def test_processes_opening_an_old_database_at_once_all_get_it_migrated(tmp_path: Path) -> None:
+    """The agent starting while `status` or `history` reads: whoever loses the race for the migration
+    retries and finds it done, instead of failing with 'database is locked'."""
+    import threading
+
+    path = tmp_path / "old.db"
+    old_database(path, 2)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def open_it() -> None:
+        try:
+            barrier.wait()
+            Store(path).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    applied = [r[0] for r in sqlite3.connect(path).execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
+    assert applied == migration_names()

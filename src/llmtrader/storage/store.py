@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
 PENDING_ORDER_STATUSES = ("sending", "acknowledged", "partially_filled", "unknown")
 
 
+MIGRATE_ATTEMPTS = 20
+
+
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
 
@@ -38,9 +42,22 @@ class Store:
             self.db = Database(str(path))
             self.db.execute("PRAGMA busy_timeout = 5000")
             self.db.enable_wal()
-            migrations.apply(self.db)
+            self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the database {path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        """Apply pending migrations. Two processes opening an old file at once (the agent starting while
+        ``status`` runs) race for the write lock, and SQLite answers "locked" at once rather than waiting
+        when a read transaction would have to become a write: the loser retries, and finds the work done."""
+        for attempt in range(MIGRATE_ATTEMPTS):
+            try:
+                migrations.apply(self.db)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt + 1 == MIGRATE_ATTEMPTS:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     def close(self) -> None:
         self.db.close()

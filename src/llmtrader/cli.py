@@ -333,6 +333,62 @@ def stats(
 
 
 @app.command()
+def download(
+    symbols: str = typer.Option(..., "--symbols", "-s", help="Comma list of symbols, like BTCUSDT,ETHUSDT."),
+    interval: str = typer.Option(..., "--interval", "-i", help="Candle interval: 1m 3m 5m 15m 30m 1h 2h 4h ... 1d."),
+    since: str = typer.Option(..., "--since", help="First candle open time: YYYY-MM-DD or ISO date-time (UTC)."),
+    until: str | None = typer.Option(None, "--until", help="End of the window, excluded (default: now)."),
+    out: Path = typer.Option(..., "--out", "-o", file_okay=False, help="Directory of the CSV files."),
+    no_funding: bool = typer.Option(False, "--no-funding", help="Candles only, no funding-rate file."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object, one entry per file."),
+) -> None:
+    """Download closed candles and funding rates from AsterDEX's public endpoints into CSV files
+    ({SYMBOL}-{interval}.csv, {SYMBOL}-funding.csv). No keys needed; an existing file is checked and
+    continued after its last row, so an interrupted download resumes where it stopped."""
+
+    def body() -> None:
+        import asyncio
+
+        from llmtrader.config import parse_symbols
+        from llmtrader.download import (
+            ProgressBars,
+            check_request,
+            download_history,
+            parse_time_ms,
+            progress_wanted,
+            result_json,
+            result_table,
+        )
+        from llmtrader.market import AsterMarketData
+
+        try:
+            wanted = parse_symbols(symbols)
+        except ValueError as exc:
+            raise ConfigError(f"--symbols: {exc}") from None
+        since_ms = parse_time_ms(since, "--since")
+        until_ms = parse_time_ms(until, "--until") if until is not None else None
+        check_request(interval, since_ms, until_ms)
+        settings = _settings()
+
+        async def go(bars: ProgressBars) -> Any:
+            async with AsterMarketData(settings.asterdex_base_url, timeout_s=settings.http_timeout_s) as market:
+                return await download_history(
+                    market, wanted, interval, since_ms, until_ms, out, funding=not no_funding, progress=bars
+                )
+
+        with ProgressBars(enabled=progress_wanted()) as bars:
+            result = asyncio.run(go(bars))
+        if as_json:
+            typer.echo(json.dumps(result_json(result)))
+            return
+        from llmtrader import render
+
+        render.console.print(result_table(result))
+
+    guarded(body)
+
+
+@app.command()
 def positions(as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
     """Show open positions with their stop-loss and take-profit (paper account or live venue)."""
 

@@ -32,6 +32,11 @@ class UnknownSymbolError(ConfigError):
     """An asked-for symbol is not listed (or not trading) on the venue. Refused before any model call."""
 
 
+class DataError(ConfigError):
+    """A historical data file (candles, funding) is missing or malformed. Nothing has run; the message
+    names the file and the line. Exit code 2."""
+
+
 class VenueError(LLMTraderError):
     """The venue could not give what was asked. Reads were already retried; the cycle is skipped."""
 

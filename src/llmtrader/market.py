@@ -12,7 +12,7 @@ import difflib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
@@ -24,7 +24,13 @@ from llmtrader.exchange.filters import SymbolRules, parse_exchange_info
 
 @dataclass(frozen=True)
 class Candles:
-    """Closed candles of one symbol and timeframe, oldest first, as parallel arrays."""
+    """Closed candles of one symbol and timeframe, oldest first, as parallel arrays.
+
+    ``indicators``, when set, are indicator series computed once over a longer history (by the backtester)
+    and aligned with these candles: slicing keeps them aligned, and the context uses them instead of
+    computing its own. Each value at index i was computed from candles up to i only, so no slice holds a
+    value that saw a later candle.
+    """
 
     symbol: str
     interval: str
@@ -34,6 +40,7 @@ class Candles:
     low: np.ndarray
     close: np.ndarray
     volume: np.ndarray
+    indicators: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return int(self.close.shape[0])
@@ -69,6 +76,7 @@ class Candles:
             low=self.low[sl],
             close=self.close[sl],
             volume=self.volume[sl],
+            indicators=None if self.indicators is None else {k: v[sl] for k, v in self.indicators.items()},
         )
 
     def until(self, now_ms: int) -> Candles:
@@ -108,6 +116,28 @@ class MarketSnapshot:
     as_of_ms: int
     assets: dict[str, AssetMarket]
     rules: dict[str, SymbolRules] = field(default_factory=dict)
+
+
+class MarketData(Protocol):
+    """What a decision reads from the market: the live venue (:class:`AsterMarketData`) or, in a backtest,
+    history as it stood at the simulated time (:class:`llmtrader.backtest.HistoricalMarket`)."""
+
+    base_url: str
+
+    async def exchange_info(self) -> dict[str, SymbolRules]: ...
+
+    async def snapshot(
+        self,
+        symbols: Sequence[str],
+        timeframes: Sequence[str],
+        limit: int,
+        now_ms: int,
+        rules: dict[str, SymbolRules] | None = None,
+    ) -> MarketSnapshot: ...
+
+    async def klines(self, symbol: str, interval: str, limit: int, now_ms: int) -> Candles: ...
+
+    async def aclose(self) -> None: ...
 
 
 def closest_symbols(symbol: str, listed: Sequence[str], n: int = 3) -> list[str]:
@@ -159,6 +189,33 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The first plain exception inside a (possibly nested) exception group."""
     first = group.exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+# A candle as the venue wrote it: open time (ms) and its open, high, low, close and volume strings, untouched.
+RawKline = tuple[int, str, str, str, str, str]
+
+
+def _venue_number(value: Any, what: str) -> str:
+    """A number the venue sent, as its own text (a JSON number through its shortest repr); refused unless finite."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise VenueError(f"{what}: {value!r} is not a number")
+    text = value if isinstance(value, str) else repr(value)
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        raise VenueError(f"{what}: {value!r} is not a number") from None
+    if not number.is_finite():
+        raise VenueError(f"{what}: {value!r} is not a finite number")
+    return text
+
+
+def _venue_ms(value: Any) -> int | None:
+    """A time in ms the venue sent (a JSON integer, or its digits as text); None when it is neither."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None
 
 
 class AsterMarketData:
@@ -495,3 +552,61 @@ class AsterMarketData:
                 raise VenueError(f"premiumIndex {symbol}: markPrice {raw!r} is not a positive number")
             out[symbol] = mark
         return out
+
+    # ---- raw pages for `llmtrader download`: the venue's number strings, never through a float ----------
+    async def kline_page(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, *, limit: int = KLINES_PAGE
+    ) -> list[RawKline]:
+        """One klines request: the first ``limit`` (at most 1500) candles opened in ``[start_ms, end_ms)``,
+        oldest first, each open time once, with the venue's number strings kept exactly."""
+        what = f"klines {symbol} {interval}"
+        params = {
+            "symbol": symbol,
+            "interval": interval,
+            "startTime": start_ms,
+            "endTime": end_ms - 1,  # the venue's endTime is inclusive
+            "limit": min(limit, self.KLINES_PAGE),
+        }
+        try:
+            body = await self.get("/fapi/v3/klines", params)
+        except VenueError as exc:
+            raise _named(exc, what) from exc
+        if not isinstance(body, list):
+            raise VenueError(f"{what}: reply is not a list")
+        rows: dict[int, RawKline] = {}
+        for item in body:
+            when = _venue_ms(item[0]) if isinstance(item, list) and len(item) >= 6 else None
+            if when is None:
+                raise VenueError(f"{what}: a row is malformed: {item!r}")
+            o, h, lo, c, v = (_venue_number(x, f"{what} at {when}") for x in item[1:6])
+            if start_ms <= when < end_ms:
+                rows.setdefault(when, (when, o, h, lo, c, v))
+        return [rows[t] for t in sorted(rows)]
+
+    async def funding_page(
+        self, symbol: str, start_ms: int, end_ms: int, *, limit: int = FUNDING_PAGE
+    ) -> list[tuple[int, str]]:
+        """One fundingRate request: the first ``limit`` (at most 1000) events ``(funding_time_ms, rate)`` with
+        a time in ``[start_ms, end_ms)``, oldest first, each time once, the rate as the venue wrote it."""
+        what = f"fundingRate {symbol}"
+        params = {
+            "symbol": symbol,
+            "startTime": start_ms,
+            "endTime": end_ms - 1,
+            "limit": min(limit, self.FUNDING_PAGE),
+        }
+        try:
+            body = await self.get("/fapi/v3/fundingRate", params)
+        except VenueError as exc:
+            raise _named(exc, what) from exc
+        if not isinstance(body, list):
+            raise VenueError(f"{what}: reply is not a list")
+        events: dict[int, str] = {}
+        for item in body:
+            when = _venue_ms(item.get("fundingTime")) if isinstance(item, dict) else None
+            if when is None or "fundingRate" not in item:
+                raise VenueError(f"{what}: an event is malformed: {item!r}")
+            rate = _venue_number(item["fundingRate"], f"{what} at {when}")
+            if start_ms <= when < end_ms:
+                events.setdefault(when, rate)
+        return sorted(events.items())

@@ -58,13 +58,22 @@ EXPECTED_SCHEMA = {
         "id", "account", "started_at", "finished_at", "duration_ms", "outcome", "reason", "decision_id", "equity_usd",
         "cached", "reconcile",
     ],
+    "backtest_runs": [
+        "id", "created_at", "finished_at", "status", "spec", "notes", "metrics", "replay_of", "steps_done",
+    ],
+    "backtest_equity": ["run_id", "time_ms", "equity_usd", "gross_usd", "positions"],
+    "model_answers": ["run_id", "step_ms", "request_hash", "model", "base_url", "kind", "answer"],
+    "trading_versions": ["account", "n"],
     "_sqlite_migrations": ["id", "migration_set", "name", "applied_at"],
+}  # fmt: skip
+EXPECTED_TRIGGERS = {
+    "orders_insert_version", "orders_update_version", "paper_fills_insert_version", "venue_fills_insert_version",
 }  # fmt: skip
 EXPECTED_INDEXES = {
     "decisions": {("created_at",), ("account", "created_at")},
     "asset_decisions": {("symbol", "created_at"), ("action", "created_at"), ("decision_id",)},
     "llm_calls": {("decision_id",)},
-    "orders": {("client_order_id",), ("decision_id",), ("account", "symbol", "created_at")},
+    "orders": {("client_order_id",), ("decision_id",), ("account", "symbol", "created_at"), ("account", "status")},
     "execution_events": {("decision_id",), ("kind", "created_at")},
     "paper_fills": {("account", "time_ms")},
     "paper_funding": {("account", "time_ms")},
@@ -74,6 +83,7 @@ EXPECTED_INDEXES = {
     "guard_events": {("account", "created_at")},
     "decision_cache": {("expires_at_ms",)},
     "cycles": {("account", "started_at")},
+    "model_answers": {("request_hash",)},
 }
 
 
@@ -120,6 +130,7 @@ def test_schema_is_pinned(store: Store) -> None:
             if not name.startswith("sqlite_autoindex")
         }
         assert indexes == expected, table
+    assert {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")} == EXPECTED_TRIGGERS
 
 
 def test_migrations_are_named_recorded_and_idempotent(store: Store) -> None:
@@ -127,7 +138,7 @@ def test_migrations_are_named_recorded_and_idempotent(store: Store) -> None:
     applied = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
     assert applied == migration_names() == [
         "m001_decisions", "m002_venue_cache", "m003_execution", "m004_paper", "m005_strategies",
-        "m006_venue_history", "m007_guards", "m008_cycles",
+        "m006_venue_history", "m007_guards", "m008_cycles", "m009_backtests", "m010_trading_versions",
     ]  # fmt: skip
     store.close()
     Store(store.path).close()  # opening again applies nothing new
@@ -148,6 +159,82 @@ def test_a_record_is_written_whole_or_not_at_all(store: Store) -> None:
     conn = sqlite3.connect(store.path)
     assert conn.execute("SELECT count(*) FROM asset_decisions").fetchone()[0] == 2
     assert conn.execute("SELECT count(*) FROM llm_calls").fetchone()[0] == 1
+
+
+def test_writes_store_exact_rows(store: Store) -> None:
+    """Every column of what the write paths store, with its SQLite type: JSON compact, booleans as 0/1,
+    Decimals as the sqlite-utils writes before stored them, upserts replacing the row."""
+    from decimal import Decimal
+
+    from llmtrader.exchange.base import OrderRequest, OrderState, OrderStatus, OrderType, Side
+    from llmtrader.guards import GuardEvent, GuardState
+
+    t = 1_790_000_000_000
+    rec = DecisionRecord(
+        id="d1", created_at_ms=t, account="main", mode="paper", dry_run=True, strategy="s", model="m",
+        base_url="u", symbols=["BTCUSDT", "ETHUSDT"], outcome="decided", marks={"BTCUSDT": 100.5},
+        parsed={"a": [1]}, parse_errors=["e"], cost_usd=0.25, arm="b", equity_usd=1000.0,
+        assets=[
+            AssetRow("BTCUSDT", "buy", "accepted", ["r"], {"q": Decimal("0.010")}, allocation_usd=Decimal("1.5"),
+                     leverage=3, sl_price=90.0, rationale="é"),
+            AssetRow("ETHUSDT", "hold", "rejected", [], None),
+        ],
+        calls=[CallRow(1, "json_schema", "{}", None, 10, 5, 0, None, 12, "stop", "g")],
+    )  # fmt: skip
+    store.record_decision(rec)
+    store.set_execution("d1", "executed")
+    assert store.record_cycle(
+        account="main", started_ms=t, finished_ms=t + 250, outcome="held", reason=None, decision_id="d1",
+        equity_usd=1000.0, cached=True, reconcile=("ok",),
+    ) == 1  # fmt: skip
+    store.save_guard_state("main", GuardState(), [GuardEvent("trip", "stop")], now_ms=t)
+    store.save_guard_state("main", GuardState(), now_ms=t + 1)  # an upsert: still one row
+    store.cache_put("k", "old", t)
+    store.cache_put("k", "new", t + 1)
+    store.cache_decision("c", account="main", decision_id="d1", answer={"x": 1}, now_ms=t, ttl_ms=1000)
+    log = store.execution_log("main", "paper", lambda: t + 2)
+    request = OrderRequest("BTCUSDT", Side.BUY, OrderType.LIMIT, "cid", quantity=Decimal("0.010"), price=Decimal("5"))
+    row = log.order_sending(decision_id="d1", symbol="BTCUSDT", leg="entry", request=request)
+    assert row == 1
+    state = OrderState("BTCUSDT", "cid", "42", OrderStatus.NEW, Side.BUY, OrderType.LIMIT,
+                       executed_qty=Decimal("0.005"), avg_price=Decimal("5"), raw={"orderId": 42})  # fmt: skip
+    log.order_result(row, status="acknowledged", state=state)
+    store.mark_order(row, status="filled", state=None, now_ms=t + 3)
+    log.event(decision_id="d1", symbol=None, kind="k", message="m")
+
+    conn = sqlite3.connect(store.path)
+
+    def rows(sql: str) -> list[tuple[object, ...]]:
+        return [tuple(r) for r in conn.execute(sql)]
+
+    at, at1, at2, at3 = (iso_utc(t + i) for i in range(4))
+    assert rows("SELECT * FROM decisions") == [(
+        "d1", at, "main", "paper", 1, "s", "m", "u", '["BTCUSDT","ETHUSDT"]', "decided", None, None,
+        '{"BTCUSDT":100.5}', None, None, None, '{"a":[1]}', '["e"]', None, "[]", None, 0, 0, 0, 0.25, 0, 0,
+        "executed", "b", 1000.0,
+    )]  # fmt: skip
+    assert rows("SELECT * FROM asset_decisions") == [
+        (1, "d1", at, "main", "BTCUSDT", "buy", "accepted", 1.5, 3, None, None, 90.0, None, None, "é", '["r"]',
+         '{"q":"0.010"}', None),
+        (2, "d1", at, "main", "ETHUSDT", "hold", "rejected", None, None, None, None, None, None, None, None, "[]",
+         None, None),
+    ]  # fmt: skip
+    assert rows("SELECT typeof(allocation_usd) FROM asset_decisions WHERE id = 1") == [("real",)]
+    assert rows("SELECT * FROM llm_calls") == [(1, "d1", 1, "json_schema", "{}", None, 10, 5, 0, None, 12, "stop", "g")]
+    assert rows("SELECT * FROM cycles") == [
+        (1, "main", at, iso_utc(t + 250), 250, "held", None, "d1", 1000.0, 1, '["ok"]')
+    ]
+    state_json = json.dumps(GuardState().to_json(), separators=(",", ":"))
+    assert rows("SELECT * FROM guard_state") == [("main", state_json, at1)]
+    assert rows("SELECT * FROM guard_events") == [(1, "main", "trip", "stop", at)]
+    assert rows("SELECT * FROM venue_cache") == [("k", t + 1, "new")]
+    assert rows("SELECT * FROM decision_cache") == [("c", "main", "d1", '{"x":1}', t, t + 1000)]
+    request_json = json.dumps(dict(request.params()), separators=(",", ":"))
+    assert rows("SELECT * FROM orders") == [(
+        1, "d1", "main", "paper", "BTCUSDT", "entry", "cid", request_json, "filled", "42", None, None, "0.005",
+        "5", '{"orderId":42}', at2, at3,
+    )]  # fmt: skip
+    assert rows("SELECT * FROM execution_events") == [(1, "d1", "main", None, "k", "m", at2)]
 
 
 def test_history_filters_and_order(store: Store) -> None:
@@ -298,3 +385,36 @@ def test_processes_opening_an_old_database_at_once_all_get_it_migrated(tmp_path:
     assert errors == []
     applied = [r[0] for r in sqlite3.connect(path).execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
     assert applied == migration_names()
+
+
+def test_account_facts_see_a_fill_written_by_another_connection(tmp_path: Path) -> None:
+    """Facts are remembered between calls; the triggers' version makes a write by any process visible."""
+    from llmtrader.storage.facts import account_facts, trading_version
+
+    path = tmp_path / "facts.db"
+    mine, other = Store(path), Store(path)
+    t = 1_790_000_000_000
+
+    def fill(store: Store, when: int, cid: str, reason: str) -> None:
+        with store.db.conn:
+            store.db.conn.execute(
+                "INSERT INTO paper_fills (account, time_ms, symbol, client_order_id, order_id, side, qty, price, fee,"
+                " realized_pnl, reason) VALUES ('main', ?, 'BTCUSDT', ?, '1', 'BUY', '1', '100', '0', '0', ?)",
+                [when, cid, reason],
+            )
+
+    try:
+        assert account_facts(mine, "main", t).opened_at_ms == {}
+        before = trading_version(mine, "main")
+        fill(other, t - 1000, "lt_abc_BTC_en", "market")
+        assert trading_version(mine, "main") == before + 1
+        assert account_facts(mine, "main", t).opened_at_ms == {"BTCUSDT": t - 1000}
+        fill(other, t - 500, "lt_abc_BTC_sl", "stop_loss")
+        facts = account_facts(mine, "main", t)
+        assert (facts.opened_at_ms, facts.last_close_ms) == ({}, {"BTCUSDT": t - 500})
+        fill(other, t + 5000, "lt_def_BTC_en", "market")  # after now: left out, and not remembered as seen
+        assert account_facts(mine, "main", t).opened_at_ms == {}
+        assert account_facts(mine, "main", t + 6000).opened_at_ms == {"BTCUSDT": t + 5000}
+    finally:
+        mine.close()
+        other.close()

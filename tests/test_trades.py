@@ -481,3 +481,90 @@ def test_a_paper_liquidation_on_real_candles_matches_the_wallet(perp_dir: Path) 
     assert c(t.net_pnl) == D("-181.60") and c(t.net_pnl) == c(after - before)
     assert t.net_pnl == after - before
     assert t.closing_reason == "liquidation"
+
+
+# ---- the incremental ledger ------------------------------------------------------------------------------
+
+
+def _random_history(seed: int) -> tuple[list[TradeFill], list[FundingEvent]]:
+    """Fills on three symbols (opens, adds, partial exits, closes, flips, liquidations) and funding."""
+    import random
+
+    rng = random.Random(seed)
+    fills: list[TradeFill] = []
+    funding: list[FundingEvent] = []
+    size = {"BTCUSDT": D(0), "ETHUSDT": D(0), "SOLUSDT": D(0)}
+    t = JAN1
+    for _ in range(400):
+        t += rng.choice([0, 1_000, 3_600_000, 8 * 3_600_000])  # equal times happen: one candle, two stops
+        symbol = rng.choice(list(size))
+        if rng.random() < 0.15:
+            funding.append(FundingEvent(t, symbol, D(rng.randint(-500, 500)) / 100))
+            continue
+        pos = size[symbol]
+        price = D(rng.randint(900, 1100))
+        kind = rng.random()
+        if pos == 0 or kind < 0.3:
+            side: FillSide = "BUY" if (pos > 0 or (pos == 0 and rng.random() < 0.5)) else "SELL"
+            qty = D(rng.randint(1, 5))
+        elif kind < 0.8:
+            side = "SELL" if pos > 0 else "BUY"
+            qty = abs(pos)  # a close
+        elif kind < 0.9:
+            side = "SELL" if pos > 0 else "BUY"
+            qty = abs(pos) + D(rng.randint(1, 3))  # a flip
+        else:
+            side = "SELL" if pos > 0 else "BUY"
+            qty = max(D(1), abs(pos) - 1)  # a partial exit
+        fee = (qty * price * D("0.00035")).quantize(D("0.00000001"))
+        fills.append(fill(t, side, str(qty), str(price), str(fee), symbol=symbol, cid=f"c{len(fills)}"))
+        size[symbol] += qty if side == "BUY" else -qty
+    return fills, funding
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_ledger_fed_in_pieces_equals_one_reconstruction(seed: int) -> None:
+    from llmtrader.trades import TradeLedger
+
+    fills, funding = _random_history(seed)
+    events = sorted(
+        [(f.time_ms, 1, i, f) for i, f in enumerate(fills)] + [(e.time_ms, 0, i, e) for i, e in enumerate(funding)],
+        key=lambda x: x[:3],
+    )
+    ledger = TradeLedger()
+    import random
+
+    rng = random.Random(seed)
+    i = 0
+    while i < len(events):
+        chunk = events[i : i + rng.randint(1, 9)]
+        i += len(chunk)
+        ledger.add(
+            [e[3] for e in chunk if isinstance(e[3], TradeFill)],
+            [e[3] for e in chunk if isinstance(e[3], FundingEvent)],
+        )
+        seen_fills = [e[3] for e in events[:i] if isinstance(e[3], TradeFill)]
+        seen_funding = [e[3] for e in events[:i] if isinstance(e[3], FundingEvent)]
+        full = reconstruct_trades(seen_fills, seen_funding)
+        assert ledger.trades() == full
+        assert ledger.summaries(5) == to_summaries(full, 5)
+        mine = ledger.performance(equity_start=D(10_000))
+        theirs = performance(full, equity_start=D(10_000))
+        assert (mine.trades, mine.win_rate) == (theirs.trades, theirs.win_rate)
+        assert mine.net_pnl_usd == pytest.approx(theirs.net_pnl_usd, abs=1e-9)
+        assert (mine.sharpe is None) == (theirs.sharpe is None)
+        if mine.sharpe is not None and theirs.sharpe is not None:
+            assert mine.sharpe == pytest.approx(theirs.sharpe, rel=1e-9)
+
+
+def test_the_ledger_refuses_what_would_change_a_final_trade() -> None:
+    from llmtrader.trades import TradeLedger
+
+    ledger = TradeLedger()
+    ledger.add([fill(JAN1, "BUY", "1", "100"), fill(JAN1 + 10, "SELL", "1", "110")])
+    with pytest.raises(ValueError, match="older than the previous"):
+        ledger.add([fill(JAN1 + 5, "BUY", "1", "100")])
+    late = TradeLedger()
+    late.add([fill(JAN1, "BUY", "1", "100"), fill(JAN1 + 10, "SELL", "1", "110")])
+    with pytest.raises(ValueError, match="not newer than a final trade"):
+        late.add([], [FundingEvent(JAN1 + 10, "ETHUSDT", D(1))])

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Literal
 
 from llmtrader.account import AccountState
@@ -220,8 +221,13 @@ def build_context(
     ``strategy.context.recent_trades`` trades are kept.
     """
     keys = [(s, tf) for s in symbols for tf in snapshot.assets[s].candles]
-    series = [snapshot.assets[s].candles[tf] for s, tf in keys]
-    computed = dict(zip(keys, compute_many(series), strict=True))
+    # Series that carry precomputed indicators (a backtest's, computed once and sliced) use them.
+    missing = [k for k in keys if snapshot.assets[k[0]].candles[k[1]].indicators is None]
+    computed = dict(zip(missing, compute_many([snapshot.assets[s].candles[tf] for s, tf in missing]), strict=True))
+    for s, tf in keys:
+        given = snapshot.assets[s].candles[tf].indicators
+        if given is not None:
+            computed[(s, tf)] = given
     assets: dict[str, AssetContext] = {}
     for symbol in symbols:
         market = snapshot.assets[symbol]
@@ -398,10 +404,15 @@ def _render_frame(frame: FrameContext, shown: tuple[str, ...] = NAMES) -> list[s
     ]
     if frame.recent:
         lines.append("open_time_utc,open,high,low,close,volume")
-        for t, o, h, low, c, v in frame.recent:
-            stamp = datetime.fromtimestamp(t / 1000, tz=UTC).strftime("%m-%d %H:%M")
-            lines.append(f"{stamp},{fmt(o)},{fmt(h)},{fmt(low)},{fmt(c)},{fmt(v, 5)}")
+        lines.extend(_candle_line(*row) for row in frame.recent)
     return lines
+
+
+@lru_cache(maxsize=8192)
+def _candle_line(t: int, o: float, h: float, low: float, c: float, v: float) -> str:
+    # A candle stays in the prompt for candles_in_prompt decisions in a row: formatted once.
+    stamp = datetime.fromtimestamp(t / 1000, tz=UTC).strftime("%m-%d %H:%M")
+    return f"{stamp},{fmt(o)},{fmt(h)},{fmt(low)},{fmt(c)},{fmt(v, 5)}"
 
 
 def render_market(ctx: DecisionContext) -> str:

@@ -140,6 +140,15 @@ def extract_json_object(text: str) -> dict[str, Any]:
     last_error = "no JSON object found in the answer"
     for candidate in candidates:
         stripped = candidate.strip()
+        if stripped.startswith("{"):
+            # The usual answer is one bare object: the scan below would try position 0 first anyway.
+            try:
+                value, _ = decoder.raw_decode(stripped, 0)
+            except json.JSONDecodeError:
+                pass
+            else:
+                if isinstance(value, dict):
+                    return value
         for start in _top_level_braces(stripped):
             try:
                 value, _ = decoder.raw_decode(stripped, start)

@@ -27,14 +27,14 @@ from llmtrader.exchange.filters import SymbolRules
 from llmtrader.execution import ExecutionReport, ExecutionSettings, execute
 from llmtrader.guards import cache_context, context_key, refuse_openings
 from llmtrader.llm import CallRecord, DecisionClient, DecisionRequest, ModelAnswer
-from llmtrader.market import AsterMarketData, MarketSnapshot, check_symbols
+from llmtrader.market import MarketData, MarketSnapshot, check_symbols
 from llmtrader.risk import AssetValidation, RiskInputs, Status, ValidationReport, validate_decision
-from llmtrader.storage.facts import account_facts, account_history, history_version
+from llmtrader.storage.facts import account_facts, account_history, history_version, paper_history
 from llmtrader.storage.records import AssetRow, CallRow, DecisionRecord, new_decision_id
 from llmtrader.storage.store import Store
 from llmtrader.storage.venue_history import HistorySource, sync_venue_history
 from llmtrader.strategy import Strategy, available_strategies, builtin_dir, load_strategy
-from llmtrader.trades import performance, reconstruct_trades, to_summaries
+from llmtrader.trades import TradeLedger
 
 
 class Clock(Protocol):
@@ -68,7 +68,7 @@ class Services:
 
     settings: Settings
     store: Store
-    market: AsterMarketData
+    market: MarketData
     exchange: Exchange
     client: DecisionClient
     clock: Clock
@@ -373,24 +373,57 @@ async def trade_feedback(
             except (VenueError, TimeoutError) as exc:
                 reason = str(exc) or "it took too long"
                 said.append(f"venue history not synced ({reason}); recent trades use what is stored")
-    # Rebuilding every trade is the cost that grows with the account's age: it is redone only when a
-    # fill or a funding payment was recorded since the last time (a scheduled agent asks every cycle).
+    # Rebuilding every trade is the cost that grows with the account's age (a scheduled agent, or a backtest,
+    # asks every cycle): the trades are kept in a ledger, fed only the fills and funding recorded since the
+    # last time, and the figures are recomputed only when something was recorded.
     key = history_version(store, settings.account, mode)
-    memo = services.memo.get("trade_feedback")
-    if memo is not None and memo[0] == key:
-        history, trades = memo[1], memo[2]
-    else:
-        history = account_history(store, settings.account, mode)
+    memo: _Feedback | None = services.memo.get("trade_feedback")
+    if memo is None or memo.key != key:
         try:
-            trades = reconstruct_trades(history.fills, history.funding)
+            memo = _updated_feedback(store, settings.account, mode, key, memo)
         except ValueError as exc:
+            services.memo.pop("trade_feedback", None)
             said.append(f"recent trades not shown: the recorded fills do not add up ({exc})")
             return None, None
-        services.memo["trade_feedback"] = (key, history, trades)
-    return (
-        to_summaries(trades, strategy.context.recent_trades),
-        performance(trades, equity_start=history.starting_balance, since_ms=history.since_ms),
-    )
+        services.memo["trade_feedback"] = memo
+    wanted_n = strategy.context.recent_trades
+    figures = memo.figures.get(wanted_n)
+    if figures is None:
+        figures = (
+            memo.ledger.summaries(wanted_n),
+            memo.ledger.performance(equity_start=memo.starting_balance, since_ms=memo.since_ms),
+        )
+        memo.figures[wanted_n] = figures
+    return figures
+
+
+@dataclass
+class _Feedback:
+    """The account's trades as of ``key`` (:func:`history_version`), and the figures shown, per number shown."""
+
+    key: tuple[int, ...]
+    ledger: TradeLedger
+    since_ms: int | None
+    starting_balance: Decimal | None
+    figures: dict[int, tuple[list[TradeSummary], PerformanceSummary]] = field(default_factory=dict)
+
+
+def _updated_feedback(
+    store: Store, account: str, mode: Literal["paper", "live"], key: tuple[int, ...], memo: _Feedback | None
+) -> _Feedback:
+    """``memo`` brought up to ``key``: the rows recorded since fed to its ledger (paper, no reset since), else
+    every row into a new ledger. Raises ValueError when the recorded fills do not add up."""
+    if memo is not None and mode == "paper" and memo.key[2:] == key[2:]:
+        try:
+            new = paper_history(store, account, after_ids=(memo.key[0], memo.key[1]))
+            memo.ledger.add(new.fills, new.funding)
+            return _Feedback(key, memo.ledger, memo.since_ms, memo.starting_balance)
+        except ValueError:
+            pass  # out of order (or a late funding row): rebuilt from every row below
+    history = account_history(store, account, mode)
+    ledger = TradeLedger()
+    ledger.add(history.fills, history.funding)
+    return _Feedback(key, ledger, history.since_ms, history.starting_balance)
 
 
 async def prepare(

@@ -608,9 +608,21 @@ class CacheContext:
     arm: str | None = None
 
 
+_DIGESTS: dict[int, tuple[Strategy, str]] = {}
+
+
 def strategy_digest(strategy: Strategy) -> str:
-    """SHA-256 of the loaded strategy's canonical JSON: every setting and prompt text that shapes a decision."""
-    return hashlib.sha256(strategy.model_dump_json().encode()).hexdigest()
+    """SHA-256 of the loaded strategy's canonical JSON: every setting and prompt text that shapes a decision.
+
+    Remembered per strategy object (a loaded file is shared and read-only: see ``load_strategy_file``)."""
+    known = _DIGESTS.get(id(strategy))
+    if known is not None and known[0] is strategy:
+        return known[1]
+    digest = hashlib.sha256(strategy.model_dump_json().encode()).hexdigest()
+    if len(_DIGESTS) > 64:
+        _DIGESTS.clear()
+    _DIGESTS[id(strategy)] = (strategy, digest)
+    return digest
 
 
 def cache_context(
@@ -661,7 +673,9 @@ def cache_context(
 def context_key(context: CacheContext) -> str:
     """SHA-256 (hex) of the canonical JSON of ``context``: sorted keys, no spaces, floats as Python's
     shortest repr, with a version number so that a change of this definition never reuses old entries."""
-    material = {"v": CACHE_KEY_VERSION, **asdict(context)}
+    # Its fields are plain values and tuples of them: a shallow read gives what asdict would, without
+    # asdict's deep copy of every candle figure (a cost of every cycle).
+    material = {"v": CACHE_KEY_VERSION, **{f.name: getattr(context, f.name) for f in fields(context)}}
     text = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -13,11 +13,12 @@ ends when it returns to zero. Realized PnL uses the average-cost method, the way
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -161,28 +162,28 @@ class Trade:
         """Volume-weighted average price of the exits (None while nothing has exited)."""
         return _vwap(self.exits) if self.exits else None
 
-    @property
+    @cached_property
     def gross_pnl(self) -> Decimal:
         """PnL of the price moves: the sum of the exits' realized PnL (so far, while open)."""
         return sum((e.realized_pnl for e in self.exits), ZERO)
 
-    @property
+    @cached_property
     def liquidation_fees(self) -> Decimal:
         """What liquidations cost beyond their price move (part of :attr:`fees`)."""
         return sum((e.liquidation_fee for e in self.exits), ZERO)
 
-    @property
+    @cached_property
     def fees(self) -> Decimal:
         """Fees of the entries and the exits, liquidation fees included."""
         paid = sum((e.fee for e in self.entries), ZERO) + sum((e.fee for e in self.exits), ZERO)
         return paid + self.liquidation_fees
 
-    @property
+    @cached_property
     def funding(self) -> Decimal:
         """Funding settled while the trade was open: + received, − paid."""
         return sum((f.amount for f in self.funding_events), ZERO)
 
-    @property
+    @cached_property
     def net_pnl(self) -> Decimal:
         """gross − fees + funding: what the trade added to the wallet (so far, while open)."""
         return self.gross_pnl - self.fees + self.funding
@@ -382,6 +383,118 @@ def reconstruct_trades(fills: Sequence[TradeFill], funding: Sequence[FundingEven
     # Stable: a symbol's trades keep their order when two open at the same moment (a flip).
     trades.sort(key=lambda t: t.opened_ms)
     return _with_funding(trades, funding)
+
+
+class TradeLedger:
+    """The trades of an account kept up to date as fills arrive: :meth:`add` the new fills and funding events
+    (each list in time order), and :meth:`trades` equals :func:`reconstruct_trades` over everything added.
+
+    A symbol's trades are final once it is flat after a fill; only the fills since then (and the funding
+    settled since) are rebuilt when new ones arrive, so the work per new fill does not grow with the
+    account's age. The closed trades are kept in closing order with running totals per UTC day, for
+    :meth:`performance` and :meth:`summaries`. A fill older than one already added, or a funding event at or
+    before a final trade's close (it might have belonged to it), raises ValueError: rebuild from scratch then.
+    """
+
+    def __init__(self) -> None:
+        self._rank: dict[str, int] = {}  # symbols in order of their first fill
+        self._final: dict[str, list[Trade]] = {}
+        self._current: dict[str, list[Trade]] = {}  # trades of the fills since the symbol was last flat
+        self._fills: dict[str, list[TradeFill]] = {}
+        self._funding: dict[str, list[FundingEvent]] = {}
+        self._last_ms: dict[str, int] = {}
+        self._settled_ms: dict[str, int] = {}  # the close of the symbol's last final trade
+        self._closed: list[tuple[tuple[int, int, int, int], Trade]] = []  # final closed trades, closing order
+        self._seq = 0
+        self._days: dict[date, Decimal] = {}
+        self._net = ZERO
+        self._wins = 0
+        self.count = 0  # fills added
+
+    def add(self, fills: Sequence[TradeFill], funding: Sequence[FundingEvent] = ()) -> None:
+        touched: set[str] = set()
+        for fill in fills:
+            _check(self.count, fill, self._last_ms.get(fill.symbol))
+            self.count += 1
+            self._last_ms[fill.symbol] = fill.time_ms
+            self._rank.setdefault(fill.symbol, len(self._rank))
+            self._fills.setdefault(fill.symbol, []).append(fill)
+            touched.add(fill.symbol)
+        for index, event in enumerate(funding):
+            if not isinstance(event.amount, Decimal) or not event.amount.is_finite():
+                raise ValueError(f"funding #{index} ({event.symbol} at {event.time_ms}): amount {event.amount!r}")
+            settled = self._settled_ms.get(event.symbol)
+            if settled is not None and event.time_ms <= settled:
+                raise ValueError(f"funding at {event.time_ms} on {event.symbol} is not newer than a final trade")
+            if self._fills.get(event.symbol):  # funding while flat belongs to no trade
+                self._funding.setdefault(event.symbol, []).append(event)
+                touched.add(event.symbol)
+        for symbol in touched:
+            trades = _with_funding(
+                _symbol_trades(symbol, enumerate(self._fills.get(symbol, []))), self._funding.get(symbol, [])
+            )
+            if trades and trades[-1].closed_ms is not None:  # flat: every trade of these fills is final
+                for trade in trades:
+                    self._finalize(symbol, trade)
+                self._settled_ms[symbol] = max(t.closed_ms or 0 for t in trades)
+                self._fills[symbol], self._funding[symbol], self._current[symbol] = [], [], []
+            else:
+                self._current[symbol] = trades
+
+    def _finalize(self, symbol: str, trade: Trade) -> None:
+        assert trade.closed_ms is not None
+        self._final.setdefault(symbol, []).append(trade)
+        # reconstruct_trades orders by opening (then symbol of first fill, then order within the symbol), and
+        # closed_trades then by close, stably: the same key keeps ties where a full rebuild puts them.
+        key = (trade.closed_ms, trade.opened_ms, self._rank[symbol], self._seq)
+        self._seq += 1
+        insort(self._closed, (key, trade), key=lambda item: item[0])
+        day = utc_day(trade.closed_ms)
+        self._days[day] = self._days.get(day, ZERO) + trade.net_pnl
+        self._net += trade.net_pnl
+        self._wins += trade.is_win
+
+    def trades(self) -> list[Trade]:
+        """Every trade, oldest opening first (as :func:`reconstruct_trades`)."""
+        out: list[Trade] = []
+        for symbol in sorted(self._rank, key=self._rank.__getitem__):
+            out += self._final.get(symbol, []) + self._current.get(symbol, [])
+        out.sort(key=lambda t: t.opened_ms)
+        return out
+
+    def _pending_closed(self) -> list[Trade]:
+        return [t for trades in self._current.values() for t in trades if t.closed_ms is not None]
+
+    def summaries(self, n: int) -> list[TradeSummary]:
+        """:func:`to_summaries` of :meth:`trades`, without walking every trade."""
+        newest = [t for _, t in self._closed[-n:]] if n > 0 else []
+        pending = self._pending_closed()
+        if pending:
+            # Ties in closing time keep the order a full rebuild gives them (opening, then symbol).
+            newest = sorted([*newest, *pending], key=lambda t: (t.closed_ms, t.opened_ms, self._rank[t.symbol]))
+        return to_summaries(newest, n)
+
+    def performance(self, *, equity_start: Decimal | None, since_ms: int | None = None) -> PerformanceSummary:
+        """:func:`performance` of :meth:`trades` (every trade added closed at or after ``since_ms``)."""
+        oldest = self._closed[0][0][0] if self._closed else None
+        if self._pending_closed() or (since_ms is not None and oldest is not None and oldest < since_ms):
+            return performance(self.trades(), equity_start=equity_start, since_ms=since_ms)
+        from llmtrader.context import PerformanceSummary
+
+        closed = len(self._closed)
+        ratio: float | None = None
+        if equity_start is not None and self._days:
+            first, last = min(self._days), max(self._days)
+            days = [first + timedelta(days=k) for k in range((last - first).days + 1)]
+            returns = daily_returns([(d, self._days.get(d, ZERO)) for d in days], equity_start)
+            ratio = sharpe(returns) if returns is not None else None
+        return PerformanceSummary(
+            trades=closed,
+            win_rate=self._wins / closed if closed else 0.0,
+            net_pnl_usd=float(self._net),
+            sharpe=ratio,
+            since_ms=since_ms,
+        )
 
 
 # ---- performance ---------------------------------------------------------------------------------

@@ -1106,26 +1106,7 @@ class PaperExchange:
                     )
                 if cursor.rowcount != 1:
                     raise _Conflict
-                fills = [e for e in events if isinstance(e, Fill)]
-                payments = [e for e in events if isinstance(e, FundingPayment)]
-                conn.executemany(
-                    "INSERT INTO paper_fills (account, time_ms, symbol, client_order_id, order_id, side, qty, price,"
-                    " fee, realized_pnl, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (self.account, f.time_ms, f.symbol, f.client_order_id, f.order_id, f.side.value, str(f.qty),
-                         str(f.price), str(f.fee), str(f.realized_pnl), f.reason)
-                        for f in fills
-                    ],
-                )  # fmt: skip
-                conn.executemany(
-                    "INSERT INTO paper_funding (account, time_ms, symbol, rate, mark_price, position_amt, amount)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (self.account, p.time_ms, p.symbol, str(p.rate), str(p.mark_price), str(p.position_amt),
-                         str(p.amount))
-                        for p in payments
-                    ],
-                )  # fmt: skip
+                insert_events(conn, self.account, events)
         except _Conflict:
             self._parsed = None
             raise VenueUnavailable(
@@ -1136,6 +1117,29 @@ class PaperExchange:
             raise StoreError(f"cannot store paper account {self.account!r} in {self.store.path}: {exc}") from exc
         loaded.stored_text = text
         self._parsed = loaded
+
+
+def insert_events(conn: sqlite3.Connection, account: str, events: Sequence[PaperEvent]) -> None:
+    """Write a book's fills and funding payments (inside the caller's transaction)."""
+    fills = [e for e in events if isinstance(e, Fill)]
+    payments = [e for e in events if isinstance(e, FundingPayment)]
+    conn.executemany(
+        "INSERT INTO paper_fills (account, time_ms, symbol, client_order_id, order_id, side, qty, price,"
+        " fee, realized_pnl, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (account, f.time_ms, f.symbol, f.client_order_id, f.order_id, f.side.value, str(f.qty),
+             str(f.price), str(f.fee), str(f.realized_pnl), f.reason)
+            for f in fills
+        ],
+    )  # fmt: skip
+    conn.executemany(
+        "INSERT INTO paper_funding (account, time_ms, symbol, rate, mark_price, position_amt, amount)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (account, p.time_ms, p.symbol, str(p.rate), str(p.mark_price), str(p.position_amt), str(p.amount))
+            for p in payments
+        ],
+    )  # fmt: skip
 
 
 class _Conflict(Exception):

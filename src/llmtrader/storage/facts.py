@@ -15,7 +15,8 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
+from weakref import WeakKeyDictionary
 
 from llmtrader.storage.records import iso_utc
 from llmtrader.trades import FundingEvent, TradeFill
@@ -48,8 +49,23 @@ def ms_of_iso(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
+# Per store and account: (trading version, latest event time, the facts without the day's start equity).
+# The aggregate below reads the account's whole history; it is redone only when an order or a fill was
+# written since (m010's triggers count every writer), so a long-running agent or a backtest pays it once
+# per change instead of twice per cycle.
+_FACTS: WeakKeyDictionary[Store, dict[str, tuple[int, int, AccountFacts]]] = WeakKeyDictionary()
+_ALL_TIME = 2**62
+
+
+def trading_version(store: Store, account: str) -> int:
+    """A number that changes whenever an order row or a fill of ``account`` is written (m010's triggers)."""
+    row = store.db.execute("SELECT n FROM trading_versions WHERE account = ?", [account]).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
 def account_facts(store: Store, account: str, now_ms: int) -> AccountFacts:
-    """The facts of ``account`` as of ``now_ms``, aggregated in SQL (one pass, whatever the history's length).
+    """The facts of ``account`` as of ``now_ms``, aggregated in SQL (one pass, whatever the history's length),
+    and remembered until an order or a fill of the account is written.
 
     Entries: filled ``en``/``ad`` orders, and fills of entry orders (a limit entry fills after its
     decision). Closes: filled ``cl``/``em`` orders, and fills the venue reported as stops, targets,
@@ -76,31 +92,72 @@ def account_facts(store: Store, account: str, now_ms: int) -> AccountFacts:
         past AS (SELECT * FROM ev WHERE t <= ?),
         closes AS (SELECT symbol, MAX(t) AS last_close FROM past WHERE kind = 'c' GROUP BY symbol)
         SELECT p.symbol, c.last_close, MAX(CASE WHEN p.kind = 'e' THEN p.t END),
-               MIN(CASE WHEN p.kind = 'e' AND p.t > COALESCE(c.last_close, 0) THEN p.t END)
+               MIN(CASE WHEN p.kind = 'e' AND p.t > COALESCE(c.last_close, 0) THEN p.t END), MAX(p.t)
         FROM past p LEFT JOIN closes c ON c.symbol = p.symbol GROUP BY p.symbol
     """
-    params = [*CLOSE_LEGS, account, *ENTRY_LEGS, *CLOSE_LEGS, *fill_params, *fill_params, now_ms]
+    params = [*CLOSE_LEGS, account, *ENTRY_LEGS, *CLOSE_LEGS, *fill_params, *fill_params]
+    version = trading_version(store, account)
+    remembered = _FACTS.get(store, {}).get(account)
+    if remembered is not None and remembered[0] == version and remembered[1] <= now_ms:
+        known = remembered[2]
+    else:
+        # Over all time first: when nothing lies after now_ms (the usual case), that is the answer for any
+        # later time too, until the next write; otherwise the events after now_ms are left out.
+        known, latest = _facts(store.db.execute(sql, [*params, _ALL_TIME]).fetchall())
+        if latest <= now_ms:
+            _FACTS.setdefault(store, {})[account] = (version, latest, known)
+        else:
+            known, _ = _facts(store.db.execute(sql, [*params, now_ms]).fetchall())
+    facts = AccountFacts(dict(known.last_close_ms), dict(known.opened_at_ms), dict(known.last_entry_ms))
+    facts.day_start_equity = day_start_equity(store, account, now_ms)
+    return facts
+
+
+def _facts(rows: list[Any]) -> tuple[AccountFacts, int]:
+    """Facts from the aggregate's rows, and the latest event time among them."""
     facts = AccountFacts()
-    for symbol, last_close, last_entry, opened_at in store.db.execute(sql, params).fetchall():
+    latest = 0
+    for symbol, last_close, last_entry, opened_at, last_event in rows:
+        latest = max(latest, int(last_event or 0))
         if last_close:
             facts.last_close_ms[symbol] = int(last_close)
         if last_entry is not None:
             facts.last_entry_ms[symbol] = int(last_entry)
         if opened_at is not None:
             facts.opened_at_ms[symbol] = int(opened_at)
-    facts.day_start_equity = day_start_equity(store, account, now_ms)
-    return facts
+    return facts, latest
 
 
 # Where an account's equity is recorded: every decision, and every scheduled cycle (skipped ones too).
 _EQUITY_SOURCES = (("decisions", "created_at"), ("cycles", "started_at"))
 
 
+# Per store: (account, day) -> the day's start equity, remembered once the day is an hour old and the
+# equity comes from before 00:00: records carry the time they are made, and a cycle that began before
+# midnight has recorded its own by then, so nothing later changes the answer (the cycle asks three times).
+_DAY_START: WeakKeyDictionary[Store, dict[tuple[str, int], float]] = WeakKeyDictionary()
+_SETTLED_AFTER_MS = 3_600_000
+
+
 def day_start_equity(store: Store, account: str, now_ms: int) -> float | None:
     """The account's equity when the UTC day of ``now_ms`` began: the last one recorded before 00:00 UTC (by a
     decision or a cycle), else the first one recorded today; None when none is recorded."""
+    day = now_ms - now_ms % DAY_MS
+    known = _DAY_START.setdefault(store, {})
+    found = known.get((account, day))
+    if found is not None:
+        return found
+    found, before_midnight = _day_start_equity(store, account, day)
+    if found is not None and before_midnight and now_ms - day >= _SETTLED_AFTER_MS:
+        if len(known) > 1024:
+            known.clear()
+        known[(account, day)] = found
+    return found
+
+
+def _day_start_equity(store: Store, account: str, day_ms: int) -> tuple[float | None, bool]:
     db = store.db
-    midnight = iso_utc(now_ms - now_ms % DAY_MS)
+    midnight = iso_utc(day_ms)
     before: list[tuple[str, float]] = []
     today: list[tuple[str, float]] = []
     for table, column in _EQUITY_SOURCES:
@@ -120,10 +177,10 @@ def day_start_equity(store: Store, account: str, now_ms: int) -> float | None:
         if row is not None:
             today.append((str(row[0]), float(row[1])))
     if before:
-        return max(before)[1]
+        return max(before)[1], True
     if today:
-        return min(today)[1]
-    return None
+        return min(today)[1], False
+    return None, False
 
 
 @dataclass
@@ -143,8 +200,9 @@ class AccountHistory:
 PaperHistory = AccountHistory  # the paper account's history was the first kind; the name stays valid
 
 
-def paper_history(store: Store, account: str) -> AccountHistory:
-    """Everything the paper account recorded since it was last reset (or created)."""
+def paper_history(store: Store, account: str, *, after_ids: tuple[int, int] | None = None) -> AccountHistory:
+    """Everything the paper account recorded since it was last reset (or created); with ``after_ids``
+    (a fill id, a funding id), only the rows recorded after those."""
     db = store.db
     row = db.execute("SELECT state FROM paper_accounts WHERE account = ?", [account]).fetchone()
     since: int | None = None
@@ -157,19 +215,21 @@ def paper_history(store: Store, account: str) -> AccountHistory:
         elif book.get("deposit") is not None:
             start = Decimal(str(book["deposit"]))
     after = since if since is not None else -1
+    fill_id, funding_id = after_ids if after_ids is not None else (0, 0)
     fills = [
         TradeFill.from_row(dict(zip(FILL_COLUMNS, r, strict=True)))
         for r in db.execute(
-            f"SELECT {', '.join(FILL_COLUMNS)} FROM paper_fills WHERE account = ? AND time_ms > ? ORDER BY time_ms, id",
-            [account, after],
+            f"SELECT {', '.join(FILL_COLUMNS)} FROM paper_fills WHERE id > ? AND account = ? AND time_ms > ? "
+            "ORDER BY time_ms, id",
+            [fill_id, account, after],
         ).fetchall()
     ]
     funding = [
         FundingEvent.from_row(dict(zip(FUNDING_COLUMNS, r, strict=True)))
         for r in db.execute(
-            f"SELECT {', '.join(FUNDING_COLUMNS)} FROM paper_funding WHERE account = ? AND time_ms > ? "
+            f"SELECT {', '.join(FUNDING_COLUMNS)} FROM paper_funding WHERE id > ? AND account = ? AND time_ms > ? "
             "ORDER BY time_ms, id",
-            [account, after],
+            [funding_id, account, after],
         ).fetchall()
     ]
     return AccountHistory(fills, funding, since, start)

@@ -314,15 +314,91 @@ def m008_cycles(db: Database) -> None:
     db.table("cycles").create_index(["account", "started_at"])
 
 
+@migration
+def m009_backtests(db: Database) -> None:
+    """Backtest runs (``llmtrader backtest``), kept in their own database file: each run's specification,
+    status, notes and figures (JSON), its equity at every step, and every model answer by the SHA-256 of
+    the exact request, so that a run can be replayed without calling the model."""
+    db.table("backtest_runs").create(
+        {
+            "id": str,
+            "created_at": str,
+            "finished_at": str,
+            "status": str,
+            "spec": str,
+            "notes": str,
+            "metrics": str,
+            "replay_of": str,
+            "steps_done": int,
+        },
+        pk="id",
+        not_null={"created_at", "status", "spec", "steps_done"},
+    )
+    db.table("backtest_equity").create(
+        {"run_id": str, "time_ms": int, "equity_usd": float, "gross_usd": float, "positions": int},
+        pk=("run_id", "time_ms"),
+        not_null={"equity_usd", "gross_usd", "positions"},
+    )
+    db.table("model_answers").create(
+        {
+            "run_id": str,
+            "step_ms": int,
+            "request_hash": str,
+            "model": str,
+            "base_url": str,
+            "kind": str,
+            "answer": str,
+        },
+        pk=("run_id", "step_ms"),
+        not_null={"request_hash", "model", "base_url", "kind", "answer"},
+    )
+    db.table("model_answers").create_index(["request_hash"])
+
+
+@migration
+def m010_trading_versions(db: Database) -> None:
+    """A counter per account that triggers bump whenever an order row is written or a fill recorded (paper
+    or venue): what the facts of an account are computed from. A reader that remembers facts checks one
+    row instead of aggregating the account's whole history again; the triggers see every writer, other
+    processes included. And an index for the orders whose outcome reconcile checks (by status)."""
+    db.table("trading_versions").create({"account": str, "n": int}, pk="account", not_null={"n"})
+    bump = (
+        "INSERT INTO trading_versions (account, n) VALUES (NEW.account, 1) "
+        "ON CONFLICT(account) DO UPDATE SET n = n + 1;"
+    )
+    for table, event in (
+        ("orders", "INSERT"),
+        ("orders", "UPDATE"),
+        ("paper_fills", "INSERT"),
+        ("venue_fills", "INSERT"),
+    ):
+        db.execute(f"CREATE TRIGGER {table}_{event.lower()}_version AFTER {event} ON {table} BEGIN {bump} END")
+    db.table("orders").create_index(["account", "status"])
+
+
 def migration_names() -> list[str]:
     return [name for name, _ in MIGRATIONS]
 
 
 def apply(db: Database) -> None:
-    """Apply every pending migration, each in its own transaction."""
+    """Apply every pending migration, all under one write lock.
+
+    Which migrations are pending is decided after the lock is taken (``BEGIN IMMEDIATE``): two processes
+    opening an old file at once would otherwise both see a migration pending, and the second would fail
+    on what the first had just done ("duplicate column"). Each migration runs in its own savepoint.
+    """
     from sqlite_utils import Migrations
 
     migrations = Migrations(MIGRATION_SET)
     for name, fn in MIGRATIONS:
         migrations(name=name)(fn)
-    migrations.apply(db)
+    if db["_sqlite_migrations"].exists() and not migrations.pending(db):
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        migrations.apply(db)
+    except BaseException:
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
+        raise
+    db.conn.execute("COMMIT")

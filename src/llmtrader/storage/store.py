@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmtrader.errors import StoreError
 from llmtrader.storage import migrations, reader
-from llmtrader.storage.records import DecisionRecord, iso_utc
+from llmtrader.storage.records import AssetRow, CallRow, DecisionRecord, iso_utc
 
 if TYPE_CHECKING:
     from llmtrader.exchange.base import OrderRequest, OrderState
@@ -30,10 +31,76 @@ def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
 
 
+# The hot write paths (a backtest records thousands of cycles) use plain parameterized SQL rather than
+# sqlite-utils' table methods, which introspect the schema (table_names, PRAGMA table_info...) on every
+# call. Table and column names below always come from this module, never from input.
+
+# Values SQLite takes as they are; anything else gets the conversion sqlite-utils applied before.
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
+def _sql_value(value: Any) -> Any:
+    if type(value) in _PLAIN_TYPES:
+        return value
+    from sqlite_utils.db import jsonify_if_needed  # Decimal as float, containers as JSON, as before
+
+    return jsonify_if_needed(value)
+
+
+def _params(row: Mapping[str, Any], columns: Sequence[str]) -> list[Any]:
+    return [_sql_value(row[c]) for c in columns]
+
+
+@functools.cache
+def _insert_sql(table: str, columns: tuple[str, ...], conflict: tuple[str, ...] = ()) -> str:
+    """``INSERT INTO table (columns) VALUES (?, ...)``; with ``conflict`` (the primary key), an upsert
+    that sets every other column of an existing row."""
+    sql = f"INSERT INTO [{table}] ({', '.join(f'[{c}]' for c in columns)}) VALUES ({', '.join('?' * len(columns))})"
+    if conflict:
+        sets = ", ".join(f"[{c}] = excluded.[{c}]" for c in columns if c not in conflict)
+        sql += f" ON CONFLICT({', '.join(f'[{c}]' for c in conflict)}) DO UPDATE SET {sets}"
+    return sql
+
+
+def _insert(conn: sqlite3.Connection, table: str, row: Mapping[str, Any]) -> int:
+    """Insert one row; returns its rowid."""
+    columns = tuple(row)
+    rowid = conn.execute(_insert_sql(table, columns), _params(row, columns)).lastrowid
+    assert rowid is not None
+    return rowid
+
+
+def _insert_many(conn: sqlite3.Connection, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows that all have the keys of the first one."""
+    if rows:
+        columns = tuple(rows[0])
+        conn.executemany(_insert_sql(table, columns), [_params(row, columns) for row in rows])
+
+
+def _upsert(conn: sqlite3.Connection, table: str, row: Mapping[str, Any], pk: str) -> None:
+    columns = tuple(row)
+    conn.execute(_insert_sql(table, columns, (pk,)), _params(row, columns))
+
+
+def _update(conn: sqlite3.Connection, table: str, row_id: int, values: Mapping[str, Any]) -> bool:
+    """Set ``values`` on the row whose ``id`` is ``row_id``; False when there is no such row."""
+    sets = ", ".join(f"[{c}] = ?" for c in values)
+    cursor = conn.execute(f"UPDATE [{table}] SET {sets} WHERE [id] = ?", [*_params(values, tuple(values)), row_id])
+    return cursor.rowcount == 1
+
+
+# The record dataclasses are flat: a field read replaces dataclasses.asdict and its recursive copy.
+_ASSET_FIELDS = tuple(f.name for f in fields(AssetRow))
+_CALL_FIELDS = tuple(f.name for f in fields(CallRow))
+
+
 class Store:
     """The writer side of the store (readers use :mod:`llmtrader.storage.reader`)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, durable: bool = True) -> None:
+        """Open (creating and migrating) the store at ``path``. ``durable`` False skips the fsync of each
+        commit: for the backtest database only, whose runs can be re-run; an order row of a real account
+        must survive a power cut."""
         from sqlite_utils import Database
 
         self.path = path
@@ -42,6 +109,8 @@ class Store:
             self.db = Database(str(path))
             self.db.execute("PRAGMA busy_timeout = 5000")
             self.db.enable_wal()
+            if not durable:
+                self.db.execute("PRAGMA synchronous = OFF")
             self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the database {path}: {exc}") from exc
@@ -99,7 +168,7 @@ class Store:
         }
         assets = []
         for a in rec.assets:
-            data = asdict(a)
+            data = {name: getattr(a, name) for name in _ASSET_FIELDS}
             data.update(
                 decision_id=rec.id,
                 created_at=created,
@@ -108,14 +177,13 @@ class Store:
                 proposed=_json(a.proposed),
             )
             assets.append(data)
-        calls = [{**asdict(c), "decision_id": rec.id} for c in rec.calls]
+        calls = [{**{name: getattr(c, name) for name in _CALL_FIELDS}, "decision_id": rec.id} for c in rec.calls]
+        conn = self.db.conn
         try:
-            with self.db.conn:
-                self.db.table("decisions").insert(row)
-                if assets:
-                    self.db.table("asset_decisions").insert_all(assets)
-                if calls:
-                    self.db.table("llm_calls").insert_all(calls)
+            with conn:
+                _insert(conn, "decisions", row)
+                _insert_many(conn, "asset_decisions", assets)
+                _insert_many(conn, "llm_calls", calls)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record decision {rec.id} in {self.path}: {exc}") from exc
 
@@ -132,7 +200,7 @@ class Store:
         }
         try:
             with self.db.conn:
-                self.db.table("strategy_choices").insert(row)
+                _insert(self.db.conn, "strategy_choices", row)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record the strategy choice of account {account!r} in {self.path}: {exc}") from exc
 
@@ -152,7 +220,7 @@ class Store:
 
     def cache_put(self, key: str, body: str, now_ms: int) -> None:
         with self.db.conn:
-            self.db.table("venue_cache").upsert({"key": key, "fetched_at_ms": now_ms, "body": body}, pk="key")
+            _upsert(self.db.conn, "venue_cache", {"key": key, "fetched_at_ms": now_ms, "body": body}, pk="key")
 
     # ---- Guards (llmtrader.guards): their state, events, what they count, and the decision cache ----------
 
@@ -172,9 +240,8 @@ class Store:
         rows = [{"account": account, "kind": e.kind, "message": e.message, "created_at": created} for e in events]
         try:
             with self.db.conn:
-                self.db.table("guard_state").upsert(row, pk="account")
-                if rows:
-                    self.db.table("guard_events").insert_all(rows)
+                _upsert(self.db.conn, "guard_state", row, pk="account")
+                _insert_many(self.db.conn, "guard_events", rows)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot save the guard state of account {account!r} in {self.path}: {exc}") from exc
 
@@ -245,8 +312,8 @@ class Store:
         }
         try:
             with self.db.conn:
-                self.db.execute("DELETE FROM decision_cache WHERE expires_at_ms <= ?", [now_ms])
-                self.db.table("decision_cache").upsert(row, pk="key")
+                self.db.conn.execute("DELETE FROM decision_cache WHERE expires_at_ms <= ?", [now_ms])
+                _upsert(self.db.conn, "decision_cache", row, pk="key")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot cache decision {decision_id} in {self.path}: {exc}") from exc
 
@@ -280,13 +347,9 @@ class Store:
         }
         try:
             with self.db.conn:
-                table = self.db.table("cycles")
-                table.insert(row)
-                pk = table.last_pk
+                return _insert(self.db.conn, "cycles", row)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record a cycle of account {account!r} in {self.path}: {exc}") from exc
-        assert pk is not None
-        return int(pk)
 
     def last_cycle(self, account: str) -> dict[str, Any] | None:
         """The latest recorded cycle of ``account`` (as :func:`llmtrader.storage.reader.last_cycles` gives it)."""
@@ -319,9 +382,11 @@ class Store:
             )
         try:
             with self.db.conn:
-                self.db.table("orders").update(row_id, update)
+                found = _update(self.db.conn, "orders", row_id, update)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot mark order row {row_id} as {status}: {exc}") from exc
+        if not found:
+            raise StoreError(f"cannot mark order row {row_id} as {status}: no such row")
 
     def last_stop_level(self, account: str, mode: str, symbol: str, *, since_ms: int) -> tuple[float, str] | None:
         """The stop-loss level llmtrader last set on ``symbol`` at or after ``since_ms``, and where it comes from:
@@ -362,7 +427,7 @@ class Store:
     def set_execution(self, decision_id: str, summary: str) -> None:
         """The one-word outcome of a decision's execution (executed, partial, failed, emergency…)."""
         with self.db.conn:
-            self.db.execute("UPDATE decisions SET execution = ? WHERE id = ?", [summary, decision_id])
+            self.db.conn.execute("UPDATE decisions SET execution = ? WHERE id = ?", [summary, decision_id])
 
     def execution_log(self, account: str, mode: str, now_ms: Callable[[], int]) -> ExecutionLog:
         """A recorder of orders and execution events for one account."""
@@ -395,14 +460,10 @@ class ExecutionLog:
             "created_at": now,
             "updated_at": now,
         }
-        db = self.store.db
+        conn = self.store.db.conn
         try:
-            with db.conn:
-                table = db.table("orders")
-                table.insert(row)
-                pk = table.last_pk
-                assert pk is not None
-                return int(pk)
+            with conn:
+                return _insert(conn, "orders", row)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record order {request.client_order_id}: {exc}") from exc
 
@@ -430,9 +491,11 @@ class ExecutionLog:
             )
         try:
             with self.store.db.conn:
-                self.store.db.table("orders").update(row_id, update)
+                found = _update(self.store.db.conn, "orders", row_id, update)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record the answer to order row {row_id}: {exc}") from exc
+        if not found:
+            raise StoreError(f"cannot record the answer to order row {row_id}: no such row")
 
     def event(self, *, decision_id: str | None, symbol: str | None, kind: str, message: str) -> None:
         row = {
@@ -445,6 +508,6 @@ class ExecutionLog:
         }
         try:
             with self.store.db.conn:
-                self.store.db.table("execution_events").insert(row)
+                _insert(self.store.db.conn, "execution_events", row)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record an execution event: {exc}") from exc

@@ -275,13 +275,13 @@ class _Sync:
         last_id = int(rows[-1]["id"])
         last_time = max(int(r["time"]) for r in rows)
         with self.db.conn:
-            before = self.db.conn.total_changes
-            self.db.conn.executemany(
+            # rowcount counts the rows inserted (ignored duplicates, and what triggers write, do not count).
+            inserted = self.db.conn.executemany(
                 f"INSERT OR IGNORE INTO venue_fills ({', '.join(_FILL_COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(_FILL_COLUMNS))})",
                 values,
             )
-            self.report.fills_added += self.db.conn.total_changes - before
+            self.report.fills_added += max(inserted.rowcount, 0)
             self.save_cursor(stream, last_id, last_time)
         return last_id
 
@@ -377,11 +377,10 @@ class _Sync:
                  int(row["time"]))
             )  # fmt: skip
         with self.db.conn:
-            before = self.db.conn.total_changes
-            self.db.conn.executemany(
+            inserted = self.db.conn.executemany(
                 f"INSERT OR IGNORE INTO venue_funding ({', '.join(_FUNDING_COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(_FUNDING_COLUMNS))})",
                 values,
             )
-            self.report.funding_added += self.db.conn.total_changes - before
+            self.report.funding_added += max(inserted.rowcount, 0)
             self.save_cursor(stream, None, cursor_ms)

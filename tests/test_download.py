@@ -149,8 +149,14 @@ def test_no_funding_writes_candles_only(venue: FakeAster, runner: CliRunner, tmp
     out = tmp_path / "data"
     result = full(runner, venue, out, "--no-funding")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["BTCUSDT-1h.csv", "ETHUSDT-1h.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["BTCUSDT-1h.csv", "ETHUSDT-1h.csv", "exchangeInfo.json"]
     assert not requests(venue, "/fapi/v3/fundingRate")
+    # The venue's rules of the symbols downloaded, for the backtester's rounding and minimums.
+    from llmtrader.exchange.filters import parse_exchange_info
+
+    rules = parse_exchange_info(json.loads((out / "exchangeInfo.json").read_text()))
+    assert sorted(rules) == ["BTCUSDT", "ETHUSDT"]
+    assert rules["BTCUSDT"].tick_size > 0 and rules["BTCUSDT"].step_size > 0
 
 
 def test_json_has_one_entry_per_file(venue: FakeAster, runner: CliRunner, tmp_path: Path) -> None:
@@ -247,7 +253,7 @@ def test_an_interrupted_download_keeps_whole_pages_and_a_rerun_completes_it(
     assert written[0] == CANDLE_HEADER and len(written) == 1 + 1500  # exactly the first page
     assert all(len(line.split(",")) == 6 for line in written)
     assert written == lines(reference / "BTCUSDT-1h.csv")[: 1 + 1500]
-    assert sorted(p.name for p in out.iterdir()) == ["BTCUSDT-1h.csv"]  # nothing else was started
+    assert sorted(p.name for p in out.iterdir()) == ["BTCUSDT-1h.csv", "exchangeInfo.json"]  # nothing else started
 
     rerun = full(runner, venue, out)
     assert rerun.exit_code == 0, rerun.output

@@ -36,6 +36,7 @@ EXPECTED_SCHEMA = {
     "orders": [
         "id", "decision_id", "account", "mode", "symbol", "leg", "client_order_id", "request", "status", "order_id",
         "venue_code", "venue_message", "executed_qty", "avg_price", "response", "created_at", "updated_at",
+        "change_seq",
     ],
     "execution_events": ["id", "decision_id", "account", "symbol", "kind", "message", "created_at"],
     "paper_accounts": ["account", "state", "updated_at_ms"],
@@ -73,7 +74,13 @@ EXPECTED_INDEXES = {
     "decisions": {("created_at",), ("account", "created_at")},
     "asset_decisions": {("symbol", "created_at"), ("action", "created_at"), ("decision_id",)},
     "llm_calls": {("decision_id",)},
-    "orders": {("client_order_id",), ("decision_id",), ("account", "symbol", "created_at"), ("account", "status")},
+    "orders": {
+        ("client_order_id",),
+        ("decision_id",),
+        ("account", "symbol", "created_at"),
+        ("account", "status"),
+        ("account", "change_seq"),
+    },
     "execution_events": {("decision_id",), ("kind", "created_at")},
     "paper_fills": {("account", "time_ms")},
     "paper_funding": {("account", "time_ms")},
@@ -232,7 +239,7 @@ def test_writes_store_exact_rows(store: Store) -> None:
     request_json = json.dumps(dict(request.params()), separators=(",", ":"))
     assert rows("SELECT * FROM orders") == [(
         1, "d1", "main", "paper", "BTCUSDT", "entry", "cid", request_json, "filled", "42", None, None, "0.005",
-        "5", '{"orderId":42}', at2, at3,
+        "5", '{"orderId":42}', at2, at3, 3,
     )]  # fmt: skip
     assert rows("SELECT * FROM execution_events") == [(1, "d1", "main", None, "k", "m", at2)]
 
@@ -418,3 +425,59 @@ def test_account_facts_see_a_fill_written_by_another_connection(tmp_path: Path) 
     finally:
         mine.close()
         other.close()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_remembered_facts_equal_a_fresh_reading_after_every_write(tmp_path: Path, seed: int) -> None:
+    """Entries, closes, stops, limit entries that fill later, fills out of order and in the future: after
+    every write, the facts a long-lived store keeps up to date equal those a new store reads whole."""
+    import random
+    from decimal import Decimal
+
+    from llmtrader.exchange.base import OrderRequest, OrderType, Side
+    from llmtrader.storage.facts import account_facts
+
+    rng = random.Random(seed)
+    path = tmp_path / "facts.db"
+    mine = Store(path)
+    clock = [1_790_000_000_000]
+    log = mine.execution_log("main", "paper", lambda: clock[0])
+    symbols = ["BTCUSDT", "ETHUSDT"]
+    resting: list[int] = []
+    try:
+        for n in range(150):
+            clock[0] += rng.choice([0, 1, 1000, 2000, 60_000])
+            symbol = rng.choice(symbols)
+            kind = rng.random()
+            if kind < 0.35:  # an entry or a close sent and filled (the legs execution uses)
+                leg = rng.choice(["en", "ad", "cl", "em"])
+                request = OrderRequest(symbol, Side.BUY, OrderType.MARKET, f"lt_d{n}_X_{leg}", quantity=Decimal(1))
+                row = log.order_sending(decision_id=f"d{n}", symbol=symbol, leg=leg, request=request)
+                log.order_result(row, status=rng.choice(["filled", "filled", "rejected"]))
+            elif kind < 0.5:  # a limit entry resting, filled later
+                request = OrderRequest(
+                    symbol, Side.BUY, OrderType.LIMIT, f"lt_d{n}_X_en", quantity=Decimal(1), price=Decimal(5)
+                )
+                resting.append(log.order_sending(decision_id=f"d{n}", symbol=symbol, leg="en", request=request))
+                log.order_result(resting[-1], status="acknowledged")
+            elif kind < 0.6 and resting:
+                mine.mark_order(resting.pop(0), status="filled", state=None, now_ms=clock[0])
+            else:  # a fill recorded by the paper account: a stop or target, an entry's fill; now and then late
+                when = clock[0] - rng.choice([0, 0, 500, 5_000]) + rng.choice([0, 0, 0, 0, 10_000_000])
+                reason = rng.choice(["stop_loss", "take_profit", "market", "liquidation"])
+                cid = f"lt_f{n}_X_{rng.choice(['en', 'sl', 'tp', 'ad'])}"
+                with mine.db.conn:
+                    mine.db.conn.execute(
+                        "INSERT INTO paper_fills (account, time_ms, symbol, client_order_id, order_id, side, qty,"
+                        " price, fee, realized_pnl, reason) VALUES ('main', ?, ?, ?, '1', 'SELL', '1', '1', '0',"
+                        " '0', ?)",
+                        [when, symbol, cid, reason],
+                    )
+            now = clock[0] + rng.choice([0, 3_600_000])
+            fresh = Store(path)
+            try:
+                assert account_facts(mine, "main", now) == account_facts(fresh, "main", now), n
+            finally:
+                fresh.close()
+    finally:
+        mine.close()

@@ -30,6 +30,11 @@ strategy_app = typer.Typer(
 )
 app.add_typer(strategy_app, name="strategy")
 
+backtest_app = typer.Typer(
+    help="Replay history through the agent's own cycle: run (with --data or --replay), list, show."
+)
+app.add_typer(backtest_app, name="backtest")
+
 T = TypeVar("T")
 # Global options, for commands to use: log_json is None (terminal decides), or True with --log-json.
 _state: dict[str, Any] = {"config": None, "log_json": None, "log_file": None, "log_level": "info"}
@@ -737,6 +742,232 @@ def resume(
 
     if not guarded(body):
         raise typer.Exit(1)
+
+
+@backtest_app.callback(invoke_without_command=True)
+def backtest(
+    ctx: typer.Context,
+    data: Path | None = typer.Option(None, "--data", "-d", file_okay=False, help="Directory of CSV data files."),
+    symbols: str | None = typer.Option(None, "--symbols", "-s", help="Comma list of symbols (default: ASSETS)."),
+    interval: str | None = typer.Option(None, "--interval", "-i", help="Decision interval (default: the strategy's)."),
+    start: str | None = typer.Option(None, "--from", help="First decision time, UTC (default: the data's start)."),
+    end: str | None = typer.Option(None, "--to", help="Last decision time, UTC (default: the data's end)."),
+    strategy: str | None = typer.Option(None, "--strategy", help="Strategy (default: STRATEGY)."),
+    timeframes: str | None = typer.Option(None, "--timeframes", help="Comma list shown instead of the strategy's."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model id, or 'baseline' (default: LLM_MODEL)."),
+    balance: float | None = typer.Option(None, "--balance", help="Starting balance, USD (default: PAPER_BALANCE_USD)."),
+    leverage: int | None = typer.Option(None, "--leverage", help="Maximum leverage (default: LEVERAGE)."),
+    max_position: float | None = typer.Option(None, "--max-position-usd", help="Maximum notional of one position."),
+    fill_interval: str | None = typer.Option(
+        None, "--fill-interval", help="Shorter candles that trigger stops and targets (default: the interval)."
+    ),
+    replay: str | None = typer.Option(
+        None, "--replay", help="Re-run a recorded run with its model answers, without calling the model."
+    ),
+    max_cost: float | None = typer.Option(None, "--max-cost", help="Stop once the model cost reaches this, USD."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Call a paid model without asking (needed with no terminal)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Step through history with the same cycle as `run`: context (only candles closed by then), decision,
+    validation, execution on a paper account (stops and targets inside candles, fees, funding), recording.
+    Every model answer is recorded by the hash of its request, so `--replay RUN` re-runs a period for free."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def body() -> None:
+        import asyncio
+        import signal
+
+        from llmtrader import render
+        from llmtrader.backtest import (
+            RecordingClient,
+            ReplayClient,
+            Request,
+            budget_stop,
+            build_spec,
+            load_history,
+            new_run_id,
+            open_backtests,
+            run_backtest,
+        )
+        from llmtrader.bootstrap import build_client
+        from llmtrader.config import parse_symbols
+        from llmtrader.download import parse_time_ms
+
+        try:
+            wanted = tuple(parse_symbols(symbols)) if symbols else None
+        except ValueError as exc:
+            raise ConfigError(f"--symbols: {exc}") from None
+        frames = tuple(t.strip() for t in timeframes.split(",") if t.strip()) if timeframes else None
+        request = Request(
+            data=str(data) if data is not None else None,
+            symbols=wanted,
+            interval=interval,
+            start_ms=parse_time_ms(start, "--from") if start else None,
+            end_ms=parse_time_ms(end, "--to") if end else None,
+            strategy=strategy,
+            timeframes=frames,
+            model=model,
+            balance_usd=balance,
+            leverage=leverage,
+            max_position_usd=max_position,
+            fill_interval=fill_interval,
+            replay=replay,
+            max_cost_usd=max_cost,
+        )
+        settings = _settings()
+        store = open_backtests(settings)
+        try:
+            spec, chosen = build_spec(settings, request, store)
+            history = load_history(spec, chosen)
+            run_id = new_run_id()
+            notes: list[str] = []
+            client: Any
+            if spec.replay_of is not None:
+                client = ReplayClient(store, spec.replay_of, run_id)
+            else:
+                inner, note = build_client(
+                    settings.model_copy(update={"llm_model": spec.model, "trading_mode": "paper"}),
+                    model_explicit=model is not None,
+                )
+                if note:
+                    render.warning(note)
+                    notes.append(note)
+                client = RecordingClient(inner, store, run_id)
+                paid = inner.model != "baseline"
+                if paid and not yes:
+                    question = (
+                        f"This backtest asks {inner.model} up to {len(history.steps)} times"
+                        + (f" (it stops at --max-cost {max_cost:g} USD)" if max_cost else " (no --max-cost)")
+                        + "; each call is billed."
+                    )
+                    if not _interactive():
+                        raise ConfigError(f"{question} Pass --yes to go ahead without a terminal.")
+                    if not typer.confirm(f"{question} Go ahead?", default=False):
+                        raise typer.Exit(1)
+            interrupted: list[str] = []
+            budget = budget_stop(client, spec.max_cost_usd)
+
+            def should_stop() -> str | None:
+                return "interrupted" if interrupted else budget()
+
+            async def go() -> Any:
+                loop = asyncio.get_running_loop()
+                # Ctrl-C ends the run after the step in progress: what ran is stored with its figures.
+                loop.add_signal_handler(signal.SIGINT, lambda: interrupted.append("interrupted"))
+                try:
+                    with _progress_bar(len(history.steps)) as advance:
+                        return await run_backtest(
+                            settings, spec, history, store, client, run_id=run_id, notes=notes,
+                            progress=advance, should_stop=should_stop,
+                        )  # fmt: skip
+                finally:
+                    loop.remove_signal_handler(signal.SIGINT)
+                    aclose = getattr(client, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+
+            asyncio.run(go())
+            _show_run(store, run_id, as_json)
+        finally:
+            store.close()
+
+    guarded(body)
+
+
+def _progress_bar(total: int) -> Any:
+    """A progress bar on stderr for a person (not in CI, not without a terminal); yields the step callback."""
+    import contextlib
+
+    from llmtrader.download import progress_wanted
+
+    @contextlib.contextmanager
+    def bar() -> Any:
+        if not progress_wanted():
+            yield None
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(
+            TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=Console(stderr=True),
+        ) as progress:  # fmt: skip
+            task = progress.add_task("steps", total=total)
+            done = [0]
+
+            def advance(step: int, of: int) -> None:
+                # Redrawn every 1% of the run: a redraw per step would cost more than the step.
+                if step - done[0] >= max(1, of // 100) or step == of:
+                    progress.update(task, completed=step)
+                    done[0] = step
+
+            yield advance
+
+    return bar()
+
+
+def _show_run(store: Any, run_id: str, as_json: bool) -> None:
+    from llmtrader import render
+    from llmtrader.backtest import verdict_changes
+    from llmtrader.storage import backtests as runs
+
+    run = runs.get_run(store, run_id)
+    equity = runs.equity_of(store, run.id)
+    changes = verdict_changes(store, run.id, run.replay_of) if run.replay_of else []
+    if as_json:
+        typer.echo(json.dumps(render.backtest_json(run, equity, changes)))
+    else:
+        render.backtest_view(run, equity, changes)
+
+
+@backtest_app.command("list")
+def backtest_list(
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many runs, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
+) -> None:
+    """The stored backtest runs, newest first, with their main figures."""
+
+    def body() -> None:
+        from llmtrader import render
+        from llmtrader.backtest import open_backtests
+        from llmtrader.storage import backtests as runs
+
+        store = open_backtests(_settings())
+        try:
+            rows = runs.list_runs(store, limit)
+        finally:
+            store.close()
+        if as_json:
+            typer.echo(json.dumps([
+                {"run": r.id, "created_at": r.created_at, "status": r.status, "replay_of": r.replay_of,
+                 "steps_done": r.steps_done, "spec": r.spec, "metrics": r.metrics}
+                for r in rows
+            ]))  # fmt: skip
+        else:
+            render.backtest_runs_table(rows)
+
+    guarded(body)
+
+
+@backtest_app.command("show")
+def backtest_show(
+    run: str = typer.Argument(..., help="A run id from `backtest list`, or 'latest'."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (with every equity sample)."),
+) -> None:
+    """One run: what ran, its figures against buy-and-hold, the equity curve, its notes, and for a replay
+    the asset decisions the validator judged differently under the new limits."""
+
+    def body() -> None:
+        from llmtrader.backtest import open_backtests
+
+        store = open_backtests(_settings())
+        try:
+            _show_run(store, run, as_json)
+        finally:
+            store.close()
+
+    guarded(body)
 
 
 def main() -> None:

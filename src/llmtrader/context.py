@@ -182,17 +182,19 @@ class DecisionContext:
 
 def _frame(candles: Candles, indicators: dict[str, Any], shown: int) -> FrameContext:
     n = len(candles)
-    recent = [
-        (
-            int(candles.open_time_ms[i]),
-            float(candles.open[i]),
-            float(candles.high[i]),
-            float(candles.low[i]),
-            float(candles.close[i]),
-            float(candles.volume[i]),
+    start = max(0, n - shown)
+    # tolist() turns a whole column into Python numbers at once (the same values as int()/float() each).
+    recent = list(
+        zip(
+            candles.open_time_ms[start:].astype("int64").tolist(),
+            candles.open[start:].tolist(),
+            candles.high[start:].tolist(),
+            candles.low[start:].tolist(),
+            candles.close[start:].tolist(),
+            candles.volume[start:].tolist(),
+            strict=True,
         )
-        for i in range(max(0, n - shown), n)
-    ]
+    )
     return FrameContext(
         interval=candles.interval,
         last_close_time_ms=candles.last_close_time_ms,
@@ -298,6 +300,7 @@ def _minutes(value: float) -> str:
     return f"{fmt(value)} min" if value < 120 else f"{fmt(value)} min ({fmt(value / 60, 3)} h)"
 
 
+@lru_cache(maxsize=64)
 def render_limits(limits: Limits, interval: str | None = None) -> str:
     """Every limit the validator enforces, as rules for the prompt."""
     candles = f"the {interval} candles" if interval else "the decision interval"

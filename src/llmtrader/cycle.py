@@ -174,7 +174,13 @@ def _record(store: Store, result: CycleResult) -> None:
 
 
 def _log(result: CycleResult, fields: dict[str, Any]) -> None:
+    import logging
+
     from llmtrader.logs import cycle_summary, get_logger
+
+    level = logging.WARNING if "error" in result.outcome or "reject" in result.outcome else logging.INFO
+    if not logging.getLogger("llmtrader.cycle").isEnabledFor(level):
+        return  # a backtest runs thousands of cycles with this line off: it costs nothing then
 
     cycle_summary(
         get_logger("llmtrader.cycle"),

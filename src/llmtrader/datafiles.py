@@ -24,6 +24,8 @@ from llmtrader.config import INTERVAL_MS
 from llmtrader.errors import DataError
 from llmtrader.market import Candles
 
+# The venue's exchangeInfo reply for the downloaded symbols (tick and step sizes, minimums), beside the CSVs.
+EXCHANGE_INFO_FILE = "exchangeInfo.json"
 CANDLE_HEADER = ("open_time_ms", "open", "high", "low", "close", "volume")
 FUNDING_HEADER = ("funding_time_ms", "funding_rate")
 

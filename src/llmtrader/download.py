@@ -11,6 +11,7 @@ before anything is downloaded.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from llmtrader.config import INTERVAL_MS
 from llmtrader.datafiles import (
     CANDLE_HEADER,
+    EXCHANGE_INFO_FILE,
     FUNDING_HEADER,
     append_lines,
     candle_path,
@@ -35,6 +37,7 @@ from llmtrader.datafiles import (
     read_funding,
 )
 from llmtrader.errors import ConfigError, DataError, VenueError
+from llmtrader.exchange.filters import parse_exchange_info
 from llmtrader.market import AsterMarketData, check_symbols
 
 if TYPE_CHECKING:
@@ -174,7 +177,8 @@ async def download_history(
     check_request(interval, since_ms, until_ms)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir}: exists and is not a directory")
-    check_symbols(symbols, await market.exchange_info())
+    info = await market.get("/fapi/v3/exchangeInfo")
+    check_symbols(symbols, parse_exchange_info(info))
     now = now_ms if now_ms is not None else await market.server_time_ms()
     until = now if until_ms is None else min(until_ms, now)
     if until <= since_ms:
@@ -195,6 +199,7 @@ async def download_history(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"--out {out_dir}: cannot create the directory ({exc.strerror or exc})") from None
+    _write_rules(out_dir, info, symbols)
     pace = _Pace(market, sleep)
     report = progress or (lambda _: None)
     for job in jobs:
@@ -213,6 +218,21 @@ async def download_history(
         except OSError as exc:  # a full disk, a permission: the rows written so far stay whole
             raise DataError(f"{job.path}: cannot write ({exc.strerror or exc}); {job.rows} complete rows kept") from exc
     return DownloadResult(interval, since_ms, until, now, [job.result() for job in jobs])
+
+
+def _write_rules(out_dir: Path, info: Any, symbols: Sequence[str]) -> None:
+    """The venue's rules of ``symbols`` (tick and step sizes, minimums) as ``exchangeInfo.json``, refreshed at
+    every download: the backtester sizes and rounds orders with them. Written whole, then renamed."""
+    wanted = set(symbols)
+    kept = dict(info)
+    kept["symbols"] = [s for s in info.get("symbols", []) if isinstance(s, dict) and s.get("symbol") in wanted]
+    path = out_dir / EXCHANGE_INFO_FILE
+    temp = path.with_suffix(".json.part")
+    try:
+        temp.write_text(json.dumps(kept, indent=1, sort_keys=True), encoding="utf-8")
+        temp.replace(path)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 
 
 def _inspect(job: _Job, interval: str) -> None:

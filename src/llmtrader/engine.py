@@ -124,11 +124,17 @@ ConfirmClose = Callable[[list[str]], bool]
 
 
 def cached_rules(services: Services) -> dict[str, SymbolRules] | None:
-    """exchangeInfo rules from the store's cache while fresh, else None."""
+    """exchangeInfo rules from the store's cache while fresh, else None (parsed once per cached text)."""
     cached = services.store.cache_get(
         _rules_key(services), services.settings.exchange_info_ttl_s * 1000, services.clock.now_ms()
     )
-    return None if cached is None else {s: SymbolRules.from_json(r) for s, r in json.loads(cached).items()}
+    if cached is None:
+        return None
+    parsed = services.memo.get("rules")
+    if parsed is None or parsed[0] != cached:
+        parsed = (cached, {s: SymbolRules.from_json(r) for s, r in json.loads(cached).items()})
+        services.memo["rules"] = parsed
+    return dict(parsed[1])
 
 
 async def fetch_rules(services: Services) -> dict[str, SymbolRules]:

@@ -970,3 +970,156 @@ def status_view(rows: list[dict[str, Any]]) -> None:
         table.add_row("kill switches", kill)
         table.add_row("circuit breaker", circuit)
         console.print(table)
+
+
+# ---- backtests --------------------------------------------------------------------------------------------
+
+
+def _pct_text(value: Any, digits: int = 2) -> str:
+    return f"{value:+.{digits}f}%" if isinstance(value, (int, float)) else "-"
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "-"
+
+
+def backtest_json(run: Any, equity: Sequence[tuple[int, float, float, int]], changes: Sequence[Any]) -> dict[str, Any]:
+    """A stored run as one JSON object: its specification, status, figures, notes, equity samples and, for a
+    replay, the asset decisions the validator judged differently."""
+    return {
+        "run": run.id,
+        "created_at": run.created_at,
+        "finished_at": run.finished_at,
+        "status": run.status,
+        "replay_of": run.replay_of,
+        "steps_done": run.steps_done,
+        "spec": run.spec,
+        "metrics": run.metrics,
+        "notes": run.notes,
+        "equity": [
+            {"time": iso_utc(t), "time_ms": t, "equity_usd": e, "gross_usd": g, "positions": n} for t, e, g, n in equity
+        ],
+        "verdict_changes": [
+            {
+                "time": iso_utc(c.time_ms),
+                "symbol": c.symbol,
+                "action": c.action,
+                "before": c.before,
+                "after": c.after,
+                "reasons": c.reasons,
+            }
+            for c in changes
+        ],
+    }
+
+
+def backtest_view(
+    run: Any, equity: Sequence[tuple[int, float, float, int]], changes: Sequence[Any], *, to_stderr: bool = False
+) -> None:
+    """A stored run: what ran, its figures against buy-and-hold, the equity curve, notes, and a replay's
+    changed verdicts."""
+    from llmtrader.backtest import equity_points, utc_text
+
+    target = err_console if to_stderr else console
+    spec, m = run.spec, run.metrics or {}
+    style = {"finished": "green", "interrupted": "yellow", "stopped": "yellow", "failed": "red"}.get(run.status, "")
+    title = Text.assemble(f"backtest {run.id} ", (run.status, style))
+    if run.replay_of:
+        title.append(f"  (replay of {run.replay_of})", style="cyan")
+    target.print(title)
+    period = f"{utc_text(m['start_ms'])} to {utc_text(m['end_ms'])}" if m else "no step made"
+    target.print(
+        f"{', '.join(spec['symbols'])} · {spec['interval']} · strategy {spec['strategy']} · model {spec['model']} · "
+        f"{run.steps_done} steps · {period}",
+        highlight=False,
+    )
+    if m:
+        bh = m.get("buy_and_hold_pct", {})
+        table = Table(title="Results", show_header=False)
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        rows = [
+            ("Equity", f"{fmt(m['start_equity_usd'])} -> {fmt(m['end_equity_usd'])} USD"),
+            ("Total return", _pct_text(m["total_return_pct"])),
+            ("Buy and hold (equal weights)", _pct_text(bh.get("portfolio"))),
+            *((f"  buy and hold {s}", _pct_text(v)) for s, v in bh.items() if s != "portfolio"),
+            ("Sharpe (daily, annualized)", _opt(m.get("sharpe"))),
+            ("Maximum drawdown", f"{m['max_drawdown_pct']:.2f}%"),
+            ("Closed trades", f"{m['trades']} (open at the end: {m['open_at_end']})"),
+            ("Win rate", _share(m.get("win_rate"))),
+            ("Profit factor", _opt(m.get("profit_factor"))),
+            ("Time in the market", f"{m['exposure_time_pct']:.1f}% of steps"),
+            ("Average gross exposure", f"{m['avg_gross_exposure_pct']:.1f}% of equity"),
+            ("Fees paid", f"{fmt(m['fees_usd'])} USD"),
+            ("Funding paid (net)", f"{fmt(m['funding_usd'])} USD ({m['funding_settlements']} settlements)"),
+            ("Model cost", f"{fmt(m['model_cost_usd'])} USD ({m['model_decisions']} decisions)"),
+            ("Cycles", _counts(m.get("cycles", {}))),
+            ("Validation (non-hold)", _counts(m.get("asset_decisions", {}))),
+            ("Fills", _counts(m.get("fills_by_reason", {}))),
+        ]  # fmt: skip
+        for name, value in rows:
+            table.add_row(name, value)
+        target.print(table)
+        lines = equity_chart(
+            equity_points(float(m["start_equity_usd"]), int(m["start_ms"]), equity),
+            width=max(20, min(100, target.width - 16)),
+        )
+        if lines:
+            target.print("Equity (USD, marked to market at every step)", highlight=False)
+            target.print("\n".join(lines), highlight=False, markup=False)
+        for event in m.get("guard_events", [])[:10]:
+            target.print(
+                f"guard {event['time'][:16]} {event['kind']}: {event['message']}", style="yellow", highlight=False
+            )
+    for note in run.notes:
+        target.print(f"note: {note}", style="dim", highlight=False)
+    if run.replay_of:
+        target.print(f"The validator judged {len(changes)} asset decision(s) differently from run {run.replay_of}.")
+        for c in changes[:20]:
+            why = "; ".join(c.reasons[:2])
+            target.print(
+                f"  {iso_utc(c.time_ms)[:16]} {c.symbol} {c.action}: {c.before} -> {c.after}"
+                + (f" ({why})" if why else ""),
+                highlight=False,
+            )
+        if len(changes) > 20:
+            target.print(f"  ... and {len(changes) - 20} more (--json lists them all)")
+
+
+def backtest_runs_table(rows: Sequence[Any]) -> None:
+    if not rows:
+        console.print("No backtest yet: run `llmtrader backtest --data DIR`.")
+        return
+    table = Table(title="Backtests (newest first)")
+    for column in (
+        "Run",
+        "Created",
+        "Status",
+        "Symbols",
+        "Interval",
+        "Strategy",
+        "Model",
+        "Steps",
+        "Return",
+        "B&H",
+        "Max DD",
+        "Trades",
+    ):
+        table.add_column(column)
+    for r in rows:
+        m = r.metrics or {}
+        table.add_row(
+            r.id + (f"\n(replay of {r.replay_of})" if r.replay_of else ""),
+            r.created_at[:16].replace("T", " "),
+            r.status,
+            ",".join(r.spec["symbols"]),
+            r.spec["interval"],
+            r.spec["strategy"],
+            r.spec["model"],
+            str(r.steps_done),
+            _pct_text(m.get("total_return_pct")),
+            _pct_text(m.get("buy_and_hold_pct", {}).get("portfolio")),
+            f"{m['max_drawdown_pct']:.1f}%" if m else "-",
+            str(m.get("trades", "-")),
+        )
+    console.print(table)

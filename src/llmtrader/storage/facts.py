@@ -49,12 +49,27 @@ def ms_of_iso(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-# Per store and account: (trading version, latest event time, the facts without the day's start equity).
-# The aggregate below reads the account's whole history; it is redone only when an order or a fill was
-# written since (m010's triggers count every writer), so a long-running agent or a backtest pays it once
-# per change instead of twice per cycle.
-_FACTS: WeakKeyDictionary[Store, dict[str, tuple[int, int, AccountFacts]]] = WeakKeyDictionary()
+@dataclass
+class _Known:
+    """What :func:`account_facts` remembers of an account: the facts without the day's start equity, as of
+    trading version ``version``, and where its reading stopped, so that only what was written since is read
+    next time: the highest fill ids (paper, venue) and order id, and the account's counter (orders written
+    after it carry a higher ``change_seq``)."""
+
+    version: int
+    latest: int  # the latest event time among the facts
+    facts: AccountFacts
+    fill_ids: tuple[int, int]
+    order_id: int
+    seq: int
+
+
+# Per store and account. The aggregate over the account's whole history is read once; after that only the
+# rows written since (m010's triggers count every writer, other processes included) are merged in, so a
+# long-running agent or a backtest does not pay for its history at every cycle.
+_FACTS: WeakKeyDictionary[Store, dict[str, _Known]] = WeakKeyDictionary()
 _ALL_TIME = 2**62
+_PENDING_STATUS = ("filled", "partially_filled")
 
 
 def trading_version(store: Store, account: str) -> int:
@@ -63,54 +78,133 @@ def trading_version(store: Store, account: str) -> int:
     return int(row[0]) if row is not None else 0
 
 
+def _fill_events_sql(where: str) -> tuple[str, list[Any]]:
+    closing = ",".join("?" * len(CLOSING_REASONS))
+    entry_like = " OR ".join("client_order_id LIKE ? ESCAPE '!'" for _ in ENTRY_LEGS)
+    sql = (
+        f"SELECT symbol, CASE WHEN reason IN ({closing}) THEN 'c' ELSE 'e' END AS kind, time_ms AS t "
+        f"FROM {{table}} WHERE {where} AND (reason IN ({closing}) OR {entry_like})"
+    )
+    return sql, [*CLOSING_REASONS, *CLOSING_REASONS, *(f"%!_{leg}" for leg in ENTRY_LEGS)]
+
+
+_ORDER_KIND = f"CASE WHEN leg IN ({','.join('?' * len(CLOSE_LEGS))}) THEN 'c' ELSE 'e' END"
+_ORDER_TIME = "CAST(ROUND((julianday(updated_at) - 2440587.5) * 86400000) AS INTEGER)"
+_LEG_MARKS = ",".join("?" * (len(ENTRY_LEGS) + len(CLOSE_LEGS)))
+_ORDER_FILTER = f"status IN ({','.join('?' * len(_PENDING_STATUS))}) AND leg IN ({_LEG_MARKS})"
+
+
 def account_facts(store: Store, account: str, now_ms: int) -> AccountFacts:
-    """The facts of ``account`` as of ``now_ms``, aggregated in SQL (one pass, whatever the history's length),
-    and remembered until an order or a fill of the account is written.
+    """The facts of ``account`` as of ``now_ms``: aggregated in SQL over the whole history the first time,
+    then kept up to date from the rows written since (and read again whole when those could change an
+    earlier answer: an order written before that changed since, an event older than one already counted,
+    an event after ``now_ms``).
 
     Entries: filled ``en``/``ad`` orders, and fills of entry orders (a limit entry fills after its
     decision). Closes: filled ``cl``/``em`` orders, and fills the venue reported as stops, targets,
     liquidations or ADL (the paper account's own, and the live venue's once synced: stops that
     triggered between decisions are only seen there).
     """
-    closing = ",".join("?" * len(CLOSING_REASONS))
-    entry_like = " OR ".join("client_order_id LIKE ? ESCAPE '!'" for _ in ENTRY_LEGS)
-    entry_patterns = [f"%!_{leg}" for leg in ENTRY_LEGS]
-    fills = (
-        f"SELECT symbol, CASE WHEN reason IN ({closing}) THEN 'c' ELSE 'e' END AS kind, time_ms AS t "
-        f"FROM {{table}} WHERE account = ? AND (reason IN ({closing}) OR {entry_like})"
-    )
-    fill_params = [*CLOSING_REASONS, account, *CLOSING_REASONS, *entry_patterns]
-    legs = ",".join("?" * (len(ENTRY_LEGS) + len(CLOSE_LEGS)))
+    version = trading_version(store, account)
+    memo = _FACTS.setdefault(store, {})
+    known = memo.get(account)
+    if known is not None and known.latest <= now_ms and known.version != version:
+        known = _caught_up(store, account, known, version, now_ms)
+    if known is None or known.version != version or known.latest > now_ms:
+        known = _read_all(store, account, version, now_ms)
+        if known is not None:
+            memo[account] = known
+        else:
+            memo.pop(account, None)
+    else:
+        memo[account] = known
+    base = known.facts if known is not None else _aggregate(store, account, now_ms)[0]
+    facts = AccountFacts(dict(base.last_close_ms), dict(base.opened_at_ms), dict(base.last_entry_ms))
+    facts.day_start_equity = day_start_equity(store, account, now_ms)
+    return facts
+
+
+def _aggregate(store: Store, account: str, until_ms: int) -> tuple[AccountFacts, int]:
+    """The facts over every event up to ``until_ms``, and the latest event time among them."""
+    fills, fill_params = _fill_events_sql("account = ?")
     sql = f"""
         WITH ev AS (
-            SELECT symbol, CASE WHEN leg IN ({",".join("?" * len(CLOSE_LEGS))}) THEN 'c' ELSE 'e' END AS kind,
-                   CAST(ROUND((julianday(updated_at) - 2440587.5) * 86400000) AS INTEGER) AS t
-            FROM orders WHERE account = ? AND status IN ('filled', 'partially_filled') AND leg IN ({legs})
+            SELECT symbol, {_ORDER_KIND} AS kind, {_ORDER_TIME} AS t
+            FROM orders WHERE account = ? AND {_ORDER_FILTER}
             UNION ALL {fills.format(table="paper_fills")}
             UNION ALL {fills.format(table="venue_fills")}
         ),
-        past AS (SELECT * FROM ev WHERE t <= ?),
-        closes AS (SELECT symbol, MAX(t) AS last_close FROM past WHERE kind = 'c' GROUP BY symbol)
+        past AS MATERIALIZED (SELECT * FROM ev WHERE t <= ?),
+        closes AS MATERIALIZED (SELECT symbol, MAX(t) AS last_close FROM past WHERE kind = 'c' GROUP BY symbol)
         SELECT p.symbol, c.last_close, MAX(CASE WHEN p.kind = 'e' THEN p.t END),
                MIN(CASE WHEN p.kind = 'e' AND p.t > COALESCE(c.last_close, 0) THEN p.t END), MAX(p.t)
         FROM past p LEFT JOIN closes c ON c.symbol = p.symbol GROUP BY p.symbol
     """
-    params = [*CLOSE_LEGS, account, *ENTRY_LEGS, *CLOSE_LEGS, *fill_params, *fill_params]
-    version = trading_version(store, account)
-    remembered = _FACTS.get(store, {}).get(account)
-    if remembered is not None and remembered[0] == version and remembered[1] <= now_ms:
-        known = remembered[2]
-    else:
-        # Over all time first: when nothing lies after now_ms (the usual case), that is the answer for any
-        # later time too, until the next write; otherwise the events after now_ms are left out.
-        known, latest = _facts(store.db.execute(sql, [*params, _ALL_TIME]).fetchall())
-        if latest <= now_ms:
-            _FACTS.setdefault(store, {})[account] = (version, latest, known)
+    fill_args = [*fill_params[: len(CLOSING_REASONS)], account, *fill_params[len(CLOSING_REASONS) :]]
+    params = [*CLOSE_LEGS, account, *_PENDING_STATUS, *ENTRY_LEGS, *CLOSE_LEGS, *fill_args, *fill_args, until_ms]
+    return _facts(store.db.execute(sql, params).fetchall())
+
+
+def _marks(store: Store, account: str) -> tuple[tuple[int, int], int, int]:
+    """Where reading stops: the highest fill and order ids (of any account: ids only grow), and the account's
+    counter."""
+    db = store.db
+    paper = db.execute("SELECT MAX(id) FROM paper_fills").fetchone()[0] or 0
+    venue = db.execute("SELECT MAX(id) FROM venue_fills").fetchone()[0] or 0
+    order = db.execute("SELECT MAX(id) FROM orders").fetchone()[0] or 0
+    return (int(paper), int(venue)), int(order), trading_version(store, account)
+
+
+def _read_all(store: Store, account: str, version: int, now_ms: int) -> _Known | None:
+    """The whole aggregate, remembered when no event lies after ``now_ms`` (else None: read whole each time)."""
+    # The marks are read first: a row written in between is read again next time, and merging an event
+    # twice changes nothing (maxima and minima).
+    fill_ids, order_id, seq = _marks(store, account)
+    facts, latest = _aggregate(store, account, _ALL_TIME)
+    if latest > now_ms:
+        return None
+    return _Known(version, latest, facts, fill_ids, order_id, seq)
+
+
+def _caught_up(store: Store, account: str, known: _Known, version: int, now_ms: int) -> _Known | None:
+    """``known`` with the rows written since merged in; None when they could change an earlier answer."""
+    db = store.db
+    events: list[tuple[str, str, int]] = []
+    fill_ids, order_id, seq = _marks(store, account)
+    fills, fill_params = _fill_events_sql("id > ? AND account = ?")
+    for table, after in (("paper_fills", known.fill_ids[0]), ("venue_fills", known.fill_ids[1])):
+        args = [*fill_params[: len(CLOSING_REASONS)], after, account, *fill_params[len(CLOSING_REASONS) :]]
+        events += db.execute(fills.format(table=table), args).fetchall()
+    changed = db.execute(
+        f"SELECT id, symbol, {_ORDER_KIND}, {_ORDER_TIME} FROM orders "
+        f"WHERE account = ? AND change_seq > ? AND {_ORDER_FILTER}",
+        [*CLOSE_LEGS, account, known.seq, *_PENDING_STATUS, *ENTRY_LEGS, *CLOSE_LEGS],
+    ).fetchall()
+    for row_id, symbol, kind, t in changed:
+        if row_id <= known.order_id:
+            return None  # an older order changed (a limit entry filled, a partial fill grew): its time moved
+        events.append((symbol, kind, t))
+    facts = AccountFacts(
+        dict(known.facts.last_close_ms), dict(known.facts.opened_at_ms), dict(known.facts.last_entry_ms)
+    )
+    latest = known.latest
+    for symbol, kind, t in sorted(events, key=lambda e: (e[2], e[1] != "c")):
+        t = int(t)
+        if t > now_ms:
+            return None
+        latest = max(latest, t)
+        if kind == "c":
+            if t <= facts.last_close_ms.get(symbol, 0):
+                continue
+            if t < facts.last_entry_ms.get(symbol, 0):
+                return None  # a close before an entry already counted: the opening would move
+            facts.last_close_ms[symbol] = t
+            facts.opened_at_ms.pop(symbol, None)
         else:
-            known, _ = _facts(store.db.execute(sql, [*params, now_ms]).fetchall())
-    facts = AccountFacts(dict(known.last_close_ms), dict(known.opened_at_ms), dict(known.last_entry_ms))
-    facts.day_start_equity = day_start_equity(store, account, now_ms)
-    return facts
+            facts.last_entry_ms[symbol] = max(t, facts.last_entry_ms.get(symbol, t))
+            if t > facts.last_close_ms.get(symbol, 0):
+                facts.opened_at_ms[symbol] = min(t, facts.opened_at_ms.get(symbol, t))
+    return _Known(version, latest, facts, fill_ids, order_id, seq)
 
 
 def _facts(rows: list[Any]) -> tuple[AccountFacts, int]:
@@ -271,7 +365,7 @@ def account_history(store: Store, account: str, mode: Literal["paper", "live"]) 
 
 def history_version(store: Store, account: str, mode: str) -> tuple[int, ...]:
     """A value that changes whenever :func:`account_history` would return something else: the newest fill
-    and funding rows (and, on paper, the number of resets). Cheap: indexed maxima."""
+    and funding row ids (and, on paper, the number of resets). Cheap: the ends of the rowids."""
     db = store.db
     if mode == "paper":
         fills, funding = "paper_fills", "paper_funding"
@@ -282,6 +376,8 @@ def history_version(store: Store, account: str, mode: str) -> tuple[int, ...]:
         resets = int(row[0] or 0) if row is not None else 0
     else:
         fills, funding, resets = "venue_fills", "venue_funding", 0
-    last_fill = db.execute(f"SELECT MAX(id) FROM {fills} WHERE account = ?", [account]).fetchone()[0]
-    last_funding = db.execute(f"SELECT MAX(id) FROM {funding} WHERE account = ?", [account]).fetchone()[0]
+    # The newest rows of any account: a read of the rowid's end instead of a walk through the account's rows
+    # (the key changes more often with several accounts, never less often than the account's own history).
+    last_fill = db.execute(f"SELECT MAX(id) FROM {fills}").fetchone()[0]
+    last_funding = db.execute(f"SELECT MAX(id) FROM {funding}").fetchone()[0]
     return (int(last_fill or 0), int(last_funding or 0), resets)

@@ -358,22 +358,29 @@ def m009_backtests(db: Database) -> None:
 @migration
 def m010_trading_versions(db: Database) -> None:
     """A counter per account that triggers bump whenever an order row is written or a fill recorded (paper
-    or venue): what the facts of an account are computed from. A reader that remembers facts checks one
-    row instead of aggregating the account's whole history again; the triggers see every writer, other
-    processes included. And an index for the orders whose outcome reconcile checks (by status)."""
+    or venue): what the facts of an account are computed from. Each order row also keeps the counter of its
+    last write (``change_seq``), so a reader that remembers the facts reads only the rows written since,
+    whoever wrote them (another process included). And an index for the orders whose outcome reconcile
+    checks (by status)."""
     db.table("trading_versions").create({"account": str, "n": int}, pk="account", not_null={"n"})
+    db.execute("ALTER TABLE orders ADD COLUMN change_seq INTEGER")
     bump = (
         "INSERT INTO trading_versions (account, n) VALUES (NEW.account, 1) "
         "ON CONFLICT(account) DO UPDATE SET n = n + 1;"
     )
-    for table, event in (
-        ("orders", "INSERT"),
-        ("orders", "UPDATE"),
-        ("paper_fills", "INSERT"),
-        ("venue_fills", "INSERT"),
-    ):
-        db.execute(f"CREATE TRIGGER {table}_{event.lower()}_version AFTER {event} ON {table} BEGIN {bump} END")
+    stamp = (
+        "UPDATE orders SET change_seq = (SELECT n FROM trading_versions WHERE account = NEW.account) WHERE id = NEW.id;"
+    )
+    db.execute(f"CREATE TRIGGER orders_insert_version AFTER INSERT ON orders BEGIN {bump} {stamp} END")
+    # Every column but change_seq, so that the stamp itself does not fire the trigger again.
+    columns = [c.name for c in db.table("orders").columns if c.name not in ("id", "change_seq")]
+    db.execute(
+        f"CREATE TRIGGER orders_update_version AFTER UPDATE OF {', '.join(columns)} ON orders BEGIN {bump} {stamp} END"
+    )
+    for table in ("paper_fills", "venue_fills"):
+        db.execute(f"CREATE TRIGGER {table}_insert_version AFTER INSERT ON {table} BEGIN {bump} END")
     db.table("orders").create_index(["account", "status"])
+    db.table("orders").create_index(["account", "change_seq"])
 
 
 def migration_names() -> list[str]:

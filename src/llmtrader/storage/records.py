@@ -6,6 +6,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -25,8 +26,9 @@ def new_decision_id(now_ms: int | None = None) -> str:
     return _base36(ms).rjust(9, "0") + "".join(secrets.choice(_ALPHABET) for _ in range(5))
 
 
+@lru_cache(maxsize=256)
 def iso_utc(ms: int) -> str:
-    """Milliseconds since the epoch as a sortable ISO-8601 UTC string."""
+    """Milliseconds since the epoch as a sortable ISO-8601 UTC string (a cycle writes the same time many times)."""
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 

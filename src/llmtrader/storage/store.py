@@ -180,7 +180,7 @@ class Store:
         calls = [{**{name: getattr(c, name) for name in _CALL_FIELDS}, "decision_id": rec.id} for c in rec.calls]
         conn = self.db.conn
         try:
-            with conn:
+            with self.db.atomic():
                 _insert(conn, "decisions", row)
                 _insert_many(conn, "asset_decisions", assets)
                 _insert_many(conn, "llm_calls", calls)
@@ -199,7 +199,7 @@ class Store:
             "via": via,
         }
         try:
-            with self.db.conn:
+            with self.db.atomic():
                 _insert(self.db.conn, "strategy_choices", row)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record the strategy choice of account {account!r} in {self.path}: {exc}") from exc
@@ -219,7 +219,7 @@ class Store:
         return str(rows[0]["body"]) if rows else None
 
     def cache_put(self, key: str, body: str, now_ms: int) -> None:
-        with self.db.conn:
+        with self.db.atomic():
             _upsert(self.db.conn, "venue_cache", {"key": key, "fetched_at_ms": now_ms, "body": body}, pk="key")
 
     # ---- Guards (llmtrader.guards): their state, events, what they count, and the decision cache ----------
@@ -239,7 +239,7 @@ class Store:
         row = {"account": account, "state": _json(state.to_json()), "updated_at": created}
         rows = [{"account": account, "kind": e.kind, "message": e.message, "created_at": created} for e in events]
         try:
-            with self.db.conn:
+            with self.db.atomic():
                 _upsert(self.db.conn, "guard_state", row, pk="account")
                 _insert_many(self.db.conn, "guard_events", rows)
         except sqlite3.Error as exc:
@@ -311,7 +311,7 @@ class Store:
             "expires_at_ms": now_ms + ttl_ms,
         }
         try:
-            with self.db.conn:
+            with self.db.atomic():
                 self.db.conn.execute("DELETE FROM decision_cache WHERE expires_at_ms <= ?", [now_ms])
                 _upsert(self.db.conn, "decision_cache", row, pk="key")
         except sqlite3.Error as exc:
@@ -346,7 +346,7 @@ class Store:
             "reconcile": _json(list(reconcile)),
         }
         try:
-            with self.db.conn:
+            with self.db.atomic():
                 return _insert(self.db.conn, "cycles", row)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record a cycle of account {account!r} in {self.path}: {exc}") from exc
@@ -381,7 +381,7 @@ class Store:
                 response=_json(state.raw),
             )
         try:
-            with self.db.conn:
+            with self.db.atomic():
                 found = _update(self.db.conn, "orders", row_id, update)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot mark order row {row_id} as {status}: {exc}") from exc
@@ -426,7 +426,7 @@ class Store:
 
     def set_execution(self, decision_id: str, summary: str) -> None:
         """The one-word outcome of a decision's execution (executed, partial, failed, emergency…)."""
-        with self.db.conn:
+        with self.db.atomic():
             self.db.conn.execute("UPDATE decisions SET execution = ? WHERE id = ?", [summary, decision_id])
 
     def execution_log(self, account: str, mode: str, now_ms: Callable[[], int]) -> ExecutionLog:
@@ -462,7 +462,7 @@ class ExecutionLog:
         }
         conn = self.store.db.conn
         try:
-            with conn:
+            with self.store.db.atomic():
                 return _insert(conn, "orders", row)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record order {request.client_order_id}: {exc}") from exc
@@ -490,7 +490,7 @@ class ExecutionLog:
                 response=_json(state.raw),
             )
         try:
-            with self.store.db.conn:
+            with self.store.db.atomic():
                 found = _update(self.store.db.conn, "orders", row_id, update)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record the answer to order row {row_id}: {exc}") from exc
@@ -507,7 +507,7 @@ class ExecutionLog:
             "created_at": iso_utc(self.now_ms()),
         }
         try:
-            with self.store.db.conn:
+            with self.store.db.atomic():
                 _insert(self.store.db.conn, "execution_events", row)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record an execution event: {exc}") from exc

@@ -21,6 +21,7 @@ BENCHMARKS = {
     "context": "context + prompt for 10 assets × 3 timeframes × 200 candles, CPU time",
     "history": "`llmtrader history --symbol X --limit 50` on 1,000,000 asset-decision rows",
     "run": "`llmtrader run`: memory over 2,000 scheduler cycles; real cycles' overhead (5 assets, baseline, paper)",
+    "backtest": "`llmtrader backtest` of BTC, ETH, SOL over every 1h candle (baseline), wall time; growth",
 }
 
 

@@ -467,11 +467,17 @@ class SimulatedClock:
 
 def request_hash(model: str, base_url: str, system: str, user: str) -> str:
     """SHA-256 of the exact request a decision client is given: model, endpoint, both messages and the
-    decision schema (part of every request as its response format)."""
-    payload = {"model": model, "base_url": base_url, "system": system, "user": user, "schema": _schema_text()}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    decision schema (part of every request as its response format), after a version tag of this definition."""
+    digest = hashlib.sha256()
+    # Each part prefixed with its length: no two different requests frame to the same bytes.
+    for part in (REQUEST_HASH_VERSION, model, base_url, system, user, _schema_text()):
+        data = part.encode()
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.hexdigest()
 
 
+REQUEST_HASH_VERSION = "llmtrader-request-v1"
 _SCHEMA_TEXT: list[str] = []
 
 
@@ -721,7 +727,7 @@ async def run_backtest(
             clock.now = now
             # One transaction per step (each record inside is still all or nothing: a savepoint): a step's
             # half dozen records cost one commit.
-            with store.db.atomic():
+            with store.transaction():
                 exchange.advance_to(now)
                 await run_cycle(services, now_ms=now)
             samples.append(_sample(exchange, step))

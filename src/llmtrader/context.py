@@ -385,8 +385,25 @@ def _bollinger_parts(ind: dict[str, float | None], shown: tuple[str, ...]) -> li
 
 
 def _render_frame(frame: FrameContext, shown: tuple[str, ...] = NAMES) -> list[str]:
-    ind = frame.indicators
-    close = frame.close
+    lines = list(
+        _frame_head(frame.interval, frame.last_close_time_ms, frame.close, tuple(frame.indicators.items()), shown)
+    )
+    if frame.recent:
+        lines.append("open_time_utc,open,high,low,close,volume")
+        lines.extend(_candle_line(*row) for row in frame.recent)
+    return lines
+
+
+@lru_cache(maxsize=1024)
+def _frame_head(
+    interval: str,
+    last_close_time_ms: int,
+    close: float | None,
+    indicators: tuple[tuple[str, float | None], ...],
+    shown: tuple[str, ...],
+) -> tuple[str, str]:
+    """The heading and indicator line of a frame: a longer timeframe's stay the same for several decisions."""
+    ind = dict(indicators)
     parts = [f"close {fmt(close)}"]
     for name, label in (("ema20", "EMA20"), ("ema50", "EMA50")):
         if name in shown:
@@ -401,14 +418,7 @@ def _render_frame(frame: FrameContext, shown: tuple[str, ...] = NAMES) -> list[s
     parts += _bollinger_parts(ind, shown)
     if "volume_ratio" in shown:
         parts.append(f"volume {fmt(ind.get('volume_ratio'), 3)}x its 20-candle average")
-    lines = [
-        f"### {frame.interval} (newest closed candle ends {utc_minute(frame.last_close_time_ms)})",
-        "; ".join(parts),
-    ]
-    if frame.recent:
-        lines.append("open_time_utc,open,high,low,close,volume")
-        lines.extend(_candle_line(*row) for row in frame.recent)
-    return lines
+    return (f"### {interval} (newest closed candle ends {utc_minute(last_close_time_ms)})", "; ".join(parts))
 
 
 @lru_cache(maxsize=8192)

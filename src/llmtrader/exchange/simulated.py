@@ -190,7 +190,7 @@ class SimulatedExchange:
     def save_state(self) -> None:
         """Store the book (the run's paper account: its deposit is the starting balance of the statistics)."""
         text = json.dumps({"book": self.book.to_json(), "sync": {}}, sort_keys=True, separators=(",", ":"))
-        with self.store.db.atomic():
+        with self.store.transaction():
             self.store.db.conn.execute(
                 "INSERT INTO paper_accounts (account, state, updated_at_ms) VALUES (?, ?, ?) "
                 "ON CONFLICT(account) DO UPDATE SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
@@ -202,6 +202,6 @@ class SimulatedExchange:
         events = self.book.take_events()
         if not events:
             return
-        with self.store.db.atomic():
+        with self.store.transaction():
             conn = self.store.db.conn
             insert_events(conn, self.account, events)

@@ -44,7 +44,7 @@ class StoredAnswer:
 
 def _write(store: Store, what: str, sql: str, params: Sequence[Any]) -> None:
     try:
-        with store.db.atomic():
+        with store.transaction():
             store.db.conn.execute(sql, params)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot {what} in {store.path}: {exc}") from exc
@@ -77,7 +77,7 @@ def finish_run(
 def write_equity(store: Store, run_id: str, samples: Sequence[tuple[int, float, float, int]]) -> None:
     """Store ``(time_ms, equity_usd, gross_usd, positions)`` samples of a run."""
     try:
-        with store.db.atomic():
+        with store.transaction():
             store.db.conn.executemany(
                 "INSERT OR REPLACE INTO backtest_equity (run_id, time_ms, equity_usd, gross_usd, positions) "
                 "VALUES (?, ?, ?, ?, ?)",

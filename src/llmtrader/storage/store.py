@@ -94,6 +94,44 @@ _ASSET_FIELDS = tuple(f.name for f in fields(AssetRow))
 _CALL_FIELDS = tuple(f.name for f in fields(CallRow))
 
 
+class _Transaction:
+    """One unit of writes, all or nothing: BEGIN ... COMMIT, or a savepoint inside a transaction already open
+    (a backtest runs each step in one transaction; each record inside stays all or nothing). Cheaper than
+    sqlite_utils' ``atomic()``, which costs a random savepoint name and a generator per record."""
+
+    __slots__ = ("conn", "nested")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.nested = False
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.nested = self.conn.in_transaction
+        self.conn.execute("SAVEPOINT llmtrader_record" if self.nested else "BEGIN")
+        return self.conn
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        conn = self.conn
+        if kind is None:
+            try:
+                conn.execute("RELEASE llmtrader_record" if self.nested else "COMMIT")
+                return
+            except BaseException:
+                self._undo()
+                raise
+        self._undo()
+
+    def _undo(self) -> None:
+        # An error can already have ended the transaction; then there is nothing to undo.
+        if not self.conn.in_transaction:
+            return
+        if self.nested:
+            self.conn.execute("ROLLBACK TO llmtrader_record")
+            self.conn.execute("RELEASE llmtrader_record")
+        else:
+            self.conn.execute("ROLLBACK")
+
+
 class Store:
     """The writer side of the store (readers use :mod:`llmtrader.storage.reader`)."""
 
@@ -130,6 +168,10 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    def transaction(self) -> _Transaction:
+        """``with store.transaction():`` writes all or nothing (a savepoint when a transaction is open)."""
+        return _Transaction(self.db.conn)
 
     def record_decision(self, rec: DecisionRecord) -> None:
         """Write a decision with its asset rows and model calls, all or nothing."""
@@ -180,7 +222,7 @@ class Store:
         calls = [{**{name: getattr(c, name) for name in _CALL_FIELDS}, "decision_id": rec.id} for c in rec.calls]
         conn = self.db.conn
         try:
-            with self.db.atomic():
+            with self.transaction():
                 _insert(conn, "decisions", row)
                 _insert_many(conn, "asset_decisions", assets)
                 _insert_many(conn, "llm_calls", calls)
@@ -199,7 +241,7 @@ class Store:
             "via": via,
         }
         try:
-            with self.db.atomic():
+            with self.transaction():
                 _insert(self.db.conn, "strategy_choices", row)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record the strategy choice of account {account!r} in {self.path}: {exc}") from exc
@@ -219,7 +261,7 @@ class Store:
         return str(rows[0]["body"]) if rows else None
 
     def cache_put(self, key: str, body: str, now_ms: int) -> None:
-        with self.db.atomic():
+        with self.transaction():
             _upsert(self.db.conn, "venue_cache", {"key": key, "fetched_at_ms": now_ms, "body": body}, pk="key")
 
     # ---- Guards (llmtrader.guards): their state, events, what they count, and the decision cache ----------
@@ -239,7 +281,7 @@ class Store:
         row = {"account": account, "state": _json(state.to_json()), "updated_at": created}
         rows = [{"account": account, "kind": e.kind, "message": e.message, "created_at": created} for e in events]
         try:
-            with self.db.atomic():
+            with self.transaction():
                 _upsert(self.db.conn, "guard_state", row, pk="account")
                 _insert_many(self.db.conn, "guard_events", rows)
         except sqlite3.Error as exc:
@@ -311,7 +353,7 @@ class Store:
             "expires_at_ms": now_ms + ttl_ms,
         }
         try:
-            with self.db.atomic():
+            with self.transaction():
                 self.db.conn.execute("DELETE FROM decision_cache WHERE expires_at_ms <= ?", [now_ms])
                 _upsert(self.db.conn, "decision_cache", row, pk="key")
         except sqlite3.Error as exc:
@@ -346,7 +388,7 @@ class Store:
             "reconcile": _json(list(reconcile)),
         }
         try:
-            with self.db.atomic():
+            with self.transaction():
                 return _insert(self.db.conn, "cycles", row)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record a cycle of account {account!r} in {self.path}: {exc}") from exc
@@ -381,7 +423,7 @@ class Store:
                 response=_json(state.raw),
             )
         try:
-            with self.db.atomic():
+            with self.transaction():
                 found = _update(self.db.conn, "orders", row_id, update)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot mark order row {row_id} as {status}: {exc}") from exc
@@ -426,7 +468,7 @@ class Store:
 
     def set_execution(self, decision_id: str, summary: str) -> None:
         """The one-word outcome of a decision's execution (executed, partial, failed, emergency…)."""
-        with self.db.atomic():
+        with self.transaction():
             self.db.conn.execute("UPDATE decisions SET execution = ? WHERE id = ?", [summary, decision_id])
 
     def execution_log(self, account: str, mode: str, now_ms: Callable[[], int]) -> ExecutionLog:
@@ -462,7 +504,7 @@ class ExecutionLog:
         }
         conn = self.store.db.conn
         try:
-            with self.store.db.atomic():
+            with self.store.transaction():
                 return _insert(conn, "orders", row)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record order {request.client_order_id}: {exc}") from exc
@@ -490,7 +532,7 @@ class ExecutionLog:
                 response=_json(state.raw),
             )
         try:
-            with self.store.db.atomic():
+            with self.store.transaction():
                 found = _update(self.store.db.conn, "orders", row_id, update)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record the answer to order row {row_id}: {exc}") from exc
@@ -507,7 +549,7 @@ class ExecutionLog:
             "created_at": iso_utc(self.now_ms()),
         }
         try:
-            with self.store.db.atomic():
+            with self.store.transaction():
                 _insert(self.store.db.conn, "execution_events", row)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record an execution event: {exc}") from exc

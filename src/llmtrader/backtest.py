@@ -338,7 +338,8 @@ def load_history(spec: BacktestSpec, strategy: Strategy) -> History:
             raise DataError(f"{info}: lists no {', '.join(missing)}")
         rules = {s: rules[s] for s in spec.symbols}
     else:
-        rules = {s: derived_rules(s, series[(s, interval)]) for s in spec.symbols}
+        # From the candles closed when the run starts: rules a trader could have known then.
+        rules = {s: derived_rules(s, series[(s, interval)].until(first)) for s in spec.symbols}
         notes.append(
             f"no {EXCHANGE_INFO_FILE} in the data: tick and step sizes are the finest in the data "
             f"({'; '.join(f'{s} tick {r.tick_size} step {r.step_size}' for s, r in rules.items())}), "
@@ -373,11 +374,32 @@ class HistoricalMarket:
         self.history = history
         self.interval = interval
         self.base_url = f"backtest:{data_dir}"
-        # The usual time between funding settlements of each symbol (8 h when the data cannot tell).
-        self._funding_every = {
-            s: int(np.median(np.diff(times))) if len(times) > 1 else 8 * 3_600_000
-            for s, (times, _) in history.funding.items()
-        }
+        # The 24h figures at every candle of the interval (over that candle and the ones of the 24 hours
+        # before it, closed ones only), computed once: change %, high, low, quote volume (volume x close).
+        per_day = max(1, DAY_MS // INTERVAL_MS[interval])
+        self._day: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        for (symbol, tf), c in history.series.items():
+            if tf != interval:
+                continue
+            import pandas as pd
+
+            first_open = pd.Series(c.open).shift(per_day - 1).to_numpy(copy=True)
+            first_open[: per_day - 1] = c.open[0]
+            self._day[symbol] = (
+                (c.close / first_open - 1) * 100,
+                pd.Series(c.high).rolling(per_day, min_periods=1).max().to_numpy(),
+                pd.Series(c.low).rolling(per_day, min_periods=1).min().to_numpy(),
+                pd.Series(c.volume * c.close).rolling(per_day, min_periods=1).sum().to_numpy(),
+            )
+        # At each settlement, the usual time between settlements so far (the median of the last three
+        # gaps, 8 h before there are any): when the next one is due, and whether the data still covers now.
+        self._funding_every: dict[str, np.ndarray] = {}
+        for symbol, (times, _) in history.funding.items():
+            gaps = np.diff(times)
+            usual = np.full(len(times), 8 * 3_600_000, dtype=np.int64)
+            for i in range(1, len(times)):
+                usual[i] = int(np.median(gaps[max(0, i - 3) : i]))
+            self._funding_every[symbol] = usual
 
     async def exchange_info(self) -> dict[str, SymbolRules]:
         return dict(self.history.rules)
@@ -402,20 +424,16 @@ class HistoricalMarket:
         candles = {
             tf: self.window(symbol, tf, limit, now_ms) for tf in timeframes if (symbol, tf) in self.history.series
         }
-        per_day = max(1, DAY_MS // INTERVAL_MS[self.interval])
-        shown = candles.get(self.interval)
-        day = (
-            shown.tail(per_day)
-            if shown is not None and limit >= per_day
-            else self.window(symbol, self.interval, per_day, now_ms)
-        )
+        closed = int(np.searchsorted(self.history.close_times[(symbol, self.interval)], now_ms, "right")) - 1
+        change, high, low, volume = self._day[symbol]
+        day = closed >= 0
         mark = self.mark(symbol, now_ms)
         times, rates = self.history.funding[symbol]
         settled = int(np.searchsorted(times, now_ms, "right")) - 1
         rate: float | None = None
         next_time: int | None = None
         if settled >= 0:
-            usual = self._funding_every[symbol]
+            usual = int(self._funding_every[symbol][settled])
             if now_ms - int(times[settled]) <= usual:  # inside the data's coverage: the rate in force
                 rate = float(rates[settled])
                 next_time = int(times[settled]) + usual
@@ -427,10 +445,10 @@ class HistoricalMarket:
             funding_rate=rate,
             next_funding_time_ms=next_time,
             last_price=mark,
-            price_change_pct_24h=float((day.close[-1] / day.open[0] - 1) * 100) if len(day) else None,
-            high_24h=float(day.high.max()) if len(day) else None,
-            low_24h=float(day.low.min()) if len(day) else None,
-            quote_volume_24h=float((day.volume * day.close).sum()) if len(day) else None,
+            price_change_pct_24h=float(change[closed]) if day else None,
+            high_24h=float(high[closed]) if day else None,
+            low_24h=float(low[closed]) if day else None,
+            quote_volume_24h=float(volume[closed]) if day else None,
             open_interest=None,
         )
 

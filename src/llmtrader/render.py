@@ -1091,31 +1091,18 @@ def backtest_runs_table(rows: Sequence[Any]) -> None:
         console.print("No backtest yet: run `llmtrader backtest --data DIR`.")
         return
     table = Table(title="Backtests (newest first)")
-    for column in (
-        "Run",
-        "Created",
-        "Status",
-        "Symbols",
-        "Interval",
-        "Strategy",
-        "Model",
-        "Steps",
-        "Return",
-        "B&H",
-        "Max DD",
-        "Trades",
-    ):
-        table.add_column(column)
+    table.add_column("Run", no_wrap=True)  # whole: it is what `backtest show` takes
+    table.add_column("What ran")
+    for column in ("Steps", "Return", "B&H", "Max DD", "Trades"):
+        table.add_column(column, justify="right", no_wrap=True)
     for r in rows:
         m = r.metrics or {}
+        spec = r.spec
+        what = f"{','.join(s.removesuffix('USDT') for s in spec['symbols'])} {spec['interval']} {spec['strategy']}"
+        what += f"\n{spec['model']}" + (f"\nreplay of {r.replay_of}" if r.replay_of else "")
         table.add_row(
-            r.id + (f"\n(replay of {r.replay_of})" if r.replay_of else ""),
-            r.created_at[:16].replace("T", " "),
-            r.status,
-            ",".join(r.spec["symbols"]),
-            r.spec["interval"],
-            r.spec["strategy"],
-            r.spec["model"],
+            f"{r.id}\n{r.status}\n{r.created_at[:16].replace('T', ' ')}",
+            what,
             str(r.steps_done),
             _pct_text(m.get("total_return_pct")),
             _pct_text(m.get("buy_and_hold_pct", {}).get("portfolio")),

@@ -77,7 +77,11 @@ def _services(store: Any, base_url: str) -> Any:
 
     settings = SimpleNamespace(exchange_info_ttl_s=3600)  # the Settings default
     return SimpleNamespace(
-        settings=settings, store=store, market=AsterMarketData(base_url, timeout_s=10.0), clock=SystemClock()
+        settings=settings,
+        store=store,
+        market=AsterMarketData(base_url, timeout_s=10.0),
+        clock=SystemClock(),
+        memo={},  # engine's per-process caches (the parsed exchangeInfo rules)
     )
 
 

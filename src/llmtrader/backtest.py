@@ -19,6 +19,7 @@ running agent for its database, and their commits skip the fsync a real account'
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -739,13 +740,15 @@ async def run_backtest(
     cycle_logger = logging.getLogger("llmtrader.cycle")
     level = cycle_logger.level
     cycle_logger.setLevel(logging.ERROR)
+    # With answers at hand (baseline, replay), one transaction per step: a step's half dozen records cost one
+    # commit, each still all or nothing (a savepoint). A model call takes seconds, and no write lock may be
+    # held that long (another backtest writes to the same database): then each record commits on its own.
+    local = isinstance(client, ReplayClient) or client.model == "baseline"
     try:
         for i, step in enumerate(steps):
             now = step + STEP_OFFSET_MS
             clock.now = now
-            # One transaction per step (each record inside is still all or nothing: a savepoint): a step's
-            # half dozen records cost one commit.
-            with store.transaction():
+            with store.transaction() if local else contextlib.nullcontext():
                 exchange.advance_to(now)
                 await run_cycle(services, now_ms=now)
             samples.append(_sample(exchange, step))
@@ -762,16 +765,21 @@ async def run_backtest(
         cycle_logger.setLevel(level)
         if reason is not None:
             all_notes.append(f"{status} after {len(samples)} of {len(steps)} steps: {reason}")
-        exchange.save_state()
-        runs.write_equity(store, run_id, [s.row() for s in samples])
-        metrics = summarize(store, run_id, spec, history, samples, exchange) if samples else None
         if isinstance(client, ReplayClient):
             all_notes.append(
                 f"replay of {client.source}: {client.exact} answer(s) replayed exactly, {client.differs} reused for a "
                 f"prompt that differed (limits, strategy or account), {client.missing} step(s) without an answer"
             )
-        runs.finish_run(store, run_id, status=status, notes=all_notes, metrics=metrics, steps_done=len(samples),
-                        now_ms=int(time.time() * 1000))  # fmt: skip
+        metrics = None
+        try:
+            exchange.save_state()
+            runs.write_equity(store, run_id, [s.row() for s in samples])
+            metrics = summarize(store, run_id, spec, history, samples, exchange) if samples else None
+            runs.finish_run(store, run_id, status=status, notes=all_notes, metrics=metrics,
+                            steps_done=len(samples), now_ms=int(time.time() * 1000))  # fmt: skip
+        except Exception:
+            if status != "failed":
+                raise  # otherwise the error that failed the run is the one to see
     return BacktestResult(
         run_id, status, spec, len(steps), len(samples), metrics or {}, all_notes, samples, time.monotonic() - started
     )

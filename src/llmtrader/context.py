@@ -273,8 +273,9 @@ def build_context(
     )
 
 
+@lru_cache(maxsize=1024)
 def utc_minute(ms: int | None) -> str:
-    """An epoch-ms time as 'YYYY-MM-DD HH:MM UTC' ('-' when unknown)."""
+    """An epoch-ms time as 'YYYY-MM-DD HH:MM UTC' ('-' when unknown; the same times recur in every prompt)."""
     if ms is None:
         return "-"
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")

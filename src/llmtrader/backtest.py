@@ -135,22 +135,21 @@ def resample(candles: Candles, interval: str) -> Candles:
     # A group is complete when it holds every candle and starts on the boundary.
     whole = (counts == per) & (candles.open_time_ms[starts] % size == 0)
     starts, counts = starts[whole], counts[whole]
-    ends = starts + counts
-    rows = np.column_stack(
+    groups = list(zip(starts.tolist(), (starts + counts).tolist(), strict=True))
+    rows = np.array(
         [
-            candles.open_time_ms[starts].astype(np.float64),
-            candles.open[starts],
-            np.maximum.reduceat(candles.high, starts)[: len(starts)] if len(starts) else np.empty(0),
-            np.minimum.reduceat(candles.low, starts)[: len(starts)] if len(starts) else np.empty(0),
-            candles.close[ends - 1],
-            np.add.reduceat(candles.volume, starts)[: len(starts)] if len(starts) else np.empty(0),
-        ]
-    )
-    if len(starts):
-        # reduceat runs each group to the next start; a dropped (incomplete) group in between would leak in.
-        rows[:, 2] = [candles.high[a:b].max() for a, b in zip(starts, ends, strict=True)]
-        rows[:, 3] = [candles.low[a:b].min() for a, b in zip(starts, ends, strict=True)]
-        rows[:, 5] = [candles.volume[a:b].sum() for a, b in zip(starts, ends, strict=True)]
+            (
+                candles.open_time_ms[a],
+                candles.open[a],
+                candles.high[a:b].max(),
+                candles.low[a:b].min(),
+                candles.close[b - 1],
+                candles.volume[a:b].sum(),
+            )
+            for a, b in groups
+        ],
+        dtype=np.float64,
+    ).reshape(-1, 6)
     return Candles.from_rows(candles.symbol, interval, rows)
 
 

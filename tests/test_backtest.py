@@ -638,6 +638,25 @@ def test_cli_backtest_prints_the_run_and_list_and_show_agree(
     assert json.loads(by_id.stdout) == data
 
 
+def test_cli_backtest_uses_the_strategy_in_force_for_the_account(
+    perp_dir: Path, clean_env: Path, runner: CliRunner
+) -> None:
+    """Without --strategy, the backtest tests what the agent would use now: the choice of `strategy use`."""
+    args = ["backtest", "--data", str(perp_dir), "--symbols", "BTCUSDT", "--interval", "1h", "--from", "2025-11-03",
+            "--to", "2025-11-03 03:00", "--timeframes", "1h,4h", "--model", "baseline", "--json"]  # fmt: skip
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["spec"]["strategy"] == "default"
+    chosen = runner.invoke(app, ["strategy", "use", "conservative"])
+    assert chosen.exit_code == 0, chosen.output
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.stdout)["spec"]["strategy"] == "conservative"
+    explicit = runner.invoke(app, [*args, "--strategy", "swing", "--interval", "1h", "--timeframes", "1h,4h"])
+    assert explicit.exit_code == 0, explicit.output
+    assert json.loads(explicit.stdout)["spec"]["strategy"] == "swing"
+
+
 @pytest.mark.parametrize(
     ("extra", "code", "message"),
     [

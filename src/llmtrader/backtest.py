@@ -986,7 +986,7 @@ def build_spec(settings: Settings, request: Request, store: Store) -> tuple[Back
     data = request.data or (base.data_dir if base is not None else None)
     if data is None:
         raise ConfigError("backtest needs --data DIR (CSV files from `llmtrader download`), or --replay RUN")
-    strategy_name = request.strategy or (base.strategy if base is not None else settings.strategy)
+    strategy_name = request.strategy or (base.strategy if base is not None else strategy_in_force(settings))
     strategy = load_strategy(strategy_name, settings.strategies_dir)
     interval = request.interval or (base.interval if base is not None else strategy.interval)
     if interval not in INTERVAL_MS:
@@ -1026,6 +1026,20 @@ def build_spec(settings: Settings, request: Request, store: Store) -> tuple[Back
     if spec.balance_usd <= 0:
         raise ConfigError(f"--balance {spec.balance_usd} must be positive")
     return spec, strategy
+
+
+def strategy_in_force(settings: Settings) -> str:
+    """The account's strategy as the agent would use it now: the one chosen with ``strategy use`` (read from
+    the agent's database, which is not created for this), else the configured one."""
+    from llmtrader.storage.reader import open_reader, strategy_choice
+
+    conn = open_reader(settings.db)
+    if conn is None:
+        return settings.strategy
+    try:
+        return strategy_choice(conn, settings.account) or settings.strategy
+    finally:
+        conn.close()
 
 
 def open_backtests(settings: Settings) -> Store:

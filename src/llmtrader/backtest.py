@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from llmtrader.storage.store import Store
     from llmtrader.strategy import Strategy
 
+# Steps committed together when no model is called (see run_backtest).
+BATCH_STEPS = 64
 # A 1h agent decides at hh:00:05 (llmtrader.scheduler.DEFAULT_OFFSET_S): so does a backtest step.
 STEP_OFFSET_MS = 5_000
 # Candles of the decision interval before the first step by default: EMA50, the longest indicator window.
@@ -518,7 +520,7 @@ def _call_json(call: CallRecord) -> dict[str, Any]:
 def _answer_json(answer: ModelAnswer) -> dict[str, Any]:
     return {
         "raw_response": answer.raw_response,
-        "decision": answer.decision.model_dump(mode="json"),
+        "decision": answer.decision_json,
         "calls": [_call_json(c) for c in answer.calls],
         "reasks": answer.reasks,
         "response_format": answer.response_format,
@@ -739,26 +741,35 @@ async def run_backtest(
     cycle_logger = logging.getLogger("llmtrader.cycle")
     level = cycle_logger.level
     cycle_logger.setLevel(logging.ERROR)
-    # With answers at hand (baseline, replay), one transaction per step: a step's half dozen records cost one
-    # commit, each still all or nothing (a savepoint). A model call takes seconds, and no write lock may be
-    # held that long (another backtest writes to the same database): then each record commits on its own.
+    # With answers at hand (baseline, replay), the steps commit in batches of BATCH_STEPS: their records are
+    # written once instead of a page at a time, each record still all or nothing (a savepoint), and a crash
+    # loses at most a batch of a run that can be run again. A model call takes seconds, and no write lock may
+    # be held that long (another backtest writes to the same database): then each record commits on its own.
     local = isinstance(client, ReplayClient) or client.model == "baseline"
+    batch = BATCH_STEPS if local else 1
+    committed = 0
     try:
-        for i, step in enumerate(steps):
-            now = step + STEP_OFFSET_MS
-            clock.now = now
+        for first_of_batch in range(0, len(steps), batch):
             with store.transaction() if local else contextlib.nullcontext():
-                exchange.advance_to(now)
-                await run_cycle(services, now_ms=now)
-            samples.append(_sample(exchange, step))
-            if progress is not None:
-                progress(i + 1, len(steps))
-            reason = should_stop() if should_stop is not None else None
+                for i in range(first_of_batch, min(first_of_batch + batch, len(steps))):
+                    step = steps[i]
+                    now = step + STEP_OFFSET_MS
+                    clock.now = now
+                    exchange.advance_to(now)
+                    await run_cycle(services, now_ms=now)
+                    samples.append(_sample(exchange, step))
+                    if progress is not None:
+                        progress(i + 1, len(steps))
+                    reason = should_stop() if should_stop is not None else None
+                    if reason is not None:
+                        break
+            committed = len(samples)
             if reason is not None:
                 status = "interrupted" if reason == "interrupted" else "stopped"
                 break
     except BaseException as exc:
         status, reason = "failed", f"{type(exc).__name__}: {exc}"
+        del samples[committed:]  # the steps of the batch that failed were rolled back
         raise
     finally:
         cycle_logger.setLevel(level)

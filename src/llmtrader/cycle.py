@@ -226,7 +226,8 @@ async def _cycle(services: Services, result: CycleResult, now: int, dry_run: boo
         model_call_times_ms=store.model_call_times(name, since_ms=now - HOUR_MS),
         settings=gs,
     )
-    store.save_guard_state(name, verdict.new_state, verdict.events, now_ms=now)
+    if verdict.events or verdict.new_state != state:  # unchanged state: nothing to write
+        store.save_guard_state(name, verdict.new_state, verdict.events, now_ms=now)
     if verdict.events:
         from llmtrader.logs import get_logger
 

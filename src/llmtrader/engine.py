@@ -721,7 +721,7 @@ async def _ask_model(
         hooks.on_model_result(True, None)
     record.calls = _call_rows(answer.calls)
     record.raw_response = answer.raw_response
-    record.parsed = answer.decision.model_dump(mode="json")
+    record.parsed = answer.decision_json
     record.parse_errors = answer.parse_errors
     record.portfolio_rationale = answer.decision.portfolio_rationale
     record.response_format = answer.response_format

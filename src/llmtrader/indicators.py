@@ -119,6 +119,6 @@ def latest(indicators: Indicators, index: int = -1) -> dict[str, float | None]:
         if values.shape[0] == 0:
             out[name] = None
             continue
-        value = float(values[index])
-        out[name] = None if np.isnan(value) else value
+        value = values.item(index)  # a Python float, as float(values[index]), without the numpy scalar
+        out[name] = None if value != value else value  # NaN
     return out

@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llmtrader.context import DecisionContext
@@ -70,6 +71,11 @@ class ModelAnswer:
     reasks: int
     response_format: str
     parse_errors: list[str] = field(default_factory=list)
+
+    @cached_property
+    def decision_json(self) -> dict[str, Any]:
+        """The decision as JSON values, computed once (the decision record and the answer log both keep it)."""
+        return self.decision.model_dump(mode="json")
 
     @property
     def prompt_tokens(self) -> int:

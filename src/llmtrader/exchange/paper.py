@@ -155,6 +155,8 @@ class _Order:
     reserved: Decimal = ZERO  # margin (and fee) held for a resting opening LIMIT order
     executed_qty: Decimal = ZERO
     avg_price: Decimal = ZERO
+    # The last state() built, with what it was built from: an order is reported many times per cycle.
+    _state: tuple[tuple[Any, ...], OrderState] | None = field(default=None, compare=False, repr=False)
 
     @property
     def symbol(self) -> str:
@@ -226,6 +228,14 @@ class _Order:
 
     def state(self) -> OrderState:
         """The order as the venue would report it (with a venue-shaped ``raw`` body for the audit log)."""
+        key = (self.status, self.executed_qty, self.avg_price, self.updated_ms)
+        if self._state is not None and self._state[0] == key:
+            return self._state[1]
+        state = self._build_state()
+        self._state = (key, state)
+        return state
+
+    def _build_state(self) -> OrderState:
         r = self.request
         raw: dict[str, Any] = {
             "orderId": self.order_id,

@@ -143,7 +143,7 @@ def record_answer(store: Store, run_id: str, answer: StoredAnswer) -> None:
         "INSERT OR REPLACE INTO model_answers (run_id, step_ms, request_hash, model, base_url, kind, answer) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         [run_id, answer.step_ms, answer.request_hash, answer.model, answer.base_url, answer.kind,
-         json.dumps(answer.answer, sort_keys=True)],
+         json.dumps(answer.answer, separators=(",", ":"))],
     )  # fmt: skip
 
 

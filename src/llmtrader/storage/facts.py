@@ -148,11 +148,12 @@ def _aggregate(store: Store, account: str, until_ms: int) -> tuple[AccountFacts,
 def _marks(store: Store, account: str) -> tuple[tuple[int, int], int, int]:
     """Where reading stops: the highest fill and order ids (of any account: ids only grow), and the account's
     counter."""
-    db = store.db
-    paper = db.execute("SELECT MAX(id) FROM paper_fills").fetchone()[0] or 0
-    venue = db.execute("SELECT MAX(id) FROM venue_fills").fetchone()[0] or 0
-    order = db.execute("SELECT MAX(id) FROM orders").fetchone()[0] or 0
-    return (int(paper), int(venue)), int(order), trading_version(store, account)
+    paper, venue, order, seq = store.db.execute(
+        "SELECT (SELECT MAX(id) FROM paper_fills), (SELECT MAX(id) FROM venue_fills), (SELECT MAX(id) FROM orders),"
+        " (SELECT n FROM trading_versions WHERE account = ?)",
+        [account],
+    ).fetchone()
+    return (int(paper or 0), int(venue or 0)), int(order or 0), int(seq or 0)
 
 
 def _read_all(store: Store, account: str, version: int, now_ms: int) -> _Known | None:
@@ -172,9 +173,13 @@ def _caught_up(store: Store, account: str, known: _Known, version: int, now_ms: 
     events: list[tuple[str, str, int]] = []
     fill_ids, order_id, seq = _marks(store, account)
     fills, fill_params = _fill_events_sql("id > ? AND account = ?")
-    for table, after in (("paper_fills", known.fill_ids[0]), ("venue_fills", known.fill_ids[1])):
-        args = [*fill_params[: len(CLOSING_REASONS)], after, account, *fill_params[len(CLOSING_REASONS) :]]
-        events += db.execute(fills.format(table=table), args).fetchall()
+    args = [
+        arg
+        for after in known.fill_ids
+        for arg in (*fill_params[: len(CLOSING_REASONS)], after, account, *fill_params[len(CLOSING_REASONS) :])
+    ]
+    sql = f"{fills.format(table='paper_fills')} UNION ALL {fills.format(table='venue_fills')}"
+    events += db.execute(sql, args).fetchall()
     changed = db.execute(
         f"SELECT id, symbol, {_ORDER_KIND}, {_ORDER_TIME} FROM orders "
         f"WHERE account = ? AND change_seq > ? AND {_ORDER_FILTER}",
@@ -366,18 +371,17 @@ def account_history(store: Store, account: str, mode: Literal["paper", "live"]) 
 def history_version(store: Store, account: str, mode: str) -> tuple[int, ...]:
     """A value that changes whenever :func:`account_history` would return something else: the newest fill
     and funding row ids (and, on paper, the number of resets). Cheap: the ends of the rowids."""
-    db = store.db
-    if mode == "paper":
-        fills, funding = "paper_fills", "paper_funding"
-        row = db.execute(
-            "SELECT json_array_length(json_extract(state, '$.book.resets')) FROM paper_accounts WHERE account = ?",
-            [account],
-        ).fetchone()
-        resets = int(row[0] or 0) if row is not None else 0
-    else:
-        fills, funding, resets = "venue_fills", "venue_funding", 0
     # The newest rows of any account: a read of the rowid's end instead of a walk through the account's rows
     # (the key changes more often with several accounts, never less often than the account's own history).
-    last_fill = db.execute(f"SELECT MAX(id) FROM {fills}").fetchone()[0]
-    last_funding = db.execute(f"SELECT MAX(id) FROM {funding}").fetchone()[0]
-    return (int(last_fill or 0), int(last_funding or 0), resets)
+    if mode == "paper":
+        sql = (
+            "SELECT (SELECT MAX(id) FROM paper_fills), (SELECT MAX(id) FROM paper_funding), (SELECT "
+            "json_array_length(json_extract(state, '$.book.resets')) FROM paper_accounts WHERE account = ?)"
+        )
+        last_fill, last_funding, resets = store.db.execute(sql, [account]).fetchone()
+    else:
+        last_fill, last_funding = store.db.execute(
+            "SELECT (SELECT MAX(id) FROM venue_fills), (SELECT MAX(id) FROM venue_funding)"
+        ).fetchone()
+        resets = 0
+    return (int(last_fill or 0), int(last_funding or 0), int(resets or 0))

@@ -23,7 +23,8 @@ def _base36(n: int) -> str:
 def new_decision_id(now_ms: int | None = None) -> str:
     """A short, time-sortable, globally unique id (also a safe part of a client order id)."""
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    return _base36(ms).rjust(9, "0") + "".join(secrets.choice(_ALPHABET) for _ in range(5))
+    # Five random base36 characters from one draw (the same distribution as five choices, one syscall).
+    return _base36(ms).rjust(9, "0") + _base36(secrets.randbelow(36**5)).rjust(5, "0")
 
 
 @lru_cache(maxsize=256)

@@ -760,3 +760,46 @@ def test_resample_drops_groups_that_are_incomplete_or_off_the_grid(perp_dir: Pat
         assert built.low[group] == float(min(c[2] for c in src))
         assert built.close[group] == float(src[3][3])
         assert built.volume[group] == pytest.approx(float(sum(c[4] for c in src)), rel=1e-12)
+
+
+def test_the_venues_rules_in_the_data_round_and_refuse_orders(
+    perp_dir: Path, tmp_path: Path, settings: Settings, store: Store
+) -> None:
+    """With exchangeInfo.json beside the CSVs (as `download` writes it), orders are rounded to its tick and
+    step sizes and checked against its minimum order value, not the sizes derived from the data."""
+    data = copy_data(perp_dir, tmp_path / "data", ["BTCUSDT"])
+    info = {
+        "symbols": [
+            {
+                "symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC", "quoteAsset": "USDT",
+                "filters": [
+                    {"filterType": "PRICE_FILTER", "tickSize": "0.5", "minPrice": "0.5", "maxPrice": "1000000"},
+                    {"filterType": "LOT_SIZE", "stepSize": "0.0001", "minQty": "0.0001", "maxQty": "1000"},
+                    {"filterType": "MIN_NOTIONAL", "notional": "100"},
+                ],
+            }
+        ]
+    }  # fmt: skip
+    (data / "exchangeInfo.json").write_text(json.dumps(info))
+    step = utc("2025-11-05 10:00")
+    mark = close_at(perp_dir, "BTCUSDT", step)
+    plan = {
+        step + STEP_OFFSET_MS: [
+            opening("BTCUSDT", "buy", sl=float(mark) * 0.98 + 0.13, tp=float(mark) * 1.05 + 0.21, usd=2000)
+        ],
+        step + H + STEP_OFFSET_MS: [opening("BTCUSDT", "buy", sl=float(mark) * 0.98, tp=float(mark) * 1.05, usd=40)],
+    }  # fmt: skip
+    result = backtest(settings, store, make_spec(data, ["BTCUSDT"], step, step + 2 * H), Scripted(plan), "bt-rules")
+    assert not any("exchangeInfo.json" in note for note in result.notes)  # the file's rules, not derived ones
+    orders = stored_orders(store, "bt-rules")
+    entry = next(body for _, leg, body, *_ in orders if leg == "en")
+    assert D(entry["quantity"]) % D("0.0001") == 0 and D(entry["quantity"]) > 0
+    stops = [D(body["stopPrice"]) for _, leg, body, *_ in orders if leg in ("sl", "tp")]
+    assert len(stops) == 2 and all(p % D("0.5") == 0 for p in stops)
+    # 2,000 USD of BTC at the mark, rounded down to the venue's step (the data alone would give 0.001).
+    assert D(entry["quantity"]) == (D(2000) / mark).quantize(D("0.0001"), ROUND_DOWN)
+    # The second opening is 40 USD of notional: under the venue's 100 USD minimum, it is recorded, never sent.
+    second = [(status, body) for _, leg, body, status, *_ in orders if leg == "en"][1]
+    assert second[0] == "not_sent"
+    events = [m for (m,) in store.db.execute("SELECT message FROM execution_events WHERE account = 'bt-rules'")]
+    assert any("not sent" in m and "-4164" in m for m in events), events  # the venue's MIN_NOTIONAL code

@@ -468,18 +468,21 @@ def render_recent_trades(ctx: DecisionContext) -> str:
         return "(not available)"
     if not ctx.recent_trades:
         return "no closed trades yet"
-    lines = []
-    for t in ctx.recent_trades:
-        sign = 1 if t.side == "long" else -1
-        move = sign * (t.exit / t.entry - 1) * 100 if t.entry > 0 else None
-        move_text = f" ({'+' if move >= 0 else ''}{fmt(move, 3)}% price move)" if move is not None else ""
-        pnl = f"{'+' if t.pnl_usd >= 0 else ''}{fmt(t.pnl_usd)}"
-        reason = f", closed by {t.reason}" if t.reason else ""
-        lines.append(
-            f"- {t.symbol} {t.side}: opened {utc_minute(t.opened_ms)}, held {_duration(t.closed_ms - t.opened_ms)}; "
-            f"entry {fmt(t.entry)} exit {fmt(t.exit)}{move_text}; PnL {pnl} USD{reason}"
-        )
-    return "\n".join(lines)
+    return "\n".join(_trade_line(t) for t in ctx.recent_trades)
+
+
+@lru_cache(maxsize=256)
+def _trade_line(t: TradeSummary) -> str:
+    # A closed trade stays among the recent ones for many decisions: formatted once.
+    sign = 1 if t.side == "long" else -1
+    move = sign * (t.exit / t.entry - 1) * 100 if t.entry > 0 else None
+    move_text = f" ({'+' if move >= 0 else ''}{fmt(move, 3)}% price move)" if move is not None else ""
+    pnl = f"{'+' if t.pnl_usd >= 0 else ''}{fmt(t.pnl_usd)}"
+    reason = f", closed by {t.reason}" if t.reason else ""
+    return (
+        f"- {t.symbol} {t.side}: opened {utc_minute(t.opened_ms)}, held {_duration(t.closed_ms - t.opened_ms)}; "
+        f"entry {fmt(t.entry)} exit {fmt(t.exit)}{move_text}; PnL {pnl} USD{reason}"
+    )
 
 
 def render_performance(ctx: DecisionContext) -> str:

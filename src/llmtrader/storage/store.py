@@ -142,6 +142,7 @@ class Store:
         from sqlite_utils import Database
 
         self.path = path
+        self._guard_states: dict[str, tuple[str | None, GuardState]] = {}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = Database(str(path))
@@ -271,7 +272,13 @@ class Store:
         from llmtrader.guards import GuardState
 
         row = self.db.execute("SELECT state FROM guard_state WHERE account = ?", [account]).fetchone()
-        return GuardState.from_json(json.loads(row[0]) if row is not None else None)
+        text = row[0] if row is not None else None
+        known = self._guard_states.get(account)
+        if known is not None and known[0] == text:
+            return known[1]  # the same stored text: parsed already (GuardState is immutable)
+        state = GuardState.from_json(json.loads(text) if text is not None else None)
+        self._guard_states[account] = (text, state)
+        return state
 
     def save_guard_state(
         self, account: str, state: GuardState, events: Sequence[GuardEvent] = (), *, now_ms: int

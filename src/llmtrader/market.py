@@ -449,90 +449,34 @@ class AsterMarketData:
     async def candles_between(
         self, symbol: str, interval: str, start_ms: int, end_ms: int, *, now_ms: int | None = None
     ) -> Candles:
-        """Candles opened in ``[start_ms, end_ms)``, oldest first, paged at the venue's 1500-row limit.
+        """Candles opened in ``[start_ms, end_ms)``, oldest first, paged at the venue's 1500-row limit
+        (:meth:`kline_page`).
 
         With ``now_ms``, a candle not yet closed by then is dropped, so a caller replaying up to "now"
         never sees a candle whose high and low are still moving.
         """
-        what = f"klines {symbol} {interval}"
-        pages: list[np.ndarray] = []
+        rows: list[RawKline] = []
         cursor = start_ms
         while cursor < end_ms:
-            params = {
-                "symbol": symbol,
-                "interval": interval,
-                "startTime": cursor,
-                "endTime": end_ms - 1,  # the venue's endTime is inclusive
-                "limit": self.KLINES_PAGE,
-            }
-            try:
-                body = await self.get("/fapi/v3/klines", params)
-            except VenueError as exc:
-                raise _named(exc, what) from exc
-            rows = self._kline_rows(body, what)
-            rows = rows[(rows[:, 0] >= cursor) & (rows[:, 0] < end_ms)]
-            if not len(rows):
+            page = await self.kline_page(symbol, interval, cursor, end_ms)
+            # Pages meet at their edges: each open time once, in order.
+            rows += [r for r in page if not rows or r[0] > rows[-1][0]]
+            if len(page) < self.KLINES_PAGE:
                 break
-            pages.append(rows)
-            last_open = int(rows[-1, 0])
-            if len(body) < self.KLINES_PAGE or last_open < cursor:
-                break
-            cursor = last_open + 1
-        rows = np.concatenate(pages) if pages else np.empty((0, 6), dtype=np.float64)
-        if len(rows):
-            # Pages meet at their edges: keep each open time once, in order.
-            _, first = np.unique(rows[:, 0], return_index=True)
-            rows = rows[np.sort(first)]
-        candles = Candles.from_rows(symbol, interval, rows)
+            cursor = page[-1][0] + 1
+        matrix = np.array(rows, dtype=np.float64).reshape(-1, 6)  # numpy parses the venue's number strings
+        candles = Candles.from_rows(symbol, interval, matrix)
         return candles.until(now_ms) if now_ms is not None else candles
 
-    @staticmethod
-    def _kline_rows(body: Any, what: str) -> np.ndarray:
-        """``[open_time, open, high, low, close, volume]`` rows of a klines reply, checked."""
-        if not isinstance(body, list):
-            raise VenueError(f"{what}: reply is not a list")
-        try:
-            rows = np.array([r[:6] for r in body], dtype=np.float64).reshape(-1, 6)
-        except (TypeError, ValueError, IndexError):
-            raise VenueError(f"{what}: a row is malformed") from None
-        if not np.isfinite(rows).all():
-            raise VenueError(f"{what}: a row holds a number that is not finite")
-        return rows
-
     async def funding_between(self, symbol: str, start_ms: int, end_ms: int) -> list[tuple[int, Decimal]]:
-        """Funding events ``(funding_time_ms, rate)`` with a time in ``[start_ms, end_ms)``, oldest first."""
-        what = f"fundingRate {symbol}"
+        """Funding events ``(funding_time_ms, rate)`` with a time in ``[start_ms, end_ms)``, oldest first,
+        paged at the venue's 1000-row limit (:meth:`funding_page`)."""
         out: list[tuple[int, Decimal]] = []
         cursor = start_ms
         while cursor < end_ms:
-            params = {
-                "symbol": symbol,
-                "startTime": cursor,
-                "endTime": end_ms - 1,
-                "limit": self.FUNDING_PAGE,
-            }
-            try:
-                body = await self.get("/fapi/v3/fundingRate", params)
-            except VenueError as exc:
-                raise _named(exc, what) from exc
-            if not isinstance(body, list):
-                raise VenueError(f"{what}: reply is not a list")
-            page: list[tuple[int, Decimal]] = []
-            for item in body:
-                try:
-                    when = int(item["fundingTime"])
-                    rate = Decimal(str(item["fundingRate"]))
-                except (TypeError, KeyError, ValueError, InvalidOperation):
-                    raise VenueError(f"{what}: an event is malformed: {item!r}") from None
-                if not rate.is_finite():
-                    raise VenueError(f"{what}: rate {item['fundingRate']!r} is not finite")
-                if cursor <= when < end_ms:
-                    page.append((when, rate))
-            page.sort()
-            for event in page:
-                if not out or event[0] > out[-1][0]:  # page edges may repeat an event
-                    out.append(event)
-            if len(body) < self.FUNDING_PAGE or not page:
+            page = await self.funding_page(symbol, cursor, end_ms)
+            out += [(when, Decimal(rate)) for when, rate in page if not out or when > out[-1][0]]
+            if len(page) < self.FUNDING_PAGE:
                 break
             cursor = page[-1][0] + 1
         return out

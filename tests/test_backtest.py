@@ -44,6 +44,7 @@ from llmtrader.cli import app
 from llmtrader.config import Settings, load_settings
 from llmtrader.datafiles import read_candles
 from llmtrader.decision import lenient_from_decision, parse_decision
+from llmtrader.errors import ConfigError
 from llmtrader.indicators import NAMES, compute
 from llmtrader.llm import CallRecord, DecisionClient, DecisionRequest, ModelAnswer
 from llmtrader.market import Candles
@@ -135,6 +136,13 @@ def backtest(
 ) -> BacktestResult:
     history = load_history(spec, load_strategy(spec.strategy, settings.strategies_dir))
     return asyncio.run(run_backtest(settings, spec, history, store, client, run_id=run_id, **kw))
+
+
+class PromptReadingBaseline(BaselineClient):
+    """The baseline's answers, for a client that reads the prompt like a model: each decision's prompt is
+    rendered and recorded (the baseline itself reads none)."""
+
+    reads_prompt = True
 
 
 class Scripted:
@@ -273,12 +281,15 @@ def test_a_run_cannot_see_the_future_poisoned_data_after_the_end_changes_nothing
     )
 
     start = POISON_AT - 120 * H
-    a = backtest(settings, store, make_spec(clean, symbols, start, POISON_AT), BaselineClient(), "bt-clean")
-    b = backtest(settings, store, make_spec(poisoned, symbols, start, POISON_AT), BaselineClient(), "bt-poisoned")
+    spec_a, spec_b = make_spec(clean, symbols, start, POISON_AT), make_spec(poisoned, symbols, start, POISON_AT)
+    a = backtest(settings, store, spec_a, PromptReadingBaseline(), "bt-clean")
+    b = backtest(settings, store, spec_b, PromptReadingBaseline(), "bt-poisoned")
 
     assert a.steps_done == b.steps_done == 121
     decisions = stored_decisions(store, "bt-clean")
     assert len(decisions) >= 121 and decisions[-1][0] == POISON_AT + STEP_OFFSET_MS
+    # Every decision's prompt was rendered and stored (a model reads it): the comparison covers the prompts.
+    assert all(d[2] and "## BTCUSDT" in d[3] and "### 4h" in d[3] for d in decisions if d[1] == "baseline")
     assert decisions == stored_decisions(store, "bt-poisoned")
     assert stored_verdicts(store, "bt-clean") == stored_verdicts(store, "bt-poisoned")
     assert stored_orders(store, "bt-clean") == stored_orders(store, "bt-poisoned")
@@ -691,6 +702,30 @@ def test_cli_backtest_refuses_a_paid_model_without_yes_and_without_a_terminal(
     assert "asks some/model up to 25 times" in result.stderr and "Pass --yes" in result.stderr
     assert fake_llm.requests == []
     assert json.loads(runner.invoke(app, ["backtest", "list", "--json"]).stdout) == []
+
+
+def test_a_baseline_run_records_every_decision_without_a_prompt_and_cannot_be_replayed(
+    perp_dir: Path, settings: Settings, store: Store
+) -> None:
+    """The baseline decides from the context's numbers: no prompt is rendered or stored for it, each decision
+    says so, and there is no answer to replay (running it again gives the same answers)."""
+    first, last = utc("2025-11-03 00:00"), utc("2025-11-03 05:00")
+    spec = make_spec(perp_dir, ["BTCUSDT", "ETHUSDT"], first, last)
+    result = backtest(settings, store, spec, RecordingClient(BaselineClient(), store, "bt-base"), "bt-base")
+    assert result.steps_done == 6
+    rows = store.db.execute(
+        "SELECT system_prompt, user_prompt, notes, parsed FROM decisions WHERE account = 'bt-base'"
+    ).fetchall()
+    assert len(rows) == 6
+    assert all(r[0] is None and r[1] is None and json.loads(r[3])["assets"] for r in rows)
+    assert all(any("reads no prompt: none was rendered" in n for n in json.loads(r[2])) for r in rows)
+    assert runs.answer_kinds(store, "bt-base") == {}
+    with pytest.raises(ConfigError, match="used the baseline model, which reads no prompt"):
+        ReplayClient(store, "bt-base", "bt-again")
+    # The same run again gives the same decisions: nothing is lost by not recording them.
+    again = backtest(settings, store, spec, BaselineClient(), "bt-base-again")
+    assert stored_verdicts(store, "bt-base-again") == stored_verdicts(store, "bt-base")
+    assert again.metrics == result.metrics
 
 
 # ---- 7. stopping ------------------------------------------------------------------------------------------

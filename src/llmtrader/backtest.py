@@ -38,7 +38,7 @@ from llmtrader.config import INTERVAL_MS, Settings
 from llmtrader.datafiles import EXCHANGE_INFO_FILE, candle_path, funding_path, read_candles, read_funding
 from llmtrader.errors import ConfigError, DataError, ModelError
 from llmtrader.exchange.filters import SymbolRules, parse_exchange_info
-from llmtrader.llm import CallRecord, DecisionClient, DecisionRequest, ModelAnswer
+from llmtrader.llm import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
 from llmtrader.market import AssetMarket, Candles, MarketSnapshot
 from llmtrader.storage import backtests as runs
 from llmtrader.storage.backtests import StoredAnswer
@@ -534,17 +534,24 @@ def _free(calls: Sequence[dict[str, Any]]) -> list[CallRecord]:
 
 
 class RecordingClient:
-    """A decision client that records every answer (and every failure) of ``inner`` by its request hash."""
+    """A decision client that records every answer (and every failure) of ``inner`` by its request hash.
+
+    A client that reads no prompt (the baseline) is not recorded: it has no request to hash, and its answers
+    follow from the context alone, so running it again gives them again.
+    """
 
     def __init__(self, inner: DecisionClient, store: Store, run_id: str) -> None:
         self.inner = inner
         self.model = inner.model
         self.base_url = inner.base_url
+        self.reads_prompt = reads_prompt(inner)
         self.store = store
         self.run_id = run_id
         self.spent_usd = 0.0
 
     async def decide(self, request: DecisionRequest) -> ModelAnswer:
+        if not self.reads_prompt:
+            return await self.inner.decide(request)
         digest = request_hash(self.model, self.base_url, request.system, request.user)
         step = request.context.as_of_ms
         try:
@@ -584,6 +591,11 @@ class ReplayClient:
         self.run_id = run_id
         self.answers = runs.answers_of(store, source)
         if not self.answers:
+            if runs.get_run(store, source).spec.get("model") == "baseline":
+                raise ConfigError(
+                    f"backtest {source} used the baseline model, which reads no prompt and whose answers are not "
+                    "recorded: run it again with --model baseline (under the new limits) instead of replaying it"
+                )
             raise ConfigError(f"backtest {source} recorded no model answer: there is nothing to replay")
         first = next(iter(self.answers.values()))
         self.model = first.model

@@ -112,6 +112,7 @@ class BaselineClient:
 
     model = "baseline"
     base_url = "builtin:baseline"
+    reads_prompt = False  # it decides from the context's numbers: no prompt is rendered for it
 
     async def decide(self, request: DecisionRequest) -> ModelAnswer:
         started = time.monotonic()

@@ -29,7 +29,6 @@ The steps follow the contract in :mod:`llmtrader.guards`, in this order:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
@@ -49,7 +48,7 @@ from llmtrader.engine import (
     resolve_strategy,
 )
 from llmtrader.errors import ConfigError, ModelError, NotFoundError, StrategyError, VenueError
-from llmtrader.exchange.base import OrderState, VenuePosition, dec_str
+from llmtrader.exchange.base import OrderState, VenuePosition, dec_str, together
 from llmtrader.formatting import fmt
 from llmtrader.guards import (
     HOUR_MS,
@@ -359,7 +358,7 @@ async def _reconcile(services: Services, now: int, notes: list[str], *, dry_run:
     """:func:`reconcile`, appending to ``notes`` as it goes (so a failure keeps what was already done)."""
     exchange, store = services.exchange, services.store
     name, mode = services.settings.account, exchange.mode
-    positions, orders = await asyncio.gather(exchange.positions(), exchange.open_orders())
+    positions, orders = await together(exchange, exchange.positions(), exchange.open_orders())
     # Entries recorded a little ahead of the cycle's clock count too: the venue's clock is not ours.
     horizon = now + HOUR_MS
     facts = account_facts(store, name, horizon) if positions else AccountFacts()

@@ -22,11 +22,11 @@ from llmtrader.config import INTERVAL_MS, Settings
 from llmtrader.context import DecisionContext, Limits, PerformanceSummary, TradeSummary, build_context, render_prompt
 from llmtrader.decision import Action, AssetDecision, LenientDecision, RiskLevel
 from llmtrader.errors import LLMTraderError, ModelError, NotFoundError, StrategyError, VenueError
-from llmtrader.exchange.base import Exchange, OrderState, OrderType, Side, VenuePosition, dec_str
+from llmtrader.exchange.base import Exchange, OrderState, OrderType, Side, VenuePosition, dec_str, together
 from llmtrader.exchange.filters import SymbolRules
 from llmtrader.execution import ExecutionReport, ExecutionSettings, execute
 from llmtrader.guards import cache_context, context_key, refuse_openings
-from llmtrader.llm import CallRecord, DecisionClient, DecisionRequest, ModelAnswer
+from llmtrader.llm import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
 from llmtrader.market import MarketData, MarketSnapshot, check_symbols
 from llmtrader.risk import AssetValidation, RiskInputs, Status, ValidationReport, validate_decision
 from llmtrader.storage.facts import account_facts, account_history, history_version, paper_history
@@ -35,6 +35,12 @@ from llmtrader.storage.store import Store
 from llmtrader.storage.venue_history import HistorySource, sync_venue_history
 from llmtrader.strategy import Strategy, available_strategies, builtin_dir, load_strategy
 from llmtrader.trades import TradeLedger
+
+# The record of a decision by a client that reads no prompt (the baseline) says so in place of the prompt.
+NO_PROMPT_NOTE = (
+    "{model} decides from the context's numbers and reads no prompt: none was rendered "
+    "(`llmtrader strategy preview` shows the prompt a model would get)"
+)
 
 
 class Clock(Protocol):
@@ -203,7 +209,9 @@ async def account_state(services: Services) -> AccountState:
     """The account a decision sees, from the exchange (live venue or paper account): balance, positions,
     and each position's protective orders."""
     exchange = services.exchange
-    balance, positions, orders = await asyncio.gather(exchange.balance(), exchange.positions(), exchange.open_orders())
+    balance, positions, orders = await together(
+        exchange, exchange.balance(), exchange.positions(), exchange.open_orders()
+    )
     stops: dict[str, float] = {}
     targets: dict[str, float] = {}
     for p in positions:
@@ -335,7 +343,8 @@ def arm_strategy(services: Services, arm: Arm | None) -> Strategy:
 
 @dataclass(frozen=True)
 class Prepared:
-    """What a decision shows the model: the market, the account, the limits and the rendered prompt."""
+    """What a decision shows the model: the market, the account, the limits and the rendered prompt (empty
+    messages when ``prompted`` is False: the client reads no prompt, see :func:`llmtrader.llm.reads_prompt`)."""
 
     strategy: Strategy
     snapshot: MarketSnapshot
@@ -346,6 +355,7 @@ class Prepared:
     user: str
     inputs: RiskInputs
     notes: list[str]
+    prompted: bool = True
 
 
 async def trade_feedback(
@@ -439,9 +449,11 @@ async def prepare(
     now: int,
     *,
     account: AccountState | None = None,
+    prompt: bool = True,
 ) -> Prepared:
     """Snapshot the market and the account at once, then build the context and render the prompt.
-    ``account``, when given, is the account just read by the caller (it is not read again).
+    ``account``, when given, is the account just read by the caller (it is not read again). ``prompt`` False:
+    no prompt is rendered (a client that reads none).
 
     Raises UnknownSymbolError for symbols the venue does not list, VenueError when a read failed.
     """
@@ -476,8 +488,8 @@ async def prepare(
         # The first decision of a UTC day sees the day's starting equity itself.
         day_start_equity=facts.day_start_equity if facts.day_start_equity is not None else read.equity_usd,
     )
-    system, user = render_prompt(context, strategy)
-    return Prepared(strategy, snapshot, read, limits, context, system, user, inputs, notes)
+    system, user = render_prompt(context, strategy) if prompt else ("", "")
+    return Prepared(strategy, snapshot, read, limits, context, system, user, inputs, notes, prompt)
 
 
 async def preview_strategy(services: Services, name: str | None, symbols: Sequence[str]) -> Prepared:
@@ -601,8 +613,11 @@ async def decide(
 
     if hooks is not None:
         hooks.stage = "prepare"
+    prompted = reads_prompt(client)
     try:
-        prepared = await prepare(services, strategy, symbols, now, account=hooks.account if hooks is not None else None)
+        prepared = await prepare(
+            services, strategy, symbols, now, account=hooks.account if hooks is not None else None, prompt=prompted
+        )
     except VenueError as exc:
         finish("venue_error", exc)
         raise
@@ -611,7 +626,10 @@ async def decide(
     record.marks = {s: a.mark_price for s, a in snapshot.assets.items()}
     record.equity_usd = account.equity_usd
     record.notes += prepared.notes
-    record.system_prompt, record.user_prompt = prepared.system, prepared.user
+    if prompted:
+        record.system_prompt, record.user_prompt = prepared.system, prepared.user
+    else:
+        record.notes.append(NO_PROMPT_NOTE.format(model=client.model))
 
     cache_key: str | None = None
     cached: tuple[str, LenientDecision] | None = None
@@ -882,7 +900,7 @@ async def _execute_without_model(
 async def position_rows(services: Services) -> tuple[str, list[dict[str, str | int | None]]]:
     """Open positions with their protective orders, as plain rows (strings keep the venue's precision)."""
     exchange = services.exchange
-    positions, orders = await asyncio.gather(exchange.positions(), exchange.open_orders())
+    positions, orders = await together(exchange, exchange.positions(), exchange.open_orders())
     rows: list[dict[str, str | int | None]] = []
     for p in positions:
         stop, target = protective_orders(p, orders)

@@ -42,6 +42,7 @@ from llmtrader.exchange.base import (
     Side,
     VenuePosition,
     dec_str,
+    together,
 )
 from llmtrader.exchange.filters import SymbolRules
 from llmtrader.exchange.rules import fit_order
@@ -413,7 +414,8 @@ class _Run:
     async def configure(self, ex: AssetExecution, d: AssetDecision) -> tuple[Leg, Leg]:
         """Margin type and leverage of an opening, at once (they do not depend on each other)."""
         margin_type = self.settings.margin_type
-        mt, lv = await asyncio.gather(
+        mt, lv = await together(
+            self.exchange,
             self.setting(
                 ex, "margin", f"margin type {margin_type}", self.exchange.set_margin_type(ex.symbol, margin_type)
             ),
@@ -656,7 +658,8 @@ async def execute(
         if d.action in (Action.BUY, Action.SELL)
     }
     try:
-        positions_list, balance, fresh, open_orders = await asyncio.gather(
+        positions_list, balance, fresh, open_orders = await together(
+            exchange,
             exchange.positions(),
             exchange.balance(),
             _fresh_marks(exchange, [d.symbol for d in todo]),
@@ -703,7 +706,7 @@ async def execute(
             with contextlib.suppress(Exception):
                 run.note(ex, "error", f"unexpected {type(exc).__name__}: {exc}")
 
-    await asyncio.gather(*(one(d, None) for d in first))
+    await together(exchange, *(one(d, None) for d in first))
     available: Decimal | None = balance.available
     if first and second:
         try:
@@ -719,7 +722,7 @@ async def execute(
         budgets[d.symbol] = available
         need = Decimal(str(d.allocation_usd)) * (1 + d.leverage * run.settings.taker_fee)
         available = max(ZERO, available - need)
-    await asyncio.gather(*(one(d, budgets.get(d.symbol)) for d in second))
+    await together(exchange, *(one(d, budgets.get(d.symbol)) for d in second))
     for ex in report.assets:
         if ex.outcome == "pending":
             ex.outcome = "failed"

@@ -96,12 +96,22 @@ class ModelAnswer:
 
 
 class DecisionClient(Protocol):
-    """Anything that turns a decision request into a model answer."""
+    """Anything that turns a decision request into a model answer.
+
+    A client may declare ``reads_prompt = False`` (the built-in baseline, which decides from the context's
+    numbers): then no prompt is rendered for it, and its requests carry empty messages (:func:`reads_prompt`).
+    """
 
     model: str
     base_url: str
 
     async def decide(self, request: DecisionRequest) -> ModelAnswer: ...
+
+
+def reads_prompt(client: object) -> bool:
+    """Whether ``client`` reads the rendered prompt: every model does; a client saying ``reads_prompt = False``
+    does not."""
+    return bool(getattr(client, "reads_prompt", True))
 
 
 def _schema_instructions() -> str:

@@ -7,11 +7,12 @@ one it talks to; paper trading is an adapter, not a flag.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar, overload
 
 from llmtrader.errors import VenueError
 from llmtrader.exchange.filters import SymbolRules
@@ -317,3 +318,30 @@ class Exchange(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+_A = TypeVar("_A")
+_B = TypeVar("_B")
+_C = TypeVar("_C")
+_D = TypeVar("_D")
+
+
+@overload
+async def together(exchange: object, a: Awaitable[_A], b: Awaitable[_B], /) -> tuple[_A, _B]: ...
+@overload
+async def together(exchange: object, a: Awaitable[_A], b: Awaitable[_B], c: Awaitable[_C], /) -> tuple[_A, _B, _C]: ...
+@overload
+async def together(
+    exchange: object, a: Awaitable[_A], b: Awaitable[_B], c: Awaitable[_C], d: Awaitable[_D], /
+) -> tuple[_A, _B, _C, _D]: ...
+@overload
+async def together(exchange: object, /, *aws: Awaitable[Any]) -> tuple[Any, ...]: ...
+async def together(exchange: object, /, *aws: Awaitable[Any]) -> tuple[Any, ...]:
+    """``asyncio.gather(*aws)`` for requests to ``exchange``: concurrent, so that they cost one round trip.
+
+    An exchange that says ``in_memory = True`` (a backtest's) answers without waiting: its requests are
+    awaited one after another in the given order, which gives the same results without a task per request.
+    """
+    if getattr(exchange, "in_memory", False):
+        return tuple([await a for a in aws])
+    return tuple(await asyncio.gather(*aws))

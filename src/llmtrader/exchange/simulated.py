@@ -71,6 +71,9 @@ class SimulatedExchange:
     """The Exchange port of a backtest: a paper book in memory, moved by :meth:`advance_to`."""
 
     mode: Literal["paper", "live"] = "paper"
+    # Every request is answered from memory, at once: requests that a cycle sends together are awaited in
+    # turn (exchange.base.together), without a task each.
+    in_memory = True
 
     def __init__(
         self,

@@ -11,7 +11,7 @@ import pytest
 from llmtrader.account import AccountState, Position, paper_account_state
 from llmtrader.baseline import STOP_ATR, TARGET_ATR, BaselineClient, baseline_decision
 from llmtrader.context import DecisionContext, Limits, build_context, render_prompt
-from llmtrader.decision import Action, lenient_from_decision
+from llmtrader.decision import Action, lenient_from_decision, parse_decision
 from llmtrader.llm import DecisionRequest
 from llmtrader.market import AssetMarket, Candles, MarketSnapshot
 from llmtrader.risk import Status, validate_decision
@@ -101,6 +101,10 @@ def test_the_baseline_is_deterministic_and_answers_through_the_client_protocol(s
     assert first.raw_response == second.raw_response
     assert first.cost_usd == 0.0 and first.prompt_tokens == 0 and first.reasks == 0
     assert [a.symbol for a in first.decision.assets] == list(SYMBOLS)
+    # The recorded raw answer is what the decision says: a model's parser reads it back to the same decision.
+    parsed, _ = parse_decision(first.raw_response)
+    assert lenient_from_decision(parsed) == first.decision
+    assert not BaselineClient.reads_prompt
 
 
 def test_a_position_against_the_trend_is_closed(series: dict) -> None:

@@ -123,6 +123,8 @@ class History:
     steps: np.ndarray  # decision times: candle closes of the interval, int64 ms
     timeframes: tuple[str, ...]
     notes: list[str] = field(default_factory=list)
+    # The strategy the run decides with, as loaded with the data: a file edited during the run changes nothing.
+    strategy: Strategy | None = None
 
 
 def resample(candles: Candles, interval: str) -> Candles:
@@ -347,7 +349,7 @@ def load_history(spec: BacktestSpec, strategy: Strategy) -> History:
             f"({'; '.join(f'{s} tick {r.tick_size} step {r.step_size}' for s, r in rules.items())}), "
             f"minimum order {DEFAULT_MIN_NOTIONAL} USD"
         )
-    return History(series, close_times, tapes, funding, rules, steps, timeframes, notes)
+    return History(series, close_times, tapes, funding, rules, steps, timeframes, notes, strategy)
 
 
 def _read(directory: Path, symbol: str, interval: str) -> Candles:
@@ -743,8 +745,9 @@ async def run_backtest(
     market = HistoricalMarket(history, spec.interval, spec.data_dir)
     all_notes = [*history.notes, *notes]
     services = Services(
-        settings=run_settings, store=store, market=market, exchange=exchange, client=client, clock=clock
-    )
+        settings=run_settings, store=store, market=market, exchange=exchange, client=client, clock=clock,
+        strategy=history.strategy,
+    )  # fmt: skip
     runs.create_run(store, run_id, spec=spec.to_json(), notes=all_notes, replay_of=spec.replay_of,
                     now_ms=int(time.time() * 1000))  # fmt: skip
     samples: list[Sample] = []

@@ -6,9 +6,9 @@ No I/O here. The same context feeds the prompt (as compact text) and the baselin
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 from llmtrader.account import AccountState
@@ -25,8 +25,20 @@ class FrameContext:
     interval: str
     last_close_time_ms: int
     indicators: dict[str, float | None]
-    recent: list[tuple[int, float, float, float, float, float]]
     close: float | None
+    shown: Candles = field(compare=False, repr=False)  # the candles the prompt shows, oldest first
+
+    @cached_property
+    def recent(self) -> list[tuple[int, float, float, float, float, float]]:
+        """The shown candles as (open time ms, open, high, low, close, volume), made when a prompt needs them."""
+        c = self.shown
+        # tolist() turns a whole column into Python numbers at once (the same values as int()/float() each).
+        return list(
+            zip(
+                c.open_time_ms.astype("int64").tolist(), c.open.tolist(), c.high.tolist(), c.low.tolist(),
+                c.close.tolist(), c.volume.tolist(), strict=True,
+            )
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -182,25 +194,12 @@ class DecisionContext:
 
 def _frame(candles: Candles, indicators: dict[str, Any], shown: int) -> FrameContext:
     n = len(candles)
-    start = max(0, n - shown)
-    # tolist() turns a whole column into Python numbers at once (the same values as int()/float() each).
-    recent = list(
-        zip(
-            candles.open_time_ms[start:].astype("int64").tolist(),
-            candles.open[start:].tolist(),
-            candles.high[start:].tolist(),
-            candles.low[start:].tolist(),
-            candles.close[start:].tolist(),
-            candles.volume[start:].tolist(),
-            strict=True,
-        )
-    )
     return FrameContext(
         interval=candles.interval,
         last_close_time_ms=candles.last_close_time_ms,
         indicators=latest(indicators),
-        recent=recent,
-        close=float(candles.close[-1]) if n else None,
+        close=candles.close.item(-1) if n else None,
+        shown=candles.tail(shown),
     )
 
 

@@ -41,11 +41,11 @@ from llmtrader.engine import (
     DecideResult,
     Services,
     account_state,
+    arm_strategy,
     close_positions,
     decide,
     protect_positions,
     protective_orders,
-    resolve_strategy,
 )
 from llmtrader.errors import ConfigError, ModelError, NotFoundError, StrategyError, VenueError
 from llmtrader.exchange.base import OrderState, VenuePosition, dec_str, together
@@ -505,7 +505,7 @@ def _inside_liquidation(position: VenuePosition, mark: Decimal, level: Decimal, 
 def _max_stop_atr(services: Services) -> float:
     """The strategy's widest stop in ATR(14) (the default when the strategy no longer loads)."""
     try:
-        strategy = resolve_strategy(services.store, services.settings, services.strategy_override)
+        strategy = arm_strategy(services, None)
     except StrategyError:
         return StrategyLimits().max_stop_atr
     return strategy.limits.max_stop_atr

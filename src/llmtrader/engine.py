@@ -81,6 +81,9 @@ class Services:
     notes: tuple[str, ...] = ()
     strategy_override: str | None = None  # decide --strategy: this call only
     arms: tuple[Arm, ...] = ()  # the A/B arms, empty when no test runs for these services
+    # A strategy fixed for every decision of these services (a backtest's, loaded once at its start), in place
+    # of the account's strategy resolved at each decision.
+    strategy: Strategy | None = None
     memo: dict[str, Any] = field(default_factory=dict)  # per-process caches of derived data (never of orders)
 
 
@@ -334,6 +337,8 @@ def arm_strategy(services: Services, arm: Arm | None) -> Strategy:
     """The strategy of a decision made by ``arm`` (or by no arm)."""
     settings = services.settings
     if arm is None or arm.strategy is None:
+        if services.strategy is not None:
+            return services.strategy
         return resolve_strategy(services.store, settings, services.strategy_override)
     try:
         return resolve_strategy(services.store, settings, arm.strategy)
@@ -359,14 +364,15 @@ class Prepared:
 
 
 async def trade_feedback(
-    services: Services, strategy: Strategy, notes: list[str] | None = None
+    services: Services, strategy: Strategy, notes: list[str] | None = None, *, figures: bool = True
 ) -> tuple[list[TradeSummary] | None, PerformanceSummary | None]:
     """Recent closed trades and performance for the prompt, rebuilt from the account's fills: the paper
     exchange's records, or in live mode the venue's trade and income history, synced first.
 
     The live sync is bounded (a request budget and a timeout): when it fails or stops short, that is added
     to ``notes`` and the history stored so far is used; what was not synced follows at the next decision.
-    None (shown as "not available") when the fills do not add up to trades.
+    None (shown as "not available") when the fills do not add up to trades. ``figures`` False (no prompt will
+    show them): the live sync only, which keeps ``stats`` current, and (None, None).
     """
     wanted = strategy.context.recent_trades > 0 or strategy.context.performance
     if not wanted:
@@ -389,6 +395,8 @@ async def trade_feedback(
             except (VenueError, TimeoutError) as exc:
                 reason = str(exc) or "it took too long"
                 said.append(f"venue history not synced ({reason}); recent trades use what is stored")
+    if not figures:
+        return None, None
     # Rebuilding every trade is the cost that grows with the account's age (a scheduled agent, or a backtest,
     # asks every cycle): the trades are kept in a ledger, fed only the fills and funding recorded since the
     # last time, and the figures are recomputed only when something was recorded.
@@ -403,14 +411,14 @@ async def trade_feedback(
             return None, None
         services.memo["trade_feedback"] = memo
     wanted_n = strategy.context.recent_trades
-    figures = memo.figures.get(wanted_n)
-    if figures is None:
-        figures = (
+    shown = memo.figures.get(wanted_n)
+    if shown is None:
+        shown = (
             memo.ledger.summaries(wanted_n),
             memo.ledger.performance(equity_start=memo.starting_balance, since_ms=memo.since_ms),
         )
-        memo.figures[wanted_n] = figures
-    return figures
+        memo.figures[wanted_n] = shown
+    return shown
 
 
 @dataclass
@@ -472,7 +480,8 @@ async def prepare(
             "so its ATR band and schedule are measured on the INTERVAL candles"
         )
     limits = Limits.combine(settings.leverage, settings.max_position_size_usd, strategy, equity_usd=read.equity_usd)
-    recent, performance = await trade_feedback(services, strategy, notes)
+    # The recent trades and performance are prompt text only: not gathered for a client that reads no prompt.
+    recent, performance = await trade_feedback(services, strategy, notes, figures=prompt)
     context = build_context(
         snapshot, read, strategy, limits, symbols, settings.interval, recent_trades=recent, performance=performance
     )

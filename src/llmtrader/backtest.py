@@ -382,6 +382,7 @@ class HistoricalMarket:
         # before it, closed ones only), computed once: change %, high, low, quote volume (volume x close).
         per_day = max(1, DAY_MS // INTERVAL_MS[interval])
         self._day: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._windows: dict[tuple[str, str], tuple[int, int, Candles]] = {}
         for (symbol, tf), c in history.series.items():
             if tf != interval:
                 continue
@@ -409,10 +410,16 @@ class HistoricalMarket:
         return dict(self.history.rules)
 
     def window(self, symbol: str, interval: str, limit: int, now_ms: int) -> Candles:
-        """The newest ``limit`` candles closed by ``now_ms``."""
+        """The newest ``limit`` candles closed by ``now_ms`` (the same object while no candle closed since:
+        a longer timeframe's window serves several steps)."""
         key = (symbol, interval)
-        closed = int(np.searchsorted(self.history.close_times[key], now_ms, "right"))
-        return self.history.series[key]._slice(max(0, closed - limit), closed)
+        closed = int(self.history.close_times[key].searchsorted(now_ms, "right"))
+        last = self._windows.get(key)
+        if last is not None and last[0] == closed and last[1] == limit:
+            return last[2]
+        window = self.history.series[key]._slice(max(0, closed - limit), closed)
+        self._windows[key] = (closed, limit, window)
+        return window
 
     async def klines(self, symbol: str, interval: str, limit: int, now_ms: int) -> Candles:
         if (symbol, interval) not in self.history.series:
@@ -421,19 +428,19 @@ class HistoricalMarket:
 
     def mark(self, symbol: str, now_ms: int) -> float:
         tape = self.history.tapes[symbol]
-        i = int(np.searchsorted(tape.open_time_ms, now_ms - tape.interval_ms, "right")) - 1
+        i = int(tape.open_time_ms.searchsorted(now_ms - tape.interval_ms, "right")) - 1
         return float(tape.prices[max(i, 0)][3])
 
     def asset(self, symbol: str, timeframes: Sequence[str], limit: int, now_ms: int) -> AssetMarket:
         candles = {
             tf: self.window(symbol, tf, limit, now_ms) for tf in timeframes if (symbol, tf) in self.history.series
         }
-        closed = int(np.searchsorted(self.history.close_times[(symbol, self.interval)], now_ms, "right")) - 1
+        closed = int(self.history.close_times[(symbol, self.interval)].searchsorted(now_ms, "right")) - 1
         change, high, low, volume = self._day[symbol]
         day = closed >= 0
         mark = self.mark(symbol, now_ms)
         times, rates = self.history.funding[symbol]
-        settled = int(np.searchsorted(times, now_ms, "right")) - 1
+        settled = int(times.searchsorted(now_ms, "right")) - 1
         rate: float | None = None
         next_time: int | None = None
         if settled >= 0:
@@ -765,7 +772,7 @@ async def run_backtest(
     committed = 0
     try:
         for first_of_batch in range(0, len(steps), batch):
-            with store.transaction() if local else contextlib.nullcontext():
+            with store.batch() if local else contextlib.nullcontext():
                 for i in range(first_of_batch, min(first_of_batch + batch, len(steps))):
                     step = steps[i]
                     now = step + STEP_OFFSET_MS

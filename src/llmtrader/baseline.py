@@ -116,7 +116,7 @@ class BaselineClient:
     async def decide(self, request: DecisionRequest) -> ModelAnswer:
         started = time.monotonic()
         decision = baseline_decision(request.context)  # validated by its own construction
-        text = decision.model_dump_json(indent=1)  # the raw answer, as a model's would be recorded
+        text = decision.model_dump_json()  # the raw answer, as a model's would be recorded
         latency = int((time.monotonic() - started) * 1000)
         call = CallRecord(attempt=1, response_format="builtin", raw_response=text, cost_usd=0.0, latency_ms=latency)
         return ModelAnswer(text, lenient_from_decision(decision), [call], 0, "builtin")

@@ -26,17 +26,19 @@ class FrameContext:
     last_close_time_ms: int
     indicators: dict[str, float | None]
     close: float | None
-    shown: Candles = field(compare=False, repr=False)  # the candles the prompt shows, oldest first
+    candles: Candles = field(compare=False, repr=False)
+    shown: int = 0  # how many of the newest candles the prompt shows
 
     @cached_property
     def recent(self) -> list[tuple[int, float, float, float, float, float]]:
-        """The shown candles as (open time ms, open, high, low, close, volume), made when a prompt needs them."""
-        c = self.shown
+        """The shown candles, oldest first, as (open time ms, open, high, low, close, volume); made when a
+        prompt needs them."""
+        c, start = self.candles, max(0, len(self.candles) - self.shown)
         # tolist() turns a whole column into Python numbers at once (the same values as int()/float() each).
         return list(
             zip(
-                c.open_time_ms.astype("int64").tolist(), c.open.tolist(), c.high.tolist(), c.low.tolist(),
-                c.close.tolist(), c.volume.tolist(), strict=True,
+                c.open_time_ms[start:].astype("int64").tolist(), c.open[start:].tolist(), c.high[start:].tolist(),
+                c.low[start:].tolist(), c.close[start:].tolist(), c.volume[start:].tolist(), strict=True,
             )
         )  # fmt: skip
 
@@ -199,7 +201,8 @@ def _frame(candles: Candles, indicators: dict[str, Any], shown: int) -> FrameCon
         last_close_time_ms=candles.last_close_time_ms,
         indicators=latest(indicators),
         close=candles.close.item(-1) if n else None,
-        shown=candles.tail(shown),
+        candles=candles,
+        shown=shown,
     )
 
 

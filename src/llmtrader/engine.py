@@ -37,10 +37,7 @@ from llmtrader.strategy import Strategy, available_strategies, builtin_dir, load
 from llmtrader.trades import TradeLedger
 
 # The record of a decision by a client that reads no prompt (the baseline) says so in place of the prompt.
-NO_PROMPT_NOTE = (
-    "{model} decides from the context's numbers and reads no prompt: none was rendered "
-    "(`llmtrader strategy preview` shows the prompt a model would get)"
-)
+NO_PROMPT_NOTE = "{model} reads no prompt: none was rendered (`llmtrader strategy preview` shows a model's)"
 
 
 class Clock(Protocol):

@@ -15,6 +15,7 @@ the paper account. The book itself is stored once at the start and once at the e
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from llmtrader.errors import VenueError
+from llmtrader.errors import StoreError, VenueError
 from llmtrader.exchange.base import Balance, MarginType, OrderRequest, OrderState, VenuePosition
 from llmtrader.exchange.filters import SymbolRules
 from llmtrader.exchange.paper import PaperBook, PaperConfig, _reject, insert_events
@@ -98,6 +99,7 @@ class SimulatedExchange:
             s: int(np.searchsorted(t.funding_times_ms, start_ms, "right")) for s, t in self.tapes.items()
         }
         self.funding_events = 0  # settlements the data held while a position was open
+        self._lost: StoreError | None = None  # fills and funding that could not be stored
         self._set_marks(start_ms)
         self.save_state()
 
@@ -107,17 +109,19 @@ class SimulatedExchange:
         order (a settlement before the candle that opens at its time), then value the account at the close
         of each symbol's newest closed candle. Symbols without a position or an open order are not walked:
         nothing of theirs can trigger."""
+        if self._lost is not None:
+            raise self._lost  # the run cannot go on with fills the store does not hold
         events: list[tuple[int, int, str, int]] = []
         active = self.book.active_symbols()
         for symbol, tape in self.tapes.items():
             start = self._next_candle[symbol]
             # A candle is walked once it has closed: open + interval <= now.
-            stop = int(np.searchsorted(tape.open_time_ms, now_ms - tape.interval_ms, "right"))
+            stop = int(tape.open_time_ms.searchsorted(now_ms - tape.interval_ms, "right"))
             if symbol in active:
                 events.extend((int(tape.open_time_ms[i]), 1, symbol, i) for i in range(start, stop))
             self._next_candle[symbol] = max(start, stop)
             f_start = self._next_funding[symbol]
-            f_stop = int(np.searchsorted(tape.funding_times_ms, now_ms, "right"))
+            f_stop = int(tape.funding_times_ms.searchsorted(now_ms, "right"))
             if symbol in active:
                 events.extend((int(tape.funding_times_ms[i]), 0, symbol, i) for i in range(f_start, f_stop))
             self._next_funding[symbol] = max(f_start, f_stop)
@@ -136,7 +140,7 @@ class SimulatedExchange:
 
     def _set_marks(self, now_ms: int) -> None:
         for symbol, tape in self.tapes.items():
-            i = int(np.searchsorted(tape.open_time_ms, now_ms - tape.interval_ms, "right")) - 1
+            i = int(tape.open_time_ms.searchsorted(now_ms - tape.interval_ms, "right")) - 1
             if i >= 0:
                 self.book.set_mark(symbol, tape.prices[i][3])
 
@@ -205,6 +209,11 @@ class SimulatedExchange:
         events = self.book.take_events()
         if not events:
             return
-        with self.store.transaction():
-            conn = self.store.db.conn
-            insert_events(conn, self.account, events)
+        try:
+            with self.store.transaction():
+                insert_events(self.store.db.conn, self.account, events)
+        except sqlite3.Error as exc:
+            # The order that made them may report only "unknown" to execution, which goes on: the next step
+            # stops the run instead (advance_to), and a batch of steps is rolled back whole.
+            self._lost = StoreError(f"cannot store the fills of backtest {self.account!r} in {self.store.path}: {exc}")
+            raise self._lost from exc

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -143,6 +144,7 @@ class Store:
 
         self.path = path
         self._guard_states: dict[str, tuple[str | None, GuardState]] = {}
+        self._batched = False
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = Database(str(path))
@@ -170,9 +172,26 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
-    def transaction(self) -> _Transaction:
-        """``with store.transaction():`` writes all or nothing (a savepoint when a transaction is open)."""
+    def transaction(self) -> _Transaction | contextlib.nullcontext[sqlite3.Connection]:
+        """``with store.transaction():`` writes all or nothing (a savepoint when a transaction is open; nothing
+        of its own inside :meth:`batch`, which is all or nothing as a whole)."""
+        if self._batched:
+            return contextlib.nullcontext(self.db.conn)
         return _Transaction(self.db.conn)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction for many records (a backtest's steps): committed together, or rolled back together
+        when anything inside raises. Every error inside must end the batch: a caller that caught one and went
+        on would commit a record half written."""
+        if self._batched:
+            raise RuntimeError("store batches do not nest")
+        with _Transaction(self.db.conn):
+            self._batched = True
+            try:
+                yield
+            finally:
+                self._batched = False
 
     def record_decision(self, rec: DecisionRecord) -> None:
         """Write a decision with its asset rows and model calls, all or nothing."""
@@ -253,13 +272,10 @@ class Store:
 
     def cache_get(self, key: str, max_age_ms: int, now_ms: int) -> str | None:
         """A cached venue reply no older than ``max_age_ms``."""
-        rows = list(
-            self.db.query(
-                "SELECT body FROM venue_cache WHERE key = ? AND fetched_at_ms >= ?",
-                [key, now_ms - max_age_ms],
-            )
-        )
-        return str(rows[0]["body"]) if rows else None
+        row = self.db.conn.execute(
+            "SELECT body FROM venue_cache WHERE key = ? AND fetched_at_ms >= ?", [key, now_ms - max_age_ms]
+        ).fetchone()
+        return str(row[0]) if row is not None else None
 
     def cache_put(self, key: str, body: str, now_ms: int) -> None:
         with self.transaction():

@@ -172,7 +172,8 @@ def _caught_up(store: Store, account: str, known: _Known, version: int, now_ms: 
     db = store.db
     events: list[tuple[str, str, int]] = []
     fill_ids, order_id, seq = _marks(store, account)
-    fills, fill_params = _fill_events_sql("id > ? AND account = ?")
+    # "+account": the rowid range, not the account's index (which would walk every fill of the account).
+    fills, fill_params = _fill_events_sql("id > ? AND +account = ?")
     args = [
         arg
         for after in known.fill_ids
@@ -315,19 +316,22 @@ def paper_history(store: Store, account: str, *, after_ids: tuple[int, int] | No
             start = Decimal(str(book["deposit"]))
     after = since if since is not None else -1
     fill_id, funding_id = after_ids if after_ids is not None else (0, 0)
+    # The rows after given ids: a walk of the rowid range from there ("+" keeps SQLite off the account's
+    # index, which would read every row of the account); the whole history: the account's index.
+    where = (
+        "id > ? AND account = ? AND time_ms > ?" if after_ids is None else "id > ? AND +account = ? AND +time_ms > ?"
+    )
     fills = [
         TradeFill.from_row(dict(zip(FILL_COLUMNS, r, strict=True)))
         for r in db.execute(
-            f"SELECT {', '.join(FILL_COLUMNS)} FROM paper_fills WHERE id > ? AND account = ? AND time_ms > ? "
-            "ORDER BY time_ms, id",
+            f"SELECT {', '.join(FILL_COLUMNS)} FROM paper_fills WHERE {where} ORDER BY time_ms, id",
             [fill_id, account, after],
         ).fetchall()
     ]
     funding = [
         FundingEvent.from_row(dict(zip(FUNDING_COLUMNS, r, strict=True)))
         for r in db.execute(
-            f"SELECT {', '.join(FUNDING_COLUMNS)} FROM paper_funding WHERE id > ? AND account = ? AND time_ms > ? "
-            "ORDER BY time_ms, id",
+            f"SELECT {', '.join(FUNDING_COLUMNS)} FROM paper_funding WHERE {where} ORDER BY time_ms, id",
             [funding_id, account, after],
         ).fetchall()
     ]

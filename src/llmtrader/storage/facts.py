@@ -78,6 +78,9 @@ def trading_version(store: Store, account: str) -> int:
     return int(row[0]) if row is not None else 0
 
 
+_ENTRY_SUFFIXES = tuple(f"_{leg}" for leg in ENTRY_LEGS)
+
+
 def _fill_events_sql(where: str) -> tuple[str, list[Any]]:
     closing = ",".join("?" * len(CLOSING_REASONS))
     entry_like = " OR ".join("client_order_id LIKE ? ESCAPE '!'" for _ in ENTRY_LEGS)
@@ -172,15 +175,17 @@ def _caught_up(store: Store, account: str, known: _Known, version: int, now_ms: 
     db = store.db
     events: list[tuple[str, str, int]] = []
     fill_ids, order_id, seq = _marks(store, account)
-    # "+account": the rowid range, not the account's index (which would walk every fill of the account).
-    fills, fill_params = _fill_events_sql("id > ? AND +account = ?")
-    args = [
-        arg
-        for after in known.fill_ids
-        for arg in (*fill_params[: len(CLOSING_REASONS)], after, account, *fill_params[len(CLOSING_REASONS) :])
-    ]
-    sql = f"{fills.format(table='paper_fills')} UNION ALL {fills.format(table='venue_fills')}"
-    events += db.execute(sql, args).fetchall()
+    # The few rows since are classified here, as _fill_events_sql does in SQL ("+account": the rowid range,
+    # not the account's index, which would walk every fill of the account).
+    for table, after in zip(("paper_fills", "venue_fills"), known.fill_ids, strict=True):
+        for symbol, reason, client_order_id, t in db.execute(
+            f"SELECT symbol, reason, client_order_id, time_ms FROM {table} WHERE id > ? AND +account = ?",
+            [after, account],
+        ).fetchall():
+            if reason in CLOSING_REASONS:
+                events.append((symbol, "c", t))
+            elif client_order_id is not None and str(client_order_id).lower().endswith(_ENTRY_SUFFIXES):
+                events.append((symbol, "e", t))
     changed = db.execute(
         f"SELECT id, symbol, {_ORDER_KIND}, {_ORDER_TIME} FROM orders "
         f"WHERE account = ? AND change_seq > ? AND {_ORDER_FILTER}",

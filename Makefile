@@ -22,8 +22,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@ $(RSTAMP)
 
+# Bytecode of the sources, written ahead: every `llmtrader` start reads it instead of compiling the
+# sources again (it would each time where PYTHONDONTWRITEBYTECODE is set). Only changed files are compiled.
+BYTECODE = $(BIN)/python -m compileall -q src
+
 ## run: the agent on the paper account: a cycle at every candle close until Ctrl-C (ARGS="--once" for one)
 run: $(RSTAMP)
+	@$(BYTECODE)
 	TRADING_MODE=paper $(BIN)/llmtrader run $(ARGS)
 
 ## test: install the test dependencies, then run the whole suite
@@ -42,6 +47,7 @@ check: lint typecheck test
 
 ## bench: the performance figures of bench/ (medians of several runs)
 bench: $(STAMP)
+	@$(BYTECODE)
 	$(BIN)/python -m bench $(ARGS)
 
 clean:

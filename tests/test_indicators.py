@@ -304,3 +304,32 @@ def test_latest_turns_nan_into_none(btc: Candles, perp_dir: Path) -> None:
     short = latest(compute(candles_of(read_rows(perp_dir, "BTCUSDT-1h", count=5))))
     assert short == dict.fromkeys(NAMES)
     assert latest(compute(candles_of([]))) == dict.fromkeys(NAMES)
+
+
+def test_slices_of_precomputed_indicators_read_the_same_values_as_slicing_each_series() -> None:
+    """A backtest's candles carry indicators computed once and seen through windows: any chain of slices
+    reads the same series, and latest() the same values (NaN as None), as slicing every array would."""
+    rng = np.random.default_rng(7)
+    n = 60
+    rows = [[i * 3_600_000, 100 + i, 101 + i, 99 + i, 100.5 + i, 10.0] for i in range(n)]
+    series = {name: rng.normal(size=n) for name in ("a", "b")}
+    series["a"][rng.integers(0, n, 10)] = np.nan
+    whole = Candles.from_rows("BTCUSDT", "1h", rows)
+    whole = Candles(**{**whole.__dict__, "indicators": series})
+    for _ in range(300):
+        candles, expected = whole, dict(series)
+        for _ in range(int(rng.integers(1, 4))):
+            start = int(rng.integers(-n, n)) if rng.random() < 0.8 else None
+            stop = int(rng.integers(-n, n + 5)) if rng.random() < 0.8 else None
+            candles = candles._slice(start, stop)
+            expected = {k: v[start:stop] for k, v in expected.items()}
+        assert candles.indicators is not None and list(candles.indicators) == ["a", "b"]
+        for name, values in expected.items():
+            np.testing.assert_array_equal(candles.indicators[name], values)
+            assert len(candles.close) == len(values)
+        for index in (-1, 0, -2, 3):
+            want = {
+                k: (None if not -len(v) <= index < len(v) or math.isnan(v[index]) else float(v[index]))
+                for k, v in expected.items()
+            }
+            assert latest(candles.indicators, index) == want

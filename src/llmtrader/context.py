@@ -5,7 +5,7 @@ No I/O here. The same context feeds the prompt (as compact text) and the baselin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property, lru_cache
@@ -194,7 +194,7 @@ class DecisionContext:
         return out
 
 
-def _frame(candles: Candles, indicators: dict[str, Any], shown: int) -> FrameContext:
+def _frame(candles: Candles, indicators: Mapping[str, Any], shown: int) -> FrameContext:
     n = len(candles)
     return FrameContext(
         interval=candles.interval,
@@ -227,7 +227,9 @@ def build_context(
     keys = [(s, tf) for s in symbols for tf in snapshot.assets[s].candles]
     # Series that carry precomputed indicators (a backtest's, computed once and sliced) use them.
     missing = [k for k in keys if snapshot.assets[k[0]].candles[k[1]].indicators is None]
-    computed = dict(zip(missing, compute_many([snapshot.assets[s].candles[tf] for s, tf in missing]), strict=True))
+    computed: dict[tuple[str, str], Mapping[str, Any]] = dict(
+        zip(missing, compute_many([snapshot.assets[s].candles[tf] for s, tf in missing]), strict=True)
+    )
     for s, tf in keys:
         given = snapshot.assets[s].candles[tf].indicators
         if given is not None:

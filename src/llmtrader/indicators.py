@@ -12,12 +12,12 @@ against ``ta`` and against values computed by hand on real candles.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from llmtrader.market import Candles
+from llmtrader.market import Candles, IndicatorWindow
 
 Indicators = dict[str, np.ndarray]
 NAMES = (
@@ -112,8 +112,10 @@ def compute(candles: Candles) -> Indicators:
     return compute_many([candles])[0]
 
 
-def latest(indicators: Indicators, index: int = -1) -> dict[str, float | None]:
+def latest(indicators: Mapping[str, np.ndarray], index: int = -1) -> dict[str, float | None]:
     """The values at one index (default the newest), NaN as None."""
+    if isinstance(indicators, IndicatorWindow):
+        return indicators.values_at(index)
     out: dict[str, float | None] = {}
     for name, values in indicators.items():
         if values.shape[0] == 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -20,6 +20,45 @@ import numpy as np
 from llmtrader.config import INTERVAL_MS
 from llmtrader.errors import UnknownSymbolError, VenueBanned, VenueError, VenueRejected, VenueUnavailable
 from llmtrader.exchange.filters import SymbolRules, parse_exchange_info
+
+
+class IndicatorWindow(Mapping[str, np.ndarray]):
+    """Indicator series computed once over a whole history, seen through a window ``[start, stop)`` of its
+    rows: a series is sliced only when read, and :meth:`values_at` reads single values without slicing (a
+    backtest's step reads the newest values of every series)."""
+
+    __slots__ = ("series", "start", "stop")
+
+    def __init__(self, series: Mapping[str, np.ndarray], start: int, stop: int) -> None:
+        self.series = series
+        self.start = start
+        self.stop = stop
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.series[name][self.start : self.stop]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.series)
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def window(self, start: int | None, stop: int | None) -> IndicatorWindow:
+        """The rows ``[start:stop]`` of this window, as a slice of it would give them."""
+        first, last, _ = slice(start, stop).indices(self.stop - self.start)
+        return IndicatorWindow(self.series, self.start + first, self.start + max(first, last))
+
+    def values_at(self, index: int) -> dict[str, float | None]:
+        """Every series' value at ``index`` of the window (negative: from its end), NaN and outside as None."""
+        size = self.stop - self.start
+        if not -size <= index < size:
+            return dict.fromkeys(self.series)
+        at = (self.stop if index < 0 else self.start) + index
+        out: dict[str, float | None] = {}
+        for name, values in self.series.items():
+            value = values.item(at)  # a Python float, without the numpy scalar
+            out[name] = None if value != value else value  # NaN
+        return out
 
 
 @dataclass(frozen=True)
@@ -40,7 +79,7 @@ class Candles:
     low: np.ndarray
     close: np.ndarray
     volume: np.ndarray
-    indicators: dict[str, np.ndarray] | None = None
+    indicators: Mapping[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return int(self.close.shape[0])
@@ -76,7 +115,7 @@ class Candles:
             low=self.low[sl],
             close=self.close[sl],
             volume=self.volume[sl],
-            indicators=None if self.indicators is None else {k: v[sl] for k, v in self.indicators.items()},
+            indicators=None if self.indicators is None else _window(self.indicators, len(self)).window(start, stop),
         )
 
     def until(self, now_ms: int) -> Candles:
@@ -89,6 +128,10 @@ class Candles:
     def tail(self, n: int) -> Candles:
         """The newest ``n`` candles."""
         return self if len(self) <= n else self._slice(len(self) - n, None)
+
+
+def _window(indicators: Mapping[str, np.ndarray], size: int) -> IndicatorWindow:
+    return indicators if isinstance(indicators, IndicatorWindow) else IndicatorWindow(indicators, 0, size)
 
 
 @dataclass(frozen=True)

@@ -481,3 +481,21 @@ def test_remembered_facts_equal_a_fresh_reading_after_every_write(tmp_path: Path
                 fresh.close()
     finally:
         mine.close()
+
+
+def test_iso_utc_is_the_datetime_text_of_the_millisecond() -> None:
+    import random
+    from datetime import UTC, datetime
+
+    draw = random.Random(5)
+    edges = [0, 1, 999, 1_000, 59_999, 3_599_999, 3_600_000, 86_399_999, 1_763_000_000_123, 4_102_444_799_999]
+    for ms in edges + [draw.randrange(0, 4_102_444_800_000) for _ in range(20_000)]:
+        expected = datetime.fromtimestamp(ms // 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+        assert iso_utc(ms) == expected, ms
+
+
+def test_decision_ids_sort_by_time_and_do_not_repeat() -> None:
+    ids = [new_decision_id(1_763_000_000_000 + i // 50) for i in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    assert [i[:9] for i in ids] == sorted(i[:9] for i in ids)
+    assert all(len(i) == 14 and i.isalnum() and i == i.lower() for i in ids)

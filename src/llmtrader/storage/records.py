@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import secrets
+import os
+import random
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,17 +21,30 @@ def _base36(n: int) -> str:
     return out or "0"
 
 
+# Ids need to be unique, not secret: a generator seeded from the OS once per process draws them without a
+# system call each (a backtest makes one for every step).
+_ID_RANDOM = random.Random(os.urandom(32))
+
+
 def new_decision_id(now_ms: int | None = None) -> str:
     """A short, time-sortable, globally unique id (also a safe part of a client order id)."""
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    # Five random base36 characters from one draw (the same distribution as five choices, one syscall).
-    return _base36(ms).rjust(9, "0") + _base36(secrets.randbelow(36**5)).rjust(5, "0")
+    # Five random base36 characters from one draw (the same distribution as five choices).
+    return _base36(ms).rjust(9, "0") + _base36(_ID_RANDOM.randrange(36**5)).rjust(5, "0")
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=64)
+def _hour_prefix(hour: int) -> str:
+    return datetime.fromtimestamp(hour * 3600, tz=UTC).strftime("%Y-%m-%dT%H:")
+
+
 def iso_utc(ms: int) -> str:
-    """Milliseconds since the epoch as a sortable ISO-8601 UTC string (a cycle writes the same time many times)."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    """Milliseconds since the epoch as a sortable ISO-8601 UTC string, e.g. ``2025-11-03T04:05:06.007Z``.
+    The date and hour are formatted once per hour (the records of a cycle share them)."""
+    hour, rest = divmod(ms, 3_600_000)
+    minute, rest = divmod(rest, 60_000)
+    second, milli = divmod(rest, 1000)
+    return f"{_hour_prefix(hour)}{minute:02d}:{second:02d}.{milli:03d}Z"
 
 
 @dataclass

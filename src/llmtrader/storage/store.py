@@ -28,8 +28,12 @@ PENDING_ORDER_STATUSES = ("sending", "acknowledged", "partially_filled", "unknow
 MIGRATE_ATTEMPTS = 20
 
 
+# Built once: json.dumps with options builds a new encoder at every call (a backtest step writes dozens).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
+    return None if value is None else _ENCODER.encode(value)
 
 
 # The hot write paths (a backtest records thousands of cycles) use plain parameterized SQL rather than

@@ -201,6 +201,47 @@ def test_orders_the_venue_no_longer_has_are_marked(live: Path, clock: Clock, fak
     assert {e["decision_id"] for e in events} == {"ghost", "crash"}
 
 
+def test_a_reconcile_that_found_the_orders_agreeing_looks_again_when_the_venue_or_the_store_changes(
+    live: Path, clock: Clock, fake_aster: FakeAster
+) -> None:
+    """One agent (one set of services) reconciles every cycle. After a pass that found every order as the
+    store believes, the next pass skips the rows only while neither side changed: an order cancelled at the
+    venue, or a row another process rewrote, is looked at again."""
+
+    def target(cid: str, price: int) -> OrderRequest:
+        return OrderRequest("ETHUSDT", Side.SELL, OrderType.TAKE_PROFIT_MARKET, cid, stop_price=Decimal(price),
+                            close_position=True)  # fmt: skip
+
+    async def agent(services: Services) -> list[list[str]]:
+        log = services.store.execution_log("default", "live", clock.now_ms)
+        for cid, price in (("lt_a_ETHUSDT_tp", 5000), ("lt_b_ETHUSDT_tp", 5100)):
+            row = log.order_sending(decision_id=cid[3], symbol="ETHUSDT", leg="tp", request=target(cid, price))
+            state = await services.exchange.place_order(target(cid, price))
+            log.order_result(row, status="acknowledged", state=state)
+        passes = [await reconcile(services, clock.now_ms()), await reconcile(services, clock.now_ms())]
+        # The venue side: cancelled there, behind the agent's back.
+        await services.exchange.cancel_order("ETHUSDT", "lt_a_ETHUSDT_tp")
+        passes.append(await reconcile(services, clock.now_ms()))
+        passes.append(await reconcile(services, clock.now_ms()))  # agreeing again
+        # The store side: another process rewrote a row the venue still lists.
+        other = sqlite3.connect(live)
+        with other:
+            other.execute("UPDATE orders SET status = 'sending' WHERE client_order_id = 'lt_b_ETHUSDT_tp'")
+        other.close()
+        passes.append(await reconcile(services, clock.now_ms()))
+        passes.append(await reconcile(services, clock.now_ms()))
+        return passes
+
+    first, second, cancelled, settled, rewritten, after = with_services(clock, agent)
+    assert first == second == settled == after == []
+    assert cancelled == ["order lt_a_ETHUSDT_tp (ETHUSDT tp) was acknowledged in the store; the venue says CANCELED: "
+                         "marked canceled"]  # fmt: skip
+    assert rewritten == ["order lt_b_ETHUSDT_tp (ETHUSDT tp) was sending in the store; the venue lists it open: "
+                         "marked acknowledged"]  # fmt: skip
+    statuses = {r["client_order_id"]: r["status"] for r in rows(live, "SELECT client_order_id, status FROM orders")}
+    assert statuses == {"lt_a_ETHUSDT_tp": "canceled", "lt_b_ETHUSDT_tp": "acknowledged"}
+
+
 def test_reconcile_failure_skips_the_cycle_and_leaves_positions(
     live: Path, clock: Clock, fake_aster: FakeAster, fake_llm: FakeLLM
 ) -> None:

@@ -57,7 +57,7 @@ from llmtrader.guards import (
     day_start_ms,
     record_model_result,
 )
-from llmtrader.storage.facts import AccountFacts, account_facts, day_start_equity
+from llmtrader.storage.facts import AccountFacts, account_facts, day_start_equity, trading_version
 from llmtrader.strategy import StrategyLimits
 
 if TYPE_CHECKING:
@@ -529,12 +529,19 @@ async def _mark_orders(
     returns how many were marked."""
     exchange, store, clock = services.exchange, services.store, services.clock
     name, mode = services.settings.account, exchange.mode
+    # When neither the order rows (any process's writes move the version) nor the venue's open orders changed
+    # since a pass that found everything as the store believes, this pass would find the same: skipped.
+    seen = (trading_version(store, name), frozenset((o.client_order_id, o.status) for o in open_orders))
+    if services.memo.get("orders_agree") == seen:
+        return 0
     rows = store.pending_orders(name, mode)
     if not rows:
+        services.memo["orders_agree"] = seen
         return 0
     log = store.execution_log(name, mode, clock.now_ms)
     listed = {o.client_order_id: o for o in open_orders}
     checked = later = marked = 0
+    looked_up = False  # a row the venue did not list was looked up (found open, or not found): check again
     for row in rows:
         if row["decision_id"] is not None and row["decision_id"] == skip_decision:
             continue  # sent by this reconcile, after the open orders were read
@@ -545,6 +552,7 @@ async def _mark_orders(
                 later += 1
                 continue
             checked += 1
+            looked_up = True
             try:
                 state = await exchange.query_order(symbol, cid)
             except VenueError as exc:
@@ -566,4 +574,6 @@ async def _mark_orders(
         notes.append(message)
     if later:
         notes.append(f"{later} more order(s) the store believes open are looked up at the next cycles")
+    if not marked and not later and not looked_up and skip_decision is None:
+        services.memo["orders_agree"] = seen
     return marked

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from llmtrader.strategy import Strategy
 
 # Steps committed together when no model is called (see run_backtest).
-BATCH_STEPS = 64
+BATCH_STEPS = 256
 # A 1h agent decides at hh:00:05 (llmtrader.scheduler.DEFAULT_OFFSET_S): so does a backtest step.
 STEP_OFFSET_MS = 5_000
 # Candles of the decision interval before the first step by default: EMA50, the longest indicator window.
@@ -763,9 +763,10 @@ async def run_backtest(
     cycle_logger = logging.getLogger("llmtrader.cycle")
     level = cycle_logger.level
     cycle_logger.setLevel(logging.ERROR)
-    # With answers at hand (baseline, replay), the steps commit in batches of BATCH_STEPS: their records are
-    # written once instead of a page at a time, each record still all or nothing (a savepoint), and a crash
-    # loses at most a batch of a run that can be run again. A model call takes seconds, and no write lock may
+    # With answers at hand (baseline, replay), the steps commit in batches of BATCH_STEPS (Store.batch): their
+    # records are written once instead of a page at a time, a batch is all or nothing (an error fails the run,
+    # and the batch it was in is rolled back whole), and a crash loses at most a batch of a run that can be run
+    # again; the write lock is held a few tenths of a second. A model call takes seconds, and no write lock may
     # be held that long (another backtest writes to the same database): then each record commits on its own.
     local = isinstance(client, ReplayClient) or client.model == "baseline"
     batch = BATCH_STEPS if local else 1

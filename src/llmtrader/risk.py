@@ -473,7 +473,9 @@ def validate_decision(
         if symbol in symbols:
             seen.add(symbol)
     for d in decision.assets:
-        d = d.model_copy(update={"symbol": d.symbol.strip().upper()})
+        symbol = d.symbol.strip().upper()
+        if symbol != d.symbol:
+            d = d.model_copy(update={"symbol": symbol})
         proposed = d.model_dump(mode="json")
         if d.symbol not in symbols:
             reason = f"{d.symbol} was not asked for (asked: {', '.join(symbols)})"

@@ -44,7 +44,7 @@ from llmtrader.cli import app
 from llmtrader.config import Settings, load_settings
 from llmtrader.datafiles import read_candles
 from llmtrader.decision import lenient_from_decision, parse_decision
-from llmtrader.errors import ConfigError
+from llmtrader.errors import ConfigError, StoreError
 from llmtrader.indicators import NAMES, compute
 from llmtrader.llm import CallRecord, DecisionClient, DecisionRequest, ModelAnswer
 from llmtrader.market import Candles
@@ -729,6 +729,34 @@ def test_a_baseline_run_records_every_decision_without_a_prompt_and_cannot_be_re
 
 
 # ---- 7. stopping ------------------------------------------------------------------------------------------
+
+
+def test_fills_that_cannot_be_stored_fail_the_run_and_roll_back_its_batch(
+    perp_dir: Path, settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step's records commit with their batch: when the simulated exchange cannot store a fill, the run
+    fails at the next step (execution alone would only see an order of unknown outcome) and nothing of the
+    batch stays, so no decision is kept without its fills."""
+    import sqlite3
+
+    import llmtrader.exchange.simulated as simulated
+
+    writes: list[int] = []
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        writes.append(1)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(simulated, "insert_events", broken)
+    spec = make_spec(perp_dir, ["BTCUSDT", "ETHUSDT"], POISON_AT - 120 * H, POISON_AT)
+    with pytest.raises(StoreError, match=r"cannot store the fills of backtest 'bt-broken'.*disk I/O error"):
+        backtest(settings, store, spec, BaselineClient(), "bt-broken")
+    assert len(writes) == 1
+    run = runs.get_run(store, "bt-broken")
+    assert run.status == "failed" and run.steps_done == 0
+    assert any("StoreError" in n for n in run.notes)
+    for table in ("decisions", "cycles", "orders", "paper_fills"):
+        assert store.db.execute(f"SELECT COUNT(*) FROM {table} WHERE account = 'bt-broken'").fetchone() == (0,)
 
 
 @pytest.mark.parametrize(("reason", "status"), [("interrupted", "interrupted"), ("budget spent", "stopped")])

@@ -81,7 +81,9 @@ class Services:
     # A strategy fixed for every decision of these services (a backtest's, loaded once at its start), in place
     # of the account's strategy resolved at each decision.
     strategy: Strategy | None = None
-    memo: dict[str, Any] = field(default_factory=dict)  # per-process caches of derived data (never of orders)
+    # Per-process caches of derived data, never of orders (reconcile keeps only whether its last pass found the
+    # orders as the store believes, keyed by the trading version and the venue's open orders read anew).
+    memo: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -554,12 +554,7 @@ class AsterMarketData:
             "endTime": end_ms - 1,  # the venue's endTime is inclusive
             "limit": min(limit, self.KLINES_PAGE),
         }
-        try:
-            body = await self.get("/fapi/v3/klines", params)
-        except VenueError as exc:
-            raise _named(exc, what) from exc
-        if not isinstance(body, list):
-            raise VenueError(f"{what}: reply is not a list")
+        body = await self._page("/fapi/v3/klines", params, what)
         rows: dict[int, RawKline] = {}
         for item in body:
             when = _venue_ms(item[0]) if isinstance(item, list) and len(item) >= 6 else None
@@ -569,6 +564,16 @@ class AsterMarketData:
             if start_ms <= when < end_ms:
                 rows.setdefault(when, (when, o, h, lo, c, v))
         return [rows[t] for t in sorted(rows)]
+
+    async def _page(self, path: str, params: dict[str, Any], what: str) -> list[Any]:
+        """One page of a history endpoint: its rows, or a VenueError naming the request."""
+        try:
+            body = await self.get(path, params)
+        except VenueError as exc:
+            raise _named(exc, what) from exc
+        if not isinstance(body, list):
+            raise VenueError(f"{what}: reply is not a list")
+        return body
 
     async def funding_page(
         self, symbol: str, start_ms: int, end_ms: int, *, limit: int = FUNDING_PAGE
@@ -582,12 +587,7 @@ class AsterMarketData:
             "endTime": end_ms - 1,
             "limit": min(limit, self.FUNDING_PAGE),
         }
-        try:
-            body = await self.get("/fapi/v3/fundingRate", params)
-        except VenueError as exc:
-            raise _named(exc, what) from exc
-        if not isinstance(body, list):
-            raise VenueError(f"{what}: reply is not a list")
+        body = await self._page("/fapi/v3/fundingRate", params, what)
         events: dict[int, str] = {}
         for item in body:
             when = _venue_ms(item.get("fundingTime")) if isinstance(item, dict) else None

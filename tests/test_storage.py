@@ -495,7 +495,13 @@ def test_iso_utc_is_the_datetime_text_of_the_millisecond() -> None:
 
 
 def test_decision_ids_sort_by_time_and_do_not_repeat() -> None:
+    # 50 ids per millisecond (a five-character draw alone would repeat in about 1 run of 100), then 100,000
+    # in one millisecond: ids made in one process never repeat and sort in the order they were made.
     ids = [new_decision_id(1_763_000_000_000 + i // 50) for i in range(20_000)]
+    ids += [new_decision_id(1_763_000_001_000) for _ in range(100_000)]
     assert len(set(ids)) == len(ids)
-    assert [i[:9] for i in ids] == sorted(i[:9] for i in ids)
+    assert ids == sorted(ids)
+    # A new millisecond draws anew rather than counting on.
+    draws = sorted(int(new_decision_id(1_763_000_002_000 + i)[9:], 36) for i in range(1_000))
+    assert len(set(draws)) > 990 and draws[-1] - draws[0] > 36**5 // 4
     assert all(len(i) == 14 and i.isalnum() and i == i.lower() for i in ids)

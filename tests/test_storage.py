@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -505,3 +506,19 @@ def test_decision_ids_sort_by_time_and_do_not_repeat() -> None:
     draws = sorted(int(new_decision_id(1_763_000_002_000 + i)[9:], 36) for i in range(1_000))
     assert len(set(draws)) > 990 and draws[-1] - draws[0] > 36**5 // 4
     assert all(len(i) == 14 and i.isalnum() and i == i.lower() for i in ids)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_process_draws_its_own_decision_ids() -> None:
+    made = new_decision_id(1_763_000_003_000)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's next id of the same millisecond, had it not forked
+        os.write(write, new_decision_id(1_763_000_003_000).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    ours = new_decision_id(1_763_000_003_000)
+    assert child != ours and child[:9] == made[:9]

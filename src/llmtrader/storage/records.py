@@ -30,6 +30,16 @@ _id_lock = threading.Lock()
 _id_last: tuple[int, int] = (-1, 0)
 
 
+def _reseed_ids() -> None:
+    """A forked child draws its own ids: it would otherwise repeat its parent's draws and count."""
+    global _id_last
+    _ID_RANDOM.seed(os.urandom(32))
+    _id_last = (-1, 0)
+
+
+os.register_at_fork(after_in_child=_reseed_ids)
+
+
 def new_decision_id(now_ms: int | None = None) -> str:
     """A short, time-sortable, unique id (also a safe part of a client order id).
 

@@ -205,6 +205,32 @@ def _funding_segments(times: np.ndarray) -> list[tuple[int, int]]:
     return [(int(times[a]), int(times[b])) for a, b in zip(starts, ends, strict=True)]
 
 
+def settlement_marks(times_ms: np.ndarray, sources: Sequence[Candles]) -> tuple[list[Decimal | None], np.ndarray]:
+    """The price each funding settlement is valued at, and how long before it that price was known (ms).
+
+    The data holds no mark price at a settlement instant, so the price is the close of the newest candle
+    closed at or before it, over every series of the symbol the run has loaded (the fill candles and the
+    timeframes the context shows): the close of a candle ending at the instant where there is one, the
+    last price known then otherwise. Never a later price: with daily fill candles, the 08:00 and 16:00
+    settlements are valued from the 1h or 4h candles when the run has them, not at the day's close. On a
+    tie the first source wins (the fill candles: the price the simulated account walked).
+    """
+    times = np.asarray(times_ms, dtype=np.int64)
+    best_at = np.full(len(times), -1, dtype=np.int64)
+    best: list[Decimal | None] = [None] * len(times)
+    for candles in sources:
+        if not len(candles):
+            continue
+        closes_at = candles.open_time_ms.astype(np.int64) + INTERVAL_MS[candles.interval]
+        index = np.searchsorted(closes_at, times, "right") - 1
+        for k, i in enumerate(index.tolist()):
+            if i >= 0 and int(closes_at[i]) > best_at[k]:
+                best_at[k] = int(closes_at[i])
+                best[k] = Decimal(repr(float(candles.close[i])))
+    stale = np.where(best_at >= 0, times - best_at, 0)
+    return best, stale
+
+
 def load_history(spec: BacktestSpec, strategy: Strategy) -> History:
     """Read and check the data of ``spec``: every timeframe the context shows (from its file, or built from
     the interval's candles when longer), the candles that trigger orders, funding, and the venue's rules.
@@ -328,7 +354,17 @@ def load_history(spec: BacktestSpec, strategy: Strategy) -> History:
             times, rates = np.empty(0, dtype=np.int64), ()
             notes.append(f"{symbol}: no {path.name} in the data: no funding is charged")
         funding[symbol] = (times, rates)
-        tapes[symbol] = Tape.of(fill, INTERVAL_MS[fill_interval], times, rates)
+        sources = [fill, *(c for (s, _), c in series.items() if s == symbol)]
+        marks, stale = settlement_marks(times, sources)
+        in_run = (times >= first) & (times <= last)
+        late = int(stale[in_run].max(initial=0))
+        if late > 0:
+            notes.append(
+                f"{symbol}: {int(np.count_nonzero(stale[in_run]))} funding settlement(s) fall inside a candle of "
+                f"every loaded timeframe; each is valued at the last close before it (up to {late // 60_000} min "
+                "earlier); a shorter timeframe (--timeframes) gives closer prices"
+            )
+        tapes[symbol] = Tape.of(fill, INTERVAL_MS[fill_interval], times, rates, marks)
 
     info = directory / EXCHANGE_INFO_FILE
     rules: dict[str, SymbolRules]

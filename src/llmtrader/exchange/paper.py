@@ -306,6 +306,10 @@ class PaperBook:
         self.history: list[_Order] = []
         self.marks: dict[str, Decimal] = {}
         self.resets: list[dict[str, Any]] = []
+        # Per symbol, the position's amount just before each time it changed, since the funding settlements
+        # were last replayed up to (forget_changes_before): a settlement replayed late (the venue publishes
+        # it after the fact) is charged to the position held at its instant, not to the one held now.
+        self.changes: dict[str, list[tuple[int, Decimal]]] = {}
         self._events: list[PaperEvent] = []
 
     # ---- state ---------------------------------------------------------------------------------
@@ -324,6 +328,7 @@ class PaperBook:
             "history": [o.to_json() for o in self.history],
             "marks": {s: str(m) for s, m in sorted(self.marks.items())},
             "resets": list(self.resets),
+            "changes": {s: [[t, str(a)] for t, a in c] for s, c in sorted(self.changes.items())},
         }
 
     @classmethod
@@ -341,6 +346,7 @@ class PaperBook:
         book.history = [_Order.from_json(o) for o in data.get("history", [])]
         book.marks = {s: _d(m) for s, m in data.get("marks", {}).items()}
         book.resets = list(data.get("resets", []))
+        book.changes = {s: [(int(t), _d(a)) for t, a in c] for s, c in data.get("changes", {}).items()}
         return book
 
     def take_events(self) -> list[PaperEvent]:
@@ -358,6 +364,7 @@ class PaperBook:
         self.orders.clear()
         self.history.clear()
         self.marks.clear()
+        self.changes.clear()
         self._events.clear()
 
     # ---- settings ------------------------------------------------------------------------------
@@ -465,6 +472,37 @@ class PaperBook:
     def active_symbols(self) -> set[str]:
         """Symbols with a position or an open order: the ones whose market must be watched."""
         return set(self.positions_by_symbol) | {o.symbol for o in self.orders}
+
+    def funding_symbols(self) -> set[str]:
+        """Symbols whose funding settlements must be replayed: the active ones, and those whose position
+        changed since the settlements were last replayed (one closed since may still owe one)."""
+        return self.active_symbols() | set(self.changes)
+
+    def held_at(self, symbol: str, time_ms: int) -> Decimal:
+        """The signed position held at the instant ``time_ms``: a change stamped at or after it does not count.
+
+        Known for any instant from the last :meth:`forget_changes_before` on.
+        """
+        for when, before in self.changes.get(symbol, ()):
+            if when >= time_ms:
+                return before
+        pos = self.positions_by_symbol.get(symbol)
+        return pos.amount if pos is not None else ZERO
+
+    def forget_changes_before(self, symbol: str, time_ms: int) -> None:
+        """Every settlement of ``symbol`` before ``time_ms`` is settled: drop the changes only they needed."""
+        kept = [c for c in self.changes.get(symbol, ()) if c[0] >= time_ms]
+        if kept:
+            self.changes[symbol] = kept
+        else:
+            self.changes.pop(symbol, None)
+
+    def _changing(self, symbol: str, now_ms: int) -> None:
+        """Remember the position held just before a change at ``now_ms`` (the first change of that instant)."""
+        pos = self.positions_by_symbol.get(symbol)
+        seen = self.changes.setdefault(symbol, [])
+        if not seen or seen[-1][0] != now_ms:
+            seen.append((now_ms, pos.amount if pos is not None else ZERO))
 
     # ---- orders --------------------------------------------------------------------------------
     def open_orders(self, symbol: str | None = None) -> list[OrderState]:
@@ -648,6 +686,7 @@ class PaperBook:
     def _apply(self, symbol: str, side: Side, qty: Decimal, price: Decimal, now_ms: int) -> Decimal:
         """Move the position by a fill; return the PnL realized by its closing part (a flip opens the rest)."""
         delta = qty if side is Side.BUY else -qty
+        self._changing(symbol, now_ms)
         pos = self.positions_by_symbol.get(symbol)
         if pos is None:
             self.positions_by_symbol[symbol] = _Position(delta, price, now_ms)
@@ -690,6 +729,7 @@ class PaperBook:
         margin = self.position_margin(symbol)
         side = Side.SELL if pos.amount > 0 else Side.BUY
         qty = abs(pos.amount)
+        self._changing(symbol, now_ms)
         del self.positions_by_symbol[symbol]
         self.realized -= margin
         order_id = self.next_order_id
@@ -812,14 +852,16 @@ class PaperBook:
         self._fill(order, qty, price, reason, now_ms)
 
     def on_funding(self, symbol: str, time_ms: int, rate: Decimal, mark: Decimal) -> FundingPayment | None:
-        """Settle funding: the position's notional at ``mark`` × ``rate``, paid by longs to shorts when positive."""
+        """Settle funding: the notional at ``mark`` × ``rate`` of the position held at the instant ``time_ms``
+        (:meth:`held_at`, as the venue charges it, even when it was closed since), paid by longs to shorts
+        when positive. ``mark`` is the price at that instant."""
         mark, rate = _d(mark), _d(rate)
-        pos = self.positions_by_symbol.get(symbol)
-        if pos is None:
+        held = self.held_at(symbol, time_ms)
+        if held == 0:
             return None
-        amount = -pos.amount * mark * rate
+        amount = -held * mark * rate
         self.funding += amount
-        payment = FundingPayment(time_ms, symbol, rate, mark, pos.amount, amount)
+        payment = FundingPayment(time_ms, symbol, rate, mark, held, amount)
         self._events.append(payment)
         return payment
 
@@ -1025,14 +1067,17 @@ class PaperExchange:
         return self._parsed
 
     def _watch_new_symbols(self, loaded: _Loaded, now: int) -> None:
-        """Start watching newly active symbols at the next candle; forget the ones gone quiet."""
+        """Start watching newly active symbols at the next candle; forget the ones gone quiet. The funding of
+        a symbol closed since its settlements were last replayed is still watched: one may be owed."""
         active = loaded.book.active_symbols()
+        owing = loaded.book.funding_symbols()
         for symbol in active:
             if symbol not in loaded.sync.candles:
                 loaded.sync.candles[symbol] = (now // self.interval_ms + 1) * self.interval_ms
+        for symbol in owing:
             loaded.sync.funding.setdefault(symbol, now)
-        for table in (loaded.sync.candles, loaded.sync.funding):
-            for symbol in [s for s in table if s not in active]:
+        for table, keep in ((loaded.sync.candles, active), (loaded.sync.funding, owing)):
+            for symbol in [s for s in table if s not in keep]:
                 del table[symbol]
 
     async def _catch_up(self, loaded: _Loaded, now: int) -> None:
@@ -1040,26 +1085,42 @@ class PaperExchange:
 
         The window ends at the open of the candle in progress, so every candle in it has closed. All
         data is fetched before anything is replayed, so a failed request leaves the book untouched.
+
+        A settlement is charged to the position held at its instant (:meth:`PaperBook.held_at`), valued
+        at the price of that instant: the close of the last candle closed by then. It is replayed once
+        the candle opening at its time has closed (the catch-up after the one at hh:00:05), when the
+        position may be gone (closed at hh:00:05) and the book's mark has moved on; so the candles up to
+        each settlement are asked for (one request per symbol and catch-up with settlements).
         """
         book, sync = loaded.book, loaded.sync
         end = now // self.interval_ms * self.interval_ms
         self._watch_new_symbols(loaded, now)
-        symbols = sorted(book.active_symbols())
+        symbols = sorted(sync.funding)
         if not symbols:
             return
 
-        async def fetch(symbol: str) -> tuple[str, Any, list[tuple[int, Decimal]]]:
-            start = sync.candles[symbol]
+        async def fetch(symbol: str) -> tuple[str, Any, list[tuple[int, Decimal, Decimal | None]]]:
+            start = sync.candles.get(symbol)  # None: not active, only a settlement may be owed
             funding_start = sync.funding[symbol]
             candles = (
                 self.market.candles_between(symbol, self.candle_interval, start, end, now_ms=now)
-                if start < end
+                if start is not None and start < end
                 else None
             )
             funding = self.market.funding_between(symbol, funding_start, end) if funding_start < end else None
             got_candles = await candles if candles is not None else None
             got_funding = await funding if funding is not None else []
-            return symbol, got_candles, got_funding
+            priced: list[tuple[int, Decimal, Decimal | None]] = []
+            if got_funding:
+                first, last = got_funding[0][0], got_funding[-1][0]
+                around = await self.market.candles_between(
+                    symbol, self.candle_interval, first - self.interval_ms, last, now_ms=now
+                )
+                closes = around.open_time_ms + self.interval_ms
+                for when, rate in got_funding:
+                    i = int(closes.searchsorted(when, "right")) - 1
+                    priced.append((when, rate, _d(float(around.close[i])) if i >= 0 else None))
+            return symbol, got_candles, priced
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -1070,27 +1131,37 @@ class PaperExchange:
                 first = first.exceptions[0]
             raise first from None
 
-        # (time, kind, symbol): funding at T settles before the candle opening at T (kind 0 before 1).
-        events: list[tuple[int, int, str, tuple[Decimal, ...]]] = []
+        # (time, kind, symbol): a candle at the time its fills are stamped (its last millisecond), a settlement
+        # at its own (kind 0: it settles before the candle opening at its time).
+        candle_rows: list[tuple[Decimal, Decimal, Decimal, Decimal]] = []
+        settlements: list[tuple[Decimal, Decimal | None]] = []
+        events: list[tuple[int, int, str, int]] = []  # the last item indexes candle_rows or settlements
         for task in tasks:
             symbol, candles, funding = task.result()
             if candles is not None and len(candles):
                 for i in range(len(candles)):
                     row = (candles.open[i], candles.high[i], candles.low[i], candles.close[i])
-                    events.append((int(candles.open_time_ms[i]), 1, symbol, tuple(_d(float(x)) for x in row)))
+                    stamp = int(candles.open_time_ms[i]) + self.interval_ms - 1
+                    o, h, lo, c = (_d(float(x)) for x in row)
+                    events.append((stamp, 1, symbol, len(candle_rows)))
+                    candle_rows.append((o, h, lo, c))
                 sync.candles[symbol] = int(candles.open_time_ms[-1]) + self.interval_ms
-            for when, rate in funding:
-                events.append((when, 0, symbol, (rate,)))
+            for when, rate, price in funding:
+                events.append((when, 0, symbol, len(settlements)))
+                settlements.append((rate, price))
             if sync.funding[symbol] < end:
                 sync.funding[symbol] = end
         events.sort(key=lambda e: (e[0], e[1], e[2]))
-        for when, kind, symbol, values in events:
+        for when, kind, symbol, index in events:
             if kind == 1:
-                book.on_candle(symbol, when, self.interval_ms, *values)
+                book.on_candle(symbol, when - self.interval_ms + 1, self.interval_ms, *candle_rows[index])
             else:
-                mark = book.mark(symbol)
+                rate, price = settlements[index]
+                mark = price if price is not None else book.mark(symbol)
                 if mark is not None:
-                    book.on_funding(symbol, when, values[0], mark)
+                    book.on_funding(symbol, when, rate, mark)
+        for symbol in symbols:
+            book.forget_changes_before(symbol, sync.funding[symbol])
 
     def _persist(self, loaded: _Loaded) -> None:
         """Write the state and the new fills and funding rows in one transaction (or nothing)."""

@@ -38,7 +38,9 @@ class Tape:
     """One symbol's history as the book walks it: the candles that trigger orders, and funding settlements.
 
     ``prices`` holds each candle's open, high, low and close as the decimals of the data file (through
-    ``str(float)``, which gives back the shortest text of the value read).
+    ``str(float)``, which gives back the shortest text of the value read). ``funding_marks`` holds, per
+    settlement, the price it is valued at (:func:`llmtrader.backtest.settlement_marks`); None, or no entry:
+    the book's mark when it is replayed.
     """
 
     symbol: str
@@ -47,10 +49,16 @@ class Tape:
     prices: tuple[tuple[Decimal, Decimal, Decimal, Decimal], ...]
     funding_times_ms: np.ndarray  # int64, ascending
     funding_rates: tuple[Decimal, ...]
+    funding_marks: tuple[Decimal | None, ...] = ()
 
     @classmethod
     def of(
-        cls, candles: Candles, interval_ms: int, funding_times_ms: np.ndarray, funding_rates: Sequence[Decimal]
+        cls,
+        candles: Candles,
+        interval_ms: int,
+        funding_times_ms: np.ndarray,
+        funding_rates: Sequence[Decimal],
+        funding_marks: Sequence[Decimal | None] = (),
     ) -> Tape:
         prices = tuple(
             (Decimal(repr(o)), Decimal(repr(h)), Decimal(repr(lo)), Decimal(repr(c)))
@@ -65,6 +73,7 @@ class Tape:
             prices,
             np.asarray(funding_times_ms, dtype=np.int64),
             tuple(funding_rates),
+            tuple(funding_marks),
         )
 
 
@@ -93,8 +102,12 @@ class SimulatedExchange:
         self._rules = dict(rules)
         self.book = PaperBook(balance, config)
         self.now_ms = start_ms
-        # Per symbol: the index of the next candle to walk and of the next funding settlement.
-        self._next_candle = {s: int(np.searchsorted(t.open_time_ms, start_ms, "left")) for s, t in self.tapes.items()}
+        # Per symbol: the index of the next candle to walk and of the next funding settlement. The first candle
+        # to walk is the one in progress at the start (its open is at or before it), as advance_to leaves it
+        # for every later step: an order placed at the first step is watched from that candle on.
+        self._next_candle = {
+            s: int(t.open_time_ms.searchsorted(start_ms - t.interval_ms, "right")) for s, t in self.tapes.items()
+        }
         self._next_funding = {
             s: int(np.searchsorted(t.funding_times_ms, start_ms, "right")) for s, t in self.tapes.items()
         }
@@ -106,9 +119,13 @@ class SimulatedExchange:
     # ---- time ----------------------------------------------------------------------------------
     def advance_to(self, now_ms: int) -> None:
         """Walk every candle closed by ``now_ms`` and every funding settlement at or before it, in time
-        order (a settlement before the candle that opens at its time), then value the account at the close
-        of each symbol's newest closed candle. Symbols without a position or an open order are not walked:
-        nothing of theirs can trigger."""
+        order, then value the account at the close of each symbol's newest closed candle. Symbols without a
+        position or an open order are not walked: nothing of theirs can trigger.
+
+        A candle counts at the time its fills are stamped (its last millisecond), so a settlement inside a
+        candle (08:00 and 16:00 in a daily one) is charged on the position held before that candle's fills,
+        and one at a candle's open before that candle. It is valued at the tape's price for its instant
+        (``funding_marks``: never a price from after it), else at the book's mark."""
         if self._lost is not None:
             raise self._lost  # the run cannot go on with fills the store does not hold
         events: list[tuple[int, int, str, int]] = []
@@ -118,7 +135,8 @@ class SimulatedExchange:
             # A candle is walked once it has closed: open + interval <= now.
             stop = int(tape.open_time_ms.searchsorted(now_ms - tape.interval_ms, "right"))
             if symbol in active:
-                events.extend((int(tape.open_time_ms[i]), 1, symbol, i) for i in range(start, stop))
+                last_ms = tape.interval_ms - 1
+                events.extend((int(tape.open_time_ms[i]) + last_ms, 1, symbol, i) for i in range(start, stop))
             self._next_candle[symbol] = max(start, stop)
             f_start = self._next_funding[symbol]
             f_stop = int(tape.funding_times_ms.searchsorted(now_ms, "right"))
@@ -129,11 +147,14 @@ class SimulatedExchange:
         for when, kind, symbol, i in events:
             tape = self.tapes[symbol]
             if kind == 1:
-                self.book.on_candle(symbol, when, tape.interval_ms, *tape.prices[i])
+                self.book.on_candle(symbol, int(tape.open_time_ms[i]), tape.interval_ms, *tape.prices[i])
             else:
-                mark = self.book.mark(symbol)
+                known = tape.funding_marks[i] if i < len(tape.funding_marks) else None
+                mark = known if known is not None else self.book.mark(symbol)
                 if mark is not None and self.book.on_funding(symbol, when, tape.funding_rates[i], mark) is not None:
                     self.funding_events += 1
+        for symbol in list(self.book.changes):
+            self.book.forget_changes_before(symbol, now_ms + 1)  # every settlement by now_ms is settled
         self.now_ms = now_ms
         self._set_marks(now_ms)
         self._flush()

@@ -7,8 +7,8 @@ back to them. The figures the prompt also shows (closed trades, win rate, net Pn
 :func:`llmtrader.trades.performance`, the very code behind the ``{performance}`` feedback.
 
 Definitions. The period runs from ``start`` (the later of the paper account's last reset and ``--since``;
-without either, the account's first trade or decision) to ``end`` (now); a trade belongs to it when it
-closed at or after ``start``, a decision when it was made in it.
+without either, the account's first trade or decision) to ``end`` (now; for a backtest run, its last
+step); a trade belongs to it when it closed at or after ``start``, a decision when it was made in it.
 
 - **equity at start**: the account's starting balance plus the net PnL of its trades closed before ``start``.
 - **equity curve**: the equity at start, then one point per closed trade, in closing order, adding its net
@@ -43,6 +43,7 @@ from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from llmtrader.errors import StoreError
+from llmtrader.storage.backtests import run_end_ms
 from llmtrader.storage.facts import account_history, ms_of_iso
 from llmtrader.storage.records import iso_utc
 from llmtrader.trades import Trade, closed_trades, decision_id_of, performance, reconstruct_trades
@@ -619,7 +620,14 @@ def account_stats(
 ) -> AccountStats:
     """The ``stats`` figures of ``account`` in ``mode``, from its stored fills and decisions: the paper
     exchange's records, or the live venue's fills as last synced (their starting balance is not known, so
-    the live figures that need it, Sharpe and drawdown in %, are None)."""
+    the live figures that need it, Sharpe and drawdown in %, are None).
+
+    The period ends at ``now_ms``, or for a backtest run (in its ``backtests.db``) where the run ended: its
+    last step, in the run's own time; after it the run holds nothing and decides nothing."""
+    if mode == "paper":
+        run_end = run_end_ms(store, account)
+        if run_end is not None:
+            now_ms = run_end
     history = account_history(store, account, mode)
     try:
         trades = reconstruct_trades(history.fills, history.funding)

@@ -136,6 +136,20 @@ def get_run(store: Store, run_id: str) -> RunRow:
     return _run(row)
 
 
+def run_end_ms(store: Store, account: str) -> int | None:
+    """When the backtest run ``account`` ended in its own (simulated) time: the start of its last cycle, else
+    its last equity sample. None when ``account`` is not a backtest run of this database."""
+    if store.db.execute("SELECT 1 FROM backtest_runs WHERE id = ?", [account]).fetchone() is None:
+        return None
+    from llmtrader.storage.facts import ms_of_iso
+
+    last_cycle = store.db.execute("SELECT MAX(started_at) FROM cycles WHERE account = ?", [account]).fetchone()[0]
+    if last_cycle is not None:
+        return ms_of_iso(str(last_cycle))
+    last_sample = store.db.execute("SELECT MAX(time_ms) FROM backtest_equity WHERE run_id = ?", [account]).fetchone()
+    return int(last_sample[0]) if last_sample[0] is not None else None
+
+
 def record_answer(store: Store, run_id: str, answer: StoredAnswer) -> None:
     _write(
         store,

@@ -1089,8 +1089,8 @@ class PaperExchange:
         A settlement is charged to the position held at its instant (:meth:`PaperBook.held_at`), valued
         at the price of that instant: the close of the last candle closed by then. It is replayed once
         the candle opening at its time has closed (the catch-up after the one at hh:00:05), when the
-        position may be gone (closed at hh:00:05) and the book's mark has moved on; so the candles up to
-        each settlement are asked for (one request per symbol and catch-up with settlements).
+        position may be gone (closed at hh:00:05) and the book's mark has moved on; so the candle ending at
+        a settlement is asked for when the candles to walk do not hold it.
         """
         book, sync = loaded.book, loaded.sync
         end = now // self.interval_ms * self.interval_ms
@@ -1110,16 +1110,18 @@ class PaperExchange:
             funding = self.market.funding_between(symbol, funding_start, end) if funding_start < end else None
             got_candles = await candles if candles is not None else None
             got_funding = await funding if funding is not None else []
-            priced: list[tuple[int, Decimal, Decimal | None]] = []
-            if got_funding:
-                first, last = got_funding[0][0], got_funding[-1][0]
-                around = await self.market.candles_between(
-                    symbol, self.candle_interval, first - self.interval_ms, last, now_ms=now
+            # The candle ending at each settlement: among those to walk, else asked for (usually the first
+            # settlement's only: it was walked by the catch-up before).
+            sources = [got_candles] if got_candles is not None and len(got_candles) else []
+            walked = {int(t) + self.interval_ms for c in sources for t in c.open_time_ms.tolist()}
+            missing = [when for when, _ in got_funding if when not in walked]
+            if missing:
+                sources.append(
+                    await self.market.candles_between(
+                        symbol, self.candle_interval, missing[0] - self.interval_ms, missing[-1], now_ms=now
+                    )
                 )
-                closes = around.open_time_ms + self.interval_ms
-                for when, rate in got_funding:
-                    i = int(closes.searchsorted(when, "right")) - 1
-                    priced.append((when, rate, _d(float(around.close[i])) if i >= 0 else None))
+            priced = [(when, rate, _price_at(sources, self.interval_ms, when)) for when, rate in got_funding]
             return symbol, got_candles, priced
 
         try:
@@ -1198,6 +1200,17 @@ class PaperExchange:
             raise StoreError(f"cannot store paper account {self.account!r} in {self.store.path}: {exc}") from exc
         loaded.stored_text = text
         self._parsed = loaded
+
+
+def _price_at(sources: Sequence[Any], interval_ms: int, when: int) -> Decimal | None:
+    """The close of the newest of ``sources``' candles closed by ``when`` (None: none of them is)."""
+    best: tuple[int, Decimal] | None = None
+    for candles in sources:
+        closes = candles.open_time_ms + interval_ms
+        i = int(closes.searchsorted(when, "right")) - 1
+        if i >= 0 and (best is None or int(closes[i]) > best[0]):
+            best = (int(closes[i]), _d(float(candles.close[i])))
+    return best[1] if best is not None else None
 
 
 def insert_events(conn: sqlite3.Connection, account: str, events: Sequence[PaperEvent]) -> None:

@@ -168,7 +168,7 @@ env.asterdex_api_key = "MAIN_ASTER_KEY"
 env.asterdex_api_secret = "MAIN_ASTER_SECRET"
 """,
     )
-    result = runner.invoke(app, ["--config", str(config), "run"])
+    result = runner.invoke(app, ["--config", str(config), "run", "--live"])
     assert result.exit_code == 2, result.output
     for name in ("MAIN_MODEL_KEY", "MAIN_ASTER_KEY", "MAIN_ASTER_SECRET"):
         assert name in result.stderr

@@ -276,19 +276,6 @@ def test_llmtrader_config_selects_the_file(tmp_path: Path) -> None:
     assert load_settings(other, None, environ={"LLMTRADER_CONFIG": str(path)}).interval == "12h"
 
 
-def test_config_toml_in_the_working_directory_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    assert load_settings(None, None, environ={}).interval == "1h"  # no ./config.toml yet
-    local = write_toml(tmp_path, 'interval = "30m"\nleverage = 0\n')
-    message = config_error(None, None, environ={})
-    assert "key 'leverage' in config.toml" in message
-    local.write_text('interval = "30m"\n', encoding="utf-8")
-    assert load_settings(None, None, environ={}).interval == "30m"
-    # LLMTRADER_CONFIG wins over ./config.toml.
-    other = write_toml(tmp_path, 'interval = "2h"\n', name="other.toml")
-    assert load_settings(None, None, environ={"LLMTRADER_CONFIG": str(other)}).interval == "2h"
-
-
 def test_settings_model_rejects_unknown_keyword() -> None:
     message = config_error(None, {"no_such_setting": 1}, environ={})
     assert "no_such_setting" in message and "--no-such-setting" in message

@@ -489,6 +489,7 @@ env.asterdex_api_secret = "MAIN_ASTER_SECRET"
 env.llm_api_key = "SIDE_MODEL_KEY"
 """,
     )
+    monkeypatch.setenv("TRADING_MODE", "live")  # the process's opt-in: 'main' is live, 'side' stays paper
     s = load_settings(path)
     with pytest.raises(CredentialsError) as caught:
         select_accounts(s)

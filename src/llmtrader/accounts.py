@@ -26,8 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llmtrader.config import AccountConfig, Settings, settings_from_values
-from llmtrader.configfile import ENV_ONLY
+from llmtrader.config import AccountConfig, Settings, insecure_transport, settings_from_values, shown_value
 from llmtrader.errors import ConfigError
 
 V3_KEYS = ("asterdex_user", "asterdex_signer", "asterdex_signer_private_key")
@@ -78,23 +77,29 @@ def _account_error(exc: ValidationError, name: str, cfg: AccountConfig) -> Confi
         key = loc[0]
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         if key in cfg.overrides:
-            parts.append(f"setting accounts.{name}.{'.'.join(loc)} = {err.get('input')!r}{where} is invalid: {message}")
+            shown = shown_value(key, err.get("input"))
+            parts.append(f"setting accounts.{name}.{'.'.join(loc)} = {shown}{where} is invalid: {message}")
         elif key in named:
-            shown = "" if key in ENV_ONLY else f" = {err.get('input')!r}"
+            # The variable's value is never repeated: a key may have been put in the wrong variable.
             parts.append(
-                f"setting accounts.{name}.env.{key}{where}: environment variable {named[key]}{shown} "
-                f"is invalid: {message}"
+                f"setting accounts.{name}.env.{key}{where}: environment variable {named[key]} is invalid: {message}"
             )
         else:
             parts.append(f"account {name!r}: setting {'.'.join(loc)} is invalid: {message}")
     return ConfigError("; ".join(parts))
 
 
-def settings_for_account(settings: Settings, name: str, environ: Mapping[str, str] | None = None) -> Settings:
+def settings_for_account(
+    settings: Settings,
+    name: str,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
     """The effective settings of account ``name`` (see the module docstring for the rules).
 
     Without an ``accounts`` table, ``name`` must be the ``account`` setting, and ``settings`` is returned
-    as it is. An unknown name, or a bad value, is a ConfigError (exit code 2).
+    as it is. An unknown name, or a bad value, is a ConfigError (exit code 2). ``flags`` (a command's
+    options, like ``--symbols``, already validated at the top level) win over the account's table.
     """
     require_account(settings, name)
     if not settings.accounts:
@@ -103,13 +108,18 @@ def settings_for_account(settings: Settings, name: str, environ: Mapping[str, st
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {field: getattr(settings, field) for field in Settings.model_fields}
     values.update(cfg.overrides)
+    values.update({k: v for k, v in (flags or {}).items() if v is not None})
     values["account"] = name
     values.update(dict.fromkeys(VENUE_KEYS))  # never inherited from the top level
     values.update(_credentials(cfg, env))
     try:
-        return settings_from_values(values)
+        account = settings_from_values(values)
     except ValidationError as exc:
         raise _account_error(exc, name, cfg) from None
+    problems = insecure_transport(account, f"accounts.{name}.")
+    if problems:
+        raise ConfigError(f"{'; '.join(problems)}{_where(cfg)}")
+    return account
 
 
 def all_account_settings(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, Settings]:

@@ -79,7 +79,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     config: Path | None = typer.Option(
-        None, "--config", "-c", help="TOML config file (default: $LLMTRADER_CONFIG, else ./config.toml)."
+        None,
+        "--config",
+        "-c",
+        help="TOML config file (default: $LLMTRADER_CONFIG, else config.toml in the user's config directory).",
     ),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
     log_json: bool = typer.Option(
@@ -97,10 +100,35 @@ def main_options(
     _state["log_level"] = "debug" if verbose else "info"
 
 
-def _settings(overrides: dict[str, Any] | None = None) -> Any:
+def _settings(overrides: dict[str, Any] | None = None, *, read_only: bool = False) -> Any:
+    """The top-level settings. Live trading needs this process's opt-in (TRADING_MODE=live or --live, given
+    as the override ``trading_mode="live"``) unless ``read_only`` (a command that never trades)."""
     from llmtrader.config import load_settings
 
-    return load_settings(_state["config"], overrides)
+    return load_settings(_state["config"], overrides, read_only=read_only)
+
+
+LIVE_HELP = "Opt this process into live trading (as TRADING_MODE=live) for the accounts the config sets live."
+# Flags the account's own table does not override: they are the process's (mode) or choose the account.
+_PROCESS_FLAGS = ("trading_mode", "account")
+
+
+def _account_settings(overrides: dict[str, Any], *, live: bool = False) -> Any:
+    """The effective settings of the account this command acts on (the ``account`` setting, or --account):
+    its [accounts.NAME] table when the config has them, with the command's flags on top, so that `decide`,
+    `close` and `positions` trade in the account's own mode, as `run` does."""
+    from llmtrader.accounts import settings_for_account
+
+    settings = _settings({**overrides, "trading_mode": "live" if live else None})
+    if not settings.accounts:
+        return settings
+    if settings.account not in settings.accounts:
+        raise ConfigError(
+            f"account {settings.account!r} is not configured; the config's accounts are "
+            f"{', '.join(settings.accounts)}: choose one with --account (or LLMTRADER_ACCOUNT)"
+        )
+    flags = {k: v for k, v in overrides.items() if k not in _PROCESS_FLAGS}
+    return settings_for_account(settings, settings.account, flags=flags)
 
 
 def _interactive() -> bool:
@@ -108,13 +136,13 @@ def _interactive() -> bool:
     return sys.stdin.isatty() and os.environ.get("CI", "").lower() not in ("1", "true")
 
 
-def _run_with_services(fn: Callable[[Any], Any], *, overrides: dict[str, Any] | None = None) -> Any:
+def _run_with_services(fn: Callable[[Any], Any], *, overrides: dict[str, Any] | None = None, live: bool = False) -> Any:
     """Build services (no model client), run one async core function with them, and always close them."""
     import asyncio
 
     from llmtrader.bootstrap import build_services, close_services
 
-    services = build_services(_settings(overrides), need_model=False)
+    services = build_services(_account_settings(overrides or {}, live=live), need_model=False)
 
     async def go() -> Any:
         try:
@@ -161,6 +189,8 @@ def decide(
     yes: bool = typer.Option(
         False, "--yes", "-y", help="Live mode: execute without asking (needed without a terminal)."
     ),
+    account: str | None = typer.Option(None, "--account", "-a", help="The account (default: the configured one)."),
+    live: bool = typer.Option(False, "--live", help=LIVE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Ask for one portfolio decision now, validate it, execute it (paper by default), and record it all."""
@@ -173,9 +203,9 @@ def decide(
         from llmtrader.engine import decide as run_decide
         from llmtrader.errors import ModelError, VenueError
 
-        settings = _settings({"assets": symbols, "llm_model": model})
-        live = settings.trading_mode == "live" and not dry_run
-        if live and not yes and not _interactive():
+        settings = _account_settings({"assets": symbols, "llm_model": model, "account": account}, live=live)
+        trades_live = settings.trading_mode == "live" and not dry_run
+        if trades_live and not yes and not _interactive():
             raise ConfigError(
                 "live mode: decide would send real orders; run it on a terminal to confirm, pass --yes, "
                 "or use --dry-run"
@@ -191,7 +221,7 @@ def decide(
         async def go() -> Any:
             try:
                 return await run_decide(
-                    services, settings.assets, dry_run=dry_run, confirm=confirm if live and not yes else None
+                    services, settings.assets, dry_run=dry_run, confirm=confirm if trades_live and not yes else None
                 )
             finally:
                 await close_services(services)
@@ -303,7 +333,11 @@ def stats(
 
         if by is not None and by not in GROUP_BY:
             raise ConfigError(f"--by {by!r} is not a grouping; accepted: {', '.join(GROUP_BY)}")
-        settings = _settings({"account": account})
+        from llmtrader.accounts import settings_for_account
+
+        settings = _settings({"account": account}, read_only=True)
+        if settings.account in settings.accounts:  # the account's own mode (another name: a backtest run)
+            settings = settings_for_account(settings, settings.account)
         since_iso = _parse_since(since)
         result = _with_store(
             settings,
@@ -373,7 +407,7 @@ def download(
         since_ms = parse_time_ms(since, "--since")
         until_ms = parse_time_ms(until, "--until") if until is not None else None
         check_request(interval, since_ms, until_ms)
-        settings = _settings()
+        settings = _settings(read_only=True)
 
         async def go(bars: ProgressBars) -> Any:
             async with AsterMarketData(settings.asterdex_base_url, timeout_s=settings.http_timeout_s) as market:
@@ -394,13 +428,17 @@ def download(
 
 
 @app.command()
-def positions(as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
+def positions(
+    account: str | None = typer.Option(None, "--account", "-a", help="The account (default: the configured one)."),
+    live: bool = typer.Option(False, "--live", help=LIVE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
+) -> None:
     """Show open positions with their stop-loss and take-profit (paper account or live venue)."""
 
     def body() -> None:
         from llmtrader.engine import position_rows
 
-        mode, rows = _run_with_services(position_rows)
+        mode, rows = _run_with_services(position_rows, overrides={"account": account}, live=live)
         if as_json:
             typer.echo(json.dumps(rows))
             return
@@ -418,6 +456,8 @@ def close(
     symbol: str | None = typer.Argument(None, help="The symbol whose position to close."),
     close_all: bool = typer.Option(False, "--all", help="Close every open position."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (needed without a terminal)."),
+    account: str | None = typer.Option(None, "--account", "-a", help="The account (default: the configured one)."),
+    live: bool = typer.Option(False, "--live", help=LIVE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Close positions reduce-only and cancel their orders; recorded like a decision."""
@@ -441,7 +481,11 @@ def close(
         def confirm(targets: list[str]) -> bool:
             return typer.confirm(f"Close {', '.join(targets)} at market and cancel their orders?", default=False)
 
-        result = _run_with_services(lambda s: close_positions(s, symbols, confirm=None if yes else confirm))
+        result = _run_with_services(
+            lambda s: close_positions(s, symbols, confirm=None if yes else confirm),
+            overrides={"account": account},
+            live=live,
+        )
         if as_json:
             typer.echo(json.dumps(render.decision_json(result.record, result.execution), default=str))
             return
@@ -458,15 +502,19 @@ def close(
 
 
 @app.command()
-def doctor(as_json: bool = typer.Option(False, "--json", help="Print the checklist as JSON.")) -> None:
-    """Check config, database, venue clock, credentials (one signed read) and the model endpoint."""
+def doctor(
+    live: bool = typer.Option(False, "--live", help="Check as `run --live` would start (as TRADING_MODE=live)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the checklist as JSON."),
+) -> None:
+    """Check config, database, venue clock, and for every account its mode, credentials (one signed read)
+    and model endpoint; report environment variables that are set but ignored."""
 
     def body() -> None:
         import asyncio
 
         from llmtrader.doctor import run_checks
 
-        checks = asyncio.run(run_checks(_state["config"]))
+        checks = asyncio.run(run_checks(_state["config"], live=live))
         if as_json:
             typer.echo(json.dumps([c.__dict__ for c in checks]))
         else:
@@ -493,7 +541,7 @@ def paper_reset(
         from llmtrader.exchange.paper import PaperExchange
 
         overrides = {"paper_balance_usd": balance} if balance is not None else None
-        settings = _settings(overrides)
+        settings = _account_settings(overrides or {})
         if settings.trading_mode == "live":
             raise ConfigError("paper reset: TRADING_MODE is live; the paper account is not in use")
 
@@ -515,7 +563,7 @@ def strategy_list(as_json: bool = typer.Option(False, "--json", help="Print a JS
         from llmtrader import render
         from llmtrader.engine import strategy_catalog
 
-        settings = _settings()
+        settings = _settings(read_only=True)
         entries, in_force, source = _with_store(settings, lambda store: strategy_catalog(store, settings))
         if as_json:
             typer.echo(json.dumps(render.catalog_json(entries)))
@@ -575,7 +623,7 @@ def strategy_use(
     def body() -> None:
         from llmtrader.engine import SystemClock, choose_strategy
 
-        settings = _settings({"account": account})
+        settings = _settings({"account": account}, read_only=True)
         choice = _with_store(
             settings,
             lambda store: choose_strategy(store, settings, name, via="cli", now_ms=SystemClock().now_ms()),
@@ -600,7 +648,7 @@ def strategy_ab(
         from llmtrader.storage.reader import compare_arms, open_reader
         from llmtrader.storage.records import iso_utc
 
-        settings = _settings({"account": account})
+        settings = _settings({"account": account}, read_only=True)
         since_iso = _parse_since(since)
         arms = [a.name for a in settings.ab.arms] if settings.ab is not None else None
         until = iso_utc(SystemClock().now_ms())
@@ -623,6 +671,7 @@ def run(
     ),
     once: bool = typer.Option(False, "--once", help="One cycle per account now, then exit (cron, timers)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Decide and record every cycle; never execute."),
+    live: bool = typer.Option(False, "--live", help=LIVE_HELP),
 ) -> None:
     """The agent: a cycle per account at every candle close of its interval (plus a few seconds), until
     SIGINT or SIGTERM, which let the cycle in progress finish. Logs go to stderr (and --log-file).
@@ -639,7 +688,7 @@ def run(
         from llmtrader.logs import configure_logging, secrets_of
         from llmtrader.scheduler import run_agent, select_accounts
 
-        settings = _settings()
+        settings = _settings({"trading_mode": "live" if live else None})
         selection = select_accounts(settings, account)
         secrets = [s for a in (settings, *selection.accounts.values()) for s in secrets_of(a)]
         configure_logging(
@@ -664,7 +713,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
         from llmtrader.scheduler import agent_status
         from llmtrader.storage.reader import open_reader
 
-        settings = _settings()
+        settings = _settings(read_only=True)
         conn = open_reader(settings.db)
         try:  # the wall clock without importing the engine (engine.SystemClock): status stays fast
             rows = agent_status(settings, conn, now_ms=int(time.time() * 1000))
@@ -686,7 +735,7 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON."
     """Print the effective settings, every secret redacted."""
 
     def body() -> None:
-        settings = _settings()
+        settings = _settings(read_only=True)
         data = settings.redacted()
         if as_json:
             typer.echo(json.dumps(data, default=str))
@@ -715,7 +764,7 @@ def resume(
         from llmtrader.guards import resume_account
         from llmtrader.storage.records import iso_utc
 
-        settings = _settings()
+        settings = _settings(read_only=True)
         require_account(settings, account)
         result = _with_store(settings, lambda store: resume_account(store, account, now_ms=SystemClock().now_ms()))
         stopped_at = iso_utc(result.stopped_at_ms) if result.stopped_at_ms is not None else None
@@ -752,7 +801,7 @@ def backtest(
     interval: str | None = typer.Option(None, "--interval", "-i", help="Decision interval (default: the strategy's)."),
     start: str | None = typer.Option(None, "--from", help="First decision time, UTC (default: the data's start)."),
     end: str | None = typer.Option(None, "--to", help="Last decision time, UTC (default: the data's end)."),
-    strategy: str | None = typer.Option(None, "--strategy", help="Strategy (default: STRATEGY)."),
+    strategy: str | None = typer.Option(None, "--strategy", help="Strategy (default: LLMTRADER_STRATEGY)."),
     timeframes: str | None = typer.Option(None, "--timeframes", help="Comma list shown instead of the strategy's."),
     model: str | None = typer.Option(None, "--model", "-m", help="Model id, or 'baseline' (default: LLM_MODEL)."),
     balance: float | None = typer.Option(None, "--balance", help="Starting balance, USD (default: PAPER_BALANCE_USD)."),
@@ -815,7 +864,7 @@ def backtest(
             replay=replay,
             max_cost_usd=max_cost,
         )
-        settings = _settings()
+        settings = _settings(read_only=True)
         store = open_backtests(settings)
         try:
             spec, chosen = build_spec(settings, request, store)
@@ -933,7 +982,7 @@ def backtest_list(
         from llmtrader.backtest import open_backtests
         from llmtrader.storage import backtests as runs
 
-        store = open_backtests(_settings())
+        store = open_backtests(_settings(read_only=True))
         try:
             rows = runs.list_runs(store, limit)
         finally:
@@ -961,7 +1010,7 @@ def backtest_show(
     def body() -> None:
         from llmtrader.backtest import open_backtests
 
-        store = open_backtests(_settings())
+        store = open_backtests(_settings(read_only=True))
         try:
             _show_run(store, run, as_json)
         finally:

@@ -8,6 +8,7 @@ value came from, the value, and what is accepted.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -57,6 +59,38 @@ INTERVAL_MS = {
 Interval = Literal["1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d"]
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 ASTERDEX_BASE_URL = "https://fapi.asterdex.com"
+# Settings whose bad value is never repeated in an error: an address field may hold a private key pasted
+# into the wrong variable. (Secrets, ENV_ONLY, are never shown either.)
+ADDRESS_SETTINGS = frozenset({"asterdex_user", "asterdex_signer"})
+HIDDEN = "(not shown)"
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for this machine: localhost, 127.0.0.0/8, ::1."""
+    host = (host or "").strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def has_url_credentials(value: Any) -> bool:
+    """True when ``value`` is a URL with a ``user[:password]@`` part."""
+    if not isinstance(value, str) or "://" not in value:
+        return False
+    return "@" in value.split("://", 1)[1].split("/", 1)[0]
+
+
+def shown_value(name: str, value: Any) -> str:
+    """How a bad value of setting ``name`` appears in an error message: never a secret, never an address
+    field's value (a key pasted there by mistake), never a URL with credentials."""
+    if name in ENV_ONLY:
+        return "(secret)"
+    if name in ADDRESS_SETTINGS or has_url_credentials(value):
+        return HIDDEN
+    return repr(value)
 
 
 def parse_symbols(raw: str | list[str]) -> list[str]:
@@ -336,7 +370,16 @@ class Settings(BaseSettings):
     def _check_url(cls, value: str) -> str:
         value = value.strip().rstrip("/")
         if not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError(f"{value!r} is not an http(s) URL")
+            raise ValueError("expected an http(s) URL, like https://host/path")
+        if has_url_credentials(value):
+            # The URL would be printed, stored with every decision and logged: credentials never go in it.
+            raise ValueError(
+                "a URL with credentials (user:password@) is refused; give the key in the environment instead"
+            )
+        try:
+            _ = urlsplit(value).port  # a bad port or IPv6 address fails here, not at the first request
+        except ValueError:
+            raise ValueError("expected an http(s) URL with a valid host and port") from None
         return value
 
     @classmethod
@@ -358,7 +401,10 @@ class Settings(BaseSettings):
             return None
         value = value.strip()
         if not re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
-            raise ValueError("expected a 0x-prefixed 40-hex-digit wallet address")
+            hint = ""
+            if re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", value):
+                hint = "; the value has the shape of a private key, which belongs in ASTERDEX_SIGNER_PRIVATE_KEY only"
+            raise ValueError(f"expected a 0x-prefixed 40-hex-digit wallet address (the value is not shown){hint}")
         return value
 
     @field_validator("asterdex_chain_id")
@@ -475,8 +521,7 @@ def _format_validation_error(
             known = ", ".join(sorted(Settings.model_fields))
             parts.append(f"unknown setting {name!r} ({where}); known settings: {known}")
             continue
-        value = err.get("input")
-        shown = "(secret)" if name in ENV_ONLY else repr(value)
+        shown = shown_value(name, err.get("input"))
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         parts.append(f"setting {path} = {shown} ({where}) is invalid: {message}")
     return "; ".join(parts)
@@ -493,7 +538,7 @@ def _account_table_error(err: Any, toml_path: Path) -> str:
         return f"unknown key {path!r} in {toml_path}"
     if len(loc) <= 2:
         return f"[{path}] in {toml_path}: {message}"
-    shown = "" if "env" in loc[2:] else f" = {err.get('input')!r}"
+    shown = "" if "env" in loc[2:] else f" = {shown_value(loc[2], err.get('input'))}"
     if "env" in loc[2:] and err.get("type") == "string_pattern_mismatch":
         message = "expected the NAME of an environment variable (letters, digits and _), not a value"
     return f"setting {path}{shown} (in {toml_path}) is invalid: {message}"
@@ -511,16 +556,106 @@ def settings_from_values(values: Mapping[str, Any]) -> Settings:
         _load_context.reset(token)
 
 
+def insecure_transport(settings: Settings, label: str = "") -> list[str]:
+    """Why ``settings`` would send a credential in clear text: a model key, or venue credentials, over
+    ``http://`` to a host that is not this machine. ``label`` prefixes the setting names (``accounts.NAME.``)."""
+    problems = []
+    venue_keys = (
+        settings.asterdex_user,
+        settings.asterdex_signer_private_key,
+        settings.asterdex_api_key,
+        settings.asterdex_api_secret,
+    )
+    for name, url, holds_key in (
+        ("llm_base_url", settings.llm_base_url, settings.llm_api_key is not None),
+        ("asterdex_base_url", settings.asterdex_base_url, any(v is not None for v in venue_keys)),
+    ):
+        parts = urlsplit(url)
+        if holds_key and parts.scheme == "http" and not is_loopback_host(parts.hostname):
+            what = "the model key" if name == "llm_base_url" else "venue credentials"
+            problems.append(
+                f"setting {label}{name} = {url!r} would send {what} unencrypted over the network: use https:// "
+                "(http:// is accepted only for this machine: localhost, 127.0.0.1, ::1)"
+            )
+    return problems
+
+
+# The environment variable that opts a process into live trading (live) or keeps it on paper (paper).
+_MODE_VARIABLE = "TRADING_MODE"
+
+
+def _apply_live_opt_in(
+    toml: dict[str, Any], flags: Mapping[str, Any], environ: Mapping[str, str], path: Path | None, *, check: bool
+) -> dict[str, Any]:
+    """Live trading is opted into per process: TRADING_MODE=live in its environment, or --live (the flag
+    ``trading_mode="live"``). The config file alone never makes an account live:
+
+    - TRADING_MODE=paper forces every account to paper, whatever the file says (``make run``);
+    - with [accounts.NAME] tables, an account's mode is its table's ``trading_mode``, else the file's
+      top-level one, else paper: the opt-in lets the accounts the file sets live trade live, it never
+      turns another account live;
+    - without an opt-in (and with ``check``), a file that sets an account live is an error naming the
+      file and the accounts.
+
+    Returns the TOML data to use, with every account table's mode written out.
+    """
+    found = env_value("trading_mode", environ)
+    env_mode = found[1] if found is not None else None
+    flag_mode = flags.get("trading_mode")
+    if flag_mode == "live" and env_mode == "paper":
+        raise ConfigError(
+            f"--live contradicts {_MODE_VARIABLE}=paper in the environment: unset {_MODE_VARIABLE} (or set it to "
+            "live) to trade live, or drop --live to stay on paper"
+        )
+    accounts = toml.get("accounts")
+    tables = accounts if isinstance(accounts, dict) else {}
+    top = toml.get("trading_mode", "paper")
+    if tables:
+        default = "paper" if env_mode == "paper" else top
+        modes = {
+            name: {**table, "trading_mode": "paper" if env_mode == "paper" else table.get("trading_mode", default)}
+            if isinstance(table, dict)
+            else table
+            for name, table in tables.items()
+        }
+        toml = {**toml, "accounts": modes}
+    if env_mode is not None or flag_mode == "live" or not check:
+        return toml  # opted in or out (or a bad TRADING_MODE, which validation names)
+    if tables:
+        live = [str(n) for n, t in toml["accounts"].items() if isinstance(t, dict) and t.get("trading_mode") == "live"]
+    else:
+        found_account = env_value("account", environ)
+        single = found_account[1] if found_account is not None else str(toml.get("account") or "default")
+        live = [single] if top == "live" else []
+    if not live:
+        return toml
+    which = ", ".join(repr(name) for name in live)
+    raise ConfigError(
+        f'config file {path} sets trading_mode = "live" for account{"s" if len(live) > 1 else ""} {which}, but '
+        f"this process was not started for live trading: set {_MODE_VARIABLE}=live in its environment or pass "
+        f"--live ({_MODE_VARIABLE}=paper runs every account on paper)"
+    )
+
+
 def load_settings(
     config_path: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    read_only: bool = False,
 ) -> Settings:
-    """Build the effective settings; raise ConfigError with one readable message on bad input."""
+    """Build the effective settings; raise ConfigError with one readable message on bad input.
+
+    Live trading needs the process's own opt-in (see :func:`_apply_live_opt_in`): pass the flag
+    ``trading_mode="live"`` for ``--live``. ``read_only`` (commands that never trade nor read the venue
+    account: status, stats, config show...) takes the file's modes without the opt-in check (TRADING_MODE=paper
+    still forces paper).
+    """
     env = os.environ if environ is None else environ
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
     path = resolve_config_path(config_path, env)
     toml = read_config_file(path) if path is not None else {}
+    toml = _apply_live_opt_in(toml, flags, env, path, check=not read_only)
     token = _load_context.set(_LoadContext(toml=toml, environ=env))
     try:
         settings = Settings(**flags)
@@ -528,6 +663,9 @@ def load_settings(
         raise ConfigError(_format_validation_error(exc, flags, env, path, toml)) from None
     finally:
         _load_context.reset(token)
+    problems = insecure_transport(settings)
+    if problems:
+        raise ConfigError("; ".join(problems))
     if settings.accounts:
         from llmtrader.accounts import check_accounts
 

@@ -60,15 +60,26 @@ def default_db_path() -> Path:
     return Path(user_data_dir("llmtrader", appauthor=False)) / "llmtrader.db"
 
 
+def user_config_path() -> Path:
+    """config.toml under the user's config directory (XDG on Linux: ~/.config/llmtrader/config.toml)."""
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("llmtrader", appauthor=False)) / "config.toml"
+
+
 def resolve_config_path(explicit: Path | None, environ: Mapping[str, str]) -> Path | None:
-    """--config, else LLMTRADER_CONFIG, else ./config.toml when present."""
+    """--config, else LLMTRADER_CONFIG, else the user's config file when present.
+
+    Never ./config.toml: a file in the working directory (a cloned repository, a "strategy pack") could
+    otherwise point the model endpoint elsewhere and name any environment variable as the key to send it.
+    """
     if explicit is not None:
         return explicit
     from_env = environ.get("LLMTRADER_CONFIG", "").strip()
     if from_env:
-        return Path(from_env)
-    local = Path("config.toml")
-    return local if local.is_file() else None
+        return Path(from_env).expanduser()
+    user = user_config_path()
+    return user if user.is_file() else None
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

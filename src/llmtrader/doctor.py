@@ -2,14 +2,19 @@
 
 Checks: the configuration and strategy load; the database is writable; the venue answers and our
 clock agrees with it; the venue credentials work (one signed read, never an order); the model endpoint
-accepts the key and lists the model. Nothing here changes state on the venue.
+accepts the key and lists the model. With [accounts.NAME] tables, every account is checked (its mode,
+strategy, symbols, credentials with one signed read, model), each check named with the account. Environment
+variables that are set but ignored are reported. Nothing here changes state on the venue.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
 import sqlite3
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -157,12 +162,101 @@ async def _model(settings: Settings) -> Check:
     return Check("model", "ok", f"{settings.llm_model} is available at {settings.llm_base_url}")
 
 
-async def run_checks(config_path: Path | None) -> list[Check]:
-    """Every check, in order; a failed configuration stops the rest (they all depend on it)."""
+# Variables llmtrader reads besides the settings' own (configfile.env_names), and names people use by
+# mistake for a documented one (the README once said STRATEGY).
+_OTHER_VARIABLES = frozenset({"LLMTRADER_CONFIG", "LLMTRADER_DEBUG", "LLMTRADER_SHARED_DATA"})
+_MISNAMED = {"STRATEGY": "LLMTRADER_STRATEGY", "STRATEGIES_DIR": "LLMTRADER_STRATEGIES_DIR"}
+
+
+def ignored_variables(settings: Settings, environ: Mapping[str, str]) -> list[str]:
+    """Environment variables that are set but that llmtrader ignores, each with the reason: an unknown
+    ``LLMTRADER_*`` name, a misnamed documented one, a model key shadowed by another, or top-level venue
+    credentials where [accounts.NAME] tables name their own. Names only: values are never shown."""
+    from llmtrader.accounts import VENUE_KEYS
+    from llmtrader.configfile import env_names, env_value
+
+    known = {name for field in Settings.model_fields for name in env_names(field)} | _OTHER_VARIABLES
+    out = []
+    for name in sorted(environ):
+        if not environ[name].strip():
+            continue
+        if name.startswith("LLMTRADER_") and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            out.append(
+                f"{name} is set but is no llmtrader variable" + (f" (did you mean {close[0]}?)" if close else "")
+            )
+        elif name in _MISNAMED:
+            out.append(f"{name} is set but ignored: the variable is {_MISNAMED[name]}")
+    key = env_value("llm_api_key", environ)
+    if key is not None and key[0] == "OPENROUTER_API_KEY" and environ.get("LLM_API_KEY", "").strip():
+        out.append("LLM_API_KEY is set but ignored: OPENROUTER_API_KEY is set too, and wins")
+    if settings.accounts:
+        venue = [name for k in VENUE_KEYS for name in env_names(k) if environ.get(name, "").strip()]
+        if venue:
+            out.append(
+                f"{', '.join(venue)} {'is' if len(venue) == 1 else 'are'} set but ignored: with [accounts.NAME] "
+                "tables each account names its own venue credentials (env.*)"
+            )
+    return out
+
+
+async def _account_checks(settings: Settings, name: str, environ: Mapping[str, str]) -> list[Check]:
+    """One account of an [accounts.NAME] config: mode, strategy, symbols, credentials (one signed read),
+    model; every check named with the account."""
+    from llmtrader.accounts import credential_problems, settings_for_account
+
     try:
-        settings = load_settings(config_path)
+        account = settings_for_account(settings, name, environ)
+    except ConfigError as exc:
+        return [Check(f"account {name}", "fail", str(exc))]
+    checks = [Check(f"account {name}", "ok", f"mode {account.trading_mode}, assets {', '.join(account.assets)}")]
+    checks.append(_strategy(account))
+    problems = credential_problems(settings, name, environ)
+    async with AsterMarketData(account.asterdex_base_url, timeout_s=account.http_timeout_s) as market:
+        try:
+            check_symbols(account.assets, await market.exchange_info())
+        except (VenueError, ConfigError) as exc:
+            checks.append(Check("symbols", "fail", str(exc)))
+        else:
+            checks.append(Check("symbols", "ok", f"{', '.join(account.assets)} are listed and trading"))
+        if problems:
+            status: Literal["warn", "fail"] = "fail" if account.trading_mode == "live" else "warn"
+            checks.append(Check("credentials", status, "; ".join(problems)))
+        else:
+            checks.append(await _credentials(account, market))
+    checks.append(await _model(account))
+    return [c if c.name.startswith("account ") else replace(c, name=f"{c.name} ({name})") for c in checks]
+
+
+async def run_checks(
+    config_path: Path | None, *, live: bool = False, environ: Mapping[str, str] | None = None
+) -> list[Check]:
+    """Every check, in order; a failed configuration stops the rest (they all depend on it).
+
+    ``live`` checks as ``--live`` would start (the process's opt-in into live trading).
+    """
+    env = os.environ if environ is None else environ
+    try:
+        settings = load_settings(config_path, {"trading_mode": "live" if live else None}, environ=env)
     except ConfigError as exc:
         return [Check("config", "fail", str(exc))]
+    ignored = ignored_variables(settings, env)
+    tail = [Check("environment", "warn", "; ".join(ignored))] if ignored else []
+    if settings.accounts:
+        modes = ", ".join(
+            f"{name} ({cfg.overrides.get('trading_mode', settings.trading_mode)})"
+            for name, cfg in settings.accounts.items()
+        )
+        checks = [Check("config", "ok", f"{len(settings.accounts)} accounts: {modes}")]
+        database = _database(settings)
+        checks.append(database)
+        async with AsterMarketData(settings.asterdex_base_url, timeout_s=settings.http_timeout_s) as market:
+            checks += [c for c in await _venue(settings, market) if c.name != "symbols"]
+        if database.status != "ok":
+            return checks + tail
+        for name in settings.accounts:
+            checks += await _account_checks(settings, name, env)
+        return checks + tail
     checks = [Check("config", "ok", f"mode {settings.trading_mode}, assets {', '.join(settings.assets)}")]
     database = _database(settings)
     checks.append(_strategy(settings) if database.status == "ok" else Check("strategy", "fail", "no database"))
@@ -171,4 +265,4 @@ async def run_checks(config_path: Path | None) -> list[Check]:
         checks += await _venue(settings, market)
         checks.append(await _credentials(settings, market))
     checks.append(await _model(settings))
-    return checks
+    return checks + tail

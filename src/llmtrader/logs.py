@@ -58,6 +58,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(rf"(?i)\b({_SECRET_NAME})(['\"]?\s*[:=]\s*)(['\"])(.*?)\3"), rf"\1\2\3{MASK}\3"),
     # `signature=0x...&`, `apiKey=...`: query strings and unquoted assignments.
     (re.compile(rf"(?i)\b({_SECRET_NAME})=(?!['\"])[^&\s'\",;)#]+"), rf"\1={MASK}"),
+    # Credentials in a URL: `https://user:password@host/` (refused in settings; a library may still log one).
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"]+@"), rf"\1{MASK}@"),
     # OpenAI-style keys: `sk-...`, `sk-or-v1-...`, `sk-ant-...`.
     (re.compile(r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9_-]{16,}"), MASK),
     # A secp256k1 private key: 64 hex digits, with or without 0x (a longer hex run is not one).

@@ -595,7 +595,9 @@ async def run_agent(
                 "assets": ",".join(settings.assets),
                 "next_cycle": "now (--once)" if once else iso_utc(scheduler.next_fire_ms(name, now)),
             }
-            log.info("start", **{k: v for k, v in fields.items() if v is not None})
+            # A live account's start is a WARNING: real orders follow, and it must stand out in the journal.
+            start = log.warning if settings.trading_mode == "live" else log.info
+            start("start", **{k: v for k, v in fields.items() if v is not None})
         if once:
             return await scheduler.serve_once()
         conn = open_reader(db)

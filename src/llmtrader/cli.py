@@ -45,7 +45,10 @@ def _debug() -> bool:
 
 
 def _err(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    from llmtrader.formatting import safe_text
+
+    # Errors quote venue messages, model errors and file contents: never let them steer the terminal.
+    typer.echo(f"error: {safe_text(message)}", err=True)
 
 
 def guarded(fn: Callable[[], T]) -> T:
@@ -186,6 +189,7 @@ def decide(
 
         def confirm(record: Any, report: Any) -> bool:
             render.decision_table(record)
+            render.live_confirmation(record, report)  # last: only validated values between it and the question
             return typer.confirm("Execute this decision on AsterDEX with REAL money?", default=False)
 
         async def go() -> Any:

@@ -443,7 +443,10 @@ def close(
             raise ConfigError("close sends orders: run it on a terminal to confirm, or pass --yes")
 
         def confirm(targets: list[str]) -> bool:
-            return typer.confirm(f"Close {', '.join(targets)} at market and cancel their orders?", default=False)
+            from llmtrader.formatting import safe_text
+
+            shown = safe_text(", ".join(targets), multiline=False)  # the venue's symbols, right in the question
+            return typer.confirm(f"Close {shown} at market and cancel their orders?", default=False)
 
         result = _run_with_services(lambda s: close_positions(s, symbols, confirm=None if yes else confirm))
         if as_json:

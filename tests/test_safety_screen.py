@@ -19,10 +19,12 @@ from typing import Any
 from typer.testing import CliRunner
 
 from llmtrader.cli import app
+from llmtrader.formatting import safe_text
 from llmtrader.logs import configure_logging, get_logger, reset_logging
+from llmtrader.render import untrusted
 from tests.conftest import USER
 from tests.fakes.aster import FakeAster
-from tests.fakes.llm import FakeLLM, answer, asset, decision
+from tests.fakes.llm import FakeLLM, answer, asset, decision, error
 
 ESC = "\x1b"
 # Erase the screen above and draw a fake all-hold table: what a hostile rationale did before.
@@ -103,6 +105,22 @@ def test_run_log_lines_carry_no_control_characters() -> None:
     line = out.getvalue()
     assert "model said" in line and "nothing will be sent" in line
     assert ESC not in line and "\r" not in line and "\x9b" not in line
+
+
+def test_status_shows_a_hostile_model_error_as_text(env: Path, runner: CliRunner, fake_llm: FakeLLM) -> None:
+    fake_llm.push(error(403, f"refused [/INST] {FAKE_HOLD}"))  # a refusal is not retried
+    ran = invoke(runner, "--log-json", "run", "--once")
+    assert ESC not in ran.stdout, ran.output
+    shown = invoke(runner, "status")
+    assert shown.exit_code == 0, shown.output
+    assert "model_error" in shown.stdout and "refused [/INST] [40A[JDecision: HOLD" in shown.stdout
+    assert ESC not in shown.stdout and "\r" not in shown.stdout
+
+
+def test_safe_text_keeps_the_words_and_drops_what_steers_a_terminal() -> None:
+    assert safe_text(f"a{ERASE}b\r\nc\td\x9b2J \u202eevil [/INST]") == "a[40A[Jb\nc d2J evil [/INST]"
+    assert safe_text("one\ntwo\tthree", multiline=False) == "one two three"
+    assert untrusted("[bold]x[/bold] [/INST]").plain == "[bold]x[/bold] [/INST]"  # markup stays text
 
 
 def _decide_on_a_terminal(reply: bytes) -> subprocess.CompletedProcess[bytes]:

@@ -44,6 +44,7 @@ def build_client(settings: Settings, *, model_explicit: bool) -> tuple[DecisionC
             "in the environment, or use --model baseline"
         )
     from llmtrader.llm import OpenAIDecisionClient
+    from llmtrader.logs import secrets_of
 
     client = OpenAIDecisionClient(
         model=settings.llm_model,
@@ -54,6 +55,7 @@ def build_client(settings: Settings, *, model_explicit: bool) -> tuple[DecisionC
         max_reasks=settings.llm_max_reasks,
         retry_max_wait_s=settings.llm_retry_max_wait_s,
         prices=settings.llm_prices,
+        secrets=secrets_of(settings),
     )
     return client, None
 

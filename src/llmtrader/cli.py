@@ -45,7 +45,10 @@ def _debug() -> bool:
 
 
 def _err(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    from llmtrader.formatting import safe_text
+
+    # Errors quote venue messages, model errors and file contents: never let them steer the terminal.
+    typer.echo(f"error: {safe_text(message)}", err=True)
 
 
 def guarded(fn: Callable[[], T]) -> T:
@@ -216,6 +219,7 @@ def decide(
 
         def confirm(record: Any, report: Any) -> bool:
             render.decision_table(record)
+            render.live_confirmation(record, report)  # last: only validated values between it and the question
             return typer.confirm("Execute this decision on AsterDEX with REAL money?", default=False)
 
         async def go() -> Any:
@@ -479,7 +483,10 @@ def close(
             raise ConfigError("close sends orders: run it on a terminal to confirm, or pass --yes")
 
         def confirm(targets: list[str]) -> bool:
-            return typer.confirm(f"Close {', '.join(targets)} at market and cancel their orders?", default=False)
+            from llmtrader.formatting import safe_text
+
+            shown = safe_text(", ".join(targets), multiline=False)  # the venue's symbols, right in the question
+            return typer.confirm(f"Close {shown} at market and cancel their orders?", default=False)
 
         result = _run_with_services(
             lambda s: close_positions(s, symbols, confirm=None if yes else confirm),

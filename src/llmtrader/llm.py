@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
@@ -27,7 +27,7 @@ from llmtrader.decision import (
     salvage_decision,
 )
 from llmtrader.errors import ModelError, ModelRequestRefused, ModelTransientError
-from llmtrader.logs import redact
+from llmtrader.logs import MIN_SECRET_LENGTH, redact
 
 if TYPE_CHECKING:
     from llmtrader.config import ModelPrice
@@ -151,12 +151,16 @@ class OpenAIDecisionClient:
         retry_max_wait_s: float,
         prices: dict[str, ModelPrice] | None = None,
         sleep: Sleep = asyncio.sleep,
+        secrets: Sequence[str] = (),
     ) -> None:
+        """``secrets``: the other secret values this process knows (venue keys), masked like ``api_key``
+        in every answer and error before anything parses, stores or prints them."""
         from openai import AsyncOpenAI
 
         self.model = model
         self.base_url = base_url
-        self._secret = api_key
+        # Short values ("local" for keyless local servers) would mask ordinary words in the answers.
+        self._secrets = [s for s in (api_key, *secrets) if len(s) >= MIN_SECRET_LENGTH]
         self._max_retries = max_retries
         self._max_reasks = max_reasks
         self._retry_max_wait_s = retry_max_wait_s
@@ -176,7 +180,7 @@ class OpenAIDecisionClient:
         await self._client.close()
 
     def _redact(self, text: str) -> str:
-        return redact(text, [self._secret])
+        return redact(text, self._secrets)
 
     async def decide(self, request: DecisionRequest) -> ModelAnswer:
         """Ask, re-ask with the validation errors at most ``max_reasks`` times, and salvage."""
@@ -302,7 +306,8 @@ class OpenAIDecisionClient:
             raise ModelTransientError("model endpoint replied with no choices")
         choice = response.choices[0]
         record.finish_reason = choice.finish_reason
-        text = choice.message.content or ""
+        # The raw answer is untrusted: a key echoed in it must not reach the record, the log or the screen.
+        text = self._redact(choice.message.content or "")
         record.raw_response = text
         if not text.strip():
             record.error = "empty answer"

@@ -245,7 +245,15 @@ def _ensure_structlog() -> None:
         _configure_structlog()
 
 
-def _formatter(renderer: Processor) -> logging.Formatter:
+def _terminal_safe(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Text values without control characters, for the readable renderer: it prints strings as they are,
+    and log events quote model answers and venue messages (JSON lines escape them instead)."""
+    from llmtrader.formatting import safe_text
+
+    return {key: safe_text(value) if isinstance(value, str) else value for key, value in event_dict.items()}
+
+
+def _formatter(renderer: Processor, *, readable: bool = False) -> logging.Formatter:
     import structlog
 
     return structlog.stdlib.ProcessorFormatter(
@@ -254,6 +262,7 @@ def _formatter(renderer: Processor) -> logging.Formatter:
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,  # library records with a traceback
             _REDACTOR,  # library records; ours were redacted already and pass unchanged
+            *([_terminal_safe] if readable else []),
             renderer,
         ],
     )
@@ -287,14 +296,15 @@ def configure_logging(
     reset_logging()
 
     json_renderer = structlog.processors.JSONRenderer()
-    if json or (json is None and not _is_terminal(out)):
+    readable = not (json or (json is None and not _is_terminal(out)))
+    if not readable:
         renderer: Processor = json_renderer
     else:
         colors = _is_terminal(out) and "NO_COLOR" not in os.environ
         # Tracebacks arrive as redacted text (format_exc_info above); print that text as it is.
         renderer = structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=structlog.dev.plain_traceback)
     stream_handler = logging.StreamHandler(out)
-    stream_handler.setFormatter(_formatter(renderer))
+    stream_handler.setFormatter(_formatter(renderer, readable=readable))
     handlers: list[logging.Handler] = [stream_handler]
     if log_file is not None:
         path = log_file.expanduser()

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.panel import Panel
+from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
 from llmtrader.errors import LLMTraderError, ModelError
-from llmtrader.formatting import fmt
+from llmtrader.formatting import fmt, safe_text
 from llmtrader.storage.records import DecisionRecord, iso_utc
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from llmtrader.config import Settings
     from llmtrader.engine import CatalogEntry, Prepared
     from llmtrader.execution import ExecutionReport
+    from llmtrader.risk import ValidationReport
     from llmtrader.stats import AccountStats, CalibrationBucket, DecisionStats, EquityPoint, TradingStats
 
 console = Console()
@@ -40,8 +42,14 @@ LEG_STYLE = {"filled": "green", "acknowledged": "green", "rejected": "red", "fai
              "not_sent": "red", "canceled": "dim", "sending": "yellow"}  # fmt: skip
 
 
+def untrusted(value: object, style: str = "", *, multiline: bool = True) -> Text:
+    """Text we did not write (model answers, venue messages, notes quoting them, files) for rich output:
+    control characters removed and markup never interpreted. Every such text goes through here."""
+    return Text(safe_text(value, multiline=multiline), style=style)
+
+
 def warning(message: str) -> None:
-    err_console.print(Panel(Text(message, style="bold yellow"), title="warning", border_style="yellow"))
+    err_console.print(Panel(untrusted(message, "bold yellow"), title="warning", border_style="yellow"))
 
 
 def _num(value: Any, digits: int = 7) -> str:
@@ -129,9 +137,9 @@ def failure_json(exc: LLMTraderError) -> dict[str, Any]:
 
 
 def _validation_cell(status: str, reasons: list[str]) -> Text:
-    text = Text(status, style=STATUS_STYLE.get(status, ""))
+    text = untrusted(status, STATUS_STYLE.get(status, ""))
     for reason in reasons:
-        text.append(f"\n- {reason}", style="dim")
+        text.append_text(untrusted(f"\n- {reason}", "dim"))
     return text
 
 
@@ -145,15 +153,16 @@ def execution_table(report: ExecutionReport) -> None:
         for i, leg in enumerate(a.legs):
             if i:
                 orders.append("\n")
-            orders.append(f"{leg.name}: {leg.description} ")
-            orders.append(leg.status, style=LEG_STYLE.get(leg.status, ""))
+            orders.append_text(untrusted(f"{leg.name}: {leg.description} "))
+            orders.append_text(untrusted(leg.status, LEG_STYLE.get(leg.status, "")))
             if leg.state is not None and leg.state.executed_qty > 0:
                 orders.append(f" {leg.state.executed_qty.normalize():f} @ {leg.state.avg_price.normalize():f}")
             if leg.code is not None:
-                orders.append(f" (code {leg.code}: {leg.message})", style="red")
+                orders.append_text(untrusted(f" (code {leg.code}: {leg.message})", "red"))
         table.add_row(
-            a.symbol, a.action, Text(a.outcome, style=EXECUTION_STYLE.get(a.outcome, "")), orders, "\n".join(a.notes)
-        )
+            untrusted(a.symbol), untrusted(a.action), untrusted(a.outcome, EXECUTION_STYLE.get(a.outcome, "")),
+            orders, untrusted("\n".join(a.notes)),
+        )  # fmt: skip
     console.print(table)
     for a in report.assets:
         if a.emergency:
@@ -162,19 +171,21 @@ def execution_table(report: ExecutionReport) -> None:
 
 def emergency_panel(symbol: str, lines: list[str]) -> None:
     body = "\n".join(lines) or "the stop-loss could not be placed"
-    console.print(Panel(Text(body, style="bold white"), title=f"EMERGENCY {symbol}", style="on red"))
-    err_console.print(f"EMERGENCY on {symbol}: {body}", style="bold red", highlight=False)
+    title = untrusted(f"EMERGENCY {symbol}", multiline=False)
+    console.print(Panel(untrusted(body, "bold white"), title=title, style="on red"))
+    err_console.print(untrusted(f"EMERGENCY on {symbol}: {body}", "bold red"))
 
 
 def decision_table(rec: DecisionRecord, execution: ExecutionReport | None = None) -> None:
     arm = f", A/B arm {rec.arm}" if rec.arm else ""
-    table = Table(title=f"Decision {rec.id} ({rec.model}, strategy {rec.strategy}{arm}, {rec.mode})")
+    title = untrusted(f"Decision {rec.id} ({rec.model}, strategy {rec.strategy}{arm}, {rec.mode})", multiline=False)
+    table = Table(title=title)
     for column in ("Symbol", "Action", "Alloc USD", "Lev", "Entry", "TP", "SL", "Conf", "Validation"):
         table.add_column(column, overflow="fold")
     for a in rec.assets:
         table.add_row(
-            a.symbol,
-            a.action,
+            untrusted(a.symbol),
+            untrusted(a.action),
             _num(a.allocation_usd),
             str(a.leverage) if a.leverage is not None else "-",
             _num(a.entry_price) if a.entry_price is not None else ("market" if a.action in ("buy", "sell") else "-"),
@@ -185,9 +196,9 @@ def decision_table(rec: DecisionRecord, execution: ExecutionReport | None = None
         )
     console.print(table)
     if rec.portfolio_rationale:
-        console.print(Panel(rec.portfolio_rationale, title="Portfolio rationale"))
+        console.print(Panel(untrusted(rec.portfolio_rationale), title="Portfolio rationale"))
     for note in rec.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(_note(note))
     cost = f"${rec.cost_usd:.4f}" if rec.cost_usd is not None else "unknown"
     console.print(
         f"outcome [bold {OUTCOME_STYLE.get(rec.outcome, '')}]{rec.outcome}[/]; tokens {rec.prompt_tokens} in, "
@@ -206,9 +217,50 @@ def decision_table(rec: DecisionRecord, execution: ExecutionReport | None = None
     console.print(line)
 
 
-def _strategy_cell(row: dict[str, Any]) -> str:
+def live_confirmation(rec: DecisionRecord, report: ValidationReport) -> None:
+    """What a live ``decide`` is about to send, printed right above its question: built only from the
+    validated, typed values of each executable asset decision (no model text), so nothing the model wrote
+    can stand between this block and the question or pass for it."""
+    console.print(Rule(Text("About to execute on AsterDEX with REAL money", style="bold red")))
+    margin = 0.0
+    for v in report.assets:
+        d = v.final
+        if not v.executable or d is None or d.action.value == "hold":
+            continue
+        action, symbol = d.action.value, safe_text(d.symbol, multiline=False)
+        stops = f"stop-loss {_num(d.sl_price)}, take-profit {_num(d.tp_price)}"
+        if action in ("buy", "sell"):
+            notional = d.allocation_usd * d.leverage
+            reference = d.entry_price or rec.marks.get(d.symbol)
+            size = _num(notional / reference, 6) if reference else "-"
+            entry = f"limit {_num(d.entry_price)}" if d.entry_price is not None else "at market"
+            lines = [
+                f"{action.upper()} {symbol}: size about {size} {entry}",
+                f"  notional {notional:,.2f} USD, leverage {d.leverage}x, margin {d.allocation_usd:,.2f} USD",
+                f"  {stops}",
+            ]
+            margin += d.allocation_usd
+        elif action == "adjust_position":
+            lines = [
+                f"RESIZE {symbol}: to margin {d.allocation_usd:,.2f} USD at the position's leverage",
+                f"  {stops}",
+            ]
+            margin += d.allocation_usd
+        elif action == "close_position":
+            lines = [f"CLOSE {symbol}: the whole position at market, reduce-only"]
+        else:
+            lines = [f"NEW ORDERS {symbol}: {stops}"]
+        console.print(Text("\n".join(lines)))
+    console.print(Text(f"Total margin of new and resized positions: {margin:,.2f} USD", style="bold"))
+
+
+def _note(note: str) -> Text:
+    return Text.assemble(("note: ", "yellow"), untrusted(note))
+
+
+def _strategy_cell(row: dict[str, Any]) -> Text:
     arm = row.get("arm")
-    return f"{row.get('strategy') or '-'}" + (f" (arm {arm})" if arm else "")
+    return untrusted(f"{row.get('strategy') or '-'}" + (f" (arm {arm})" if arm else ""))
 
 
 def history_table(rows: list[dict[str, Any]]) -> None:
@@ -237,13 +289,13 @@ def history_table(rows: list[dict[str, Any]]) -> None:
             first = i == 0
             table.add_row(
                 row["created_at"][:19].replace("T", " ") if first else "",
-                row["decision_id"] if first else "",
-                row["model"] if first else "",
+                untrusted(row["decision_id"]) if first else "",
+                untrusted(row["model"]) if first else "",
                 _strategy_cell(row) if first else "",
-                Text(row["outcome"], style=OUTCOME_STYLE.get(row["outcome"], "")) if first else "",
-                a.get("symbol", "-"),
-                a.get("action", "-"),
-                Text(a.get("status", "-"), style=STATUS_STYLE.get(a.get("status", ""), "")),
+                untrusted(row["outcome"], OUTCOME_STYLE.get(row["outcome"], "")) if first else "",
+                untrusted(a.get("symbol", "-")),
+                untrusted(a.get("action", "-")),
+                untrusted(a.get("status", "-"), STATUS_STYLE.get(a.get("status", ""), "")),
                 _num(a.get("allocation_usd")),
                 str(a.get("leverage") or "-"),
                 _num(a.get("confidence"), 2),
@@ -257,7 +309,7 @@ def _trade_cell(trade: dict[str, Any] | None) -> Text:
     if trade is None:
         return Text("-")
     if trade["status"] != "closed":
-        return Text(trade["status"], style="cyan" if trade["status"] == "open" else "dim")
+        return untrusted(trade["status"], style="cyan" if trade["status"] == "open" else "dim")
     net = Decimal(trade["net_pnl_usd"])
     return Text(usd(net, sign=True), style="green" if net > 0 else ("red" if net < 0 else ""))
 
@@ -276,16 +328,16 @@ def record_view(rec: dict[str, Any]) -> None:
             f"re-asks {rec.get('reasks')}   latency {rec.get('latency_ms')} ms",
         ]
     )
-    console.print(Panel(header, title="Decision"))
+    console.print(Panel(untrusted(header), title="Decision"))
     if rec.get("error"):
-        console.print(Panel(Text(rec["error"], style="bold red"), title="Error"))
+        console.print(Panel(untrusted(rec["error"], "bold red"), title="Error"))
     prompt = rec.get("prompt") or {}
     if prompt.get("system"):
-        console.print(Panel(Text(prompt["system"]), title="Prompt: system"))
+        console.print(Panel(untrusted(prompt["system"]), title="Prompt: system"))
     if prompt.get("user"):
-        console.print(Panel(Text(prompt["user"]), title="Prompt: user"))
+        console.print(Panel(untrusted(prompt["user"]), title="Prompt: user"))
     if rec.get("raw_response"):
-        console.print(Panel(Text(rec["raw_response"]), title="Raw response"))
+        console.print(Panel(untrusted(rec["raw_response"]), title="Raw response"))
     if rec.get("assets"):
         table = Table(title="Validation")
         for column in (
@@ -303,18 +355,19 @@ def record_view(rec: dict[str, Any]) -> None:
             table.add_column(column, overflow="fold")
         for a in rec["assets"]:
             table.add_row(
-                a["symbol"], a["action"], _num(a.get("allocation_usd")), str(a.get("leverage") or "-"),
+                untrusted(a["symbol"]), untrusted(a["action"]), _num(a.get("allocation_usd")),
+                str(a.get("leverage") or "-"),
                 _num(a.get("entry_price")), _num(a.get("tp_price")), _num(a.get("sl_price")),
                 _num(a.get("confidence"), 2), _num(a.get("mark_price")),
                 _validation_cell(a["status"], a.get("reasons") or []),
             )  # fmt: skip
         console.print(table)
     for note in rec.get("notes") or []:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(_note(note))
     if rec.get("parse_errors"):
         console.print("[yellow]schema errors in the last answer:[/]")
         for line in rec["parse_errors"]:
-            console.print(f"  - {line}")
+            console.print(untrusted(f"  - {line}"))
     events = rec.get("events") or []
     emergencies = [e for e in events if e["kind"] == "emergency"]
     if emergencies:
@@ -336,8 +389,9 @@ def record_view(rec: dict[str, Any]) -> None:
                 else (o.get("venue_message") or "")
             )
             table.add_row(
-                o["created_at"][11:19], o["symbol"], o["leg"], o["client_order_id"], shown,
-                Text(o["status"], style=LEG_STYLE.get(o["status"], "")), filled, answer,
+                o["created_at"][11:19], untrusted(o["symbol"]), untrusted(o["leg"]), untrusted(o["client_order_id"]),
+                untrusted(shown), untrusted(o["status"], LEG_STYLE.get(o["status"], "")), untrusted(filled),
+                untrusted(answer),
             )  # fmt: skip
         console.print(table)
     if events:
@@ -346,7 +400,12 @@ def record_view(rec: dict[str, Any]) -> None:
             table.add_column(column, overflow="fold")
         for e in events:
             style = "bold red" if e["kind"] == "emergency" else ("yellow" if e["kind"] == "rejection" else "")
-            table.add_row(e["created_at"][11:19], e["symbol"] or "-", Text(e["kind"], style=style), e["message"])
+            table.add_row(
+                e["created_at"][11:19],
+                untrusted(e["symbol"] or "-"),
+                untrusted(e["kind"], style),
+                untrusted(e["message"]),
+            )
         console.print(table)
     calls = rec.get("llm_calls") or []
     if calls:
@@ -356,10 +415,10 @@ def record_view(rec: dict[str, Any]) -> None:
         for c in calls:
             call_cost = c.get("cost_usd")
             table.add_row(
-                str(c["attempt"]), c.get("response_format") or "-",
+                str(c["attempt"]), untrusted(c.get("response_format") or "-"),
                 f"{c.get('prompt_tokens', 0)}/{c.get('completion_tokens', 0)}",
                 f"${call_cost:.4f}" if isinstance(call_cost, (int, float)) else "-",
-                str(c.get("latency_ms")), c.get("finish_reason") or "-", c.get("error") or "",
+                str(c.get("latency_ms")), untrusted(c.get("finish_reason") or "-"), untrusted(c.get("error") or ""),
             )  # fmt: skip
         console.print(table)
 
@@ -369,7 +428,7 @@ def settings_table(data: dict[str, Any]) -> None:
     table.add_column("Setting")
     table.add_column("Value", overflow="fold")
     for key, value in data.items():
-        table.add_row(key, json.dumps(value) if not isinstance(value, str) else value)
+        table.add_row(key, untrusted(json.dumps(value) if not isinstance(value, str) else value))
     console.print(table)
 
 
@@ -384,9 +443,9 @@ def positions_table(rows: list[dict[str, Any]], mode: str) -> None:
         pnl = float(p["unrealized_pnl"])
         stop = p["stop_loss"] or Text("NONE", style="bold white on red")
         table.add_row(
-            p["symbol"], p["side"], p["size"], p["entry_price"], p["mark_price"],
-            Text(f"{pnl:+.2f}", style="green" if pnl >= 0 else "red"), p["liquidation_price"] or "-",
-            str(p["leverage"]), stop, p["take_profit"] or "-",
+            *(untrusted(p[k]) for k in ("symbol", "side", "size", "entry_price", "mark_price")),
+            Text(f"{pnl:+.2f}", style="green" if pnl >= 0 else "red"), untrusted(p["liquidation_price"] or "-"),
+            str(p["leverage"]), stop if isinstance(stop, Text) else untrusted(stop), untrusted(p["take_profit"] or "-"),
         )  # fmt: skip
     console.print(table)
 
@@ -395,7 +454,7 @@ def checklist(checks: list[Any]) -> None:
     marks = {"ok": ("✔", "green"), "warn": ("!", "yellow"), "fail": ("✘", "bold red")}
     for c in checks:
         mark, style = marks[c.status]
-        console.print(f"[{style}]{mark}[/] [bold]{c.name}[/]: {c.detail}", highlight=False)
+        console.print(Text.assemble((mark, style), " ", untrusted(c.name, "bold"), ": ", untrusted(c.detail)))
     failed = [c.name for c in checks if c.status == "fail"]
     console.print(
         f"[bold red]{len(failed)} check(s) failed: {', '.join(failed)}[/]" if failed else "[green]all good[/]"
@@ -433,11 +492,12 @@ def strategies_table(entries: list[CatalogEntry], account: str, in_force: str, s
         mark = Text("*", style="bold green") if e.in_force else ""
         st = e.strategy
         if st is None:
-            table.add_row(mark, e.name, e.source, "-", "-", "-", "-", "-", Text(e.error or "", style="red"))
+            table.add_row(mark, untrusted(e.name), e.source, "-", "-", "-", "-", "-", untrusted(e.error or "", "red"))
             continue
         table.add_row(
-            mark, e.name, e.source, st.interval, ", ".join(st.timeframes), str(st.limits.max_leverage),
-            fmt(st.limits.min_confidence), fmt(st.limits.min_reward_risk), st.description,
+            mark, untrusted(e.name), e.source, untrusted(st.interval), untrusted(", ".join(st.timeframes)),
+            str(st.limits.max_leverage), fmt(st.limits.min_confidence), fmt(st.limits.min_reward_risk),
+            untrusted(st.description),
         )  # fmt: skip
     console.print(table)
     console.print(f"* in force for account {account}; switch with `llmtrader strategy use NAME`.")
@@ -471,7 +531,7 @@ def preview_json(prepared: Prepared, settings: Settings) -> dict[str, Any]:
 def strategy_view(prepared: Prepared, settings: Settings) -> None:
     """A strategy's limits and context options, then the prompt as the model would receive it now."""
     data = preview_json(prepared, settings)
-    table = Table(title=f"Strategy {data['name']}: {data['description']}")
+    table = Table(title=untrusted(f"Strategy {data['name']}: {data['description']}"))
     table.add_column("Setting")
     table.add_column("Value", overflow="fold")
     table.add_row("interval", f"{data['interval']} suits it; decisions every {settings.interval}")
@@ -482,8 +542,8 @@ def strategy_view(prepared: Prepared, settings: Settings) -> None:
     caps = data["settings_caps"]
     table.add_row("settings caps", f"leverage {caps['leverage']}, position {fmt(caps['max_position_size_usd'])} USD")
     console.print(table)
-    console.print(Panel(Text(prepared.system), title="Prompt: system"))
-    console.print(Panel(Text(prepared.user), title=f"Prompt: user (data as of {data['as_of']})"))
+    console.print(Panel(untrusted(prepared.system), title="Prompt: system"))
+    console.print(Panel(untrusted(prepared.user), title=f"Prompt: user (data as of {data['as_of']})"))
     console.print("Rendered on current data: no model was called and nothing was recorded.")
 
 
@@ -520,9 +580,9 @@ def ab_table(result: dict[str, Any]) -> None:
     table = Table(title=f"A/B arms, account {result['account']}, {period['start']} to {period['end']}")
     table.add_column("")
     for arm in result["arms"]:
-        table.add_column(arm["arm"], overflow="fold")
+        table.add_column(untrusted(arm["arm"]), overflow="fold")
     for label, cell in AB_ROWS:
-        table.add_row(label, *(cell(a) for a in result["arms"]))
+        table.add_row(label, *(untrusted(cell(a)) for a in result["arms"]))
     console.print(table)
     console.print(result["note"])
 
@@ -763,7 +823,7 @@ def _figures_table(title: str, columns: Sequence[str], rows: list[tuple[str, lis
     table = Table(title=title)
     table.add_column("")
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(untrusted(column), overflow="fold")
     for label, cells in rows:
         table.add_row(label, *cells)
     return table
@@ -775,7 +835,7 @@ def stats_view(s: AccountStats) -> None:
     period = (
         "nothing recorded yet" if s.start_ms is None else f"{iso_utc(s.start_ms)[:16].replace('T', ' ')} to {end} UTC"
     )
-    console.print(f"[bold]Account {s.account} ({s.mode})[/], {period}", highlight=False)
+    console.print(Text.assemble(untrusted(f"Account {s.account} ({s.mode})", "bold"), f", {period}"))
     if s.trading.trades == 0:
         console.print("No closed trades yet.")
     else:
@@ -866,7 +926,7 @@ def equity_plot(s: AccountStats, to_stderr: bool = False) -> None:
         target.print("No closed trades yet: no equity curve to draw.")
         return
     what = "USD, after fees and funding" if s.trading.equity_start is not None else "cumulative net PnL, USD"
-    target.print(f"Equity curve ({what}), account {s.account}", highlight=False)
+    target.print(untrusted(f"Equity curve ({what}), account {s.account}"))
     target.print("\n".join(lines), highlight=False, markup=False)
 
 
@@ -903,7 +963,7 @@ def _guard_lines(guards: dict[str, Any]) -> tuple[Text, Text]:
     ]
     for on, line in tripped:
         if on:
-            kill.append(("\n" if kill else "") + line, style="bold red")
+            kill.append_text(untrusted(("\n" if kill else "") + line, "bold red"))
     if not kill:
         kill.append("all clear", style="green")
     circuit = guards["circuit"]
@@ -914,7 +974,7 @@ def _guard_lines(guards: dict[str, Any]) -> tuple[Text, Text]:
     if circuit["consecutive_failures"]:
         cell.append(f" ({circuit['consecutive_failures']} consecutive model failures)")
     if state != "closed" and circuit["last_error"]:
-        cell.append(f"\nlast error: {circuit['last_error']}")
+        cell.append_text(untrusted(f"\nlast error: {circuit['last_error']}"))
     return kill, cell
 
 
@@ -928,7 +988,7 @@ def status_view(rows: list[dict[str, Any]]) -> None:
             )
     for row in rows:
         mode = Text("LIVE", style="bold red") if row["mode"] == "live" else Text("paper", style="cyan")
-        table = Table(title=Text.assemble(f"Account {row['account']} (", mode, ")"), show_header=False)
+        table = Table(title=Text.assemble(untrusted(f"Account {row['account']} ("), mode, ")"), show_header=False)
         table.add_column("Field", style="bold")
         table.add_column("Value", overflow="fold")
         if row["running"]:
@@ -936,16 +996,16 @@ def status_view(rows: list[dict[str, Any]]) -> None:
         else:
             table.add_row("agent", Text("not running (start it with `llmtrader run`)", style="yellow"))
         source = "chosen with `strategy use`" if row["strategy_source"] == "chosen" else "configured"
-        table.add_row("strategy", f"{row['strategy']} ({source})")
-        model = Text(row["model"], style="bold yellow" if row["baseline_fallback"] else "")
+        table.add_row("strategy", untrusted(f"{row['strategy']} ({source})"))
+        model = untrusted(row["model"], "bold yellow" if row["baseline_fallback"] else "")
         table.add_row("model", model)
-        table.add_row("interval", f"{row['interval']} on {', '.join(row['assets'])}")
+        table.add_row("interval", untrusted(f"{row['interval']} on {', '.join(row['assets'])}"))
         last = row["last_cycle"]
         if last is None:
             table.add_row("last cycle", Text("none yet", style="dim"))
         else:
             cell = Text(f"{last['started_at']}  ")
-            cell.append(last["outcome"], style=CYCLE_OUTCOME_STYLE.get(last["outcome"], ""))
+            cell.append_text(untrusted(last["outcome"], CYCLE_OUTCOME_STYLE.get(last["outcome"], "")))
             if last["cached"]:
                 cell.append(" (cached decision)")
             took = last["duration_ms"]
@@ -954,7 +1014,7 @@ def status_view(rows: list[dict[str, Any]]) -> None:
             if last["decision_id"]:
                 cell.append(f"  decision {last['decision_id']}")
             if last["reason"]:
-                cell.append(f"\n{last['reason']}", style="dim")
+                cell.append_text(untrusted(f"\n{last['reason']}", "dim"))
             table.add_row("last cycle", cell)
         table.add_row(
             "next cycle", row["next_cycle"] if row["running"] else f"{row['next_cycle']} (if it runs by then)"
@@ -1028,11 +1088,8 @@ def backtest_view(
         title.append(f"  (replay of {run.replay_of})", style="cyan")
     target.print(title)
     period = f"{utc_text(m['start_ms'])} to {utc_text(m['end_ms'])}" if m else "no step made"
-    target.print(
-        f"{', '.join(spec['symbols'])} · {spec['interval']} · strategy {spec['strategy']} · model {spec['model']} · "
-        f"{run.steps_done} steps · {period}",
-        highlight=False,
-    )
+    what = f"{', '.join(spec['symbols'])} · {spec['interval']} · strategy {spec['strategy']} · model {spec['model']}"
+    target.print(untrusted(f"{what} · {run.steps_done} steps · {period}"))
     if m:
         bh = m.get("buy_and_hold_pct", {})
         table = Table(title="Results", show_header=False)
@@ -1068,19 +1125,18 @@ def backtest_view(
             target.print("Equity (USD, marked to market at every step)", highlight=False)
             target.print("\n".join(lines), highlight=False, markup=False)
         for event in m.get("guard_events", [])[:10]:
-            target.print(
-                f"guard {event['time'][:16]} {event['kind']}: {event['message']}", style="yellow", highlight=False
-            )
+            target.print(untrusted(f"guard {event['time'][:16]} {event['kind']}: {event['message']}", "yellow"))
     for note in run.notes:
-        target.print(f"note: {note}", style="dim", highlight=False)
+        target.print(untrusted(f"note: {note}", "dim"))
     if run.replay_of:
         target.print(f"The validator judged {len(changes)} asset decision(s) differently from run {run.replay_of}.")
         for c in changes[:20]:
             why = "; ".join(c.reasons[:2])
             target.print(
-                f"  {iso_utc(c.time_ms)[:16]} {c.symbol} {c.action}: {c.before} -> {c.after}"
-                + (f" ({why})" if why else ""),
-                highlight=False,
+                untrusted(
+                    f"  {iso_utc(c.time_ms)[:16]} {c.symbol} {c.action}: {c.before} -> {c.after}"
+                    + (f" ({why})" if why else "")
+                )
             )
         if len(changes) > 20:
             target.print(f"  ... and {len(changes) - 20} more (--json lists them all)")
@@ -1102,7 +1158,7 @@ def backtest_runs_table(rows: Sequence[Any]) -> None:
         what += f"\n{spec['model']}" + (f"\nreplay of {r.replay_of}" if r.replay_of else "")
         table.add_row(
             f"{r.id}\n{r.status}\n{r.created_at[:16].replace('T', ' ')}",
-            what,
+            untrusted(what),
             str(r.steps_done),
             _pct_text(m.get("total_return_pct")),
             _pct_text(m.get("buy_and_hold_pct", {}).get("portfolio")),

@@ -30,6 +30,7 @@ from llmtrader.errors import (
 from llmtrader.exchange.base import Balance, MarginType, OrderRequest, OrderState, VenuePosition
 from llmtrader.exchange.filters import SymbolRules
 from llmtrader.exchange.signing import NonceSource, v1_signed_body, v3_signed_body
+from llmtrader.logs import MIN_SECRET_LENGTH, redact
 from llmtrader.market import AsterMarketData
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -257,9 +258,19 @@ class AsterDexExchange:
             raise VenueBanned(self.banned, code=418)
         return resp
 
+    def _error(self, path: str, resp: httpx.Response) -> tuple[int | None, str] | None:
+        """The venue's (code, message) when the reply is an error, else None; the message with our
+        credentials masked, as it goes on to errors, the store and the screen."""
+        found = self._raw_error(resp)
+        if found is None:
+            return None
+        creds = self.credentials
+        secrets = [creds.private_key] if isinstance(creds, V3Credentials) else [creds.api_key, creds.secret]
+        secrets += [s.removeprefix("0x") for s in secrets]
+        return found[0], redact(found[1], [s for s in secrets if len(s) >= MIN_SECRET_LENGTH])
+
     @staticmethod
-    def _error(path: str, resp: httpx.Response) -> tuple[int | None, str] | None:
-        """The venue's (code, message) when the reply is an error, else None."""
+    def _raw_error(resp: httpx.Response) -> tuple[int | None, str] | None:
         try:
             body = resp.json()
         except ValueError:

@@ -1,0 +1,156 @@
+"""Files on disk: what the agent writes is private, templates take bare placeholders only, downloads never
+write through a symbolic link, and the systemd unit is hardened."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmtrader.cli import app
+from llmtrader.errors import StrategyError
+from llmtrader.strategy import builtin_dir, load_strategy, load_strategy_file
+from tests.fakes.aster import FakeAster
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def loose_umask() -> Iterator[None]:
+    """The common default umask (files 0644, directories 0755): what the agent's own modes must override."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+# ---- 8. private files ------------------------------------------------------------------------------------
+
+
+def test_run_creates_its_database_wal_shm_lock_and_log_owner_only(
+    clean_env: Path,
+    fake_aster: FakeAster,
+    runner: CliRunner,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    loose_umask: None,
+) -> None:
+    state = tmp_path / "state" / "data"
+    db = state / "llmtrader.db"
+    logs = tmp_path / "logs" / "agent"
+    log_file = logs / "run.log"
+    monkeypatch.setenv("LLMTRADER_DB", str(db))
+    monkeypatch.setenv("ASTERDEX_BASE_URL", fake_aster.base_url)
+    monkeypatch.setenv("ASSETS", "BTCUSDT")
+    result = runner.invoke(app, ["--log-json", "--log-file", str(log_file), "run", "--once"])
+    assert result.exit_code == 0, result.output
+
+    assert mode(db) == 0o600
+    assert mode(log_file) == 0o600 and log_file.read_text()
+    [lock] = state.glob("llmtrader.db.*.run.lock")
+    assert mode(lock) == 0o600
+    for directory in (state, state.parent, logs, logs.parent):
+        assert mode(directory) == 0o700, directory
+
+    # While the database is in use (another reader holds it open) its WAL and SHM files stay on disk.
+    holder = sqlite3.connect(db)
+    try:
+        holder.execute("SELECT count(*) FROM cycles").fetchone()
+        again = runner.invoke(app, ["run", "--once"])
+        assert again.exit_code == 0, again.output
+        wal, shm = db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")
+        assert wal.exists() and shm.exists()
+        assert mode(wal) == 0o600 and mode(shm) == 0o600
+    finally:
+        holder.close()
+
+
+def test_a_database_and_log_file_others_could_read_are_narrowed_when_opened_again(
+    clean_env: Path, fake_aster: FakeAster, runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ASTERDEX_BASE_URL", fake_aster.base_url)
+    monkeypatch.setenv("ASSETS", "BTCUSDT")
+    log_file = tmp_path / "run.log"
+    log_file.write_text("")
+    first = runner.invoke(app, ["run", "--once"])
+    assert first.exit_code == 0, first.output
+    clean_env.chmod(0o644)  # as an older version, or a loose umask, left it
+    log_file.chmod(0o644)
+    result = runner.invoke(app, ["--log-json", "--log-file", str(log_file), "run", "--once"])
+    assert result.exit_code == 0, result.output
+    assert mode(clean_env) == 0o600 and mode(log_file) == 0o600
+
+
+def test_backtest_creates_backtests_db_owner_only(
+    perp_dir: Path, clean_env: Path, runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    loose_umask: None,
+) -> None:  # fmt: skip
+    db = tmp_path / "new" / "llmtrader.db"
+    monkeypatch.setenv("LLMTRADER_DB", str(db))
+    args = ["backtest", "--data", str(perp_dir), "--symbols", "BTCUSDT", "--interval", "1h", "--from", "2025-11-03",
+            "--to", "2025-11-03T06:00", "--timeframes", "1h", "--model", "baseline", "--json"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    backtests = db.with_name("backtests.db")
+    assert mode(backtests) == 0o600
+    assert mode(backtests.parent) == 0o700
+
+
+# ---- 9. strategy templates take bare placeholders ------------------------------------------------------
+
+
+BAD_PLACEHOLDERS = [
+    ("{time:{account.__class__}}", "format spec"),
+    ("{market:>300000000}", "format spec"),
+    ("{time:d}", "format spec"),
+    ("{time!r}", "conversion"),
+    ("{account.__class__}", "attribute or index"),
+    ("{limits[0]}", "attribute or index"),
+]
+
+
+def _with_user_prompt(tmp_path: Path, placeholder: str) -> Path:
+    text = (builtin_dir() / "default.toml").read_text()
+    assert "{market}" in text
+    path = tmp_path / "strategies" / "default.toml"
+    path.parent.mkdir(exist_ok=True)
+    head, _, tail = text.rpartition("\n{market}\n")  # in the user prompt (the first one is in a comment)
+    path.write_text(f"{head}\n{placeholder}\n{tail}")
+    return path
+
+
+@pytest.mark.parametrize(("placeholder", "what"), BAD_PLACEHOLDERS)
+def test_strategy_validate_refuses_a_placeholder_with_a_format_spec_or_field(
+    clean_env: Path, runner: CliRunner, tmp_path: Path, placeholder: str, what: str
+) -> None:
+    path = _with_user_prompt(tmp_path, placeholder)
+    result = runner.invoke(app, ["strategy", "validate", str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1, "one line"
+    assert f"placeholder {placeholder} has " in result.stderr and what in result.stderr
+    assert "write a placeholder as its bare name" in result.stderr and "available: account, " in result.stderr
+
+
+@pytest.mark.parametrize(("placeholder", "what"), BAD_PLACEHOLDERS)
+def test_loading_a_strategy_refuses_a_placeholder_with_a_format_spec_or_field(
+    tmp_path: Path, placeholder: str, what: str
+) -> None:
+    path = _with_user_prompt(tmp_path, placeholder)
+    with pytest.raises(StrategyError, match=r"placeholder .* has ") as caught:
+        load_strategy("default", path.parent)  # a user's file overrides the built-in one of the same name
+    assert placeholder in str(caught.value) and what in str(caught.value)
+
+
+def test_every_bundled_strategy_still_loads() -> None:
+    files = sorted(builtin_dir().glob("*.toml"))
+    assert len(files) >= 6
+    for path in files:
+        assert load_strategy_file(path).name == path.stem

@@ -6,8 +6,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -154,3 +157,64 @@ def test_every_bundled_strategy_still_loads() -> None:
     assert len(files) >= 6
     for path in files:
         assert load_strategy_file(path).name == path.stem
+
+
+# ---- 10. download --out never writes through a symbolic link -------------------------------------------------
+
+HOUR = 3_600_000
+DAY = 86_400_000
+CANDLE_HEADER = "open_time_ms,open,high,low,close,volume\n"
+OUTSIDE = "the user's own file, outside --out\n"
+
+
+@pytest.fixture
+def frozen_venue(fake_aster: FakeAster, clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> FakeAster:
+    frozen = int(time.time() * 1000) // HOUR * HOUR + 30 * 60_000
+    fake_aster.clock = lambda: frozen
+    monkeypatch.setenv("ASTERDEX_BASE_URL", fake_aster.base_url)
+    return fake_aster
+
+
+def download(runner: CliRunner, venue: FakeAster, out: Path) -> Any:
+    since = datetime.fromtimestamp((venue.clock() // DAY - 3) * DAY / 1000, tz=UTC).strftime("%Y-%m-%d")
+    args = ["download", "--out", str(out), "--symbols", "BTCUSDT", "--interval", "1h", "--no-funding", "--since", since]
+    return runner.invoke(app, args, env={"COLUMNS": "200"})
+
+
+@pytest.mark.parametrize("name", ["BTCUSDT-1h.csv", "exchangeInfo.json"])
+@pytest.mark.parametrize("content", [CANDLE_HEADER, OUTSIDE])
+def test_download_refuses_a_symlink_at_an_output_file(
+    frozen_venue: FakeAster, runner: CliRunner, tmp_path: Path, name: str, content: str
+) -> None:
+    out, target = tmp_path / "data", tmp_path / "elsewhere" / "target"
+    out.mkdir()
+    target.parent.mkdir()
+    target.write_text(content)  # a header-only candle file would be appended to through the link
+    (out / name).symlink_to(target)
+    result = download(runner, frozen_venue, out)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert (
+        f"{out / name}: is a symbolic link" in result.stderr
+        and "remove the link, or use another --out" in result.stderr
+    )
+    assert target.read_text() == content
+    assert (out / name).is_symlink() and sorted(p.name for p in out.iterdir()) == [name]  # nothing else written
+
+
+@pytest.mark.parametrize("part", ["exchangeInfo.json.part", f".BTCUSDT-1h.csv.{os.getpid()}.tmp"])
+def test_download_replaces_a_symlink_at_its_temporary_file_never_writing_through_it(
+    frozen_venue: FakeAster, runner: CliRunner, tmp_path: Path, part: str
+) -> None:
+    out, target = tmp_path / "data", tmp_path / "elsewhere"
+    out.mkdir()
+    target.write_text(OUTSIDE)
+    (out / part).symlink_to(target)
+    result = download(runner, frozen_venue, out)
+    assert result.exit_code == 0, result.output
+    assert target.read_text() == OUTSIDE
+    assert not (out / part).exists() and not (out / part).is_symlink()
+    for name in ("BTCUSDT-1h.csv", "exchangeInfo.json"):
+        assert (out / name).is_file() and not (out / name).is_symlink()
+    assert (out / "BTCUSDT-1h.csv").read_text().startswith(CANDLE_HEADER)
+    assert len((out / "BTCUSDT-1h.csv").read_text().splitlines()) > 24

@@ -4,8 +4,11 @@ write through a symbolic link, and the systemd unit is hardened."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import sqlite3
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -218,3 +221,54 @@ def test_download_replaces_a_symlink_at_its_temporary_file_never_writing_through
         assert (out / name).is_file() and not (out / name).is_symlink()
     assert (out / "BTCUSDT-1h.csv").read_text().startswith(CANDLE_HEADER)
     assert len((out / "BTCUSDT-1h.csv").read_text().splitlines()) > 24
+
+
+# ---- 11. the systemd unit is hardened --------------------------------------------------------------------
+
+UNIT = ROOT / "deploy" / "llmtrader.service"
+
+
+def unit_settings(path: Path) -> dict[str, dict[str, list[str]]]:
+    """The unit's sections, each key with every value it is given (systemd keys may repeat)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        key, _, value = line.partition("=")
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def test_the_systemd_unit_is_hardened() -> None:
+    service = unit_settings(UNIT)["Service"]
+    one = {key: values[-1] for key, values in service.items()}
+    expected = {
+        "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
+        "PrivateDevices": "yes", "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes",
+        "ProtectKernelLogs": "yes", "ProtectControlGroups": "yes", "RestrictNamespaces": "yes",
+        "MemoryDenyWriteExecute": "yes", "LockPersonality": "yes", "UMask": "0077", "CapabilityBoundingSet": "",
+        "RestrictSUIDSGID": "yes", "RestrictRealtime": "yes", "SystemCallArchitectures": "native",
+        "StateDirectory": "llmtrader", "StateDirectoryMode": "0700", "User": "llmtrader",
+    }  # fmt: skip
+    assert {key: one.get(key) for key in expected} == expected
+    assert sorted(one["RestrictAddressFamilies"].split()) == ["AF_INET", "AF_INET6", "AF_UNIX"]
+    assert service["SystemCallFilter"][0] == "@system-service"
+    assert all(f.startswith("~") for f in service["SystemCallFilter"][1:])  # later lines only take calls away
+    # The database is in the one directory ProtectSystem=strict leaves writable: StateDirectory's.
+    env = dict(e.split("=", 1) for e in service["Environment"])
+    assert Path(env["LLMTRADER_DB"]).parent == Path("/var/lib") / one["StateDirectory"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_analyze_rates_the_unit_ok_or_better() -> None:
+    found = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(UNIT)], capture_output=True, text=True, check=False
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", found.stdout)
+    assert match, found.stdout + found.stderr
+    assert match.group(2) in ("SAFE", "OK"), match.group(0)

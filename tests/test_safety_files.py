@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import subprocess
 import time
+import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -272,3 +273,44 @@ def test_systemd_analyze_rates_the_unit_ok_or_better() -> None:
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", found.stdout)
     assert match, found.stdout + found.stderr
     assert match.group(2) in ("SAFE", "OK"), match.group(0)
+
+
+# ---- 12. reproducible installs ---------------------------------------------------------------------------
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked(path: Path) -> dict[str, tuple[str, int]]:
+    """``name -> (version, number of hashes)`` of a pip-compile lock file."""
+    pins: dict[str, tuple[str, int]] = {}
+    name = ""
+    for line in path.read_text().splitlines():
+        pin = re.match(r"^([A-Za-z0-9._-]+)==(\S+) \\$", line)
+        if pin:
+            name = canonical(pin.group(1))
+            pins[name] = (pin.group(2), 0)
+        elif re.match(r"^ +--hash=sha256:[0-9a-f]{64}", line):
+            version, hashes = pins[name]
+            pins[name] = (version, hashes + 1)
+        else:
+            assert not line or line.lstrip().startswith("#"), f"{path.name}: unexpected line {line!r}"
+    return pins
+
+
+def test_the_lock_files_pin_every_dependency_with_hashes_and_make_installs_from_them() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {canonical(re.split(r"[^A-Za-z0-9._-]", r, maxsplit=1)[0]) for r in requirements}
+
+    run, dev = locked(ROOT / "requirements.lock"), locked(ROOT / "requirements-dev.lock")
+    assert names(project["dependencies"]) <= set(run)
+    assert names(project["dependencies"]) | names(project["optional-dependencies"]["dev"]) <= set(dev)
+    assert all(hashes >= 1 for _, hashes in [*run.values(), *dev.values()])
+    assert {n: dev[n] for n in run} == run, "the tests run on the versions `make run` installs"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "pip install --quiet --require-hashes -r requirements.lock" in makefile
+    assert "pip install --quiet --require-hashes -r requirements-dev.lock" in makefile
+    assert re.findall(r"pip install .*-e \S+", makefile) == ["pip install --quiet --no-deps -e ."] * 2

@@ -12,6 +12,7 @@ the row, because a backtest on silently bad data is worse than none.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -170,10 +171,34 @@ def check_complete(path: Path) -> None:
             )
 
 
+def refuse_link(path: Path) -> None:
+    """Raise DataError when ``path`` is a symbolic link: a download writes only files it creates itself, never
+    through a link someone else planted (its target could be any file the user can write)."""
+    if path.is_symlink():
+        raise DataError(
+            f"{path}: is a symbolic link; a download writes only files it creates itself: "
+            "remove the link, or use another --out"
+        )
+
+
+def write_new_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` as a new file of ours: whatever is there first (a stale temporary file, or a
+    link planted in its place) is removed, never written through; the file is created exclusively."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # removes a link itself, never its target
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
 def create_data_file(path: Path, header: Sequence[str]) -> None:
     """Create a data file holding only its header, all at once; an existing file is never replaced."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes((",".join(header) + "\n").encode())
+    write_new_file(tmp, (",".join(header) + "\n").encode())
     try:
         os.link(tmp, path)  # atomic, and refused when the file exists
     except FileExistsError:
@@ -188,7 +213,7 @@ def create_data_file(path: Path, header: Sequence[str]) -> None:
 def append_lines(path: Path, lines: Sequence[str]) -> None:
     """Append whole lines in one write and flush them to disk; a write cut short is undone (no half line stays)."""
     data = "".join(line + "\n" for line in lines).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)  # a link put in its place is refused
     try:
         size = os.fstat(fd).st_size
         try:

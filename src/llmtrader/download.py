@@ -35,6 +35,8 @@ from llmtrader.datafiles import (
     plain_number,
     read_candles,
     read_funding,
+    refuse_link,
+    write_new_file,
 )
 from llmtrader.errors import ConfigError, DataError, VenueError
 from llmtrader.exchange.filters import parse_exchange_info
@@ -192,6 +194,7 @@ async def download_history(
         jobs.append(_Job(symbol, "candles", candle_path(out_dir, symbol, interval), first_open, candles_end))
         if funding:
             jobs.append(_Job(symbol, "funding", funding_path(out_dir, symbol), since_ms, until))
+    refuse_link(out_dir / EXCHANGE_INFO_FILE)
     for job in jobs:  # every refusal comes before the first write
         _inspect(job, interval)
         await _refuse_history_before(market, job, interval)
@@ -229,14 +232,15 @@ def _write_rules(out_dir: Path, info: Any, symbols: Sequence[str]) -> None:
     path = out_dir / EXCHANGE_INFO_FILE
     temp = path.with_suffix(".json.part")
     try:
-        temp.write_text(json.dumps(kept, indent=1, sort_keys=True), encoding="utf-8")
-        temp.replace(path)
+        write_new_file(temp, json.dumps(kept, indent=1, sort_keys=True).encode())
+        temp.replace(path)  # a rename replaces whatever is at ``path``, a link itself, never its target
     except OSError as exc:
         raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 
 
 def _inspect(job: _Job, interval: str) -> None:
     """Read and check an existing file (refused with a DataError naming it); note its rows and holes."""
+    refuse_link(job.path)
     if not job.path.exists():
         return
     if not job.path.is_file():

@@ -165,9 +165,11 @@ def _private_file_handler(path: Path) -> logging.Handler:
     """A handler appending to ``path``, created readable by its owner only, reopened after logrotate moves it."""
     import logging.handlers
 
+    from llmtrader.privatefiles import private_opener
+
     class PrivateFileHandler(logging.handlers.WatchedFileHandler):
         def _open(self) -> Any:  # where logging opens the file, also when it reopens it after a rotation
-            return open(self.baseFilename, self.mode, encoding=self.encoding, opener=lambda p, f: os.open(p, f, 0o600))
+            return open(self.baseFilename, self.mode, encoding=self.encoding, opener=private_opener)
 
     return PrivateFileHandler(path, mode="a", encoding="utf-8")
 
@@ -287,6 +289,8 @@ def configure_logging(
 
     import structlog
 
+    from llmtrader.privatefiles import make_private_dirs
+
     name = level.lower()
     if name not in LEVELS:
         raise ConfigError(f"log level {level!r} is not one of {', '.join(LEVELS)}")
@@ -308,7 +312,7 @@ def configure_logging(
     handlers: list[logging.Handler] = [stream_handler]
     if log_file is not None:
         path = log_file.expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(path.parent)
         file_handler = _private_file_handler(path)
         file_handler.setFormatter(_formatter(json_renderer))
         handlers.append(file_handler)

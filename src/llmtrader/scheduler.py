@@ -491,8 +491,10 @@ class RunLock:
         """Take the lock, or raise ConfigError (exit 2) naming the pid that holds it."""
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        from llmtrader.privatefiles import make_private_dirs, private_opener
+
+        make_private_dirs(self.path.parent)
+        fd = private_opener(str(self.path), os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

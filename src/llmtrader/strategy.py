@@ -157,16 +157,34 @@ class StrategyPrompt(BaseModel):
     @classmethod
     def _known_placeholders(cls, template: str) -> str:
         try:
-            fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+            parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
         except ValueError as exc:
             raise ValueError(f"malformed template ({exc}); write {{{{ and }}}} for a literal brace") from None
-        unknown = sorted(f for f in fields if f not in PLACEHOLDERS)
-        if unknown:
-            raise ValueError(
-                f"placeholder {{{unknown[0]}}} is not provided by the context; "
-                f"available: {', '.join(sorted(PLACEHOLDERS))}"
-            )
+        available = f"available: {', '.join(sorted(PLACEHOLDERS))}"
+        for field, spec, conversion in parsed:
+            # A format spec, a conversion, an attribute or an index would let a template reach into the
+            # context's objects ({account.__class__}), pad a value to any size ({market:>300000000}) or fail
+            # only when a prompt is rendered ({time:d}): a placeholder is its bare name, nothing else.
+            shown = _shown_placeholder(field, spec, conversion)
+            if spec or conversion:
+                raise ValueError(
+                    f"placeholder {shown} has a format spec or conversion; write a placeholder as its bare "
+                    f"name, as {{name}} (no format spec, conversion, attribute or index); {available}"
+                )
+            if field not in PLACEHOLDERS and field.split(".", 1)[0].split("[", 1)[0] in PLACEHOLDERS:
+                raise ValueError(
+                    f"placeholder {shown} has an attribute or index; write a placeholder as its bare name, "
+                    f"as {{name}} (no format spec, conversion, attribute or index); {available}"
+                )
+            if field not in PLACEHOLDERS:
+                raise ValueError(f"placeholder {shown} is not provided by the context; {available}")
         return template
+
+
+def _shown_placeholder(field: str, spec: str | None, conversion: str | None) -> str:
+    """A placeholder as written in the template (``{time!r:>9}``), cut short when it is long."""
+    text = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+    return text if len(text) <= 60 else text[:59] + "…}"
 
 
 class Strategy(BaseModel):

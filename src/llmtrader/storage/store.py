@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmtrader.errors import StoreError
+from llmtrader.privatefiles import create_private_file, make_private_dirs, narrow_if_present
 from llmtrader.storage import migrations, reader
 from llmtrader.storage.records import AssetRow, CallRow, DecisionRecord, iso_utc
 
@@ -150,7 +151,11 @@ class Store:
         self._guard_states: dict[str, tuple[str | None, GuardState]] = {}
         self._batched = False
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # Owner-only: SQLite gives the WAL and SHM files it creates the mode of the database file.
+            make_private_dirs(path.parent)
+            create_private_file(path)
+            for extra in ("-wal", "-shm", "-journal"):
+                narrow_if_present(path.with_name(path.name + extra))
             self.db = Database(str(path))
             self.db.execute("PRAGMA busy_timeout = 5000")
             self.db.enable_wal()

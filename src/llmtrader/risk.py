@@ -188,7 +188,7 @@ def _check_stop(symbol: str, side: str, ref: float, sl: float, liq: float, liq_l
     return reasons + _check_stop_band(symbol, ref, sl, f)
 
 
-def _check_fee_target(entry: float, tp: float, f: _Facts) -> list[str]:
+def _check_fee_target(entry: float, tp: float, f: _Facts, ref_name: str = "entry") -> list[str]:
     k = f.limits.min_target_fee_multiple
     if f.inputs is None or k <= 0:
         return []
@@ -198,8 +198,8 @@ def _check_fee_target(entry: float, tp: float, f: _Facts) -> list[str]:
     if distance + 1e-12 >= need:
         return []
     return [
-        f"target distance {fmt(distance)} ({distance / entry * 100:.3f}% of entry) below {fmt(k)} x the round-trip "
-        f"taker fee {round_trip * 100:.3f}%: it must be at least {fmt(need)} ({need / entry * 100:.3f}%)"
+        f"target distance {fmt(distance)} ({distance / entry * 100:.3f}% of {ref_name}) below {fmt(k)} x the "
+        f"round-trip taker fee {round_trip * 100:.3f}%: it must be at least {fmt(need)} ({need / entry * 100:.3f}%)"
     ]
 
 
@@ -365,7 +365,7 @@ def _check_new_levels(d: AssetDecision, mark: float, position: Position, f: _Fac
         liq, label = _position_liquidation(position, f.limits.maintenance_margin_rate)
         reasons += _check_stop(d.symbol, position.side, mark, d.sl_price, liq, label, f)
     if d.tp_price is not None:
-        reasons += _check_fee_target(mark, d.tp_price, f)
+        reasons += _check_fee_target(mark, d.tp_price, f, "the mark")
     return reasons
 
 

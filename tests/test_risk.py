@@ -221,7 +221,7 @@ def test_adjust_orders_checks_sides_and_liquidation() -> None:
     assert wrong.status is Status.REJECTED and "sl_price 101000 must be below the mark price" in wrong.reasons[0]
     beyond = verdict(run(asset(action="adjust_orders", tp_price=None, sl_price=65_000), account=long), "BTCUSDT")
     assert beyond.status is Status.REJECTED
-    assert beyond.reasons == ["sl_price 65000 lies beyond the liquidation price 70000"]
+    assert beyond.reasons == ["sl_price 65000 lies beyond the liquidation price 70000: the stop would never trigger"]
     empty = verdict(run(asset(action="adjust_orders", tp_price=None, sl_price=None), account=long), "BTCUSDT")
     assert empty.reasons == ["adjust_orders needs a new tp_price or sl_price"]
 

@@ -20,6 +20,7 @@ class Position:
     liquidation_price: float | None = None
     stop_loss: float | None = None
     take_profit: float | None = None
+    margin_type: Literal["isolated", "cross"] = "isolated"  # cross: the whole wallet backs it (see risk.py)
 
     @property
     def notional(self) -> float:

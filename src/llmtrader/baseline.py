@@ -2,11 +2,16 @@
 
 Trend plus momentum on the decision interval, confirmed by the highest timeframe, with ATR-based stop
 and target. It serves offline runs and tests, and it is the yardstick an LLM must beat.
+
+Its answer goes through the same schema as a model's, asset by asset: an entry that cannot be valid (in extreme
+volatility a target 3 ATR below the mark is at or below 0) is recorded as rejected, never fatal to a run.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Any
 
 from llmtrader.context import AssetContext, DecisionContext, FrameContext
 from llmtrader.decision import (
@@ -14,7 +19,7 @@ from llmtrader.decision import (
     AssetDecision,
     PortfolioDecision,
     RiskLevel,
-    lenient_from_decision,
+    salvage_decision,
 )
 from llmtrader.llm import CallRecord, DecisionRequest, ModelAnswer
 
@@ -40,7 +45,8 @@ def _trend(frame: FrameContext) -> int:
     return 0
 
 
-def _decide_asset(asset: AssetContext, ctx: DecisionContext) -> AssetDecision:
+def _decide_asset(asset: AssetContext, ctx: DecisionContext) -> dict[str, Any]:
+    """The asset's entry of the answer, as JSON values (an opening is not validated here: see the module)."""
     frames = asset.frames
     frame = frames.get(ctx.interval) or next(iter(frames.values()))
     higher = list(frames.values())[-1]
@@ -51,11 +57,11 @@ def _decide_asset(asset: AssetContext, ctx: DecisionContext) -> AssetDecision:
     mark = asset.mark_price
     leverage = ctx.limits.max_leverage
 
-    def hold(why: str) -> AssetDecision:
+    def hold(why: str) -> dict[str, Any]:
         return AssetDecision(
             symbol=asset.symbol, action=Action.HOLD, rationale=why, allocation_usd=0, leverage=1,
             confidence=0.5, risk_level=RiskLevel.LOW,
-        )  # fmt: skip
+        ).model_dump(mode="json")  # fmt: skip
 
     if position is not None:
         against = (position.side == "long" and trend < 0) or (position.side == "short" and trend > 0)
@@ -64,7 +70,7 @@ def _decide_asset(asset: AssetContext, ctx: DecisionContext) -> AssetDecision:
                 symbol=asset.symbol, action=Action.CLOSE_POSITION, allocation_usd=0,
                 leverage=position.leverage, confidence=0.6, risk_level=RiskLevel.MEDIUM,
                 rationale=f"trend on {frame.interval} turned against the {position.side}",
-            )  # fmt: skip
+            ).model_dump(mode="json")  # fmt: skip
         return hold(f"keep the {position.side}: the {frame.interval} trend has not turned")
     if rsi is None or hist is None or atr is None or atr <= 0:
         return hold("not enough closed candles for the indicators")
@@ -75,35 +81,42 @@ def _decide_asset(asset: AssetContext, ctx: DecisionContext) -> AssetDecision:
     sign = 1 if long_ok else -1
     allocation = min(ctx.account.available_usd * ALLOCATION_SHARE, ctx.limits.max_position_usd / leverage)
     confidence = 0.7 if higher_trend == trend else 0.6
-    return AssetDecision(
-        symbol=asset.symbol,
-        action=Action.BUY if long_ok else Action.SELL,
-        rationale=(
+    return {
+        "symbol": asset.symbol,
+        "action": (Action.BUY if long_ok else Action.SELL).value,
+        "rationale": (
             f"{'up' if long_ok else 'down'}trend on {frame.interval} (EMA20 vs EMA50), RSI {rsi:.1f}, "
             f"MACD histogram {hist:+.4g}; stop {STOP_ATR} ATR, target {TARGET_ATR} ATR"
         ),
-        allocation_usd=_round(allocation),
-        leverage=leverage,
-        entry_price=None,
-        tp_price=_round(mark + sign * TARGET_ATR * atr),
-        sl_price=_round(mark - sign * STOP_ATR * atr),
-        confidence=confidence,
-        risk_level=RiskLevel.MEDIUM,
-    )
+        "allocation_usd": _round(allocation),
+        "leverage": leverage,
+        "entry_price": None,
+        # A target (or stop) at or below 0 fails the schema: the entry is then rejected, as a model's would be.
+        "tp_price": _round(mark + sign * TARGET_ATR * atr),
+        "sl_price": _round(mark - sign * STOP_ATR * atr),
+        "confidence": confidence,
+        "risk_level": RiskLevel.MEDIUM.value,
+    }
+
+
+def baseline_answer(ctx: DecisionContext) -> dict[str, Any]:
+    """The rule-based answer for every asset of the context, as JSON values (a model's answer, parsed)."""
+    assets = [_decide_asset(ctx.assets[s], ctx) for s in ctx.symbols]
+    opening = [a for a in assets if a["action"] in (Action.BUY.value, Action.SELL.value)]
+    return {
+        "assets": assets,
+        "portfolio_rationale": (
+            f"baseline rules: {len(opening)} new position(s) where trend and momentum agree; hold elsewhere"
+        ),
+        "total_allocation_usd": _round(sum(a["allocation_usd"] for a in opening)),
+        "portfolio_risk_level": (RiskLevel.MEDIUM if opening else RiskLevel.LOW).value,
+    }
 
 
 def baseline_decision(ctx: DecisionContext) -> PortfolioDecision:
-    """The rule-based decision for every asset of the context."""
-    assets = [_decide_asset(ctx.assets[s], ctx) for s in ctx.symbols]
-    opening = [a for a in assets if a.action in (Action.BUY, Action.SELL)]
-    return PortfolioDecision(
-        assets=assets,
-        portfolio_rationale=(
-            f"baseline rules: {len(opening)} new position(s) where trend and momentum agree; hold elsewhere"
-        ),
-        total_allocation_usd=_round(sum(a.allocation_usd for a in opening)),
-        portfolio_risk_level=RiskLevel.MEDIUM if opening else RiskLevel.LOW,
-    )
+    """The rule-based decision for every asset of the context; raises ValidationError when an entry cannot be
+    valid (the client records such an entry as rejected instead)."""
+    return PortfolioDecision.model_validate(baseline_answer(ctx))
 
 
 class BaselineClient:
@@ -115,8 +128,10 @@ class BaselineClient:
 
     async def decide(self, request: DecisionRequest) -> ModelAnswer:
         started = time.monotonic()
-        decision = baseline_decision(request.context)  # validated by its own construction
-        text = decision.model_dump_json()  # the raw answer, as a model's would be recorded
+        answer = baseline_answer(request.context)
+        text = json.dumps(answer, separators=(",", ":"))  # the raw answer, as a model's would be recorded
+        decision = salvage_decision(answer)  # each entry validated on its own: a bad one is rejected, not fatal
+        errors = [line for bad in decision.invalid for line in bad.errors]
         latency = int((time.monotonic() - started) * 1000)
         call = CallRecord(attempt=1, response_format="builtin", raw_response=text, cost_usd=0.0, latency_ms=latency)
-        return ModelAnswer(text, lenient_from_decision(decision), [call], 0, "builtin")
+        return ModelAnswer(text, decision, [call], 0, "builtin", parse_errors=errors)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 
 class Action(StrEnum):
@@ -35,6 +36,22 @@ class RiskLevel(StrEnum):
     HIGH = "high"
 
 
+# Bounds on the numbers of an answer. No price, allocation or total in a sound answer comes near a trillion USD;
+# beyond it a number is absurd (and it stays far inside the 28 digits a Decimal rounded to a venue's tick holds).
+# No venue offers leverage near 10,000; a larger figure is refused, not capped.
+MAX_DECISION_NUMBER = 1e12
+MAX_DECISION_LEVERAGE = 10_000
+# Every number is a finite JSON number: text, booleans, Infinity and NaN are refused, never coerced.
+_NUMBER: dict[str, Any] = {"strict": True, "allow_inf_nan": False}
+
+
+def _whole_number(value: Any) -> Any:
+    """Leverage as a JSON number (5 or 5.0), never text or a boolean."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be a whole JSON number")
+    return value
+
+
 class AssetDecision(BaseModel):
     """The model's decision for one asset."""
 
@@ -43,12 +60,22 @@ class AssetDecision(BaseModel):
     symbol: str = Field(description="One of the symbols asked for, e.g. BTCUSDT.")
     action: Action
     rationale: str = Field(description="Why, in one or two sentences.")
-    allocation_usd: float = Field(ge=0, description="Margin committed in USD (0 for hold and close).")
-    leverage: int = Field(ge=1, description="Leverage; notional = allocation_usd * leverage.")
-    entry_price: float | None = Field(default=None, gt=0, description="Limit entry price; null for a market entry.")
-    tp_price: float | None = Field(default=None, gt=0, description="Take-profit trigger price.")
-    sl_price: float | None = Field(default=None, gt=0, description="Stop-loss trigger price.")
-    confidence: float = Field(ge=0, le=1, description="0 to 1.")
+    allocation_usd: float = Field(
+        ge=0, le=MAX_DECISION_NUMBER, **_NUMBER, description="Margin committed in USD (0 for hold and close)."
+    )
+    leverage: Annotated[int, Field(ge=1, le=MAX_DECISION_LEVERAGE), BeforeValidator(_whole_number)] = Field(
+        description="Leverage; notional = allocation_usd * leverage."
+    )
+    entry_price: float | None = Field(
+        default=None, gt=0, le=MAX_DECISION_NUMBER, **_NUMBER, description="Limit entry price; null for a market entry."
+    )
+    tp_price: float | None = Field(
+        default=None, gt=0, le=MAX_DECISION_NUMBER, **_NUMBER, description="Take-profit trigger price."
+    )
+    sl_price: float | None = Field(
+        default=None, gt=0, le=MAX_DECISION_NUMBER, **_NUMBER, description="Stop-loss trigger price."
+    )
+    confidence: float = Field(ge=0, le=1, **_NUMBER, description="0 to 1.")
     risk_level: RiskLevel
 
 
@@ -59,7 +86,7 @@ class PortfolioDecision(BaseModel):
 
     assets: list[AssetDecision]
     portfolio_rationale: str
-    total_allocation_usd: float = Field(ge=0)
+    total_allocation_usd: float = Field(ge=0, le=MAX_DECISION_NUMBER, **_NUMBER)
     portfolio_risk_level: RiskLevel
 
 
@@ -131,12 +158,31 @@ def _top_level_braces(text: str) -> list[int]:
     return starts
 
 
+def _float_or_text(literal: str) -> float | str:
+    """A JSON number too large for a float (1e400) stays its text, as Infinity and NaN do: never a float inf."""
+    value = float(literal)
+    return value if math.isfinite(value) else literal
+
+
+def _int_or_text(literal: str) -> int | str:
+    """A JSON integer of more than 300 digits stays its text: no float could hold it."""
+    return int(literal) if len(literal.lstrip("-")) <= 300 else literal
+
+
+# Infinity, -Infinity, NaN and overflowing numbers are read as their text, so they fail the schema as what they
+# are (naming the field) and everything kept from the answer stays valid JSON.
+_DECODER = json.JSONDecoder(parse_constant=str, parse_float=_float_or_text, parse_int=_int_or_text)
+
+
 def extract_json_object(text: str) -> dict[str, Any]:
-    """The first JSON object in ``text``: inside code fences or with prose around it."""
+    """The first JSON object in ``text``: inside code fences or with prose around it.
+
+    Non-finite numbers (``Infinity``, ``NaN``, ``1e400``) are read as text, so no float inf or NaN leaves here.
+    """
     if not text or not text.strip():
         raise DecisionParseError(["(root): the answer is empty"])
     candidates = [m.group(1) for m in _FENCE_RE.finditer(text)] + [text]
-    decoder = json.JSONDecoder()
+    decoder = _DECODER
     last_error = "no JSON object found in the answer"
     for candidate in candidates:
         stripped = candidate.strip()
@@ -189,6 +235,14 @@ class LenientDecision(BaseModel):
     portfolio_risk_level: str | None
 
 
+def _sound_total(total: Any) -> float | None:
+    """total_allocation_usd when it is worth comparing with the validated sum: a finite number within the bound."""
+    if isinstance(total, bool) or not isinstance(total, (int, float)):
+        return None
+    value = float(total)
+    return value if math.isfinite(value) and 0 <= value <= MAX_DECISION_NUMBER else None
+
+
 def salvage_decision(obj: dict[str, Any]) -> LenientDecision:
     """Validate each asset entry on its own, so one bad asset never voids the others."""
     raw_assets = obj.get("assets")
@@ -217,7 +271,7 @@ def salvage_decision(obj: dict[str, Any]) -> LenientDecision:
         assets=valid,
         invalid=invalid,
         portfolio_rationale=rationale if isinstance(rationale, str) else "",
-        total_allocation_usd=float(total) if isinstance(total, (int, float)) else None,
+        total_allocation_usd=_sound_total(total),
         portfolio_risk_level=level if isinstance(level, str) else None,
     )
 

@@ -239,6 +239,7 @@ async def account_state(services: Services) -> AccountState:
                 liquidation_price=float(p.liquidation_price) if p.liquidation_price is not None else None,
                 stop_loss=stops.get(p.symbol),
                 take_profit=targets.get(p.symbol),
+                margin_type="cross" if p.margin_type == "cross" else "isolated",
             )
             for p in positions
         ),

@@ -179,7 +179,16 @@ def _check_stop_band(symbol: str, entry: float, sl: float, f: _Facts) -> list[st
     return []
 
 
-def _check_fee_target(entry: float, tp: float, f: _Facts) -> list[str]:
+def _check_stop(symbol: str, side: str, ref: float, sl: float, liq: float, liq_label: str, f: _Facts) -> list[str]:
+    """A stop that triggers before the liquidation price ``liq`` and lies in the ATR band from ``ref``."""
+    reasons = []
+    beyond = sl <= liq if side == "long" else sl >= liq
+    if beyond:
+        reasons.append(f"sl_price {fmt(sl)} lies beyond the {liq_label}: the stop would never trigger")
+    return reasons + _check_stop_band(symbol, ref, sl, f)
+
+
+def _check_fee_target(entry: float, tp: float, f: _Facts, ref_name: str = "entry") -> list[str]:
     k = f.limits.min_target_fee_multiple
     if f.inputs is None or k <= 0:
         return []
@@ -189,8 +198,8 @@ def _check_fee_target(entry: float, tp: float, f: _Facts) -> list[str]:
     if distance + 1e-12 >= need:
         return []
     return [
-        f"target distance {fmt(distance)} ({distance / entry * 100:.3f}% of entry) below {fmt(k)} x the round-trip "
-        f"taker fee {round_trip * 100:.3f}%: it must be at least {fmt(need)} ({need / entry * 100:.3f}%)"
+        f"target distance {fmt(distance)} ({distance / entry * 100:.3f}% of {ref_name}) below {fmt(k)} x the "
+        f"round-trip taker fee {round_trip * 100:.3f}%: it must be at least {fmt(need)} ({need / entry * 100:.3f}%)"
     ]
 
 
@@ -325,13 +334,8 @@ def _validate_open(
                 f"below the minimum {fmt(limits.min_reward_risk)}"
             )
         liq = liquidation_price(entry, leverage, side, limits.maintenance_margin_rate)
-        beyond = d.sl_price <= liq if side == "long" else d.sl_price >= liq
-        if beyond:
-            rejections.append(
-                f"sl_price {fmt(d.sl_price)} lies beyond the estimated liquidation price {fmt(liq)} "
-                f"at {leverage}x: the stop would never trigger"
-            )
-        rejections += _check_stop_band(d.symbol, entry, d.sl_price, f)
+        label = f"estimated liquidation price {fmt(liq)} at {leverage}x"
+        rejections += _check_stop(d.symbol, side, entry, d.sl_price, liq, label, f)
         rejections += _check_fee_target(entry, d.tp_price, f)
     if d.confidence < limits.min_confidence:
         rejections.append(f"confidence {fmt(d.confidence, 3)} below the floor {fmt(limits.min_confidence, 3)}")
@@ -339,6 +343,30 @@ def _validate_open(
         return None, amendments, rejections
     final = d.model_copy(update={"leverage": leverage, "allocation_usd": allocation})
     return final, amendments, rejections
+
+
+def _position_liquidation(position: Position, mmr: float) -> tuple[float, str]:
+    """The liquidation price a stop must beat, and how to name it: the venue's figure for an isolated position,
+    else (the venue reports none, or the margin is cross) the estimate an opening uses."""
+    if position.liquidation_price is not None and position.liquidation_price > 0 and position.margin_type != "cross":
+        return position.liquidation_price, f"liquidation price {fmt(position.liquidation_price)}"
+    liq = liquidation_price(position.entry_price, position.leverage, position.side, mmr)
+    return liq, f"estimated liquidation price {fmt(liq)} at {position.leverage}x"
+
+
+def _check_new_levels(d: AssetDecision, mark: float, position: Position, f: _Facts) -> list[str]:
+    """A new stop or target of an open position, checked as an opening's are, from the current mark: the right
+    side of it, the stop before the liquidation price and inside the ATR band, the target past the fees.
+    (Reward/risk is an opening's measure: a stop moved up behind the price must not be refused for it.)"""
+    reasons = _check_protection(position.side, mark, mark, d.tp_price, d.sl_price, need_both=False)
+    if reasons:
+        return reasons
+    if d.sl_price is not None:
+        liq, label = _position_liquidation(position, f.limits.maintenance_margin_rate)
+        reasons += _check_stop(d.symbol, position.side, mark, d.sl_price, liq, label, f)
+    if d.tp_price is not None:
+        reasons += _check_fee_target(mark, d.tp_price, f, "the mark")
+    return reasons
 
 
 def _validate_existing(
@@ -355,13 +383,9 @@ def _validate_existing(
     elif d.action is Action.ADJUST_ORDERS:
         if d.tp_price is None and d.sl_price is None:
             rejections.append("adjust_orders needs a new tp_price or sl_price")
-        rejections += _check_protection(position.side, mark, mark, d.tp_price, d.sl_price, need_both=False)
-        liq = position.liquidation_price
-        if d.sl_price is not None and liq is not None:
-            beyond = d.sl_price <= liq if position.side == "long" else d.sl_price >= liq
-            if beyond:
-                rejections.append(f"sl_price {fmt(d.sl_price)} lies beyond the liquidation price {fmt(liq)}")
+        rejections += _check_new_levels(d, mark, position, f)
     elif d.action is Action.ADJUST_POSITION:
+        rejections += _check_new_levels(d, mark, position, f)
         if d.allocation_usd <= 0:
             rejections.append("adjust_position needs allocation_usd > 0 (use close_position to close)")
         margin = position.margin

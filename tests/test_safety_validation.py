@@ -357,3 +357,13 @@ def test_a_baseline_target_at_or_below_zero_is_rejected_and_the_backtest_runs_on
     refused = [json.loads(reasons) for action, status, reasons in rows if action == "sell" and status == "rejected"]
     assert refused, rows[:5]
     assert all(any(r.startswith("assets.0.tp_price: Input should be greater than 0") for r in rs) for rs in refused)
+
+
+def test_the_number_bounds_leave_the_request_and_its_hash_as_recorded_runs_have_them() -> None:
+    """The bounds are checked on values, not written into the decision schema: the schema is part of every
+    request and of its hash, so a changed schema would stop every stored backtest from replaying byte for byte.
+    The digest below is the one the code before the bounds gave for this request."""
+    from llmtrader.backtest import request_hash
+
+    digest = request_hash("model-a", "http://127.0.0.1:1/v1", "system text", "user text")
+    assert digest == "88a9137ad69fc6d97564584fce1f8d261c0f6577b7f5fc6fb9b22d13b7d95148"

@@ -13,7 +13,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 
 class Action(StrEnum):
@@ -45,6 +45,21 @@ MAX_DECISION_LEVERAGE = 10_000
 _NUMBER: dict[str, Any] = {"strict": True, "allow_inf_nan": False}
 
 
+def _at_most(bound: float) -> AfterValidator:
+    """An upper bound checked on the value but left out of the JSON schema: the schema is part of every request
+    and of its hash, so a bound written there would stop every recorded answer from replaying."""
+
+    def check(value: Any) -> Any:
+        if value is not None and value > bound:
+            raise ValueError(f"Input should be less than or equal to {bound:g}")
+        return value
+
+    return AfterValidator(check)
+
+
+_USD = _at_most(MAX_DECISION_NUMBER)
+
+
 def _whole_number(value: Any) -> Any:
     """Leverage as a JSON number (5 or 5.0), never text or a boolean."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -60,20 +75,20 @@ class AssetDecision(BaseModel):
     symbol: str = Field(description="One of the symbols asked for, e.g. BTCUSDT.")
     action: Action
     rationale: str = Field(description="Why, in one or two sentences.")
-    allocation_usd: float = Field(
-        ge=0, le=MAX_DECISION_NUMBER, **_NUMBER, description="Margin committed in USD (0 for hold and close)."
+    allocation_usd: Annotated[float, _USD] = Field(
+        ge=0, **_NUMBER, description="Margin committed in USD (0 for hold and close)."
     )
-    leverage: Annotated[int, Field(ge=1, le=MAX_DECISION_LEVERAGE), BeforeValidator(_whole_number)] = Field(
+    leverage: Annotated[int, Field(ge=1), BeforeValidator(_whole_number), _at_most(MAX_DECISION_LEVERAGE)] = Field(
         description="Leverage; notional = allocation_usd * leverage."
     )
-    entry_price: float | None = Field(
-        default=None, gt=0, le=MAX_DECISION_NUMBER, **_NUMBER, description="Limit entry price; null for a market entry."
+    entry_price: Annotated[float | None, _USD] = Field(
+        default=None, gt=0, **_NUMBER, description="Limit entry price; null for a market entry."
     )
-    tp_price: float | None = Field(
-        default=None, gt=0, le=MAX_DECISION_NUMBER, **_NUMBER, description="Take-profit trigger price."
+    tp_price: Annotated[float | None, _USD] = Field(
+        default=None, gt=0, **_NUMBER, description="Take-profit trigger price."
     )
-    sl_price: float | None = Field(
-        default=None, gt=0, le=MAX_DECISION_NUMBER, **_NUMBER, description="Stop-loss trigger price."
+    sl_price: Annotated[float | None, _USD] = Field(
+        default=None, gt=0, **_NUMBER, description="Stop-loss trigger price."
     )
     confidence: float = Field(ge=0, le=1, **_NUMBER, description="0 to 1.")
     risk_level: RiskLevel
@@ -86,7 +101,7 @@ class PortfolioDecision(BaseModel):
 
     assets: list[AssetDecision]
     portfolio_rationale: str
-    total_allocation_usd: float = Field(ge=0, le=MAX_DECISION_NUMBER, **_NUMBER)
+    total_allocation_usd: Annotated[float, _USD] = Field(ge=0, **_NUMBER)
     portfolio_risk_level: RiskLevel
 
 

@@ -146,6 +146,30 @@ def test_adjust_position_that_grows_covers_the_new_size_on_a_one_per_side_venue(
     assert_one_covering_pair(fake_aster, new["sl_price"], new["tp_price"])
 
 
+def test_a_resting_addition_on_a_one_per_side_venue_never_leaves_the_addition_uncovered(
+    live: Path, runner: CliRunner, fake_aster: FakeAster, fake_llm: FakeLLM
+) -> None:
+    fake_aster.one_close_position_per_side = True
+    old = levels(fake_aster)
+    fake_llm.push(answer(decision(buy(fake_aster), asset("ETHUSDT"))))
+    assert decide(runner)[0] == 0
+    held = fake_aster.positions(USER)["BTCUSDT"]
+
+    # A limit addition rests: a reduce-only stop sized now would not cover it once it fills, and the
+    # closePosition stop cannot be replaced while it is there; so the addition is cancelled, unfilled.
+    mark = fake_aster.mark("BTCUSDT")
+    add = asset("BTCUSDT", "buy", allocation_usd=500, leverage=2, confidence=0.7, risk_level="medium",
+                entry_price=round(mark * 0.99, 1), **levels(fake_aster, sl=0.97, tp=1.05))  # fmt: skip
+    fake_llm.push(answer(decision(add, asset("ETHUSDT"))))
+    code, out = decide(runner)
+    assert code == 0, out
+    (btc,) = [a for a in out["orders"] if a["symbol"] == "BTCUSDT"]
+    assert btc["outcome"] == "unfilled" and not btc["emergency"]
+    assert fake_aster.positions(USER) == {"BTCUSDT": held}
+    assert [o.type for o in fake_aster.open_orders(USER) if o.type == "LIMIT"] == []
+    assert_one_covering_pair(fake_aster, old["sl_price"], old["tp_price"])
+
+
 # ---- 10. an entry that has not filled is not an emergency ----------------------------------------------------
 
 

@@ -322,7 +322,9 @@ class _Run:
         """The symbol's position as the venue reports it now (None: flat). Raises VenueError."""
         return next((p for p in await self.exchange.positions() if p.symbol == ex.symbol), None)
 
-    async def _place_protective(self, ex: AssetExecution, leg: str, side: Side, kind: OrderType, level: float) -> Leg:
+    async def _place_protective(
+        self, ex: AssetExecution, leg: str, side: Side, kind: OrderType, level: float, *, resizable: bool = True
+    ) -> Leg:
         """A closePosition stop or target; where the venue keeps one closePosition order per side and type
         (-4130) and one is there, a reduce-only order for the whole position as it is now instead.
 
@@ -332,12 +334,15 @@ class _Run:
         then leave it naked for good. The reduce-only replacement is sized from a fresh read of the
         position, so it covers what was just added; the next replacement, finding no closePosition order
         any more, is a closePosition order again.
+
+        Not ``resizable`` (an addition still resting as a limit order): no reduce-only replacement, as it
+        would not cover the addition once that fills; the old closePosition order, which does, stays.
         """
         fitted = self.prepare(ex, leg, self._protective(ex, leg, side, kind, level, None))
         if fitted is None:
             return ex.legs[-1]
         result = await self.send(ex, leg, fitted)
-        if result.status != "rejected" or result.code != CLOSE_POSITION_EXISTS:
+        if result.status != "rejected" or result.code != CLOSE_POSITION_EXISTS or not resizable:
             return result
         try:
             position = await self.current_position(ex)
@@ -360,6 +365,7 @@ class _Run:
         tp: float | None,
         *,
         leg_suffix: str = "",
+        resizable: bool = True,
     ) -> tuple[Leg | None, Leg | None]:
         """Place the stop-loss (with bounded retries) and the take-profit, concurrently. Never raises.
 
@@ -373,14 +379,14 @@ class _Run:
             last: Leg | None = None
             for attempt in range(1, self.settings.protect_attempts + 1):
                 leg = f"sl{leg_suffix}" + ("" if attempt == 1 else str(attempt))
-                last = await self._place_protective(ex, leg, side, OrderType.STOP_MARKET, sl)
+                last = await self._place_protective(ex, leg, side, OrderType.STOP_MARKET, sl, resizable=resizable)
                 if last.status in ("acknowledged", "filled"):
                     await self.retire(ex, side, OrderType.STOP_MARKET, keep=last.client_order_id)
                     return last
                 if last.status == "not_sent":
                     return last
-                if last.status == "rejected" and last.code == WOULD_TRIGGER:
-                    return last  # the price is already beyond the stop: retrying cannot help
+                if last.status == "rejected" and last.code in (WOULD_TRIGGER, CLOSE_POSITION_EXISTS):
+                    return last  # beyond the stop already, or a closePosition order kept: retrying cannot help
                 if attempt < self.settings.protect_attempts:
                     await self.sleep(self.settings.protect_backoff_s * attempt)
             return last
@@ -388,7 +394,9 @@ class _Run:
         async def target() -> Leg | None:
             if tp is None:
                 return None
-            leg = await self._place_protective(ex, f"tp{leg_suffix}", side, OrderType.TAKE_PROFIT_MARKET, tp)
+            leg = await self._place_protective(
+                ex, f"tp{leg_suffix}", side, OrderType.TAKE_PROFIT_MARKET, tp, resizable=resizable
+            )
             if leg.status in ("acknowledged", "filled"):
                 await self.retire(ex, side, OrderType.TAKE_PROFIT_MARKET, keep=leg.client_order_id)
             return leg
@@ -570,7 +578,8 @@ class _Run:
         before = self.positions.get(ex.symbol)
         # A buy on a long (a sell on a short) adds: the new stop and target replace the old ones (protect).
         adding = before is not None and before.side == ("long" if side is Side.BUY else "short")
-        sl_leg, tp_leg = await self.protect(ex, side, d.sl_price, d.tp_price)
+        resting = entry.type is OrderType.LIMIT and entry_leg.status in ("acknowledged", "partially_filled")
+        sl_leg, tp_leg = await self.protect(ex, side, d.sl_price, d.tp_price, resizable=not (adding and resting))
         if sl_leg is None or sl_leg.status not in ("acknowledged", "filled"):
             why = "no stop-loss price" if sl_leg is None else f"stop-loss {sl_leg.status}: {sl_leg.message}"
             if entry.type is OrderType.LIMIT and entry_leg.status in ("acknowledged", "partially_filled", "unknown"):

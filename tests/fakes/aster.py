@@ -43,6 +43,9 @@ The account simulation is deliberately simple and deterministic:
 * the mark is the close of the newest closed 15m candle unless :meth:`set_mark` pins it. Triggers are
   checked by :meth:`set_mark` and before every signed request.
 
+Protective-order rules, as attributes a test sets (see ``_protection_rules``): ``one_close_position_per_side``
+(-4130), ``max_algo_orders`` (-4045; 100 by default) and ``refuse_stops_while_flat`` (-2022).
+
 Faults: :meth:`fail` (any method/path; ``after_apply=True`` applies the request and then answers with the
 error), :meth:`stall` (delays the reply; applied or not), :meth:`reject_order` (a venue rejection of the
 next matching POST /order, not applied). Every reply carries ``X-MBX-USED-WEIGHT-1M`` (requests in the last

@@ -354,3 +354,18 @@ def test_a_position_left_without_a_stop_is_an_error_in_the_cycle_status_and_exit
     text = screen.getvalue()
     assert "UNPROTECTED" in text
     assert re.search(r"\x1b\[1;31mBTCUSDT may be open WITHOUT A STOP", text), text  # in bold red
+
+
+def test_an_entry_left_without_a_stop_makes_the_cycle_unprotected(
+    live: Path, runner: CliRunner, fake_aster: FakeAster, fake_llm: FakeLLM
+) -> None:
+    fake_aster.reject_order({"type": "STOP_MARKET"}, -1000, "An unknown error occurred.", times=10)
+    fake_aster.reject_order({"type": "MARKET", "reduceOnly": "true"}, -1000, "An unknown error occurred.", times=10)
+    fake_llm.push(answer(decision(buy(fake_aster), asset("ETHUSDT"))))
+    result = run_once(runner)
+    assert result.exit_code == 3, result.output
+    assert "BTCUSDT" in fake_aster.positions(USER) and protective(fake_aster)["STOP_MARKET"] == []
+    (cycle,) = rows(live, "SELECT outcome, reason, decision_id FROM cycles")
+    assert cycle["outcome"] == "unprotected" and cycle["reason"].startswith("BTCUSDT may be open WITHOUT A STOP")
+    (recorded,) = rows(live, "SELECT execution FROM decisions WHERE id = ?", cycle["decision_id"])
+    assert recorded["execution"] == "emergency"

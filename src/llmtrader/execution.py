@@ -411,14 +411,21 @@ class _Run:
         return legs[0], legs[1]
 
     async def retire(self, ex: AssetExecution, side: Side, kind: OrderType, *, keep: str | None) -> None:
-        """Cancel llmtrader's other ``kind`` orders closing the ``side`` position: ``keep`` replaced them."""
+        """Cancel llmtrader's other ``kind`` orders closing the ``side`` position: ``keep`` replaced them.
+        (Open orders were read with the account: without one to replace there, no request is made.)"""
+
+        def replaced(order: OrderState) -> bool:
+            return ours(order) and order.type == kind and order.side is side.opposite and order.client_order_id != keep
+
+        if not any(replaced(o) for o in self.open_orders.get(ex.symbol, [])):
+            return
         try:
             orders = await self.exchange.open_orders(ex.symbol)
         except VenueError as exc:
             self.note(ex, "error", f"cannot list open orders to cancel the replaced {kind}: {exc}")
             return
         for order in orders:
-            if ours(order) and order.type == kind and order.side is side.opposite and order.client_order_id != keep:
+            if replaced(order):
                 await self.cancel_order(ex, order.client_order_id, f"replaced {order.type} {order.client_order_id}")
 
     async def has_stop(self, ex: AssetExecution, position_side: Side) -> bool | None:

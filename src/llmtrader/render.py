@@ -33,6 +33,7 @@ EXECUTION_STYLE = {
     "partial": "yellow",
     "failed": "red",
     "emergency": "bold white on red",
+    "unfilled": "yellow",
     "declined": "yellow",
     "dry_run": "cyan",
 }

@@ -684,7 +684,8 @@ def run(
     SIGINT or SIGTERM, which let the cycle in progress finish. Logs go to stderr (and --log-file).
 
     Exit 0 after a clean stop, or with --once when every account's cycle was recorded (whatever it
-    decided); 1 when a cycle had to be abandoned; 2 when an account cannot start (a live account without
+    decided); 3 with --once when a position may be open without a stop-loss; 1 when a cycle had to be
+    abandoned; 2 when an account cannot start (a live account without
     its credentials, a bad setting, an account another `llmtrader run` is running).
     """
 

@@ -18,6 +18,9 @@ The steps follow the contract in :mod:`llmtrader.guards`, in this order:
    - ``model_error``: the model gave no usable answer;
    - ``risk_veto``: every asset decision was rejected by validation (or by a kill switch);
    - ``exchange_reject``: the venue rejected or failed every order, or execution could not start;
+   - ``unprotected``: a position may be open without a stop-loss: none could be armed and the emergency
+     close failed too (in reconcile or in execution), whatever else the cycle did. Logged at ERROR, and
+     ``run --once`` exits 3;
    - ``skipped``: reconcile could not read the venue, a kill switch or the model budget holds the account,
      the circuit is open or a rate limit is reached (and no cached decision applies), the strategy or a
      symbol is broken, a read before the decision failed, or the scheduler skipped an overlapping cycle.
@@ -45,10 +48,10 @@ from llmtrader.engine import (
     close_positions,
     decide,
     protect_positions,
-    protective_orders,
 )
 from llmtrader.errors import ConfigError, ModelError, NotFoundError, StrategyError, VenueError
-from llmtrader.exchange.base import OrderState, VenuePosition, dec_str, together
+from llmtrader.exchange.base import OrderState, OrderType, Side, VenuePosition, dec_str, together
+from llmtrader.execution import covers, ours
 from llmtrader.formatting import fmt
 from llmtrader.guards import (
     HOUR_MS,
@@ -69,7 +72,8 @@ MODEL_ERROR = "model_error"
 RISK_VETO = "risk_veto"
 EXCHANGE_REJECT = "exchange_reject"
 SKIPPED = "skipped"
-OUTCOMES = (TRADED, HELD, MODEL_ERROR, RISK_VETO, EXCHANGE_REJECT, SKIPPED)
+UNPROTECTED = "unprotected"
+OUTCOMES = (TRADED, HELD, MODEL_ERROR, RISK_VETO, EXCHANGE_REJECT, SKIPPED, UNPROTECTED)
 
 ADOPTED = "adopted"  # execution event: a venue position llmtrader has no record of opening
 RECONCILED = "reconcile"  # execution event: an order row marked with what the venue says now
@@ -100,6 +104,7 @@ class CycleResult:
     reconcile: list[str] = field(default_factory=list)  # what reconcile did
     equity_usd: float | None = None
     cached: bool = False  # the decision reused a cached answer (no model call)
+    unprotected: list[str] = field(default_factory=list)  # symbols that may be open without a stop-loss
 
     @property
     def duration_ms(self) -> int:
@@ -127,6 +132,7 @@ async def run_cycle(services: Services, *, now_ms: int | None = None, dry_run: b
     fields: dict[str, Any] = {}
     try:
         await _cycle(services, result, now, dry_run, fields)
+        _flag_unprotected(result)
     except BaseException as exc:
         result.outcome = SKIPPED
         from llmtrader.logs import redact, secrets_of
@@ -137,6 +143,16 @@ async def run_cycle(services: Services, *, now_ms: int | None = None, dry_run: b
         raise
     _finish(services.store, result, started, fields)
     return result
+
+
+def _flag_unprotected(result: CycleResult) -> None:
+    """An unprotected position outranks whatever else the cycle did: the outcome says so, and why."""
+    if not result.unprotected:
+        return
+    symbols = ", ".join(dict.fromkeys(result.unprotected))
+    was = f"; the cycle was {result.outcome}" + (f": {result.reason}" if result.reason else "")
+    result.outcome = UNPROTECTED
+    result.reason = f"{symbols} may be open WITHOUT A STOP-LOSS: close it by hand (`llmtrader close`){was}"
 
 
 def record_skipped_cycle(store: Store, account: str, *, now_ms: int, reason: str) -> CycleResult:
@@ -178,6 +194,8 @@ def _log(result: CycleResult, fields: dict[str, Any]) -> None:
     from llmtrader.logs import cycle_summary, get_logger
 
     level = logging.WARNING if "error" in result.outcome or "reject" in result.outcome else logging.INFO
+    if result.outcome == UNPROTECTED:
+        level = logging.ERROR
     if not logging.getLogger("llmtrader.cycle").isEnabledFor(level):
         return  # a backtest runs thousands of cycles with this line off: it costs nothing then
 
@@ -203,7 +221,7 @@ async def _cycle(services: Services, result: CycleResult, now: int, dry_run: boo
 
     # 1. Reconcile: protection first; a venue that cannot be read skips the cycle.
     try:
-        await _reconcile(services, now, result.reconcile, dry_run=dry_run)
+        await _reconcile(services, now, result.reconcile, dry_run=dry_run, unprotected=result.unprotected)
     except VenueError as exc:
         result.reason = f"reconcile failed, positions left as they are: {exc}"
         return
@@ -287,6 +305,7 @@ async def _cycle(services: Services, result: CycleResult, now: int, dry_run: boo
     result.outcome, result.reason = _outcome(decided, openings or None)
     fields.update(model=record.model, cost_usd=record.cost_usd)
     if decided.execution is not None:
+        result.unprotected += decided.execution.unprotected
         fields["orders"] = sum(1 for a in decided.execution.assets for leg in a.legs if leg.client_order_id)
 
 
@@ -306,6 +325,7 @@ async def _close_all(services: Services, result: CycleResult, dry_run: bool) -> 
     if closed.execution is None:
         return  # nothing was open any more
     result.decision_id = closed.record.id
+    result.unprotected += closed.execution.unprotected
     if closed.execution.summary != "executed":
         problems = [n for a in closed.execution.assets if a.outcome != "executed" for n in a.notes[-1:]]
         result.reason = f"{result.reason}; closing: {closed.execution.summary}: {'; '.join(problems)}"
@@ -324,6 +344,8 @@ def _outcome(decided: DecideResult, openings_refused: str | None) -> tuple[str, 
     if summary in ("executed", "partial", "emergency"):
         emergencies = [n for a in execution.assets if a.emergency for n in a.notes[-1:]]
         return TRADED, ("emergency: " + "; ".join(emergencies)) if emergencies else None
+    if summary == "unfilled":
+        return HELD, "; ".join(f"{a.symbol}: {a.notes[-1] if a.notes else a.outcome}" for a in execution.assets)
     if summary == "failed":
         failures = [f"{a.symbol}: {a.notes[-1] if a.notes else a.outcome}" for a in execution.assets]
         return EXCHANGE_REJECT, "; ".join(failures)
@@ -338,7 +360,8 @@ async def reconcile(services: Services, now_ms: int, *, dry_run: bool = False) -
 
     - A venue position llmtrader has no record of opening (no filled entry since the symbol's last close, and
       no earlier adoption) is adopted: a warning, recorded as an ``adopted`` execution event.
-    - A position without a stop-loss gets one at once, through execution's protective-order path, recorded
+    - A position without a stop-loss covering it (a reduce-only stop smaller than the position counts as none)
+      gets one at once, through execution's protective-order path, recorded
       as a decision by ``reconcile``: at the last stop llmtrader recorded for it while that is still on the
       right side of the mark, else ``max_stop_atr`` x ATR(14) of the decision interval from the mark (3% when
       the ATR is unknown), pulled inside the liquidation price. If the stop is not acknowledged, the position
@@ -346,6 +369,8 @@ async def reconcile(services: Services, now_ms: int, *, dry_run: bool = False) -
     - Orders the store believes open (or whose outcome it does not know) that the venue no longer lists are
       looked up and marked with the venue's status, or ``vanished`` when it has no such order (at most
       :data:`MAX_ORDER_CHECKS` lookups per cycle).
+    - Duplicate protective orders llmtrader placed (two stops, or two targets, on one position) are cancelled
+      but the newest covering one; the owner's own orders are never touched.
 
     Raises VenueError when the positions or open orders cannot be read, or no stop could be sent.
     """
@@ -354,8 +379,11 @@ async def reconcile(services: Services, now_ms: int, *, dry_run: bool = False) -
     return notes
 
 
-async def _reconcile(services: Services, now: int, notes: list[str], *, dry_run: bool) -> None:
-    """:func:`reconcile`, appending to ``notes`` as it goes (so a failure keeps what was already done)."""
+async def _reconcile(
+    services: Services, now: int, notes: list[str], *, dry_run: bool, unprotected: list[str] | None = None
+) -> None:
+    """:func:`reconcile`, appending to ``notes`` as it goes (so a failure keeps what was already done), and to
+    ``unprotected`` the symbols that may be left open without a stop."""
     exchange, store = services.exchange, services.store
     name, mode = services.settings.account, exchange.mode
     positions, orders = await together(exchange, exchange.positions(), exchange.open_orders())
@@ -363,10 +391,13 @@ async def _reconcile(services: Services, now: int, notes: list[str], *, dry_run:
     horizon = now + HOUR_MS
     facts = account_facts(store, name, horizon) if positions else AccountFacts()
     unknown = {p.symbol for p in positions if not _known(store, name, facts, p.symbol)}
-    unprotected = [p for p in positions if protective_orders(p, orders)[0] is None]
+    naked = [p for p in positions if not any(o.type == OrderType.STOP_MARKET and covers(o, p) for o in orders)]
     protector = None
-    if unprotected:  # protection first: it must not wait for the order lookups below
-        protector = await _protect(services, unprotected, unknown, facts, notes, dry_run=dry_run)
+    lost: list[str] = [] if unprotected is None else unprotected
+    if naked:  # protection first: it must not wait for the order lookups below
+        protector = await _protect(services, naked, unknown, facts, notes, lost, dry_run=dry_run)
+    rearmed = {p.symbol for p in naked}
+    await _cancel_duplicates(services, positions, orders, notes, dry_run, stops_replaced=rearmed)
     marked = await _mark_orders(services, orders, notes, skip_decision=protector)
     if unknown and marked:  # an entry whose answer was lost may just have been found filled
         facts = account_facts(store, name, horizon)
@@ -379,7 +410,7 @@ async def _reconcile(services: Services, now: int, notes: list[str], *, dry_run:
             f"adopted {p.symbol} {p.side} {dec_str(p.size)} @ {dec_str(p.entry_price)}: a position at the venue "
             "that llmtrader has no record of opening"
         )
-        linked = protector if any(u.symbol == p.symbol for u in unprotected) else None  # the stop it got
+        linked = protector if p.symbol in rearmed else None  # the stop it got
         log.event(decision_id=linked, symbol=p.symbol, kind=ADOPTED, message=message)
         notes.append(message)
 
@@ -399,6 +430,7 @@ async def _protect(
     unknown: set[str],
     facts: AccountFacts,
     notes: list[str],
+    lost: list[str],
     *,
     dry_run: bool,
 ) -> str | None:
@@ -421,6 +453,8 @@ async def _protect(
         if ex.outcome == "executed":
             notes.append(f"re-armed the stop-loss of {ex.symbol} at {dec_str(level)} ({why}); decision {decision_id}")
         elif ex.emergency:
+            if ex.unprotected:
+                lost.append(ex.symbol)
             last = ex.notes[-1] if ex.notes else "see the decision's events"
             notes.append(
                 f"EMERGENCY: the stop-loss of {ex.symbol} at {dec_str(level)} was not acknowledged; {last}; "
@@ -434,8 +468,48 @@ async def _protect(
                 f"position reduce-only"
             )
             reason = f"{ex.symbol}: the stop-loss could not be re-armed ({last})"
-            notes.append("EMERGENCY: " + await _emergency_close(services, ex.symbol, reason))
+            message = await _emergency_close(services, ex.symbol, reason)
+            if "WITHOUT A STOP" in message:
+                lost.append(ex.symbol)
+            notes.append("EMERGENCY: " + message)
     return decision_id
+
+
+async def _cancel_duplicates(
+    services: Services,
+    positions: list[VenuePosition],
+    orders: Sequence[OrderState],
+    notes: list[str],
+    dry_run: bool,
+    *,
+    stops_replaced: set[str],
+) -> None:
+    """Cancel llmtrader's duplicate stops and targets of each position: the newest covering one stays.
+    (The stops of ``stops_replaced`` were just re-armed, which cancelled the old ones already.)"""
+    exchange = services.exchange
+    log = services.store.execution_log(services.settings.account, exchange.mode, services.clock.now_ms)
+    for p in positions:
+        closing = Side.SELL if p.amount > 0 else Side.BUY
+        for kind in (OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET):
+            if kind is OrderType.STOP_MARKET and p.symbol in stops_replaced:
+                continue
+            mine = [o for o in orders if o.symbol == p.symbol and o.type == kind and o.side is closing and ours(o)]
+            if len(mine) < 2:
+                continue
+            mine.sort(key=lambda o: (covers(o, p), o.update_time_ms, o.order_id))
+            for order in mine[:-1]:
+                what = f"duplicate {kind} {order.client_order_id} of {p.symbol} (kept {mine[-1].client_order_id})"
+                if dry_run:
+                    notes.append(f"dry run: would cancel the {what}")
+                    continue
+                try:
+                    await exchange.cancel_order(p.symbol, order.client_order_id)
+                except VenueError as exc:
+                    notes.append(f"cannot cancel the {what}: {exc}")
+                    continue
+                message = f"cancelled the {what}"
+                log.event(decision_id=None, symbol=p.symbol, kind="cancel", message=message)
+                notes.append(message)
 
 
 async def _emergency_close(services: Services, symbol: str, reason: str) -> str:

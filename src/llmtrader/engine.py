@@ -21,7 +21,7 @@ from llmtrader.account import AccountState, Position
 from llmtrader.config import INTERVAL_MS, Settings
 from llmtrader.context import DecisionContext, Limits, PerformanceSummary, TradeSummary, build_context, render_prompt
 from llmtrader.decision import Action, AssetDecision, LenientDecision, RiskLevel
-from llmtrader.errors import LLMTraderError, ModelError, NotFoundError, StrategyError, VenueError
+from llmtrader.errors import LLMTraderError, ModelError, NotFoundError, StoreError, StrategyError, VenueError
 from llmtrader.exchange.base import Exchange, OrderState, OrderType, Side, VenuePosition, dec_str, together
 from llmtrader.exchange.filters import SymbolRules
 from llmtrader.execution import ExecutionReport, ExecutionSettings, execute
@@ -889,20 +889,43 @@ async def _execute_without_model(
     marks: dict[str, Decimal],
     started: float,
 ) -> DecideResult:
-    """Record ``record`` with its asset rows, then execute them unless declined."""
+    """Record ``record`` with its asset rows, then execute them unless declined.
+
+    Protection before audit: these orders close positions or arm their stops, so a store that cannot write
+    (disk full, read-only, locked) does not hold them back; its error is raised once they were sent.
+    """
     report = ValidationReport(assets=validations)
     record.assets = [_asset_row(v, record.marks) for v in validations]
     record.latency_ms = int((time.monotonic() - started) * 1000)
-    services.store.record_decision(record)
+    unrecorded: StoreError | None = None
+    try:
+        services.store.record_decision(record)
+    except StoreError as exc:
+        if record.execution == "declined":
+            raise
+        unrecorded = exc
     if record.execution == "declined":
         return DecideResult(record=record, report=report)
     try:
-        rules = await get_rules(services)
+        try:
+            rules = await get_rules(services)
+        except StoreError as exc:  # the rules were read but not cached
+            unrecorded = unrecorded or exc
+            rules = await services.market.exchange_info()
     except VenueError as exc:
-        services.store.set_execution(record.id, "failed")
+        if unrecorded is None:
+            services.store.set_execution(record.id, "failed")
         exc.decision_id = record.id
         raise
-    execution = await _execute_recorded(services, record, validations, rules, marks)
+    try:
+        execution = await _execute_recorded(services, record, validations, rules, marks)
+    except StoreError as exc:
+        unrecorded = unrecorded or exc
+    if unrecorded is not None:
+        raise StoreError(
+            f"the orders of {record.model} decision {record.id} were sent, but the store cannot record them: "
+            f"{unrecorded}"
+        )
     return DecideResult(record=record, report=report, execution=execution)
 
 

@@ -10,8 +10,12 @@ For each executable asset decision a short plan of legs runs in order (assets ru
   a failed close leaves the stop in place.)
 - ``adjust_orders``: place the new stop or target first, then cancel the old one, so the position is
   never without a stop in between.
-- ``adjust_position``: reduce (reduce-only) or add to the position; the closePosition protective orders
-  cover any size, and new levels in the decision replace the old ones.
+- ``adjust_position``: reduce (reduce-only) or add to the position; after an addition the stop and the
+  target are placed anew (at the decision's levels, else at the old ones) to cover the whole new size.
+
+Protection is replaced, never stacked (see :meth:`_Run.protect`): the new stop or target first, then the
+old ones cancelled, so a position is never without a stop in between and at rest carries one pair. Only
+orders llmtrader placed (client ids starting ``lt_``) are ever cancelled; the owner's own orders stay.
 
 Closes and reductions run before opens, to free margin. Every request is written to the store before it
 is sent and updated with the venue's answer, so a crash mid-request leaves a client order id to look up.
@@ -57,13 +61,31 @@ _CID_RE = re.compile(CLIENT_ORDER_ID_PATTERN)
 _DEAD = (OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED)
 
 
+# Every client order id llmtrader sends starts so; an order without it is the owner's, never cancelled.
+CLIENT_ID_PREFIX = "lt_"
+
+
+def ours(order: OrderState) -> bool:
+    """Whether llmtrader placed ``order`` (its client id carries llmtrader's prefix)."""
+    return order.client_order_id.startswith(CLIENT_ID_PREFIX)
+
+
+def covers(order: OrderState, position: VenuePosition) -> bool:
+    """Whether ``order`` closes all of ``position`` when it triggers: on the closing side, closePosition or
+    reduce-only for at least the position's size."""
+    closing = Side.SELL if position.amount > 0 else Side.BUY
+    if order.symbol != position.symbol or order.side is not closing or order.stop_price <= 0:
+        return False
+    return order.close_position or (order.reduce_only and order.quantity >= position.size)
+
+
 def client_order_id(decision_id: str, symbol: str, leg: str) -> str:
     """The deterministic client order id of one leg: same decision, symbol and leg, same id.
 
     Fits the venue's pattern and its 36-character limit; long symbols are shortened with a hash.
     """
     tag = symbol if len(symbol) <= 12 else symbol[:6] + hashlib.sha1(symbol.encode()).hexdigest()[:6]
-    cid = f"lt_{decision_id}_{tag}_{leg}"
+    cid = f"{CLIENT_ID_PREFIX}{decision_id}_{tag}_{leg}"
     if len(cid) > 36 or not _CID_RE.match(cid):
         raise ValueError(f"client order id {cid!r} does not fit the venue's pattern")
     return cid
@@ -116,6 +138,8 @@ class AssetExecution:
     legs: list[Leg] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     emergency: bool = False
+    # The position may be open without a stop: no stop was acknowledged and the emergency close failed too.
+    unprotected: bool = False
 
 
 @dataclass
@@ -123,13 +147,20 @@ class ExecutionReport:
     assets: list[AssetExecution]
 
     @property
+    def unprotected(self) -> list[str]:
+        """The symbols whose position may be open without a stop-loss."""
+        return [a.symbol for a in self.assets if a.unprotected]
+
+    @property
     def summary(self) -> str:
-        """One word for the decision: nothing, executed, partial, failed, or emergency."""
+        """One word for the decision: nothing, executed, partial, failed, unfilled, or emergency."""
         done = [a for a in self.assets if a.outcome != "nothing"]
         if any(a.emergency for a in done):
             return "emergency"
         if not done:
             return "nothing"
+        if all(a.outcome == "unfilled" for a in done):
+            return "unfilled"
         if all(a.outcome == "executed" for a in done):
             return "executed"
         if any(a.outcome in ("executed", "partial") for a in done):
@@ -159,6 +190,7 @@ class _Run:
         self.sleep: Sleep = sleep or asyncio.sleep
         self.store_errors: list[str] = []
         self.open_orders: dict[str, list[OrderState]] = {}
+        self.positions: dict[str, VenuePosition] = {}  # as read before the first order
 
     def note(self, ex: AssetExecution, kind: str, message: str) -> None:
         ex.notes.append(message if kind in ("note", "amendment") else f"{kind}: {message}")
@@ -286,21 +318,44 @@ class _Run:
             working_type="MARK_PRICE",
         )
 
+    async def current_position(self, ex: AssetExecution) -> VenuePosition | None:
+        """The symbol's position as the venue reports it now (None: flat). Raises VenueError."""
+        return next((p for p in await self.exchange.positions() if p.symbol == ex.symbol), None)
+
     async def _place_protective(
-        self, ex: AssetExecution, leg: str, side: Side, kind: OrderType, level: float, size: Decimal | None
+        self, ex: AssetExecution, leg: str, side: Side, kind: OrderType, level: float, *, resizable: bool = True
     ) -> Leg:
+        """A closePosition stop or target; where the venue keeps one closePosition order per side and type
+        (-4130) and one is there, a reduce-only order for the whole position as it is now instead.
+
+        Why this order of operations: the old order is cancelled only once its replacement is acknowledged
+        (see :meth:`protect`), so the position is never without a stop in between; cancelling the old
+        closePosition order first would leave it naked for a round trip, and a refused replacement would
+        then leave it naked for good. The reduce-only replacement is sized from a fresh read of the
+        position, so it covers what was just added; the next replacement, finding no closePosition order
+        any more, is a closePosition order again.
+
+        Not ``resizable`` (an addition still resting as a limit order): no reduce-only replacement, as it
+        would not cover the addition once that fills; the old closePosition order, which does, stays.
+        """
         fitted = self.prepare(ex, leg, self._protective(ex, leg, side, kind, level, None))
         if fitted is None:
             return ex.legs[-1]
         result = await self.send(ex, leg, fitted)
-        if result.status == "rejected" and result.code == CLOSE_POSITION_EXISTS and size is not None:
-            # One closePosition order per side: the replacement closes the same size reduce-only instead.
-            leg = f"{leg}q"
-            fitted = self.prepare(ex, leg, self._protective(ex, leg, side, kind, level, size))
-            if fitted is None:
-                return ex.legs[-1]
-            result = await self.send(ex, leg, fitted)
-        return result
+        if result.status != "rejected" or result.code != CLOSE_POSITION_EXISTS or not resizable:
+            return result
+        try:
+            position = await self.current_position(ex)
+        except VenueError as exc:
+            self.note(ex, "error", f"cannot read the position to size a reduce-only {leg}: {exc}")
+            return result
+        if position is None or position.side != ("long" if side is Side.BUY else "short"):
+            return result  # nothing open on this side (yet): nothing a reduce-only order could close
+        leg = f"{leg}q"
+        fitted = self.prepare(ex, leg, self._protective(ex, leg, side, kind, level, position.size))
+        if fitted is None:
+            return ex.legs[-1]
+        return await self.send(ex, leg, fitted)
 
     async def protect(
         self,
@@ -310,9 +365,13 @@ class _Run:
         tp: float | None,
         *,
         leg_suffix: str = "",
-        size: Decimal | None = None,
+        resizable: bool = True,
     ) -> tuple[Leg | None, Leg | None]:
-        """Place the stop-loss (with bounded retries) and the take-profit, concurrently. Never raises."""
+        """Place the stop-loss (with bounded retries) and the take-profit, concurrently. Never raises.
+
+        Each one acknowledged replaces llmtrader's earlier orders of its kind on the symbol, which are
+        cancelled then: at rest a position carries one stop and one target (see :meth:`_place_protective`).
+        """
 
         async def stop() -> Leg | None:
             if sl is None:
@@ -320,11 +379,14 @@ class _Run:
             last: Leg | None = None
             for attempt in range(1, self.settings.protect_attempts + 1):
                 leg = f"sl{leg_suffix}" + ("" if attempt == 1 else str(attempt))
-                last = await self._place_protective(ex, leg, side, OrderType.STOP_MARKET, sl, size)
-                if last.status in ("acknowledged", "filled", "not_sent"):
+                last = await self._place_protective(ex, leg, side, OrderType.STOP_MARKET, sl, resizable=resizable)
+                if last.status in ("acknowledged", "filled"):
+                    await self.retire(ex, side, OrderType.STOP_MARKET, keep=last.client_order_id)
                     return last
-                if last.status == "rejected" and last.code == WOULD_TRIGGER:
-                    return last  # the price is already beyond the stop: retrying cannot help
+                if last.status == "not_sent":
+                    return last
+                if last.status == "rejected" and last.code in (WOULD_TRIGGER, CLOSE_POSITION_EXISTS):
+                    return last  # beyond the stop already, or a closePosition order kept: retrying cannot help
                 if attempt < self.settings.protect_attempts:
                     await self.sleep(self.settings.protect_backoff_s * attempt)
             return last
@@ -332,7 +394,12 @@ class _Run:
         async def target() -> Leg | None:
             if tp is None:
                 return None
-            return await self._place_protective(ex, f"tp{leg_suffix}", side, OrderType.TAKE_PROFIT_MARKET, tp, size)
+            leg = await self._place_protective(
+                ex, f"tp{leg_suffix}", side, OrderType.TAKE_PROFIT_MARKET, tp, resizable=resizable
+            )
+            if leg.status in ("acknowledged", "filled"):
+                await self.retire(ex, side, OrderType.TAKE_PROFIT_MARKET, keep=leg.client_order_id)
+            return leg
 
         found = await asyncio.gather(stop(), target(), return_exceptions=True)
         legs: list[Leg | None] = []
@@ -342,6 +409,24 @@ class _Run:
             else:
                 legs.append(item)
         return legs[0], legs[1]
+
+    async def retire(self, ex: AssetExecution, side: Side, kind: OrderType, *, keep: str | None) -> None:
+        """Cancel llmtrader's other ``kind`` orders closing the ``side`` position: ``keep`` replaced them.
+        (Open orders were read with the account: without one to replace there, no request is made.)"""
+
+        def replaced(order: OrderState) -> bool:
+            return ours(order) and order.type == kind and order.side is side.opposite and order.client_order_id != keep
+
+        if not any(replaced(o) for o in self.open_orders.get(ex.symbol, [])):
+            return
+        try:
+            orders = await self.exchange.open_orders(ex.symbol)
+        except VenueError as exc:
+            self.note(ex, "error", f"cannot list open orders to cancel the replaced {kind}: {exc}")
+            return
+        for order in orders:
+            if replaced(order):
+                await self.cancel_order(ex, order.client_order_id, f"replaced {order.type} {order.client_order_id}")
 
     async def has_stop(self, ex: AssetExecution, position_side: Side) -> bool | None:
         """Whether the venue holds a stop-loss order protecting the position (None: cannot tell)."""
@@ -355,14 +440,29 @@ class _Run:
             for o in orders
         )
 
+    async def has_cover(self, ex: AssetExecution) -> bool | None:
+        """Whether a stop-loss at the venue closes the whole position as it is now (True when flat; None:
+        cannot tell). A reduce-only stop smaller than the position does not."""
+        try:
+            position, orders = await together(
+                self.exchange, self.current_position(ex), self.exchange.open_orders(ex.symbol)
+            )
+        except VenueError as exc:
+            self.note(ex, "error", f"cannot read the position and its orders: {exc}")
+            return None
+        if position is None:
+            return True
+        return any(o.type == OrderType.STOP_MARKET and covers(o, position) for o in orders)
+
     async def flatten(self, ex: AssetExecution, reason: str) -> None:
         """Emergency: the position has no acknowledged stop. Close it reduce-only at once."""
         ex.emergency = True
         ex.outcome = "emergency"
         self.note(ex, "emergency", f"{reason}; closing the position reduce-only")
         try:
-            position = next((p for p in await self.exchange.positions() if p.symbol == ex.symbol), None)
+            position = await self.current_position(ex)
         except VenueError as exc:
+            ex.unprotected = True
             self.note(ex, "emergency", f"cannot read the position to close it ({exc}); it may be unprotected")
             return
         if position is None:
@@ -382,6 +482,7 @@ class _Run:
             self.note(ex, "emergency", f"position closed: {req.describe()}")
             await self.cancel_protective(ex)
         else:
+            ex.unprotected = True
             self.note(
                 ex,
                 "emergency",
@@ -389,23 +490,24 @@ class _Run:
             )
 
     async def cancel_protective(self, ex: AssetExecution, keep: Sequence[str] = (), kinds: Sequence[str] = ()) -> None:
-        """Cancel the symbol's open orders (only those of ``kinds`` when given), except ``keep``."""
+        """Cancel llmtrader's open orders on the symbol (only those of ``kinds`` when given), except ``keep``.
+        The owner's own orders (without llmtrader's client-id prefix) are left alone."""
         try:
             orders = await self.exchange.open_orders(ex.symbol)
         except VenueError as exc:
             self.note(ex, "error", f"cannot list open orders to cancel them: {exc}")
             return
         for order in orders:
-            if order.client_order_id in keep or (kinds and str(order.type) not in kinds):
+            if not ours(order) or order.client_order_id in keep or (kinds and str(order.type) not in kinds):
                 continue
             await self.cancel_order(ex, order.client_order_id, f"{order.type} {order.client_order_id}")
 
     async def cancel_resting_entries(self, ex: AssetExecution) -> None:
         """A new opening supersedes the symbol's resting limit entries: stacked entries could fill
         together beyond the position limit that each one respected. (Open orders were read with the
-        account, so this costs a request only when there is something to cancel.)"""
+        account, so this costs a request only when there is something to cancel.) Only llmtrader's."""
         for order in self.open_orders.get(ex.symbol, []):
-            if order.type == OrderType.LIMIT and not (order.reduce_only or order.close_position):
+            if order.type == OrderType.LIMIT and not (order.reduce_only or order.close_position) and ours(order):
                 await self.cancel_order(
                     ex, order.client_order_id, f"resting entry {order.client_order_id} (superseded)"
                 )
@@ -480,11 +582,33 @@ class _Run:
         unknown = entry_leg.status == "unknown"
         if unknown:
             self.note(ex, "note", "the entry's outcome is unknown: protective orders are placed anyway")
-        sl_leg, tp_leg = await self.protect(ex, side, d.sl_price, d.tp_price)
+        before = self.positions.get(ex.symbol)
+        # A buy on a long (a sell on a short) adds: the new stop and target replace the old ones (protect).
+        adding = before is not None and before.side == ("long" if side is Side.BUY else "short")
+        resting = entry.type is OrderType.LIMIT and entry_leg.status in ("acknowledged", "partially_filled")
+        sl_leg, tp_leg = await self.protect(ex, side, d.sl_price, d.tp_price, resizable=not (adding and resting))
         if sl_leg is None or sl_leg.status not in ("acknowledged", "filled"):
             why = "no stop-loss price" if sl_leg is None else f"stop-loss {sl_leg.status}: {sl_leg.message}"
             if entry.type is OrderType.LIMIT and entry_leg.status in ("acknowledged", "partially_filled", "unknown"):
                 await self.cancel_order(ex, entry.client_order_id)
+                if await self._nothing_filled(ex, before):
+                    # The venue refused a stop for a position not open yet: nothing is exposed, so it is no
+                    # emergency; the entry is cancelled rather than left to fill without its stop.
+                    ex.outcome = "unfilled"
+                    self.note(
+                        ex,
+                        "rejection",
+                        f"the limit entry had not filled and its stop-loss was not placed ({why}): "
+                        "the entry is cancelled, nothing was opened",
+                    )
+                    return
+            if adding and await self.has_cover(ex):
+                # The part already held keeps its stop: closing it would be worse than the missing new level.
+                ex.outcome = "partial"
+                self.note(
+                    ex, "rejection", f"the new stop-loss was not placed ({why}); the old stop covers the position"
+                )
+                return
             await self.flatten(ex, f"the stop-loss was not acknowledged ({why})")
             return
         if tp_leg is not None and tp_leg.status not in ("acknowledged", "filled"):
@@ -496,6 +620,14 @@ class _Run:
             self.note(ex, "note", f"check the position: entry {entry.client_order_id} may or may not exist")
             return
         ex.outcome = "executed"
+
+    async def _nothing_filled(self, ex: AssetExecution, before: VenuePosition | None) -> bool:
+        """Whether the symbol's position is as it was before the entry (False when it cannot be read)."""
+        try:
+            now = await self.current_position(ex)
+        except VenueError:
+            return False
+        return (now.amount if now is not None else ZERO) == (before.amount if before is not None else ZERO)
 
     async def cancel_order(self, ex: AssetExecution, cid: str, what: str | None = None) -> None:
         try:
@@ -527,25 +659,23 @@ class _Run:
         await self.cancel_protective(ex)
         ex.outcome = "executed"
 
-    async def replace_orders(self, ex: AssetExecution, d: AssetDecision, position: VenuePosition) -> None:
-        """New stop and/or target first, then the old ones cancelled; without any stop, flatten."""
+    async def replace_orders(
+        self, ex: AssetExecution, position: VenuePosition, sl: float | None, tp: float | None
+    ) -> None:
+        """New stop and/or target first (each cancels the old ones once acknowledged); when the new stop is
+        not acknowledged and no stop covers the whole position, flatten."""
         side = Side.BUY if position.amount > 0 else Side.SELL
-        sl_leg, tp_leg = await self.protect(ex, side, d.sl_price, d.tp_price, leg_suffix="n", size=position.size)
-        keep = [leg.client_order_id for leg in (sl_leg, tp_leg) if leg is not None and leg.client_order_id]
+        sl_leg, tp_leg = await self.protect(ex, side, sl, tp, leg_suffix="n")
         failed = []
-        if sl_leg is not None:
-            if sl_leg.status in ("acknowledged", "filled"):
-                await self.cancel_protective(ex, keep=keep, kinds=(OrderType.STOP_MARKET.value,))
-            elif await self.has_stop(ex, side) is False:
-                await self.flatten(ex, f"the new stop-loss was not acknowledged ({sl_leg.message}) and none exists")
+        if sl_leg is not None and sl_leg.status not in ("acknowledged", "filled"):
+            if await self.has_cover(ex) is False:
+                await self.flatten(
+                    ex, f"the new stop-loss was not acknowledged ({sl_leg.message}) and none covers the position"
+                )
                 return
-            else:
-                failed.append(f"new stop-loss {sl_leg.status}: {sl_leg.message}; the old stop stays")
-        if tp_leg is not None:
-            if tp_leg.status in ("acknowledged", "filled"):
-                await self.cancel_protective(ex, keep=keep, kinds=(OrderType.TAKE_PROFIT_MARKET.value,))
-            else:
-                failed.append(f"new take-profit {tp_leg.status}: {tp_leg.message}; the old target stays")
+            failed.append(f"new stop-loss {sl_leg.status}: {sl_leg.message}; the old stop stays")
+        if tp_leg is not None and tp_leg.status not in ("acknowledged", "filled"):
+            failed.append(f"new take-profit {tp_leg.status}: {tp_leg.message}; the old target stays")
         for message in failed:
             self.note(ex, "rejection", message)
         attempted = sum(1 for leg in (sl_leg, tp_leg) if leg is not None)
@@ -562,6 +692,7 @@ class _Run:
         delta = target - position.size
         side = Side.BUY if position.amount > 0 else Side.SELL
         leg = "rd" if delta < 0 else "ad"
+        sl, tp = d.sl_price, d.tp_price
         if delta < 0:
             req = OrderRequest(
                 symbol=ex.symbol,
@@ -577,6 +708,14 @@ class _Run:
                 ex.outcome = "rejected"
                 self.note(ex, "rejection", "not added: the position has no stop-loss and the decision gives none")
                 return
+            # A reduce-only stop or target sized for the old position would leave the addition uncovered:
+            # a level the decision does not give is kept from it and placed anew for the whole new size.
+            for order in self.open_orders.get(ex.symbol, []):
+                if order.side is side.opposite and order.reduce_only and not order.close_position:
+                    if sl is None and order.type == OrderType.STOP_MARKET:
+                        sl = float(order.stop_price)
+                    if tp is None and order.type == OrderType.TAKE_PROFIT_MARKET:
+                        tp = float(order.stop_price)
             req = OrderRequest(
                 symbol=ex.symbol,
                 side=side,
@@ -593,8 +732,8 @@ class _Run:
             ex.outcome = "rejected" if result.status == "rejected" else "failed"
             self.note(ex, "rejection", f"{fitted.describe()}: {result.status} {result.message or ''}".strip())
             return
-        if d.sl_price is not None or d.tp_price is not None:
-            await self.replace_orders(ex, d, position)
+        if sl is not None or tp is not None:
+            await self.replace_orders(ex, position, sl, tp)
             if ex.outcome != "executed":
                 return
         ex.outcome = "executed" if result.status != "unknown" else "partial"
@@ -669,6 +808,7 @@ async def execute(
         await asyncio.gather(*configured.values(), return_exceptions=True)  # never leave them running
         raise
     positions = {p.symbol: p for p in positions_list}
+    run.positions = positions
     for order in open_orders:
         run.open_orders.setdefault(order.symbol, []).append(order)
     # A model can think for minutes: orders are sized and checked against the mark of now.
@@ -697,7 +837,7 @@ async def execute(
             elif d.action is Action.CLOSE_POSITION:
                 await run.close(ex, position)
             elif d.action is Action.ADJUST_ORDERS:
-                await run.replace_orders(ex, d, position)
+                await run.replace_orders(ex, position, d.sl_price, d.tp_price)
             else:
                 await run.resize(ex, d, position, available)
         except Exception as exc:  # one asset's surprise must never stop the others

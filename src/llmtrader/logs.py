@@ -350,11 +350,14 @@ def cycle_summary(logger: BoundLogger, **fields: Any) -> None:
     """Log the one summary line of a decision cycle: event ``cycle``; fields that are None are left out.
 
     Expected fields: account, outcome, duration_ms, decision_id, model, cost_usd, orders, and any others.
-    An outcome that is an error or a rejection is logged as a warning, every other one as info.
+    An outcome that is an error or a rejection is logged as a warning, ``unprotected`` as an error, every
+    other one as info.
     """
     present = {key: value for key, value in fields.items() if value is not None}
     outcome = str(present.get("outcome", "")).lower()
-    if "error" in outcome or "reject" in outcome:
+    if outcome == "unprotected":  # a position may be open without a stop-loss
+        logger.error("cycle", **present)
+    elif "error" in outcome or "reject" in outcome:
         logger.warning("cycle", **present)
     else:
         logger.info("cycle", **present)

@@ -35,6 +35,7 @@ EXECUTION_STYLE = {
     "partial": "yellow",
     "failed": "red",
     "emergency": "bold white on red",
+    "unfilled": "yellow",
     "declined": "yellow",
     "dry_run": "cyan",
 }
@@ -949,6 +950,7 @@ CYCLE_OUTCOME_STYLE = {
     "risk_veto": "yellow",
     "exchange_reject": "red",
     "skipped": "yellow",
+    "unprotected": "bold white on red",
 }
 
 
@@ -1026,6 +1028,9 @@ def status_view(rows: list[dict[str, Any]]) -> None:
             "open positions",
             str(positions) if positions is not None else "not known here (live): `llmtrader positions` asks the venue",
         )
+        if last is not None and last["outcome"] == "unprotected":
+            # The reason names the symbols left open without a stop (see llmtrader.cycle).
+            table.add_row("UNPROTECTED", Text(str(last["reason"] or "a position has no stop-loss"), style="bold red"))
         kill, circuit = _guard_lines(row["guards"])
         table.add_row("kill switches", kill)
         table.add_row("circuit breaker", circuit)

@@ -452,13 +452,17 @@ class Scheduler:
 
     async def serve_once(self, *, signals: Sequence[signal.Signals] = STOP_SIGNALS) -> int:
         """``run --once``: one cycle per account, concurrently, then close. A signal lets the cycles
-        finish (a second one cancels them). Returns 0 when every account's cycle was recorded (whatever
-        its outcome), else 1."""
+        finish (a second one cancels them). Returns 3 when a cycle left a position that may be open without
+        a stop-loss, else 0 when every account's cycle was recorded (whatever its outcome), else 1."""
+        from llmtrader.cycle import UNPROTECTED
+
         with self._handling(signals):
             try:
                 results = await self.run_once()
             finally:
                 await self.close()
+        if any(r is not None and r.outcome == UNPROTECTED for r in results):
+            return 3
         return 0 if all(r is not None for r in results) else 1
 
 
@@ -544,7 +548,8 @@ async def run_agent(
 ) -> int:
     """``llmtrader run``: lock every selected account (:class:`RunLock`), build its services, log a start
     line per account, then run one cycle each (``once``) or the schedule until a signal. Returns the exit
-    code: with ``once``, 0 when every account's cycle was recorded (whatever its outcome), else 1.
+    code: with ``once``, 3 when a position may be open without a stop-loss, 0 when every account's cycle was
+    recorded (whatever its outcome), else 1.
 
     ``warn`` shows start-up warnings prominently (the baseline fallback of a paper account without a
     model key). An error building an account's services stops the start, after closing those built.

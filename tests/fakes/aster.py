@@ -43,6 +43,9 @@ The account simulation is deliberately simple and deterministic:
 * the mark is the close of the newest closed 15m candle unless :meth:`set_mark` pins it. Triggers are
   checked by :meth:`set_mark` and before every signed request.
 
+Protective-order rules, as attributes a test sets (see ``_protection_rules``): ``one_close_position_per_side``
+(-4130), ``max_algo_orders`` (-4045; 100 by default) and ``refuse_stops_while_flat`` (-2022).
+
 Faults: :meth:`fail` (any method/path; ``after_apply=True`` applies the request and then answers with the
 error), :meth:`stall` (delays the reply; applied or not), :meth:`reject_order` (a venue rejection of the
 next matching POST /order, not applied). Every reply carries ``X-MBX-USED-WEIGHT-1M`` (requests in the last
@@ -98,6 +101,9 @@ MARKET_MAX_QTY = Decimal("10000")
 MIN_NOTIONAL = Decimal("5")
 PERCENT_UP = Decimal("1.05")
 PERCENT_DOWN = Decimal("0.95")
+
+# MAX_NUM_ALGO_ORDERS of the reference (section 3.1: "e.g. 100"; counts STOP/TP orders), per symbol here.
+MAX_ALGO_ORDERS = 100
 
 CHAIN_ID = 1666
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
@@ -457,6 +463,10 @@ class FakeAster:
         self.stalls: list[Stall] = []
         self.rejections: list[Rejection] = []
         self.open_interest_supported = True
+        # Protective-order rules (see _protection_rules); tests turn them on or change them.
+        self.one_close_position_per_side = False
+        self.max_algo_orders: int | None = MAX_ALGO_ORDERS
+        self.refuse_stops_while_flat = False
         # Records for assertions (read them once the requests are answered, or through the methods below).
         self.signed_requests: list[SignedRequest] = []
         self.orders: dict[int, Order] = {}
@@ -1158,6 +1168,7 @@ class FakeAster:
         if otype in CONDITIONAL and self._triggered(otype, side, stop, mark):
             raise VenueReject(-2021, "Order would immediately trigger.")
         pos = acc.positions.get(symbol, Position())
+        self._protection_rules(acc, symbol, side, otype, close_position, pos)
         if reduce_only and (pos.amount == 0 or self._opening_qty(pos, side, qty) != 0):
             raise VenueReject(-2022, "ReduceOnly Order is rejected.")
         reference = {"LIMIT": price, "MARKET": mark}.get(otype, stop)
@@ -1189,6 +1200,36 @@ class FakeAster:
         elif otype == "LIMIT" and tif in ("IOC", "FOK"):
             order.status = "EXPIRED"
         return order.to_json() if p.get("newOrderRespType") == "RESULT" else acknowledged
+
+    # ---- protective-order rules (options) --------------------------------------------------
+    def _protection_rules(
+        self, acc: Account, symbol: str, side: str, otype: str, close_position: bool, pos: Position
+    ) -> None:
+        """The venue's limits on stops and targets, each an option of the fake:
+
+        * ``one_close_position_per_side`` (off by default; the reference's code table does not list it, but
+          Binance and AsterDEX answer -4130): a closePosition order is refused while an open one of the same
+          symbol, side and type exists;
+        * ``max_algo_orders`` (default :data:`MAX_ALGO_ORDERS`, the reference's MAX_NUM_ALGO_ORDERS example;
+          None: no limit): the open STOP/TP orders of a symbol, -4045 beyond it;
+        * ``refuse_stops_while_flat`` (off by default): a closePosition order is refused while the account
+          has no position on the symbol (-2022), as a venue may treat it as reduce-only.
+        """
+        if otype not in CONDITIONAL:
+            return
+        mine = [o for o in self.open_orders(acc.name) if o.symbol == symbol]
+        if self.max_algo_orders is not None and sum(1 for o in mine if o.type in CONDITIONAL) >= self.max_algo_orders:
+            raise VenueReject(-4045, "Reach max stop order limit.")
+        if close_position and self.refuse_stops_while_flat and pos.amount == 0:
+            raise VenueReject(-2022, "ReduceOnly Order is rejected.")
+        if (
+            close_position
+            and self.one_close_position_per_side
+            and any(o.close_position and o.side == side and o.type == otype for o in mine)
+        ):
+            raise VenueReject(
+                -4130, "An open stop or take profit order with GTE and closePosition in the direction is existing."
+            )
 
     @staticmethod
     def _triggered(otype: str, side: str, stop: Decimal, mark: Decimal) -> bool:

@@ -287,8 +287,11 @@ class Store:
         return str(row[0]) if row is not None else None
 
     def cache_put(self, key: str, body: str, now_ms: int) -> None:
-        with self.transaction():
-            _upsert(self.db.conn, "venue_cache", {"key": key, "fetched_at_ms": now_ms, "body": body}, pk="key")
+        try:
+            with self.transaction():
+                _upsert(self.db.conn, "venue_cache", {"key": key, "fetched_at_ms": now_ms, "body": body}, pk="key")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot cache {key} in {self.path}: {exc}") from exc
 
     # ---- Guards (llmtrader.guards): their state, events, what they count, and the decision cache ----------
 

@@ -39,14 +39,17 @@ run: $(RSTAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
+## lint: ruff's lint rules, then its format check (nothing is rewritten)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
+## typecheck: mypy --strict (pyproject.toml) on the sources
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-## check: lint, type-check, then the tests
+## check: lint and format check, type-check, then the tests: what CI runs (.ci/run). The import contract
+## (import-linter) joins here, as a target of its own before `test`, once the layers are declared.
 check: lint typecheck test
 
 ## bench: the performance figures of bench/ (medians of several runs)

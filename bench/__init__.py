@@ -90,7 +90,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def shared_data_dir() -> Path:
-    """../shared/data beside the project (or $LLMTRADER_SHARED_DATA), as the tests find it."""
+    """../shared/data beside the project (or $LLMTRADER_SHARED_DATA); the tests read their excerpt in tests/data."""
     return Path(os.environ.get("LLMTRADER_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 

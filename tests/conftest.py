@@ -20,17 +20,25 @@ SIGNER = "0xb67f9a782d3678a0bac50c22eacbb4924fe9d4cf"
 USER = "0x63dd5acc6b1aa0f563956c0e534dd30b6dcf7c4e"  # the main wallet the agent trades for
 
 
-def shared_data_dir() -> Path:
-    """../shared/data beside the project (or $LLMTRADER_SHARED_DATA)."""
-    return Path(os.environ.get("LLMTRADER_SHARED_DATA", ROOT.parent / "shared" / "data"))
+# Real Binance USD-M candles and funding, an excerpt of ../shared/data committed with the suite (see
+# tests/data/SOURCES.md): every test runs on a fresh clone. ../shared/data is read by bench/ only.
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+def require_data(path: Path) -> Path:
+    """``path`` if it exists; otherwise skip the test, or fail it under CI (where a skip would hide it)."""
+    if not path.exists():
+        message = f"test data not found: {path}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message} (CI=true: missing data is a failure, not a skip)", pytrace=False)
+        pytest.skip(message)
+    return path
 
 
 @pytest.fixture(scope="session")
 def perp_dir() -> Path:
-    path = shared_data_dir() / "binance-usdm-perp"
-    if not (path / "BTCUSDT-1h.csv").exists():
-        pytest.skip(f"real candles not found at {path} (../shared/data is absent)")
-    return path
+    """The folder of real candles (``{SYMBOL}-{tf}.csv``) and funding (``{SYMBOL}-funding.csv``)."""
+    return require_data(DATA_DIR / "binance-usdm-perp" / "BTCUSDT-1h.csv").parent
 
 
 @pytest.fixture

@@ -1,10 +1,10 @@
 """Backtests: history stepped through the agent's own cycle, on real Binance USDⓈ-M candles.
 
-The data is ../shared/data/binance-usdm-perp (1h candles 2025-07-04 to 2026-03-19; BTCUSDT funding
-2025-09-19 to 2025-10-27 and from 2026-01-12). Every run shows the 1h and 4h timeframes, because the 15m
-files end on 2025-12-31. Expected figures are worked out from the CSV rows themselves, read here with
-the csv module, never from the code under test: the paper fee is 0.035 % of the notional (taker) and the
-slippage 2 bps against the trader.
+The data is tests/data/binance-usdm-perp (BTCUSDT and ETHUSDT 1h candles 2025-08-16 to 2025-12-16,
+SOLUSDT from 2025-11-01; BTCUSDT funding 2025-09-19 to 2025-10-27). Every run shows the 1h and 4h
+timeframes, because the 15m files hold only a few windows. Expected figures are worked out from the CSV
+rows themselves, read here with the csv module, never from the code under test: the paper fee is 0.035 %
+of the notional (taker) and the slippage 2 bps against the trader.
 """
 
 from __future__ import annotations
@@ -673,7 +673,7 @@ def test_cli_backtest_uses_the_strategy_in_force_for_the_account(
     [
         (["--data", "{missing}"], 2, "no such directory"),
         ([], 2, "backtest needs --data DIR"),
-        (["--data", "{data}", "--timeframes", "15m,1h", "--from", "2026-01-05", "--to", "2026-01-06"], 2,
+        (["--data", "{data}", "--timeframes", "15m,1h", "--from", "2025-09-10", "--to", "2025-09-11"], 2,
          "BTCUSDT-15m.csv: its 15m candles close from"),
         (["--replay", "bt-nosuchrun"], 1, "no backtest run 'bt-nosuchrun'"),
     ],
@@ -794,7 +794,7 @@ def test_resampled_1h_candles_are_the_venues_4h_candles(perp_dir: Path) -> None:
     four = read_candles(perp_dir / "BTCUSDT-4h.csv", "BTCUSDT", "4h").candles
     built = resample(hourly, "4h")
     assert built.interval == "4h"
-    # The 1h file starts on the 4h grid (12:00) and ends at 18:00, inside the 16:00 group: that group is dropped.
+    # The 1h file starts on the 4h grid (00:00) and ends at 18:00, inside the 16:00 group: that group is dropped.
     assert int(hourly.open_time_ms[0]) % (4 * H) == 0 and len(hourly) % 4 == 3
     assert len(built) == len(hourly) // 4
     assert int(built.open_time_ms[-1]) == int(hourly.open_time_ms[-1]) - 6 * H

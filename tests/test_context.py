@@ -24,9 +24,9 @@ from llmtrader.market import AssetMarket, Candles, MarketSnapshot
 from llmtrader.strategy import PLACEHOLDERS, Strategy, load_strategy
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
-NOW = 1_763_000_000_000
+NOW = 1_765_800_780_000  # 2025-12-15 12:13 UTC, inside the data of every timeframe
 HOUR = 3_600_000
-# 1m and 1d are not in the shared data: a context is built from the timeframes that exist there.
+# 1m and 1d are not in the test data: a context is built from the timeframes that exist there.
 AVAILABLE = ("5m", "15m", "1h", "4h")
 
 
@@ -49,7 +49,7 @@ def context(
     trades: list[TradeSummary] | None = None,
     performance: PerformanceSummary | None = None,
 ) -> DecisionContext:
-    """The strategy's timeframes that the shared data holds, 200 closed candles each, as of NOW."""
+    """The strategy's timeframes that the test data holds, 200 closed candles each, as of NOW."""
     timeframes = [tf for tf in strategy.timeframes if tf in AVAILABLE]
     assets = {}
     for symbol in SYMBOLS:
@@ -125,11 +125,11 @@ def test_recent_trades_and_performance_render_when_shown(rows: dict) -> None:
     lines = [line for line in section.splitlines() if line.startswith("- ")]
     assert len(lines) == 5  # the newest five, newest first
     assert lines[0] == (
-        "- BTCUSDT long: opened 2025-11-12 22:13 UTC, held 3 h; entry 100000 exit 101000 (+1% price move); "
+        "- BTCUSDT long: opened 2025-12-15 08:13 UTC, held 3 h; entry 100000 exit 101000 (+1% price move); "
         "PnL +12.5 USD, closed by take_profit"
     )
     assert "PnL -3 USD" in lines[1]
-    assert "since 2025-11-11 20:13 UTC: 8 closed trades, win rate 87.5%, net PnL +84.5 USD, Sharpe 1.23" in user
+    assert "since 2025-12-14 06:13 UTC: 8 closed trades, win rate 87.5%, net PnL +84.5 USD, Sharpe 1.23" in user
 
 
 def test_recent_trades_and_performance_say_when_they_are_missing_or_hidden(rows: dict) -> None:
@@ -139,7 +139,7 @@ def test_recent_trades_and_performance_say_when_they_are_missing_or_hidden(rows:
     assert "# Performance\n(not available)" in user
     _, user = render_prompt(context(rows, strategy, trades=[], performance=PerformanceSummary(0, 0, 0, None, NOW)),
                             strategy)  # fmt: skip
-    assert "no closed trades yet" in user and "no closed trades since 2025-11-13 02:13 UTC" in user
+    assert "no closed trades yet" in user and "no closed trades since 2025-12-15 12:13 UTC" in user
     hidden = strategy.model_copy(deep=True)
     hidden.context.recent_trades = 0
     hidden.context.performance = False

@@ -69,7 +69,7 @@ def lines(path: Path) -> list[str]:
 
 
 def shared_lines(perp_dir: Path, name: str, offset_ms: int, start_ms: int, end_ms: int) -> list[str]:
-    """The rows of a ../shared/data file as written there, shifted to the fake's time, in [start_ms, end_ms)."""
+    """The rows of a test data file as written there, shifted to the fake's time, in [start_ms, end_ms)."""
     out = []
     for line in lines(perp_dir / name)[1:]:
         when, rest = line.split(",", 1)
@@ -118,7 +118,7 @@ def test_two_symbols_over_two_pages_are_the_venue_candles_exactly(
         rows = lines(out / f"{symbol}-1h.csv")
         assert rows[0] == CANDLE_HEADER
         assert rows[1:] == served_candle_lines(venue, symbol, since)
-        # ... which are the lines of ../shared/data, digit for digit.
+        # ... which are the lines of the data file, digit for digit.
         assert rows[1:] == shared_lines(perp_dir, f"{symbol}-1h.csv", venue.offset_ms, since, now - HOUR + 1)
         assert len(rows) - 1 > 1500
         last_open = int(rows[-1].split(",")[0])

@@ -39,7 +39,7 @@ def btc(perp_dir: Path) -> Candles:
 @pytest.fixture(scope="module")
 def sol(perp_dir: Path) -> Candles:
     # A chunk from the middle of the file, not its first rows.
-    return candles_of(read_rows(perp_dir, "SOLUSDT-15m", start=5000), "SOLUSDT", "15m")
+    return candles_of(read_rows(perp_dir, "SOLUSDT-15m", start=1000), "SOLUSDT", "15m")
 
 
 @pytest.fixture(params=["btc", "sol"])

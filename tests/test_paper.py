@@ -2,7 +2,7 @@
 
 Every figure is worked out by hand in the comments (fee 0.035 % taker, slippage 2 bps against the
 trader, maintenance margin rate 0.5 %) and asserted to the cent. The candles are real Binance USDⓈ-M
-rows from ../shared/data/binance-usdm-perp; each test names the rows it uses.
+rows from tests/data/binance-usdm-perp; each test names the rows it uses.
 """
 
 from __future__ import annotations
@@ -528,8 +528,8 @@ def test_adapter_charges_funding_and_survives_a_restart(perp_dir: Path, tmp_path
 
 
 def test_history_windows_of_the_market_client(perp_dir: Path) -> None:
-    # 2025-11-20 .. 2025-12-10 is 20 days of 15m candles: 1920 rows, two pages of at most 1500.
-    start, end = 1763596800000, 1765324800000
+    # 2025-11-27 .. 2025-12-14 is 17 days of 15m candles: 1632 rows, two pages of at most 1500.
+    start, end = 1764201600000, 1765670400000
     with (perp_dir / "BTCUSDT-15m.csv").open() as fh:
         expected = [row for row in csv.reader(fh) if row[0].isdigit() and start <= int(row[0]) < end]
     with (perp_dir / "BTCUSDT-funding.csv").open() as fh:  # 2025-10-01 .. 2025-10-27
@@ -543,7 +543,7 @@ def test_history_windows_of_the_market_client(perp_dir: Path) -> None:
         async def go() -> None:
             async with AsterMarketData(fake.base_url, timeout_s=5) as data:
                 candles = await data.candles_between("BTCUSDT", "15m", start, end)
-                assert len(candles) == len(expected) == 1920
+                assert len(candles) == len(expected) == 1632
                 assert candles.open_time_ms.tolist() == [int(r[0]) for r in expected]
                 assert candles.close.tolist() == [float(r[4]) for r in expected]
                 assert fake.count("/fapi/v3/klines") == 2

@@ -2,7 +2,7 @@
 
 Fees in the hand-made cases are AsterDEX's taker 0.035 % unless a round figure makes the arithmetic
 easier to follow; the comments carry the arithmetic, the assertions hold to the cent (most of them
-exactly). The last tests drive the paper exchange on real candles from ../shared/data and check that
+exactly). The last tests drive the paper exchange on real candles from tests/data and check that
 the reconstructed trade adds up to the paper fills and to the wallet.
 """
 

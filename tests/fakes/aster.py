@@ -1,4 +1,4 @@
-"""A fake AsterDEX futures venue on loopback, serving real Binance candles from ../shared/data.
+"""A fake AsterDEX futures venue on loopback, serving real Binance candles from tests/data.
 
 It speaks the venue's REST protocol over real HTTP (a threaded server), so the real httpx client is
 exercised. Time is shifted so that the data's ``anchor_ms`` maps onto the fake's clock: the newest candle

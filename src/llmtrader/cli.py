@@ -167,11 +167,14 @@ def decide(
 
     def body() -> None:
         import asyncio
+        import contextlib
 
         from llmtrader import render
         from llmtrader.bootstrap import build_services, close_services
         from llmtrader.engine import decide as run_decide
+        from llmtrader.engine import require_one_way
         from llmtrader.errors import ModelError, VenueError
+        from llmtrader.scheduler import RunLock
 
         settings = _settings({"assets": symbols, "llm_model": model})
         live = settings.trading_mode == "live" and not dry_run
@@ -180,28 +183,35 @@ def decide(
                 "live mode: decide would send real orders; run it on a terminal to confirm, pass --yes, "
                 "or use --dry-run"
             )
-        services = build_services(settings, model_explicit=model is not None, strategy_override=strategy)
-        for note in services.notes:  # on stderr, so --json output stays clean
-            render.warning(note)
+        # One trader per account: a decision that may trade takes the account's run lock (refused beside an agent).
+        lock: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if not dry_run:
+            lock = RunLock(settings.db, settings.account).held("decide")
+        with lock:
+            services = build_services(settings, model_explicit=model is not None, strategy_override=strategy)
+            for note in services.notes:  # on stderr, so --json output stays clean
+                render.warning(note)
 
-        def confirm(record: Any, report: Any) -> bool:
-            render.decision_table(record)
-            return typer.confirm("Execute this decision on AsterDEX with REAL money?", default=False)
+            def confirm(record: Any, report: Any) -> bool:
+                render.decision_table(record)
+                return typer.confirm("Execute this decision on AsterDEX with REAL money?", default=False)
 
-        async def go() -> Any:
+            async def go() -> Any:
+                try:
+                    if not dry_run:
+                        await require_one_way(services)
+                    return await run_decide(
+                        services, settings.assets, dry_run=dry_run, confirm=confirm if live and not yes else None
+                    )
+                finally:
+                    await close_services(services)
+
             try:
-                return await run_decide(
-                    services, settings.assets, dry_run=dry_run, confirm=confirm if live and not yes else None
-                )
-            finally:
-                await close_services(services)
-
-        try:
-            result = asyncio.run(go())
-        except (ModelError, VenueError) as exc:
-            if as_json:
-                typer.echo(json.dumps(render.failure_json(exc)))
-            raise
+                result = asyncio.run(go())
+            except (ModelError, VenueError) as exc:
+                if as_json:
+                    typer.echo(json.dumps(render.failure_json(exc)))
+                raise
         if as_json:
             typer.echo(json.dumps(render.decision_json(result.record, result.execution), default=str))
         else:
@@ -425,7 +435,8 @@ def close(
     def body() -> None:
         from llmtrader import render
         from llmtrader.configfile import normalize_symbol
-        from llmtrader.engine import close_positions
+        from llmtrader.engine import close_positions, require_one_way
+        from llmtrader.scheduler import RunLock
 
         if (symbol is None) == (not close_all):
             raise ConfigError("give one SYMBOL or --all")
@@ -441,7 +452,13 @@ def close(
         def confirm(targets: list[str]) -> bool:
             return typer.confirm(f"Close {', '.join(targets)} at market and cancel their orders?", default=False)
 
-        result = _run_with_services(lambda s: close_positions(s, symbols, confirm=None if yes else confirm))
+        async def closing(services: Any) -> Any:
+            await require_one_way(services)
+            return await close_positions(services, symbols, confirm=None if yes else confirm)
+
+        settings = _settings()
+        with RunLock(settings.db, settings.account).held("close"):  # one trader per account
+            result = _run_with_services(closing)
         if as_json:
             typer.echo(json.dumps(render.decision_json(result.record, result.execution), default=str))
             return

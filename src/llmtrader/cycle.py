@@ -46,6 +46,7 @@ from llmtrader.engine import (
     decide,
     protect_positions,
     protective_orders,
+    sync_live_history,
 )
 from llmtrader.errors import ConfigError, ModelError, NotFoundError, StrategyError, VenueError
 from llmtrader.exchange.base import OrderState, VenuePosition, dec_str, together
@@ -56,8 +57,9 @@ from llmtrader.guards import (
     check_guards,
     day_start_ms,
     record_model_result,
+    transfers_from_ms,
 )
-from llmtrader.storage.facts import AccountFacts, account_facts, day_start_equity, trading_version
+from llmtrader.storage.facts import AccountFacts, account_facts, day_start_equity, trading_version, transfers_since
 from llmtrader.strategy import StrategyLimits
 
 if TYPE_CHECKING:
@@ -213,6 +215,10 @@ async def _cycle(services: Services, result: CycleResult, now: int, dry_run: boo
         result.reason = f"the account cannot be read: {exc}"
         return
     result.equity_usd = account.equity_usd
+    # The venue's history (live): the closes that filled there while no one looked (for the cooldown and the
+    # minimum hold) and the deposits and withdrawals (for the kill switches' baselines), whatever the strategy
+    # shows the model. When it cannot be read, the decision holds openings (engine.decide).
+    history = await sync_live_history(services)
 
     # 2. Guards: checked, then their state and events saved at once, before anything else can fail.
     verdict = check_guards(
@@ -224,6 +230,7 @@ async def _cycle(services: Services, result: CycleResult, now: int, dry_run: boo
         spend_today_usd=store.model_spend_usd(name, since_ms=day_start_ms(now)),
         model_call_times_ms=store.model_call_times(name, since_ms=now - HOUR_MS),
         settings=gs,
+        transfers=transfers_since(store, name, min(day_start_ms(now), transfers_from_ms(state, now))),
     )
     if verdict.events or verdict.new_state != state:  # unchanged state: nothing to write
         store.save_guard_state(name, verdict.new_state, verdict.events, now_ms=now)
@@ -262,6 +269,7 @@ async def _cycle(services: Services, result: CycleResult, now: int, dry_run: boo
         openings_refused=openings or None,
         cache_ttl_ms=gs.decision_cache_ttl_ms,
         on_model_result=on_model_result,
+        history=history,
     )
     try:
         decided = await decide(services, settings.assets, dry_run=dry_run, hooks=hooks)
@@ -381,6 +389,11 @@ async def _reconcile(services: Services, now: int, notes: list[str], *, dry_run:
         )
         linked = protector if any(u.symbol == p.symbol for u in unprotected) else None  # the stop it got
         log.event(decision_id=linked, symbol=p.symbol, kind=ADOPTED, message=message)
+        # The trade ledger opens it at the venue's entry price, so that its close is booked as a close.
+        store.record_adoption(
+            account=name, mode=mode, symbol=p.symbol, amount=dec_str(p.amount), entry_price=dec_str(p.entry_price),
+            time_ms=services.clock.now_ms(),
+        )  # fmt: skip
         notes.append(message)
 
 

@@ -200,11 +200,16 @@ def test_a_withdrawal_moves_the_baselines_of_the_kill_switches(
     held = fake_aster.positions(USER)
     assert "BTCUSDT" in held
     fake_aster.transfer(USER, -4000)  # 4,000 of about 10,000 USD withdrawn
-    result = run_once(runner)  # the model holds
+    eth = fake_aster.mark("ETHUSDT")
+    long_eth = asset("ETHUSDT", "buy", allocation_usd=500, leverage=2, tp_price=round(eth * 1.04, 2),
+                     sl_price=round(eth * 0.98, 2), confidence=0.7, risk_level="medium")  # fmt: skip
+    fake_llm.push(answer(decision(asset("BTCUSDT"), long_eth)))
+    result = run_once(runner)
     assert result.exit_code == 0, result.output
-    assert [o for o, _ in cycles(live)] == ["traded", "held"]
-    assert fake_aster.positions(USER) == held  # nothing was closed
-    assert [p["newClientOrderId"][-3:] for p in fake_aster.order_posts()] == ["_en", "_sl", "_tp"]
+    assert [o for o, _ in cycles(live)] == ["traded", "traded"]
+    assert fake_aster.positions(USER)["BTCUSDT"] == held["BTCUSDT"]  # nothing was closed
+    assert "ETHUSDT" in fake_aster.positions(USER)  # nor openings refused by a daily loss
+    assert [p["newClientOrderId"][-3:] for p in fake_aster.order_posts()] == ["_en", "_sl", "_tp"] * 2
     assert rows(live, "SELECT kind FROM guard_events") == []
     [(amount,)] = rows(live, "SELECT amount FROM venue_transfers")
     assert Decimal(amount) == -4000

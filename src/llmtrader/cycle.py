@@ -59,7 +59,7 @@ from llmtrader.guards import (
     record_model_result,
     transfers_from_ms,
 )
-from llmtrader.storage.facts import AccountFacts, account_facts, day_start_equity, trading_version, transfers_since
+from llmtrader.storage.facts import AccountFacts, account_facts, day_start_baseline, trading_version, transfers_since
 from llmtrader.strategy import StrategyLimits
 
 if TYPE_CHECKING:
@@ -226,11 +226,11 @@ async def _cycle(services: Services, result: CycleResult, now: int, dry_run: boo
         account=name,
         now_ms=now,
         equity=account.equity_usd,
-        day_start_equity=day_start_equity(store, name, now),
+        day_start_equity=day_start_baseline(store, name, now),
         spend_today_usd=store.model_spend_usd(name, since_ms=day_start_ms(now)),
         model_call_times_ms=store.model_call_times(name, since_ms=now - HOUR_MS),
         settings=gs,
-        transfers=transfers_since(store, name, min(day_start_ms(now), transfers_from_ms(state, now))),
+        transfers=transfers_since(store, name, transfers_from_ms(state, now)),
     )
     if verdict.events or verdict.new_state != state:  # unchanged state: nothing to write
         store.save_guard_state(name, verdict.new_state, verdict.events, now_ms=now)

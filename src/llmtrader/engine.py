@@ -25,7 +25,7 @@ from llmtrader.errors import ConfigError, LLMTraderError, ModelError, NotFoundEr
 from llmtrader.exchange.base import Exchange, OrderState, OrderType, Side, VenuePosition, dec_str, together
 from llmtrader.exchange.filters import SymbolRules
 from llmtrader.execution import ExecutionReport, ExecutionSettings, execute
-from llmtrader.guards import cache_context, context_key, day_start_ms, refuse_openings
+from llmtrader.guards import cache_context, context_key, refuse_openings
 from llmtrader.llm import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
 from llmtrader.market import MarketData, MarketSnapshot, check_symbols
 from llmtrader.risk import (
@@ -38,7 +38,13 @@ from llmtrader.risk import (
     recheck_caps,
     validate_decision,
 )
-from llmtrader.storage.facts import account_facts, account_history, history_version, net_transfers, paper_history
+from llmtrader.storage.facts import (
+    account_facts,
+    account_history,
+    day_start_baseline,
+    history_version,
+    paper_history,
+)
 from llmtrader.storage.records import AssetRow, CallRow, DecisionRecord, new_decision_id
 from llmtrader.storage.store import Store
 from llmtrader.storage.venue_history import HistorySource, sync_venue_history
@@ -559,6 +565,9 @@ async def prepare(
         snapshot, read, strategy, limits, symbols, settings.interval, recent_trades=recent, performance=performance
     )
     facts = account_facts(services.store, settings.account, now)
+    day_start = facts.day_start_equity
+    if services.exchange.mode == "live":
+        day_start = day_start_baseline(services.store, settings.account, now)
     inputs = RiskInputs(
         now_ms=now,
         interval_ms=INTERVAL_MS[settings.interval],
@@ -567,13 +576,9 @@ async def prepare(
         last_close_ms=facts.last_close_ms,
         opened_at_ms=facts.opened_at_ms,
         last_entry_ms=facts.last_entry_ms,
-        # The first decision of a UTC day sees the day's starting equity itself; deposits and withdrawals
-        # since 00:00 UTC move it, as they are no profit or loss.
-        day_start_equity=(
-            facts.day_start_equity + net_transfers(services.store, settings.account, day_start_ms(now))
-            if facts.day_start_equity is not None
-            else read.equity_usd
-        ),
+        # The first decision of a UTC day sees the day's starting equity itself; on the live venue, deposits
+        # and withdrawals since it was recorded move it, as they are no profit or loss.
+        day_start_equity=read.equity_usd if day_start is None else day_start,
     )
     system, user = render_prompt(context, strategy) if prompt else ("", "")
     return Prepared(strategy, snapshot, read, limits, context, system, user, inputs, notes, prompt, history)

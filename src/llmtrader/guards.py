@@ -36,10 +36,10 @@ The contract of a cycle (``llmtrader run``), in this order, for one account
 2. Reconcile, then read the account (``engine.account_state``): ``equity = account.equity_usd``. If the
    account cannot be read, skip the cycle (record it) and do not call :func:`check_guards`.
 3. ``verdict = check_guards(state, account=..., now_ms=now, equity=equity,
-   day_start_equity=account_facts(store, account, now).day_start_equity,
+   day_start_equity=day_start_baseline(store, account, now),
    spend_today_usd=store.model_spend_usd(account, since_ms=day_start_ms(now)),
    model_call_times_ms=store.model_call_times(account, since_ms=now - HOUR_MS), settings=gs,
-   transfers=transfers_since(store, account, min(day_start_ms(now), transfers_from_ms(state, now))))``
+   transfers=transfers_since(store, account, transfers_from_ms(state, now)))``
    (on a live account, after syncing the venue's history: its TRANSFER income);
    then at once ``store.save_guard_state(account, verdict.new_state, verdict.events, now_ms=now)`` (one
    transaction: the state and its events), before anything else can fail.
@@ -356,16 +356,15 @@ def check_guards(
 
     ``day_start_equity`` None (no equity recorded before or today) means the daily loss is not measured.
     ``transfers``: the account's deposits (+) and withdrawals (−) as (time ms, USD), at least those since
-    :func:`transfers_from_ms`: they are no profit or loss, so they move the start-of-day equity (those since
-    00:00 UTC) and the peak (those since the peak, or since the last shift) by their amount.
+    :func:`transfers_from_ms`: they are no profit or loss, so they move the peak (those since the peak, or
+    since its last shift) by their amount. (``day_start_equity`` comes moved by those of the day:
+    :func:`llmtrader.storage.facts.day_start_baseline`.)
     """
     kill = state.kill
     today = utc_day(now_ms)
     events: list[GuardEvent] = []
     reasons: list[str] = []
     blocked: list[Blocker] = []
-    if day_start_equity is not None:
-        day_start_equity += sum(amount for t, amount in transfers if t >= day_start_ms(now_ms))
 
     # Maximum drawdown: shift the peak by the transfers since it, raise it, then compare (a new high is a
     # drawdown of 0).
@@ -476,7 +475,7 @@ def check_guards(
 
 def transfers_from_ms(state: GuardState, now_ms: int) -> int:
     """The time after which transfers are not yet in the persisted peak: what :func:`check_guards` needs
-    them from is the earlier of this and 00:00 UTC (the start-of-day equity)."""
+    them from."""
     kill = state.kill
     if kill.transfers_to_ms is not None:
         return kill.transfers_to_ms

@@ -253,7 +253,7 @@ def day_start_equity(store: Store, account: str, now_ms: int) -> float | None:
     found = known.get((account, day))
     if found is not None:
         return found
-    found, before_midnight = _day_start_equity(store, account, day)
+    found, before_midnight, _ = _day_start_equity(store, account, day)
     if found is not None and before_midnight and now_ms - day >= _SETTLED_AFTER_MS:
         if len(known) > 1024:
             known.clear()
@@ -261,7 +261,19 @@ def day_start_equity(store: Store, account: str, now_ms: int) -> float | None:
     return found
 
 
-def _day_start_equity(store: Store, account: str, day_ms: int) -> tuple[float | None, bool]:
+def day_start_baseline(store: Store, account: str, now_ms: int) -> float | None:
+    """:func:`day_start_equity` moved by the deposits (+) and withdrawals (−) made since it was recorded
+    (since 00:00 UTC, or since today's first record when that is the baseline): they are no profit or loss,
+    so the daily loss switches measure from it. None when no equity is recorded."""
+    day = now_ms - now_ms % DAY_MS
+    found, before_midnight, at_ms = _day_start_equity(store, account, day)
+    if found is None:
+        return None
+    return found + net_transfers(store, account, day if before_midnight else at_ms + 1)
+
+
+def _day_start_equity(store: Store, account: str, day_ms: int) -> tuple[float | None, bool, int]:
+    """The start-of-day equity, whether it was recorded before 00:00 UTC, and when (ms; 0 when none)."""
     db = store.db
     midnight = iso_utc(day_ms)
     before: list[tuple[str, float]] = []
@@ -283,10 +295,10 @@ def _day_start_equity(store: Store, account: str, day_ms: int) -> tuple[float | 
         if row is not None:
             today.append((str(row[0]), float(row[1])))
     if before:
-        return max(before)[1], True
+        return max(before)[1], True, ms_of_iso(max(before)[0])
     if today:
-        return min(today)[1], False
-    return None, False
+        return min(today)[1], False, ms_of_iso(min(today)[0])
+    return None, False, 0
 
 
 def transfers_since(store: Store, account: str, since_ms: int) -> list[tuple[int, float]]:

@@ -354,14 +354,22 @@ class _Sync:
         await self.income_stream(FUNDING, self.store_funding)
 
     async def transfers(self) -> None:
-        await self.income_stream(TRANSFER, self.store_transfers)
+        # Only the kill switches' baselines (today's and the peak's) need them: a first sync reads the last 7
+        # days, not every week since llmtrader's first order (which would spend the request budget).
+        await self.income_stream(TRANSFER, self.store_transfers, first=max(self.start, self.now - WINDOW_MS))
 
     async def income_stream(
-        self, income_type: str, store: Callable[[str, Sequence[dict[str, Any]], int], None]
+        self,
+        income_type: str,
+        store: Callable[[str, Sequence[dict[str, Any]], int], None],
+        *,
+        first: int | None = None,
     ) -> None:
-        """Page the income rows of ``income_type`` since the stream's cursor, each page stored by ``store``."""
+        """Page the income rows of ``income_type`` since the stream's cursor (without one: since ``first``,
+        else the sync's start), each page stored by ``store``."""
         stream = f"income:{income_type}"
-        start = self.resume_from(self.cursor(stream))
+        cursor = self.cursor(stream)
+        start = first if first is not None and cursor.last_time_ms is None else self.resume_from(cursor)
         while start <= self.now:
             end = min(start + WINDOW_MS - 1, self.now)
             page_start = start

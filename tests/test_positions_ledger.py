@@ -280,3 +280,31 @@ def test_hedge_mode_is_refused_with_a_clear_line_and_nothing_sent(
     fake_aster.set_position_mode(USER, dual=False)
     checks = {c["name"]: c for c in json.loads(invoke(runner, "doctor", "--json").stdout)}
     assert checks["position mode"]["status"] == "ok"
+
+
+def test_a_transfer_moves_the_peak_once_and_a_real_loss_still_trips_the_switch() -> None:
+    from dataclasses import replace
+
+    from llmtrader.config import load_settings
+    from llmtrader.guards import GuardSettings, GuardState, check_guards
+
+    gs = replace(GuardSettings.from_settings(load_settings(None, None, environ={})), max_drawdown_pct=20)
+    t0 = 1_790_000_000_000
+
+    def cycle(state: GuardState, now: int, equity: float, transfers: list[tuple[int, float]]) -> Any:
+        return check_guards(
+            state, account="default", now_ms=now, equity=equity, day_start_equity=None, spend_today_usd=0,
+            model_call_times_ms=[], settings=gs, transfers=transfers,
+        )  # fmt: skip
+
+    first = cycle(GuardState(), t0, 10_000, [])
+    assert first.new_state.kill.peak_equity == 10_000
+    withdrawal = [(t0 + 60_000, -4000.0)]
+    second = cycle(first.new_state, t0 + 3_600_000, 6_000, withdrawal)
+    assert not second.close_all and second.new_state.kill.peak_equity == 6_000
+    # the same transfer, read again at the next cycle, is not counted twice
+    third = cycle(second.new_state, t0 + 7_200_000, 5_000, withdrawal)
+    assert not third.close_all and third.new_state.kill.peak_equity == 6_000
+    # a loss of 20% from the moved peak trips the switch
+    fourth = cycle(third.new_state, t0 + 10_800_000, 4_800, withdrawal)
+    assert fourth.close_all and "below the peak 6000 USD" in fourth.reasons[0]

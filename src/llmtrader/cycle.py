@@ -6,8 +6,9 @@ The steps follow the contract in :mod:`llmtrader.guards`, in this order:
    once (or is closed if that fails, an emergency), a position the store does not know is adopted with a
    warning, and orders the store believes open that the venue no longer has are marked. When the venue cannot
    be read, the cycle is skipped and positions stay as they are.
-2. **Guards**: the account is read, every guard checked, and their state and events saved at once. The
-   drawdown stop closes everything; a stop or the model budget skips the cycle.
+2. **Guards**: the account is read, the live venue's history synced (closes that filled there, deposits and
+   withdrawals; when it cannot be read, the decision holds openings), every guard checked, and their state
+   and events saved at once. The drawdown stop closes everything; a stop or the model budget skips the cycle.
 3. **Decide** through :func:`llmtrader.engine.decide` with :class:`~llmtrader.engine.CycleHooks`: an identical
    context reuses a cached decision without a model call; an open circuit or a rate limit skips the cycle
    otherwise; the daily loss switch refuses openings; each model call's result feeds the circuit breaker.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,18 @@ import pytest
 from typer.testing import CliRunner
 
 from llmtrader.cli import app
+from llmtrader.logs import reset_logging
 from llmtrader.scheduler import RunLock
 from tests.conftest import ROOT, USER
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_log_handlers() -> Iterator[None]:
+    """`run` configures logging onto CliRunner's stderr, which is closed once the invocation returns."""
+    yield
+    reset_logging()
 
 
 def invoke(runner: CliRunner, *args: str) -> Any:

@@ -167,7 +167,6 @@ def decide(
 
     def body() -> None:
         import asyncio
-        import contextlib
 
         from llmtrader import render
         from llmtrader.bootstrap import build_services, close_services
@@ -183,35 +182,34 @@ def decide(
                 "live mode: decide would send real orders; run it on a terminal to confirm, pass --yes, "
                 "or use --dry-run"
             )
-        # One trader per account: a decision that may trade takes the account's run lock (refused beside an agent).
-        lock: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-        if not dry_run:
-            lock = RunLock(settings.db, settings.account).held("decide")
-        with lock:
-            services = build_services(settings, model_explicit=model is not None, strategy_override=strategy)
-            for note in services.notes:  # on stderr, so --json output stays clean
-                render.warning(note)
+        services = build_services(settings, model_explicit=model is not None, strategy_override=strategy)
+        for note in services.notes:  # on stderr, so --json output stays clean
+            render.warning(note)
 
-            def confirm(record: Any, report: Any) -> bool:
-                render.decision_table(record)
-                return typer.confirm("Execute this decision on AsterDEX with REAL money?", default=False)
+        def confirm(record: Any, report: Any) -> bool:
+            render.decision_table(record)
+            return typer.confirm("Execute this decision on AsterDEX with REAL money?", default=False)
 
-            async def go() -> Any:
-                try:
-                    if not dry_run:
-                        await require_one_way(services)
-                    return await run_decide(
-                        services, settings.assets, dry_run=dry_run, confirm=confirm if live and not yes else None
-                    )
-                finally:
-                    await close_services(services)
+        lock = RunLock(settings.db, settings.account)
 
+        async def go() -> Any:
             try:
-                result = asyncio.run(go())
-            except (ModelError, VenueError) as exc:
-                if as_json:
-                    typer.echo(json.dumps(render.failure_json(exc)))
-                raise
+                if not dry_run:  # one trader per account: refused beside a running agent (before any read)
+                    lock.acquire(command="decide")
+                    await require_one_way(services)
+                return await run_decide(
+                    services, settings.assets, dry_run=dry_run, confirm=confirm if live and not yes else None
+                )
+            finally:
+                lock.release()
+                await close_services(services)
+
+        try:
+            result = asyncio.run(go())
+        except (ModelError, VenueError) as exc:
+            if as_json:
+                typer.echo(json.dumps(render.failure_json(exc)))
+            raise
         if as_json:
             typer.echo(json.dumps(render.decision_json(result.record, result.execution), default=str))
         else:
@@ -453,12 +451,15 @@ def close(
             return typer.confirm(f"Close {', '.join(targets)} at market and cancel their orders?", default=False)
 
         async def closing(services: Any) -> Any:
-            await require_one_way(services)
-            return await close_positions(services, symbols, confirm=None if yes else confirm)
+            lock = RunLock(services.settings.db, services.settings.account)
+            lock.acquire(command="close")  # one trader per account: refused beside a running agent
+            try:
+                await require_one_way(services)
+                return await close_positions(services, symbols, confirm=None if yes else confirm)
+            finally:
+                lock.release()
 
-        settings = _settings()
-        with RunLock(settings.db, settings.account).held("close"):  # one trader per account
-            result = _run_with_services(closing)
+        result = _run_with_services(closing)
         if as_json:
             typer.echo(json.dumps(render.decision_json(result.record, result.execution), default=str))
             return

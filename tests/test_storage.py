@@ -66,6 +66,8 @@ EXPECTED_SCHEMA = {
     "backtest_equity": ["run_id", "time_ms", "equity_usd", "gross_usd", "positions"],
     "model_answers": ["run_id", "step_ms", "request_hash", "model", "base_url", "kind", "answer"],
     "trading_versions": ["account", "n"],
+    "venue_transfers": ["id", "account", "tran_id", "asset", "amount", "time_ms"],
+    "adoptions": ["id", "account", "mode", "symbol", "amount", "entry_price", "time_ms"],
     "_sqlite_migrations": ["id", "migration_set", "name", "applied_at"],
 }  # fmt: skip
 EXPECTED_TRIGGERS = {
@@ -92,6 +94,8 @@ EXPECTED_INDEXES = {
     "decision_cache": {("expires_at_ms",)},
     "cycles": {("account", "started_at")},
     "model_answers": {("request_hash",)},
+    "venue_transfers": {("account", "tran_id"), ("account", "time_ms")},
+    "adoptions": {("account", "mode", "time_ms")},
 }
 
 
@@ -147,6 +151,7 @@ def test_migrations_are_named_recorded_and_idempotent(store: Store) -> None:
     assert applied == migration_names() == [
         "m001_decisions", "m002_venue_cache", "m003_execution", "m004_paper", "m005_strategies",
         "m006_venue_history", "m007_guards", "m008_cycles", "m009_backtests", "m010_trading_versions",
+        "m011_transfers_adoptions",
     ]  # fmt: skip
     store.close()
     Store(store.path).close()  # opening again applies nothing new

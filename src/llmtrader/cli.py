@@ -204,7 +204,9 @@ def decide(
         from llmtrader import render
         from llmtrader.bootstrap import build_services, close_services
         from llmtrader.engine import decide as run_decide
+        from llmtrader.engine import require_one_way
         from llmtrader.errors import ModelError, VenueError
+        from llmtrader.scheduler import RunLock
 
         settings = _account_settings({"assets": symbols, "llm_model": model, "account": account}, live=live)
         trades_live = settings.trading_mode == "live" and not dry_run
@@ -222,12 +224,18 @@ def decide(
             render.live_confirmation(record, report)  # last: only validated values between it and the question
             return typer.confirm("Execute this decision on AsterDEX with REAL money?", default=False)
 
+        lock = RunLock(settings.db, settings.account)
+
         async def go() -> Any:
             try:
+                if not dry_run:  # one trader per account: refused beside a running agent (before any read)
+                    lock.acquire(command="decide")
+                    await require_one_way(services)
                 return await run_decide(
                     services, settings.assets, dry_run=dry_run, confirm=confirm if trades_live and not yes else None
                 )
             finally:
+                lock.release()
                 await close_services(services)
 
         try:
@@ -469,7 +477,8 @@ def close(
     def body() -> None:
         from llmtrader import render
         from llmtrader.configfile import normalize_symbol
-        from llmtrader.engine import close_positions
+        from llmtrader.engine import close_positions, require_one_way
+        from llmtrader.scheduler import RunLock
 
         if (symbol is None) == (not close_all):
             raise ConfigError("give one SYMBOL or --all")
@@ -488,11 +497,16 @@ def close(
             shown = safe_text(", ".join(targets), multiline=False)  # the venue's symbols, right in the question
             return typer.confirm(f"Close {shown} at market and cancel their orders?", default=False)
 
-        result = _run_with_services(
-            lambda s: close_positions(s, symbols, confirm=None if yes else confirm),
-            overrides={"account": account},
-            live=live,
-        )
+        async def closing(services: Any) -> Any:
+            lock = RunLock(services.settings.db, services.settings.account)
+            lock.acquire(command="close")  # one trader per account: refused beside a running agent
+            try:
+                await require_one_way(services)
+                return await close_positions(services, symbols, confirm=None if yes else confirm)
+            finally:
+                lock.release()
+
+        result = _run_with_services(closing, overrides={"account": account}, live=live)
         if as_json:
             typer.echo(json.dumps(render.decision_json(result.record, result.execution), default=str))
             return

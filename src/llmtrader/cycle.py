@@ -6,8 +6,9 @@ The steps follow the contract in :mod:`llmtrader.guards`, in this order:
    once (or is closed if that fails, an emergency), a position the store does not know is adopted with a
    warning, and orders the store believes open that the venue no longer has are marked. When the venue cannot
    be read, the cycle is skipped and positions stay as they are.
-2. **Guards**: the account is read, every guard checked, and their state and events saved at once. The
-   drawdown stop closes everything; a stop or the model budget skips the cycle.
+2. **Guards**: the account is read, the live venue's history synced (closes that filled there, deposits and
+   withdrawals; when it cannot be read, the decision holds openings), every guard checked, and their state
+   and events saved at once. The drawdown stop closes everything; a stop or the model budget skips the cycle.
 3. **Decide** through :func:`llmtrader.engine.decide` with :class:`~llmtrader.engine.CycleHooks`: an identical
    context reuses a cached decision without a model call; an open circuit or a rate limit skips the cycle
    otherwise; the daily loss switch refuses openings; each model call's result feeds the circuit breaker.
@@ -48,6 +49,7 @@ from llmtrader.engine import (
     close_positions,
     decide,
     protect_positions,
+    sync_live_history,
 )
 from llmtrader.errors import ConfigError, ModelError, NotFoundError, StrategyError, VenueError
 from llmtrader.exchange.base import OrderState, OrderType, Side, VenuePosition, dec_str, together
@@ -59,8 +61,9 @@ from llmtrader.guards import (
     check_guards,
     day_start_ms,
     record_model_result,
+    transfers_from_ms,
 )
-from llmtrader.storage.facts import AccountFacts, account_facts, day_start_equity, trading_version
+from llmtrader.storage.facts import AccountFacts, account_facts, day_start_baseline, trading_version, transfers_since
 from llmtrader.strategy import StrategyLimits
 
 if TYPE_CHECKING:
@@ -231,6 +234,10 @@ async def _cycle(services: Services, result: CycleResult, now: int, dry_run: boo
         result.reason = f"the account cannot be read: {exc}"
         return
     result.equity_usd = account.equity_usd
+    # The venue's history (live): the closes that filled there while no one looked (for the cooldown and the
+    # minimum hold) and the deposits and withdrawals (for the kill switches' baselines), whatever the strategy
+    # shows the model. When it cannot be read, the decision holds openings (engine.decide).
+    history = await sync_live_history(services)
 
     # 2. Guards: checked, then their state and events saved at once, before anything else can fail.
     verdict = check_guards(
@@ -238,10 +245,11 @@ async def _cycle(services: Services, result: CycleResult, now: int, dry_run: boo
         account=name,
         now_ms=now,
         equity=account.equity_usd,
-        day_start_equity=day_start_equity(store, name, now),
+        day_start_equity=day_start_baseline(store, name, now),
         spend_today_usd=store.model_spend_usd(name, since_ms=day_start_ms(now)),
         model_call_times_ms=store.model_call_times(name, since_ms=now - HOUR_MS),
         settings=gs,
+        transfers=transfers_since(store, name, transfers_from_ms(state, now)),
     )
     if verdict.events or verdict.new_state != state:  # unchanged state: nothing to write
         store.save_guard_state(name, verdict.new_state, verdict.events, now_ms=now)
@@ -280,6 +288,7 @@ async def _cycle(services: Services, result: CycleResult, now: int, dry_run: boo
         openings_refused=openings or None,
         cache_ttl_ms=gs.decision_cache_ttl_ms,
         on_model_result=on_model_result,
+        history=history,
     )
     try:
         decided = await decide(services, settings.assets, dry_run=dry_run, hooks=hooks)
@@ -412,6 +421,11 @@ async def _reconcile(
         )
         linked = protector if p.symbol in rearmed else None  # the stop it got
         log.event(decision_id=linked, symbol=p.symbol, kind=ADOPTED, message=message)
+        # The trade ledger opens it at the venue's entry price, so that its close is booked as a close.
+        store.record_adoption(
+            account=name, mode=mode, symbol=p.symbol, amount=dec_str(p.amount), entry_price=dec_str(p.entry_price),
+            time_ms=services.clock.now_ms(),
+        )  # fmt: skip
         notes.append(message)
 
 

@@ -135,6 +135,44 @@ async def _credentials(settings: Settings, market: AsterMarketData) -> Check:
     )
 
 
+async def _position_mode(settings: Settings, market: AsterMarketData) -> Check | None:
+    """The account's position mode: llmtrader trades one-way mode only (in hedge mode the venue refuses its
+    orders and stops with -4061). None without venue credentials (nothing to ask)."""
+    try:
+        credentials = settings.venue_credentials()
+    except ConfigError:
+        return None  # the credentials check says why
+    if credentials is None:
+        return None
+    from llmtrader.exchange.asterdex import AsterDexExchange
+
+    async def no_rules() -> dict[str, object]:
+        return {}
+
+    exchange = AsterDexExchange(
+        market,
+        credentials,
+        rules=no_rules,  # type: ignore[arg-type]
+        timeout_s=settings.http_timeout_s,
+        chain_id=settings.asterdex_chain_id,
+        recv_window_ms=settings.asterdex_recv_window_ms,
+    )
+    try:
+        hedge = await exchange.hedge_mode()
+    except VenueError as exc:
+        return Check("position mode", "fail", f"the position mode could not be read: {exc}")
+    finally:
+        await exchange.aclose()
+    if hedge:
+        return Check(
+            "position mode",
+            "fail",
+            f"account {settings.account!r} is in hedge (dual-side) mode: llmtrader refuses to trade it; switch "
+            "it to one-way mode (positionSide/dual dualSidePosition=false) with no position open",
+        )
+    return Check("position mode", "ok", "one-way (llmtrader's orders and stops fit it)")
+
+
 async def _model(settings: Settings) -> Check:
     if settings.is_baseline:
         return Check("model", "ok", "baseline: the built-in rules, no endpoint")
@@ -224,6 +262,8 @@ async def _account_checks(settings: Settings, name: str, environ: Mapping[str, s
             checks.append(Check("credentials", status, "; ".join(problems)))
         else:
             checks.append(await _credentials(account, market))
+            if checks[-1].status == "ok" and (mode := await _position_mode(account, market)) is not None:
+                checks.append(mode)
     checks.append(await _model(account))
     return [c if c.name.startswith("account ") else replace(c, name=f"{c.name} ({name})") for c in checks]
 
@@ -264,5 +304,7 @@ async def run_checks(
     async with AsterMarketData(settings.asterdex_base_url, timeout_s=settings.http_timeout_s) as market:
         checks += await _venue(settings, market)
         checks.append(await _credentials(settings, market))
+        if checks[-1].status == "ok" and (mode := await _position_mode(settings, market)) is not None:
+            checks.append(mode)
     checks.append(await _model(settings))
     return checks + tail

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
@@ -21,15 +21,38 @@ from llmtrader.account import AccountState, Position
 from llmtrader.config import INTERVAL_MS, Settings
 from llmtrader.context import DecisionContext, Limits, PerformanceSummary, TradeSummary, build_context, render_prompt
 from llmtrader.decision import Action, AssetDecision, LenientDecision, RiskLevel
-from llmtrader.errors import LLMTraderError, ModelError, NotFoundError, StoreError, StrategyError, VenueError
+from llmtrader.errors import (
+    ConfigError,
+    LLMTraderError,
+    ModelError,
+    NotFoundError,
+    StoreError,
+    StrategyError,
+    VenueError,
+)
 from llmtrader.exchange.base import Exchange, OrderState, OrderType, Side, VenuePosition, dec_str, together
 from llmtrader.exchange.filters import SymbolRules
 from llmtrader.execution import ExecutionReport, ExecutionSettings, execute
 from llmtrader.guards import cache_context, context_key, refuse_openings
 from llmtrader.llm import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
 from llmtrader.market import MarketData, MarketSnapshot, check_symbols
-from llmtrader.risk import AssetValidation, RiskInputs, Status, ValidationReport, validate_decision
-from llmtrader.storage.facts import account_facts, account_history, history_version, paper_history
+from llmtrader.risk import (
+    RECHECK_PREFIX,
+    AssetValidation,
+    RiskInputs,
+    Status,
+    ValidationReport,
+    adds_risk,
+    recheck_caps,
+    validate_decision,
+)
+from llmtrader.storage.facts import (
+    account_facts,
+    account_history,
+    day_start_baseline,
+    history_version,
+    paper_history,
+)
 from llmtrader.storage.records import AssetRow, CallRow, DecisionRecord, new_decision_id
 from llmtrader.storage.store import Store
 from llmtrader.storage.venue_history import HistorySource, sync_venue_history
@@ -112,7 +135,8 @@ class CycleHooks:
       with it after validation (:func:`llmtrader.guards.refuse_openings`), closes and reductions pass;
     - ``cache_ttl_ms`` > 0: the decision cache is on: an identical context reuses an earlier answer, and a
       usable new answer is stored for that long;
-    - ``on_model_result(ok, error)``: called right after each model call (``ok`` False on a ModelError).
+    - ``on_model_result(ok, error)``: called right after each model call (``ok`` False on a ModelError);
+    - ``history``: the venue's history as the cycle synced it before its guards (not synced again).
 
     ``stage`` is written by :func:`decide` as it goes (prepare, model, validate, execute), so that a
     VenueError can be told apart: before the decision (a read failed) or at execution (nothing was sent).
@@ -125,6 +149,7 @@ class CycleHooks:
     cache_ttl_ms: int = 0
     on_model_result: Callable[[bool, str | None], None] | None = None
     stage: str = "prepare"
+    history: HistoryRead | None = None  # the cycle synced the venue's history before its guards
 
 
 Confirm = Callable[[DecisionRecord, ValidationReport], bool]
@@ -347,6 +372,15 @@ def arm_strategy(services: Services, arm: Arm | None) -> Strategy:
 
 
 @dataclass(frozen=True)
+class HistoryRead:
+    """What syncing the venue's trade and income history said (``notes``) and, when it could not be read
+    whole, why (``problem``; None: read up to now, or nothing to read on a paper account)."""
+
+    problem: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Prepared:
     """What a decision shows the model: the market, the account, the limits and the rendered prompt (empty
     messages when ``prompted`` is False: the client reads no prompt, see :func:`llmtrader.llm.reads_prompt`)."""
@@ -361,13 +395,76 @@ class Prepared:
     inputs: RiskInputs
     notes: list[str]
     prompted: bool = True
+    history: HistoryRead = HistoryRead()
+
+
+async def sync_live_history(services: Services) -> HistoryRead:
+    """Sync the live venue's fills, funding and transfers into the store (bounded: a request budget and a
+    timeout), whatever the strategy shows the model: the cooldown, the minimum hold and the kill switches
+    count the closes and transfers found there. A paper account has nothing to sync.
+
+    ``problem`` is set when the history could not be read up to now (a venue error, the time or the
+    request budget ran out): the caller then holds openings rather than assume nothing happened.
+    """
+    settings, store, exchange = services.settings, services.store, services.exchange
+    if exchange.mode != "live":
+        return HistoryRead()
+    if not isinstance(exchange, HistorySource):
+        return HistoryRead(
+            "this exchange cannot read the venue's trade history",
+            ("the venue's trade history cannot be read from this exchange; using what is stored",),
+        )
+    try:
+        sync = await asyncio.wait_for(
+            sync_venue_history(
+                exchange, store, settings.account, settings.assets, services.clock.now_ms(), max_requests=20
+            ),
+            timeout=2 * settings.http_timeout_s,
+        )
+    except (VenueError, TimeoutError) as exc:
+        reason = str(exc) or "it took too long"
+        return HistoryRead(
+            f"the venue's trade history could not be read ({reason})",
+            (f"venue history not synced ({reason}); recent trades use what is stored",),
+        )
+    notes = tuple(f"venue history sync: {n}" for n in sync.notes)
+    if sync.budget_spent:
+        return HistoryRead("the venue's trade history is not synced up to now yet (the next cycles go on)", notes)
+    return HistoryRead(None, notes)
+
+
+async def require_one_way(services: Services) -> None:
+    """Refuse a live account in hedge (dual-side) position mode (ConfigError): llmtrader sends one-way
+    orders (positionSide BOTH), which the venue refuses there (-4061), stops included."""
+    exchange = services.exchange
+    if exchange.mode != "live" or not isinstance(exchange, PositionModeSource):
+        return
+    if await exchange.hedge_mode():
+        raise ConfigError(
+            f"account {services.settings.account!r} is in hedge (dual-side) position mode at the venue, where "
+            "llmtrader cannot place its orders or stops: switch the account to one-way mode "
+            "(positionSide/dual dualSidePosition=false, in the venue's settings) with no position open"
+        )
+
+
+@runtime_checkable
+class PositionModeSource(Protocol):
+    """A venue that tells its position mode (:class:`~llmtrader.exchange.asterdex.AsterDexExchange`)."""
+
+    async def hedge_mode(self) -> bool: ...
 
 
 async def trade_feedback(
-    services: Services, strategy: Strategy, notes: list[str] | None = None, *, figures: bool = True
+    services: Services,
+    strategy: Strategy,
+    notes: list[str] | None = None,
+    *,
+    figures: bool = True,
+    sync: bool = True,
 ) -> tuple[list[TradeSummary] | None, PerformanceSummary | None]:
     """Recent closed trades and performance for the prompt, rebuilt from the account's fills: the paper
-    exchange's records, or in live mode the venue's trade and income history, synced first.
+    exchange's records, or in live mode the venue's trade and income history, synced first (unless ``sync``
+    is False: the caller synced it, :func:`sync_live_history`).
 
     The live sync is bounded (a request budget and a timeout): when it fails or stops short, that is added
     to ``notes`` and the history stored so far is used; what was not synced follows at the next decision.
@@ -379,22 +476,8 @@ async def trade_feedback(
         return None, None
     settings, store, mode = services.settings, services.store, services.exchange.mode
     said = notes if notes is not None else []
-    if mode == "live":
-        exchange = services.exchange
-        if not isinstance(exchange, HistorySource):
-            said.append("the venue's trade history cannot be read from this exchange; using what is stored")
-        else:
-            try:
-                sync = await asyncio.wait_for(
-                    sync_venue_history(
-                        exchange, store, settings.account, settings.assets, services.clock.now_ms(), max_requests=20
-                    ),
-                    timeout=2 * settings.http_timeout_s,
-                )
-                said += [f"venue history sync: {n}" for n in sync.notes]
-            except (VenueError, TimeoutError) as exc:
-                reason = str(exc) or "it took too long"
-                said.append(f"venue history not synced ({reason}); recent trades use what is stored")
+    if sync:
+        said += (await sync_live_history(services)).notes
     if not figures:
         return None, None
     # Rebuilding every trade is the cost that grows with the account's age (a scheduled agent, or a backtest,
@@ -458,10 +541,12 @@ async def prepare(
     *,
     account: AccountState | None = None,
     prompt: bool = True,
+    history: HistoryRead | None = None,
 ) -> Prepared:
     """Snapshot the market and the account at once, then build the context and render the prompt.
     ``account``, when given, is the account just read by the caller (it is not read again). ``prompt`` False:
-    no prompt is rendered (a client that reads none).
+    no prompt is rendered (a client that reads none). ``history``: the caller synced the venue's history
+    already (:func:`sync_live_history`); otherwise it is synced here, whatever the strategy shows.
 
     Raises UnknownSymbolError for symbols the venue does not list, VenueError when a read failed.
     """
@@ -480,12 +565,18 @@ async def prepare(
             "so its ATR band and schedule are measured on the INTERVAL candles"
         )
     limits = Limits.combine(settings.leverage, settings.max_position_size_usd, strategy, equity_usd=read.equity_usd)
+    if history is None:
+        history = await sync_live_history(services)
+    notes += history.notes
     # The recent trades and performance are prompt text only: not gathered for a client that reads no prompt.
-    recent, performance = await trade_feedback(services, strategy, notes, figures=prompt)
+    recent, performance = await trade_feedback(services, strategy, notes, figures=prompt, sync=False)
     context = build_context(
         snapshot, read, strategy, limits, symbols, settings.interval, recent_trades=recent, performance=performance
     )
     facts = account_facts(services.store, settings.account, now)
+    day_start = facts.day_start_equity
+    if services.exchange.mode == "live":
+        day_start = day_start_baseline(services.store, settings.account, now)
     inputs = RiskInputs(
         now_ms=now,
         interval_ms=INTERVAL_MS[settings.interval],
@@ -494,11 +585,12 @@ async def prepare(
         last_close_ms=facts.last_close_ms,
         opened_at_ms=facts.opened_at_ms,
         last_entry_ms=facts.last_entry_ms,
-        # The first decision of a UTC day sees the day's starting equity itself.
-        day_start_equity=facts.day_start_equity if facts.day_start_equity is not None else read.equity_usd,
+        # The first decision of a UTC day sees the day's starting equity itself; on the live venue, deposits
+        # and withdrawals since it was recorded move it, as they are no profit or loss.
+        day_start_equity=read.equity_usd if day_start is None else day_start,
     )
     system, user = render_prompt(context, strategy) if prompt else ("", "")
-    return Prepared(strategy, snapshot, read, limits, context, system, user, inputs, notes, prompt)
+    return Prepared(strategy, snapshot, read, limits, context, system, user, inputs, notes, prompt, history)
 
 
 async def preview_strategy(services: Services, name: str | None, symbols: Sequence[str]) -> Prepared:
@@ -625,7 +717,13 @@ async def decide(
     prompted = reads_prompt(client)
     try:
         prepared = await prepare(
-            services, strategy, symbols, now, account=hooks.account if hooks is not None else None, prompt=prompted
+            services,
+            strategy,
+            symbols,
+            now,
+            account=hooks.account if hooks is not None else None,
+            prompt=prompted,
+            history=hooks.history if hooks is not None else None,
         )
     except VenueError as exc:
         finish("venue_error", exc)
@@ -678,6 +776,10 @@ async def decide(
     if hooks is not None and hooks.openings_refused:
         report = refuse_openings(report, account, hooks.openings_refused)
         record.notes.append(f"openings and increases refused: {hooks.openings_refused}")
+    if prepared.history.problem is not None:
+        held = f"openings held: {prepared.history.problem}, and a close found there would start a cooldown"
+        report = refuse_openings(report, account, held)
+        record.notes.append(held)
     record.notes += report.notes
     record.assets = [_asset_row(v, record.marks) for v in report.assets]
     executable = [v for v in report.assets if v.executable and v.final is not None and v.final.action.value != "hold"]
@@ -687,6 +789,18 @@ async def decide(
         record.execution = "nothing"
     elif confirm is not None and not confirm(record, report):
         record.execution = "declined"
+    if record.execution is None:
+        if hooks is not None:
+            hooks.stage = "execute"
+        try:
+            report = await _recheck_caps(services, prepared, report, record)
+        except VenueError as exc:
+            record.execution = "failed"
+            record.notes.append(f"execution did not start: the positions could not be read again: {exc}")
+            finish("decided", exc)
+            raise
+        if not any(v.executable and v.final is not None and v.final.action.value != "hold" for v in report.assets):
+            record.execution = "nothing"
     finish("all_rejected" if report.all_rejected else "decided")
     if hooks is not None and cache_key is not None and cached is None and record.parsed is not None:
         # The TTL runs from the model call; a reused answer is never stored again.
@@ -706,6 +820,23 @@ async def decide(
     marks = {s: Decimal(str(m)) for s, m in record.marks.items()}
     execution = await _execute_recorded(services, record, report.assets, snapshot.rules, marks)
     return DecideResult(record=record, report=report, execution=execution, cached_from=cached_from)
+
+
+async def _recheck_caps(
+    services: Services, prepared: Prepared, report: ValidationReport, record: DecisionRecord
+) -> ValidationReport:
+    """Right before sending a decision that opens or adds, read the positions and balance again and re-apply
+    every cap to them (:func:`llmtrader.risk.recheck_caps`): whatever traded on the account since the
+    decision was validated counts. ``record`` gets the amended asset rows and notes. Raises VenueError when
+    the account cannot be read (nothing is sent then)."""
+    held = {p.symbol: p for p in prepared.account.positions}
+    if not any(adds_risk(v, held) for v in report.assets):
+        return report
+    fresh = await account_state(services)
+    report = recheck_caps(report, marks=record.marks, account=fresh, limits=prepared.limits, inputs=prepared.inputs)
+    record.notes += [n for n in report.notes if n.startswith(RECHECK_PREFIX) and n not in record.notes]
+    record.assets = [_asset_row(v, record.marks) for v in report.assets]
+    return report
 
 
 def _cached_answer(store: Store, key: str, now: int) -> tuple[str, LenientDecision] | None:

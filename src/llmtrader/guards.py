@@ -36,9 +36,11 @@ The contract of a cycle (``llmtrader run``), in this order, for one account
 2. Reconcile, then read the account (``engine.account_state``): ``equity = account.equity_usd``. If the
    account cannot be read, skip the cycle (record it) and do not call :func:`check_guards`.
 3. ``verdict = check_guards(state, account=..., now_ms=now, equity=equity,
-   day_start_equity=account_facts(store, account, now).day_start_equity,
+   day_start_equity=day_start_baseline(store, account, now),
    spend_today_usd=store.model_spend_usd(account, since_ms=day_start_ms(now)),
-   model_call_times_ms=store.model_call_times(account, since_ms=now - HOUR_MS), settings=gs)``;
+   model_call_times_ms=store.model_call_times(account, since_ms=now - HOUR_MS), settings=gs,
+   transfers=transfers_since(store, account, transfers_from_ms(state, now)))``
+   (on a live account, after syncing the venue's history: its TRANSFER income);
    then at once ``store.save_guard_state(account, verdict.new_state, verdict.events, now_ms=now)`` (one
    transaction: the state and its events), before anything else can fail.
 4. ``verdict.close_all``: close every position (``engine.close_positions(services, None)``), record the
@@ -141,6 +143,8 @@ class KillState:
     daily_loss_reason: str | None = None
     budget_day: int | None = None  # the day the model budget was reached
     budget_reason: str | None = None
+    # Deposits and withdrawals move the peak: those up to this time are in it (None: up to peak_at_ms).
+    transfers_to_ms: int | None = None
 
 
 CircuitStatus = Literal["closed", "open", "half_open"]
@@ -346,10 +350,15 @@ def check_guards(
     spend_today_usd: float,
     model_call_times_ms: Sequence[int],
     settings: GuardSettings,
+    transfers: Sequence[tuple[int, float]] = (),
 ) -> GuardVerdict:
     """Evaluate every guard of ``account`` before a decision; pure. See the module docstring for the inputs.
 
     ``day_start_equity`` None (no equity recorded before or today) means the daily loss is not measured.
+    ``transfers``: the account's deposits (+) and withdrawals (−) as (time ms, USD), at least those since
+    :func:`transfers_from_ms`: they are no profit or loss, so they move the peak (those since the peak, or
+    since its last shift) by their amount. (``day_start_equity`` comes moved by those of the day:
+    :func:`llmtrader.storage.facts.day_start_baseline`.)
     """
     kill = state.kill
     today = utc_day(now_ms)
@@ -357,10 +366,16 @@ def check_guards(
     reasons: list[str] = []
     blocked: list[Blocker] = []
 
-    # Maximum drawdown: raise the peak, then compare (a new high is a drawdown of 0).
+    # Maximum drawdown: shift the peak by the transfers since it, raise it, then compare (a new high is a
+    # drawdown of 0).
     if kill.stopped_at_ms is None:
+        since = transfers_from_ms(state, now_ms)
+        moved = [(t, amount) for t, amount in transfers if since < t <= now_ms]
+        if kill.peak_equity is not None and moved:
+            peak = kill.peak_equity + sum(amount for _, amount in moved)
+            kill = replace(kill, peak_equity=peak, transfers_to_ms=max(t for t, _ in moved))
         if kill.peak_equity is None or equity > kill.peak_equity:
-            kill = replace(kill, peak_equity=equity, peak_at_ms=now_ms)
+            kill = replace(kill, peak_equity=equity, peak_at_ms=now_ms, transfers_to_ms=None)
         drawdown = loss_pct(kill.peak_equity, equity)
         if limit_reached(drawdown, settings.max_drawdown_pct):
             assert drawdown is not None and kill.peak_equity is not None
@@ -458,6 +473,15 @@ def check_guards(
     )
 
 
+def transfers_from_ms(state: GuardState, now_ms: int) -> int:
+    """The time after which transfers are not yet in the persisted peak: what :func:`check_guards` needs
+    them from."""
+    kill = state.kill
+    if kill.transfers_to_ms is not None:
+        return kill.transfers_to_ms
+    return kill.peak_at_ms if kill.peak_at_ms is not None else now_ms
+
+
 # ---- Resume ---------------------------------------------------------------------------------------------
 
 
@@ -492,6 +516,7 @@ def resume(state: GuardState, *, now_ms: int, equity: float | None = None, by: s
         stopped_reason=None,
         peak_equity=equity,
         peak_at_ms=now_ms if equity is not None else None,
+        transfers_to_ms=None,
     )
     return ResumeResult(
         resumed=True,

@@ -635,6 +635,7 @@ def trading_json(t: TradingStats) -> dict[str, Any]:
         "liquidations": t.liquidations,
         "open_trades": t.open_trades,
         "trades_opened": t.trades_opened,
+        "adopted_trades": t.adopted,
     }
 
 
@@ -771,7 +772,13 @@ def _opt(value: float | None, digits: int = 2) -> str:
 
 
 TRADING_ROWS: list[tuple[str, Callable[[TradingStats], str | Text]]] = [
-    ("closed trades", lambda t: f"{t.trades} ({t.wins} won, {t.losses} lost, {t.breakeven} even)"),
+    (
+        "closed trades",
+        lambda t: (
+            f"{t.trades} ({t.wins} won, {t.losses} lost, {t.breakeven} even"
+            + (f"; {t.adopted} adopted)" if t.adopted else ")")
+        ),
+    ),
     ("win rate", lambda t: _share(t.win_rate)),
     ("gross PnL", lambda t: _pnl(t.gross_pnl)),
     ("fees", lambda t: usd(t.fees) + (f" (liquidations {usd(t.liquidation_fees)})" if t.liquidation_fees else "")),

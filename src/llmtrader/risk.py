@@ -659,3 +659,54 @@ def _fit_balance(report: ValidationReport, positions: Mapping[str, Position], av
         )
         v.final = d.model_copy(update={"allocation_usd": new_allocation})
         v.status = Status.AMENDED
+
+
+RECHECK_PREFIX = "re-checked against the positions read before sending: "
+
+
+def adds_risk(v: AssetValidation, positions: Mapping[str, Position]) -> bool:
+    """True for a surviving decision that opens or adds (what the caps limit)."""
+    return v.executable and (_added_notional(v, positions) > 0 or _opening_margin(v, positions) > 0)
+
+
+def recheck_caps(
+    report: ValidationReport,
+    *,
+    marks: Mapping[str, float],
+    account: AccountState,
+    limits: Limits,
+    inputs: RiskInputs | None = None,
+) -> ValidationReport:
+    """``report`` with its surviving decisions validated again by :func:`validate_decision` against
+    ``account`` as read right before the orders are sent: another trader (an agent beside a manual
+    ``decide``) may have opened positions since the decision was validated, and every cap (position size,
+    open positions, total exposure, balance) must hold against what is open now. A decision the second pass
+    rejects or amends takes its verdict, with the reasons prefixed by :data:`RECHECK_PREFIX`; the others are
+    kept as they were."""
+    survivors = [v.final for v in report.assets if v.executable and v.final is not None]
+    if not survivors:
+        return report
+    again = validate_decision(
+        LenientDecision(
+            assets=survivors, invalid=[], portfolio_rationale="", total_allocation_usd=None, portfolio_risk_level=None
+        ),
+        symbols=[d.symbol for d in survivors],
+        marks=marks,
+        account=account,
+        limits=limits,
+        inputs=inputs,
+    )
+    verdicts = {v.symbol: v for v in again.assets}
+    out: list[AssetValidation] = []
+    for v in report.assets:
+        w = verdicts.get(v.symbol) if v.executable else None
+        if w is None or (w.status is not Status.REJECTED and w.final == v.final):
+            out.append(v)
+            continue
+        reasons = [*v.reasons, *(RECHECK_PREFIX + r for r in w.reasons)]
+        if w.final is None or w.status is Status.REJECTED:
+            out.append(AssetValidation(v.symbol, v.action, Status.REJECTED, reasons, v.proposed, None))
+        else:
+            out.append(AssetValidation(v.symbol, v.action, Status.AMENDED, reasons, v.proposed, w.final))
+    notes = [*report.notes, *(RECHECK_PREFIX + n for n in again.notes if n not in report.notes)]
+    return ValidationReport(assets=out, notes=notes)

@@ -487,12 +487,15 @@ class RunLock:
     """
 
     def __init__(self, db: Path, account: str) -> None:
-        self.path = db.with_name(f"{db.name}.{account}.run.lock")
+        # Keyed by the database's resolved path: a symlink (or a relative path) to the same file is the same lock.
+        real = Path(os.path.realpath(db))
+        self.path = real.with_name(f"{real.name}.{account}.run.lock")
         self.account = account
         self._fd: int | None = None
 
-    def acquire(self) -> None:
-        """Take the lock, or raise ConfigError (exit 2) naming the pid that holds it."""
+    def acquire(self, *, command: str | None = None) -> None:
+        """Take the lock, or raise ConfigError (exit 2) naming the pid that holds it. ``command`` (``decide``,
+        ``close``): a command that trades the account once, refused beside a running agent."""
         import fcntl
 
         from llmtrader.privatefiles import make_private_dirs, private_opener
@@ -504,6 +507,12 @@ class RunLock:
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
+            if command is not None:
+                raise ConfigError(
+                    f"account {self.account!r} is traded by a running llmtrader process (pid {holder}, lock "
+                    f"{self.path}): `{command}` would trade beside it unseen; stop the agent first (systemctl stop "
+                    "llmtrader), or wait for its `run --once` to end"
+                ) from None
             raise ConfigError(
                 f"account {self.account!r} is already run by another llmtrader process (pid {holder}, lock "
                 f"{self.path}): stop it first (systemctl stop llmtrader), or run other accounts with --account"
@@ -516,6 +525,16 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
+
+    @contextlib.contextmanager
+    def held(self, command: str) -> Iterator[None]:
+        """The lock for one trading command (``decide``, ``close``): one trader per account, so a manual
+        order never lands beside a running agent's cycle unseen. Refused (ConfigError) while it is held."""
+        self.acquire(command=command)
+        try:
+            yield
+        finally:
+            self.release()
 
     def holder(self) -> int | None:
         """The pid of the process running this account now, or None (read-only: creates nothing)."""
@@ -556,7 +575,7 @@ async def run_agent(
     """
     from llmtrader.bootstrap import build_services, close_services
     from llmtrader.cycle import record_skipped_cycle, run_cycle
-    from llmtrader.engine import SystemClock, strategy_in_force
+    from llmtrader.engine import SystemClock, require_one_way, strategy_in_force
     from llmtrader.logs import get_logger
     from llmtrader.storage.reader import open_reader
     from llmtrader.storage.records import iso_utc
@@ -575,6 +594,8 @@ async def run_agent(
         try:
             for name, settings in selection.accounts.items():
                 built[name] = build_services(settings, clock=clock)
+            for services in built.values():  # a live account in hedge mode cannot place a stop: refused now
+                await require_one_way(services)
             cycle: CycleFn = run_cycle
             if dry_run:
                 cycle = partial(run_cycle, dry_run=True)

@@ -142,6 +142,7 @@ class TradingStats:
     open_trades: int
     trades_opened: int  # trades opened within the period (closed or not)
     curve: tuple[EquityPoint, ...] = ()
+    adopted: int = 0  # closed trades that began as a position reconcile adopted (opened out of llmtrader's sight)
 
 
 @dataclass(frozen=True)
@@ -325,6 +326,7 @@ def trading_stats(
         open_trades=sum(1 for t in trades if t.is_open),
         trades_opened=sum(1 for t in trades if lower <= t.opened_ms <= end_ms),
         curve=tuple(curve),
+        adopted=sum(1 for t in closed if t.adopted),
     )
 
 

@@ -48,6 +48,10 @@ def _dec(value: Any, what: str) -> Decimal:
     return out
 
 
+# The reason of the opening fill the ledger gives a position reconcile adopted, at the venue's entry price.
+ADOPTED_REASON = "adopted"
+
+
 @dataclass(frozen=True)
 class TradeFill:
     """One execution on the account, as recorded (paper fill or venue trade).
@@ -207,6 +211,11 @@ class Trade:
     def is_win(self) -> bool:
         """A win is a positive net PnL (a trade that breaks even is not one)."""
         return self.net_pnl > 0
+
+    @property
+    def adopted(self) -> bool:
+        """The trade began as a position reconcile adopted (opened outside llmtrader, or before its records)."""
+        return bool(self.entries) and self.entries[0].reason == ADOPTED_REASON
 
     @property
     def closing_reason(self) -> str | None:

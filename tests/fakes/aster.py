@@ -40,6 +40,9 @@ The account simulation is deliberately simple and deterministic:
   days by default; limit ≤ 1000, oldest first) and income (COMMISSION and REALIZED_PNL rows for every fill,
   FUNDING_FEE rows for every charge; filtered by symbol, incomeType and time, the last 7 days by default,
   limit ≤ 1000, oldest first);
+* position mode and transfers: :meth:`FakeAster.set_position_mode` switches an account to hedge mode, where
+  every order is refused with -4061 (the venue's answer to one without LONG/SHORT); :meth:`FakeAster.transfer`
+  deposits or withdraws, recorded as TRANSFER income;
 * the mark is the close of the newest closed 15m candle unless :meth:`set_mark` pins it. Triggers are
   checked by :meth:`set_mark` and before every signed request.
 
@@ -322,6 +325,7 @@ class Account:
     positions: dict[str, Position] = field(default_factory=dict)
     fills: list[Fill] = field(default_factory=list)
     income: list[Income] = field(default_factory=list)
+    dual_side: bool = False  # hedge (dual-side) position mode: see FakeAster.set_position_mode
 
 
 class VenueReject(Exception):
@@ -666,6 +670,21 @@ class FakeAster:
             self.orders[order.order_id] = order
             self._fill(acc, order, self.mark_price(symbol), qty, maker=False)
             return order
+
+    # ---- position mode and transfers (the positions issue: hedge mode, TRANSFER income) -------
+    def set_position_mode(self, user_or_key: str, *, dual: bool) -> None:
+        """Switch the account to hedge (dual-side, ``dual``) or one-way position mode. In hedge mode every
+        order without positionSide LONG/SHORT is refused with -4061, as the venue does."""
+        with self._lock:
+            self._account(user_or_key).dual_side = dual
+
+    def transfer(self, user_or_key: str, amount: Decimal | int | str, *, time_ms: int | None = None) -> None:
+        """A deposit (``amount`` > 0) or a withdrawal (< 0) of USDT: the wallet moves by it, recorded as a
+        TRANSFER income row (no symbol) at ``time_ms`` (default now)."""
+        with self._lock:
+            acc = self._account(user_or_key)
+            acc.wallet += _dec(amount)
+            self._add_income(acc, "", "TRANSFER", _dec(amount), self.clock() if time_ms is None else time_ms)
 
     def income_rows(self, user_or_key: str) -> list[Income]:
         """The account's income rows, oldest first."""
@@ -1062,9 +1081,12 @@ class FakeAster:
             return self._income(acc, p)
         if name == "positionSide/dual":
             if method == "GET":
-                return {"dualSidePosition": False}
-            if not _flag(p, "dualSidePosition"):
+                return {"dualSidePosition": acc.dual_side}
+            if _flag(p, "dualSidePosition") == acc.dual_side:
                 raise VenueReject(-4059, "No need to change position side.")
+            if not _flag(p, "dualSidePosition"):
+                acc.dual_side = False
+                return {"code": 200, "msg": "success"}
             raise VenueReject(-1000, "The fake venue simulates one-way mode only.")
         raise VenueReject(-1000, f"unknown endpoint {name}")
 
@@ -1118,7 +1140,7 @@ class FakeAster:
         otype = _required(p, "type")
         if otype not in ORDER_TYPES:
             raise VenueReject(-1116, "Invalid orderType.")
-        if p.get("positionSide", "BOTH") != "BOTH":
+        if p.get("positionSide", "BOTH") != "BOTH" or acc.dual_side:  # hedge mode wants LONG/SHORT: not simulated
             raise VenueReject(-4061, "Order's position side does not match user's setting.")
         client_id = p.get("newClientOrderId")
         if client_id is not None and not CLIENT_ID_RE.fullmatch(client_id):

@@ -70,6 +70,7 @@ V1_PATHS = {
     "/fapi/v3/positionRisk": "/fapi/v2/positionRisk",
     "/fapi/v3/userTrades": "/fapi/v1/userTrades",
     "/fapi/v3/income": "/fapi/v1/income",
+    "/fapi/v3/positionSide/dual": "/fapi/v1/positionSide/dual",
     "/fapi/v3/accountWithJoinMargin": "/fapi/v4/account",
 }
 
@@ -497,6 +498,15 @@ class AsterDexExchange:
         except VenueRejected as exc:
             if exc.code != MARGIN_TYPE_ALREADY_SET:
                 raise
+
+    async def hedge_mode(self) -> bool:
+        """True when the account is in hedge (dual-side) position mode, where every order must name
+        positionSide LONG or SHORT; llmtrader sends one-way orders only (positionSide BOTH)."""
+        body = await self._read("GET", "/fapi/v3/positionSide/dual", [])
+        value = body.get("dualSidePosition") if isinstance(body, dict) else None
+        if str(value).lower() not in ("true", "false"):
+            raise VenueError("positionSide/dual: the reply has no dualSidePosition true or false")
+        return str(value).lower() == "true"
 
     # ---- account history (trades and income) ---------------------------------------------------
     async def user_trades(

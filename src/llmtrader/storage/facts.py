@@ -1,9 +1,9 @@
 """What the store knows about an account's recent trading, for the limits that need history.
 
-Read from the orders llmtrader sent (entries, closes and emergency closes that filled) and, in paper
-mode, from the paper account's own fills, which include the stops and targets that triggered between
-decisions. The limits do not read the live venue's synced fills yet, so on the live venue a stop that
-triggers at the venue is not seen by them.
+Read from the orders llmtrader sent (entries, closes and emergency closes that filled) and from the
+fills: the paper account's own, and the live venue's as synced before every decision whatever the strategy
+shows the model (:func:`llmtrader.engine.sync_live_history`), which include the stops and targets that
+triggered between decisions. Also the live account's deposits and withdrawals (TRANSFER income).
 
 Also the account's fill and funding history, the input of trade reconstruction: the paper exchange's
 records, or the live venue's as synced by :mod:`llmtrader.storage.venue_history`.
@@ -12,6 +12,7 @@ records, or the live venue's as synced by :mod:`llmtrader.storage.venue_history`
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from weakref import WeakKeyDictionary
 
 from llmtrader.storage.records import iso_utc
-from llmtrader.trades import FundingEvent, TradeFill
+from llmtrader.trades import ADOPTED_REASON, FundingEvent, TradeFill
 
 if TYPE_CHECKING:
     from llmtrader.storage.store import Store
@@ -252,7 +253,7 @@ def day_start_equity(store: Store, account: str, now_ms: int) -> float | None:
     found = known.get((account, day))
     if found is not None:
         return found
-    found, before_midnight = _day_start_equity(store, account, day)
+    found, before_midnight, _ = _day_start_equity(store, account, day)
     if found is not None and before_midnight and now_ms - day >= _SETTLED_AFTER_MS:
         if len(known) > 1024:
             known.clear()
@@ -260,7 +261,19 @@ def day_start_equity(store: Store, account: str, now_ms: int) -> float | None:
     return found
 
 
-def _day_start_equity(store: Store, account: str, day_ms: int) -> tuple[float | None, bool]:
+def day_start_baseline(store: Store, account: str, now_ms: int) -> float | None:
+    """:func:`day_start_equity` moved by the deposits (+) and withdrawals (−) made since it was recorded
+    (since 00:00 UTC, or since today's first record when that is the baseline): they are no profit or loss,
+    so the daily loss switches measure from it. None when no equity is recorded."""
+    day = now_ms - now_ms % DAY_MS
+    found, before_midnight, at_ms = _day_start_equity(store, account, day)
+    if found is None:
+        return None
+    return found + net_transfers(store, account, day if before_midnight else at_ms + 1)
+
+
+def _day_start_equity(store: Store, account: str, day_ms: int) -> tuple[float | None, bool, int]:
+    """The start-of-day equity, whether it was recorded before 00:00 UTC, and when (ms; 0 when none)."""
     db = store.db
     midnight = iso_utc(day_ms)
     before: list[tuple[str, float]] = []
@@ -282,10 +295,25 @@ def _day_start_equity(store: Store, account: str, day_ms: int) -> tuple[float | 
         if row is not None:
             today.append((str(row[0]), float(row[1])))
     if before:
-        return max(before)[1], True
+        return max(before)[1], True, ms_of_iso(max(before)[0])
     if today:
-        return min(today)[1], False
-    return None, False
+        return min(today)[1], False, ms_of_iso(min(today)[0])
+    return None, False, 0
+
+
+def transfers_since(store: Store, account: str, since_ms: int) -> list[tuple[int, float]]:
+    """The account's deposits (+) and withdrawals (−) at or after ``since_ms``, as (time ms, USD), oldest
+    first: the venue's TRANSFER income as synced (:mod:`llmtrader.storage.venue_history`); none on paper."""
+    rows = store.db.execute(
+        "SELECT time_ms, amount FROM venue_transfers WHERE account = ? AND time_ms >= ? ORDER BY time_ms, id",
+        [account, since_ms],
+    ).fetchall()
+    return [(int(t), float(Decimal(str(amount)))) for t, amount in rows]
+
+
+def net_transfers(store: Store, account: str, since_ms: int) -> float:
+    """The net of the account's deposits and withdrawals at or after ``since_ms`` (see :func:`transfers_since`)."""
+    return sum((amount for _, amount in transfers_since(store, account, since_ms)), 0.0)
 
 
 @dataclass
@@ -348,8 +376,8 @@ def live_history(store: Store, account: str) -> AccountHistory:
 
     They start with the first trade the sync saw (from llmtrader's first live order on the account, or the
     last 7 days when it had none), so ``since_ms`` is None. ``starting_balance`` is None: the wallet balance
-    at that moment is not recorded (deposits and withdrawals are not synced), so nothing that needs it, such
-    as a Sharpe ratio, is computed from a guess.
+    at that moment is not recorded (deposits and withdrawals are synced only from then on), so nothing that
+    needs it, such as a Sharpe ratio, is computed from a guess.
     """
     db = store.db
     fills = [
@@ -370,11 +398,61 @@ def live_history(store: Store, account: str) -> AccountHistory:
 
 
 def account_history(store: Store, account: str, mode: Literal["paper", "live"]) -> AccountHistory:
-    """The account's fills and funding in ``mode``: the paper exchange's records, or the venue's as synced.
+    """The account's fills and funding in ``mode``: the paper exchange's records, or the venue's as synced,
+    with an opening for each position reconcile adopted (:func:`with_adoptions`).
 
     In live mode, sync first (:func:`llmtrader.storage.venue_history.sync_venue_history`) for the latest.
     """
-    return paper_history(store, account) if mode == "paper" else live_history(store, account)
+    history = paper_history(store, account) if mode == "paper" else live_history(store, account)
+    history.fills = with_adoptions(store.db.conn, account, mode, history.fills, since_ms=history.since_ms)
+    return history
+
+
+def with_adoptions(
+    conn: sqlite3.Connection,
+    account: str,
+    mode: str,
+    fills: list[TradeFill],
+    *,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    symbol: str | None = None,
+) -> list[TradeFill]:
+    """``fills`` with an opening fill for each position reconcile adopted (after ``since_ms``, up to
+    ``until_ms``; of ``symbol`` when given): at the adoption's time and the venue's entry price, for what the
+    fills before it do not explain (all of it when the position was opened before the history starts, or out
+    of llmtrader's sight). So the position's close is booked as the close of a trade, not as a new trade the
+    other way. Reason ``adopted``, no fee."""
+    rows = conn.execute(
+        "SELECT symbol, amount, entry_price, time_ms FROM adoptions WHERE account = ? AND mode = ? AND time_ms > ? "
+        "AND time_ms <= ? AND (? IS NULL OR symbol = ?) ORDER BY time_ms, id",
+        [account, mode, -1 if since_ms is None else since_ms, _ALL_TIME if until_ms is None else until_ms, symbol,
+         symbol],
+    ).fetchall()  # fmt: skip
+    if not rows:
+        return fills
+    out = list(fills)
+    for adopted, amount, entry_price, time_ms in rows:
+        held = sum(
+            (f.qty if f.side == "BUY" else -f.qty for f in out if f.symbol == adopted and f.time_ms <= time_ms),
+            Decimal(0),
+        )
+        missing = Decimal(str(amount)) - held
+        if missing == 0:
+            continue
+        out.append(
+            TradeFill(
+                time_ms=int(time_ms),
+                symbol=str(adopted),
+                side="BUY" if missing > 0 else "SELL",
+                qty=abs(missing),
+                price=Decimal(str(entry_price)),
+                fee=Decimal(0),
+                reason=ADOPTED_REASON,
+            )
+        )
+        out.sort(key=lambda f: f.time_ms)  # stable: fills of the same moment stay before the adoption
+    return out
 
 
 def history_version(store: Store, account: str, mode: str) -> tuple[int, ...]:
@@ -393,4 +471,5 @@ def history_version(store: Store, account: str, mode: str) -> tuple[int, ...]:
             "SELECT (SELECT MAX(id) FROM venue_fills), (SELECT MAX(id) FROM venue_funding)"
         ).fetchone()
         resets = 0
-    return (int(last_fill or 0), int(last_funding or 0), int(resets or 0))
+    (adopted,) = store.db.execute("SELECT MAX(id) FROM adoptions").fetchone()
+    return (int(last_fill or 0), int(last_funding or 0), int(resets or 0), int(adopted or 0))

@@ -383,6 +383,26 @@ def m010_trading_versions(db: Database) -> None:
     db.table("orders").create_index(["account", "change_seq"])
 
 
+@migration
+def m011_transfers_adoptions(db: Database) -> None:
+    """The live account's deposits and withdrawals (the venue's TRANSFER income), which move the equity
+    baselines of the kill switches; and the positions reconcile adopted, each an opening of the trade ledger
+    at the venue's entry price."""
+    db.table("venue_transfers").create(
+        {"id": int, "account": str, "tran_id": str, "asset": str, "amount": str, "time_ms": int},
+        pk="id",
+        not_null={"account", "tran_id", "amount", "time_ms"},
+    )
+    db.table("venue_transfers").create_index(["account", "tran_id"], unique=True)
+    db.table("venue_transfers").create_index(["account", "time_ms"])
+    db.table("adoptions").create(
+        {"id": int, "account": str, "mode": str, "symbol": str, "amount": str, "entry_price": str, "time_ms": int},
+        pk="id",
+        not_null={"account", "mode", "symbol", "amount", "entry_price", "time_ms"},
+    )
+    db.table("adoptions").create_index(["account", "mode", "time_ms"])
+
+
 def migration_names() -> list[str]:
     return [name for name, _ in MIGRATIONS]
 

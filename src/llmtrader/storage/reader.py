@@ -196,7 +196,7 @@ def trade_outcomes(
     """
     if not any(d.get("mode") in _HISTORY_TABLES and d.get("execution") not in (None, *_NO_ORDERS) for d in decisions):
         return {}  # nothing on the page sent orders: no trade to rebuild (and no import of the code to rebuild it)
-    from llmtrader.storage.facts import ms_of_iso
+    from llmtrader.storage.facts import ms_of_iso, with_adoptions
     from llmtrader.trades import FundingEvent, Trade, TradeFill, decision_id_of, reconstruct_trades
 
     # (mode, account, stretch start, stretch end, symbol) -> the oldest decision time on it
@@ -241,7 +241,12 @@ def trade_outcomes(
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for (mode, account, lo, hi, symbol), first in oldest.items():
         fills_table, funding_table, order = _HISTORY_TABLES[mode]
-        flat = _flat_point(conn, mode, account, symbol, lo, first - _FLAT_MARGIN_MS)
+        # A position reconcile adopted opens in the ledger with no fill (storage.facts.with_adoptions): the fills
+        # alone do not tell where the symbol was flat, so its trades are rebuilt from the stretch's start.
+        adopted = conn.execute(
+            "SELECT 1 FROM adoptions WHERE account = ? AND mode = ? AND symbol = ? LIMIT 1", [account, mode, symbol]
+        ).fetchone()
+        flat = None if adopted else _flat_point(conn, mode, account, symbol, lo, first - _FLAT_MARGIN_MS)
         where = "account = ? AND symbol = ?"
         params: list[Any] = [account, symbol]
         if hi is not None:
@@ -269,6 +274,8 @@ def trade_outcomes(
                 FundingEvent.from_row(dict(zip(("id", "time_ms", "symbol", "amount"), r, strict=True)))
                 for r in conn.execute(funding_sql + " ORDER BY time_ms, id", funding_params)
             ]
+            if adopted:
+                fills = with_adoptions(conn, account, mode, fills, since_ms=lo, until_ms=hi, symbol=symbol)
             trades = reconstruct_trades(fills, funding)
         except ValueError as exc:
             raise StoreError(f"the recorded fills of {mode} account {account!r} do not add up: {exc}") from exc

@@ -501,6 +501,17 @@ class Store:
 
         return ms_of_iso(str(row[0]))
 
+    def record_adoption(
+        self, *, account: str, mode: str, symbol: str, amount: str, entry_price: str, time_ms: int
+    ) -> None:
+        """A position reconcile adopted (``amount`` signed, as the venue gives it): the trade ledger opens it
+        at ``entry_price`` (:func:`llmtrader.storage.facts.account_history`)."""
+        with self.transaction():
+            self.db.conn.execute(
+                "INSERT INTO adoptions (account, mode, symbol, amount, entry_price, time_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                [account, mode, symbol, amount, entry_price, time_ms],
+            )
+
     def set_execution(self, decision_id: str, summary: str) -> None:
         """The one-word outcome of a decision's execution (executed, partial, failed, emergency…)."""
         with self.transaction():

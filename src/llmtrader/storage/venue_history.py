@@ -1,6 +1,7 @@
 """The live account's trade and funding history, copied from the venue into the store.
 
-Fills come from userTrades (per symbol), funding from FUNDING_FEE income. Each stream keeps a cursor in
+Fills come from userTrades (per symbol), funding from FUNDING_FEE income, deposits and withdrawals from
+TRANSFER income. Each stream keeps a cursor in
 ``venue_sync``, so a sync asks only for what is new: trades page forward by id (``fromId``); before the
 first trade of a symbol is known, and for income, the venue is read in windows of at most 7 days (its
 limit), from llmtrader's first live order on the account (or the last 7 days when there is none). The
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -39,6 +40,7 @@ WINDOW_MS = 7 * DAY_MS  # the longest userTrades window; income is read in the s
 PAGE_LIMIT = 1000
 OVERLAP_MS = 10 * 60_000  # a time cursor re-reads this much, for rows the venue settled late
 FUNDING = "FUNDING_FEE"
+TRANSFER = "TRANSFER"  # deposits (+) and withdrawals (−): they move the kill switches' equity baselines
 INVALID_SYMBOL = -1121
 # Client order ids the venue gives the orders it sends itself (as Binance does).
 LIQUIDATION_PREFIX = "autoclose-"
@@ -48,6 +50,7 @@ _FILL_COLUMNS = (
     "fee_asset", "realized_pnl", "reason", "maker", "time_ms",
 )  # fmt: skip
 _FUNDING_COLUMNS = ("account", "symbol", "tran_id", "asset", "amount", "time_ms")
+_TRANSFER_COLUMNS = ("account", "tran_id", "asset", "amount", "time_ms")
 
 
 @runtime_checkable
@@ -79,6 +82,7 @@ class SyncReport:
     funding_added: int = 0
     requests: int = 0
     complete: bool = True
+    budget_spent: bool = False  # the request budget ran out before the sync reached now
     notes: list[str] = field(default_factory=list)
 
 
@@ -163,8 +167,9 @@ async def sync_venue_history(
                     sync.report.complete = False
                     sync.report.notes.append(f"{symbol} trades not synced: {exc}")
             await sync.funding()
+            await sync.transfers()
         except _BudgetSpent:
-            sync.report.complete = False
+            sync.report.complete, sync.report.budget_spent = False, True
             sync.report.notes.append(f"stopped after {max_requests} requests; the next sync resumes from there")
         sync.relink()
     except sqlite3.Error as exc:
@@ -346,21 +351,40 @@ class _Sync:
 
     # ---- funding --------------------------------------------------------------------------------------
     async def funding(self) -> None:
-        stream = f"income:{FUNDING}"
-        start = self.resume_from(self.cursor(stream))
+        await self.income_stream(FUNDING, self.store_funding)
+
+    async def transfers(self) -> None:
+        # Only the kill switches' baselines (today's and the peak's) need them: a first sync reads the last 7
+        # days, not every week since llmtrader's first order (which would spend the request budget).
+        await self.income_stream(TRANSFER, self.store_transfers, first=max(self.start, self.now - WINDOW_MS))
+
+    async def income_stream(
+        self,
+        income_type: str,
+        store: Callable[[str, Sequence[dict[str, Any]], int], None],
+        *,
+        first: int | None = None,
+    ) -> None:
+        """Page the income rows of ``income_type`` since the stream's cursor (without one: since ``first``,
+        else the sync's start), each page stored by ``store``."""
+        stream = f"income:{income_type}"
+        cursor = self.cursor(stream)
+        start = first if first is not None and cursor.last_time_ms is None else self.resume_from(cursor)
         while start <= self.now:
             end = min(start + WINDOW_MS - 1, self.now)
             page_start = start
             while True:
                 self.spend()
-                rows = await self.exchange.income(FUNDING, start_ms=page_start, end_ms=end, limit=self.limit)
+                rows = await self.exchange.income(income_type, start_ms=page_start, end_ms=end, limit=self.limit)
                 full = len(rows) >= self.limit
                 last = max((int(r["time"]) for r in rows), default=end)
-                self.store_funding(stream, rows, last if full else end)
+                store(stream, rows, last if full else end)
                 if not full:
                     break
                 if last <= page_start:  # a whole page at one moment: step past it rather than loop
-                    self.report.notes.append(f"more than {self.limit} funding payments at {last}; some may be missing")
+                    self.report.notes.append(
+                        f"more than {self.limit} {income_type} rows at {last}; some may be missing"
+                    )
                     last = page_start + 1
                 page_start = last  # inclusive: the rows at ``last`` are read again, and ignored
             start = end + 1
@@ -383,4 +407,19 @@ class _Sync:
                 values,
             )
             self.report.funding_added += max(inserted.rowcount, 0)
+            self.save_cursor(stream, None, cursor_ms)
+
+    def store_transfers(self, stream: str, rows: Sequence[dict[str, Any]], cursor_ms: int) -> None:
+        """Deposits and withdrawals (TRANSFER income), keyed by the venue's transaction id."""
+        values = [
+            (self.account, str(row["tranId"]), row.get("asset"), str(row["income"]), int(row["time"]))
+            for row in rows
+            if row["incomeType"] == TRANSFER
+        ]
+        with self.db.conn:
+            self.db.conn.executemany(
+                f"INSERT OR IGNORE INTO venue_transfers ({', '.join(_TRANSFER_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(_TRANSFER_COLUMNS))})",
+                values,
+            )
             self.save_cursor(stream, None, cursor_ms)

@@ -189,7 +189,16 @@ def test_doctor_checks_every_account(
     assert "4321.5" in checks["credentials (main)"]["detail"]
     assert "paper mode" in checks["credentials (side)"]["detail"]
     assert {"strategy (main)", "symbols (main)", "model (main)", "model (side)"} <= set(checks)
+    assert checks["position mode (main)"]["status"] == "ok"
     assert fake_aster.order_posts() == []
+
+    # Each live account's position mode is read: hedge mode fails that account's check.
+    fake_aster.set_position_mode(USER, dual=True)
+    result = invoke(runner, config, "doctor", "--live", "--json")
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    assert result.exit_code == 1
+    assert checks["position mode (main)"]["status"] == "fail"
+    fake_aster.set_position_mode(USER, dual=False)
 
     # A live account whose named variable is unset fails its own credentials check.
     monkeypatch.delenv("MAIN_SIGNER_KEY")

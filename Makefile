@@ -39,17 +39,18 @@ run: $(RSTAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
-## lint: ruff's lint rules, then its format check (nothing is rewritten)
+## lint: ruff's lint rules, its format check (nothing is rewritten), then the import contracts of
+## pyproject.toml [tool.importlinter] (the layers of src/llmtrader)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
 
 ## typecheck: mypy --strict (pyproject.toml) on the sources
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-## check: lint and format check, type-check, then the tests: what CI runs (.ci/run). The import contract
-## (import-linter) joins here, as a target of its own before `test`, once the layers are declared.
+## check: lint, format check and import contracts, type-check, then the tests: what CI runs (.ci/run)
 check: lint typecheck test
 
 ## bench: the performance figures of bench/ (medians of several runs)

@@ -54,11 +54,11 @@ def _in_process(data: Path, symbols: tuple[str, ...], steps: int) -> float:
     """Wall time of ``steps`` steps of run_backtest in this process (data read and indicators included)."""
     import asyncio
 
-    from llmtrader.backtest import BacktestSpec, RecordingClient, load_history, new_run_id, run_backtest
-    from llmtrader.baseline import BaselineClient
-    from llmtrader.config import settings_from_values
+    from llmtrader.backtest.replay import BacktestSpec, RecordingClient, load_history, new_run_id, run_backtest
+    from llmtrader.config.settings import settings_from_values
+    from llmtrader.core.strategy import load_strategy
+    from llmtrader.llm.baseline import BaselineClient
     from llmtrader.storage.store import Store
-    from llmtrader.strategy import load_strategy
 
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:

@@ -38,7 +38,7 @@ def _closed(rows: list[list[float]], interval: str, n: int) -> list[list[float]]
 
 def build_snapshot(symbols: tuple[str, ...] = TEN_SYMBOLS) -> Any:
     """A MarketSnapshot as the venue would give it, from the CSV files."""
-    from llmtrader.market import AssetMarket, Candles, MarketSnapshot
+    from llmtrader.exchange.asterdex_market import AssetMarket, Candles, MarketSnapshot
 
     data = perp_dir()
     assets = {}
@@ -74,9 +74,9 @@ def build_snapshot(symbols: tuple[str, ...] = TEN_SYMBOLS) -> Any:
 
 
 def run() -> list[Result]:
-    from llmtrader.account import paper_account_state
-    from llmtrader.context import Limits, build_context, render_prompt
-    from llmtrader.strategy import load_strategy
+    from llmtrader.core.account import paper_account_state
+    from llmtrader.core.context import Limits, build_context, render_prompt
+    from llmtrader.core.strategy import load_strategy
 
     strategy = load_strategy("default")
     account = paper_account_state("bench", 10_000)

@@ -146,8 +146,8 @@ def _serve(conn: Any, data_dir: str, latency_s: float, verify: bool) -> None:
 
 
 def _validations(marks: dict[str, Decimal]) -> list[Any]:
-    from llmtrader.decision import Action, AssetDecision, RiskLevel
-    from llmtrader.risk import AssetValidation, Status
+    from llmtrader.core.decision import Action, AssetDecision, RiskLevel
+    from llmtrader.core.risk import AssetValidation, Status
 
     out = []
     for symbol in SYMBOLS:
@@ -187,10 +187,10 @@ def _check(report: Any, state: dict[str, Any], entry_ids: list[str]) -> None:
 
 async def _measure(venue: _Venue, store: Any) -> tuple[list[float], list[int]]:
     """Round trips and request counts of each recorded run (the first run is a warm-up)."""
+    from llmtrader.core.records import new_decision_id
+    from llmtrader.cycle.execution import client_order_id, execute
     from llmtrader.exchange.asterdex import AsterDexExchange, V3Credentials
-    from llmtrader.execution import client_order_id, execute
-    from llmtrader.market import AsterMarketData
-    from llmtrader.storage.records import new_decision_id
+    from llmtrader.exchange.asterdex_market import AsterMarketData
 
     market = AsterMarketData(venue.base_url, timeout_s=10.0)
     rules = await market.exchange_info()  # once, not timed: a running agent has it cached

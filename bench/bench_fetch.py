@@ -72,8 +72,8 @@ class TenAssetAster(FakeAster):
 
 def _services(store: Any, base_url: str) -> Any:
     """The parts of engine.Services that engine.market_snapshot uses."""
-    from llmtrader.engine import SystemClock
-    from llmtrader.market import AsterMarketData
+    from llmtrader.cycle.engine import SystemClock
+    from llmtrader.exchange.asterdex_market import AsterMarketData
 
     settings = SimpleNamespace(exchange_info_ttl_s=3600)  # the Settings default
     return SimpleNamespace(
@@ -91,7 +91,7 @@ async def _fetch(store: Any, base_url: str, out: list[Any]) -> float:
     (The snapshot is not returned: on Python 3.11 ``asyncio.run`` formats the repr of the main task,
     result included, on the way out, and the repr of numpy arrays is slow.)
     """
-    from llmtrader.engine import market_snapshot
+    from llmtrader.cycle.engine import market_snapshot
 
     services = _services(store, base_url)
     try:

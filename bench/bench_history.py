@@ -81,7 +81,7 @@ def _decision_id(ms: int, rng: random.Random) -> str:
 
 def _prompts() -> tuple[str, str]:
     """A system prompt and a shortened user prompt from the default strategy's templates."""
-    from llmtrader.strategy import load_strategy
+    from llmtrader.core.strategy import load_strategy
 
     strategy = load_strategy("default")
     values = {
@@ -108,7 +108,7 @@ def _prompts() -> tuple[str, str]:
 
 def _rows(rng: random.Random) -> tuple[list[tuple[Any, ...]], Iterator[tuple[Any, ...]]]:
     """The decisions (a list) and, lazily, their asset rows, oldest first."""
-    from llmtrader.storage.records import iso_utc
+    from llmtrader.core.records import iso_utc
 
     system, user = _prompts()
     symbols_json = json.dumps(list(SYMBOLS), separators=(",", ":"))

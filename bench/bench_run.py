@@ -142,9 +142,9 @@ class _Discard(list):  # type: ignore[type-arg]
 
 def scheduler_cycles(tmp: Path) -> Result:
     """Part 1: 2,000 fires of the scheduler whose cycle records and logs itself, without venue or model."""
-    from llmtrader.config import settings_from_values
-    from llmtrader.cycle import record_skipped_cycle
-    from llmtrader.scheduler import Scheduler
+    from llmtrader.config.settings import settings_from_values
+    from llmtrader.cycle.run import record_skipped_cycle
+    from llmtrader.cycle.scheduler import Scheduler
     from llmtrader.storage.store import Store
 
     settings = settings_from_values({"account": "bench", "db": tmp / "scheduler.db"})
@@ -194,10 +194,10 @@ def scheduler_cycles(tmp: Path) -> Result:
 
 def real_cycles(tmp: Path) -> list[Result]:
     """Part 2: real cycles against the fake venue in a child process (see the module docstring)."""
-    from llmtrader.bootstrap import build_services, close_services
-    from llmtrader.config import settings_from_values
-    from llmtrader.cycle import record_skipped_cycle, run_cycle
-    from llmtrader.scheduler import Scheduler
+    from llmtrader.config.settings import settings_from_values
+    from llmtrader.cycle.compose import build_services, close_services
+    from llmtrader.cycle.run import record_skipped_cycle, run_cycle
+    from llmtrader.cycle.scheduler import Scheduler
 
     ctx = multiprocessing.get_context("spawn")
     shared = ctx.Value("q", START_MS, lock=False)

@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from llmtrader.accounts import (
+from llmtrader.cli.app import app
+from llmtrader.config.accounts import (
     account_names,
     all_account_settings,
     credential_problems,
     require_account,
     settings_for_account,
 )
-from llmtrader.cli import app
-from llmtrader.config import Settings, load_settings
+from llmtrader.config.settings import Settings, load_settings
+from llmtrader.core.guards import GuardSettings
 from llmtrader.errors import ConfigError
-from llmtrader.guards import GuardSettings
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
 MAIN_KEY = "sk-or-v1-main-account-5d1e0c"

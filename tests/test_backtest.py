@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from llmtrader.backtest import (
+from llmtrader.backtest.datafiles import read_candles
+from llmtrader.backtest.replay import (
     STEP_OFFSET_MS,
     BacktestResult,
     BacktestSpec,
@@ -38,19 +39,18 @@ from llmtrader.backtest import (
     run_backtest,
     verdict_changes,
 )
-from llmtrader.baseline import BaselineClient
-from llmtrader.bootstrap import build_client
-from llmtrader.cli import app
-from llmtrader.config import Settings, load_settings
-from llmtrader.datafiles import read_candles
-from llmtrader.decision import lenient_from_decision, parse_decision
+from llmtrader.cli.app import app
+from llmtrader.config.settings import Settings, load_settings
+from llmtrader.core.decision import lenient_from_decision, parse_decision
+from llmtrader.core.indicators import NAMES, compute
+from llmtrader.core.strategy import load_strategy
+from llmtrader.cycle.compose import build_client
 from llmtrader.errors import ConfigError, StoreError
-from llmtrader.indicators import NAMES, compute
-from llmtrader.llm import CallRecord, DecisionClient, DecisionRequest, ModelAnswer
-from llmtrader.market import Candles
+from llmtrader.exchange.asterdex_market import Candles
+from llmtrader.llm.baseline import BaselineClient
+from llmtrader.llm.openai_client import CallRecord, DecisionClient, DecisionRequest, ModelAnswer
 from llmtrader.storage import backtests as runs
 from llmtrader.storage.store import Store
-from llmtrader.strategy import load_strategy
 from tests.conftest import TEST_KEY
 from tests.fakes.llm import Behaviour, FakeLLM, answer, asset, decision
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from llmtrader.cli import app
-from llmtrader.formatting import fmt
+from llmtrader.cli.app import app
+from llmtrader.core.formatting import fmt
 from tests.conftest import TEST_KEY
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision, error, error_in_200, slow

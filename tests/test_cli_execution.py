@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from llmtrader.cli import app
+from llmtrader.cli.app import app
 from tests.conftest import SIGNER, SIGNER_KEY, TEST_KEY, USER
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from llmtrader.cli import app
-from llmtrader.guards import CircuitState, GuardState, KillState
+from llmtrader.cli.app import app
+from llmtrader.core.guards import CircuitState, GuardState, KillState
+from llmtrader.core.records import iso_utc
+from llmtrader.cycle.scheduler import NO_MODEL_KEY, next_fire_ms
 from llmtrader.logs import configure_logging, reset_logging
-from llmtrader.scheduler import NO_MODEL_KEY, next_fire_ms
-from llmtrader.storage.records import iso_utc
 from llmtrader.storage.store import Store
 from tests.conftest import TEST_KEY
 from tests.fakes.aster import FakeAster
@@ -248,7 +248,7 @@ def test_run_once_dry_run_executes_nothing(
 def test_a_second_agent_on_the_same_account_is_refused(
     clean_env: Path, fake_aster: FakeAster, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from llmtrader.scheduler import RunLock
+    from llmtrader.cycle.scheduler import RunLock
 
     monkeypatch.setenv("ASTERDEX_BASE_URL", fake_aster.base_url)
     held = RunLock(clean_env, "default")  # what a running `llmtrader run` holds
@@ -274,8 +274,8 @@ def test_history_and_status_read_while_run_writes(
     import asyncio
     import threading
 
-    from llmtrader.config import load_settings
-    from llmtrader.scheduler import run_agent, select_accounts
+    from llmtrader.config.settings import load_settings
+    from llmtrader.cycle.scheduler import run_agent, select_accounts
 
     monkeypatch.setenv("ASTERDEX_BASE_URL", fake_aster.base_url)
     config = write_config(tmp_path, TWO_ACCOUNTS)

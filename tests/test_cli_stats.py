@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from llmtrader.cli import app
+from llmtrader.cli.app import app
 from tests.test_stats import DAY, JAN1, H, build, c
 
 D = __import__("decimal").Decimal
@@ -197,7 +197,7 @@ def test_history_shows_what_became_of_each_trade(db: Path, runner: CliRunner) ->
 
 def test_history_stays_off_the_heavy_imports(db: Path) -> None:
     code = (
-        "import sys; from typer.testing import CliRunner; from llmtrader.cli import app; "
+        "import sys; from typer.testing import CliRunner; from llmtrader.cli.app import app; "
         "r = CliRunner().invoke(app, ['history', '--json']); assert r.exit_code == 0, r.output; "
         "assert any(a['trade'] for d in __import__('json').loads(r.stdout) for a in d['assets']); "
         "print(sorted(m for m in ('pandas', 'sqlite_utils', 'numpy', 'httpx') if m in sys.modules))"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from llmtrader.account import paper_account_state
-from llmtrader.config import INTERVAL_MS
-from llmtrader.context import (
+from llmtrader.config.settings import INTERVAL_MS
+from llmtrader.core.account import paper_account_state
+from llmtrader.core.context import (
     DecisionContext,
     Limits,
     PerformanceSummary,
@@ -18,10 +18,10 @@ from llmtrader.context import (
     render_limits,
     render_prompt,
 )
-from llmtrader.formatting import fmt
-from llmtrader.indicators import compute
-from llmtrader.market import AssetMarket, Candles, MarketSnapshot
-from llmtrader.strategy import PLACEHOLDERS, Strategy, load_strategy
+from llmtrader.core.formatting import fmt
+from llmtrader.core.indicators import compute
+from llmtrader.core.strategy import PLACEHOLDERS, Strategy, load_strategy
+from llmtrader.exchange.asterdex_market import AssetMarket, Candles, MarketSnapshot
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 NOW = 1_765_800_780_000  # 2025-12-15 12:13 UTC, inside the data of every timeframe

@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from llmtrader.bootstrap import build_services, close_services
-from llmtrader.config import load_settings
-from llmtrader.cycle import CycleResult, reconcile, record_skipped_cycle, run_cycle
-from llmtrader.engine import Services
+from llmtrader.config.settings import load_settings
+from llmtrader.core.guards import resume_account
+from llmtrader.cycle.compose import build_services, close_services
+from llmtrader.cycle.engine import Services
+from llmtrader.cycle.run import CycleResult, reconcile, record_skipped_cycle, run_cycle
 from llmtrader.exchange.base import OrderRequest, OrderType, Side
-from llmtrader.guards import resume_account
 from llmtrader.storage import reader
 from llmtrader.storage.store import Store
 from tests.conftest import USER

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from llmtrader.decision import (
+from llmtrader.core.decision import (
     Action,
     DecisionParseError,
     decision_json_schema,

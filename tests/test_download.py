@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from llmtrader import download as download_module
-from llmtrader.cli import app
-from llmtrader.datafiles import plain_number
-from llmtrader.download import FileProgress, download_history
-from llmtrader.market import AsterMarketData
+from llmtrader.backtest import download as download_module
+from llmtrader.backtest.datafiles import plain_number
+from llmtrader.backtest.download import FileProgress, download_history
+from llmtrader.cli.app import app
+from llmtrader.exchange.asterdex_market import AsterMarketData
 from tests.fakes.aster import FakeAster
 
 HOUR = 3_600_000
@@ -152,7 +152,7 @@ def test_no_funding_writes_candles_only(venue: FakeAster, runner: CliRunner, tmp
     assert sorted(p.name for p in out.iterdir()) == ["BTCUSDT-1h.csv", "ETHUSDT-1h.csv", "exchangeInfo.json"]
     assert not requests(venue, "/fapi/v3/fundingRate")
     # The venue's rules of the symbols downloaded, for the backtester's rounding and minimums.
-    from llmtrader.exchange.filters import parse_exchange_info
+    from llmtrader.core.filters import parse_exchange_info
 
     rules = parse_exchange_info(json.loads((out / "exchangeInfo.json").read_text()))
     assert sorted(rules) == ["BTCUSDT", "ETHUSDT"]
@@ -367,7 +367,7 @@ def test_bad_input_exits_2_with_a_clear_message(
 
 
 def test_dates_read_as_utc_unless_they_name_a_zone() -> None:
-    from llmtrader.download import parse_time_ms
+    from llmtrader.backtest.download import parse_time_ms
 
     assert parse_time_ms("2025-07-04", "--since") == 1_751_587_200_000
     assert parse_time_ms("2025-07-04T12:00", "--since") == 1_751_587_200_000 + 12 * HOUR

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from llmtrader.config import Settings, load_settings
-from llmtrader.configfile import ENV_ONLY
+from llmtrader.config.file import ENV_ONLY
+from llmtrader.config.settings import Settings, load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
 

@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-from llmtrader.decision import Action, AssetDecision, RiskLevel
+from llmtrader.core.decision import Action, AssetDecision, RiskLevel
+from llmtrader.core.records import new_decision_id
+from llmtrader.core.risk import AssetValidation, Status
+from llmtrader.cycle.execution import ExecutionReport, ExecutionSettings, client_order_id, execute
 from llmtrader.errors import VenueBanned, VenueUnavailable
 from llmtrader.exchange.asterdex import AsterDexExchange, V1Credentials, V3Credentials
+from llmtrader.exchange.asterdex_market import AsterMarketData
 from llmtrader.exchange.base import OrderType
-from llmtrader.execution import ExecutionReport, ExecutionSettings, client_order_id, execute
-from llmtrader.market import AsterMarketData
-from llmtrader.risk import AssetValidation, Status
-from llmtrader.storage.records import new_decision_id
 from llmtrader.storage.store import Store
 from tests.fakes.aster import FakeAster
 

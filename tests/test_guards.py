@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from llmtrader.account import AccountState, Position
-from llmtrader.cli import app
-from llmtrader.config import load_settings
-from llmtrader.decision import Action, AssetDecision, RiskLevel
-from llmtrader.guards import (
+from llmtrader.cli.app import app
+from llmtrader.config.settings import load_settings
+from llmtrader.core.account import AccountState, Position
+from llmtrader.core.decision import Action, AssetDecision, RiskLevel
+from llmtrader.core.guards import (
     BUDGET_RESET,
     BUDGET_STOP,
     CIRCUIT_CLOSED,
@@ -43,12 +43,12 @@ from llmtrader.guards import (
     resume,
     resume_account,
 )
-from llmtrader.market import AssetMarket, Candles, MarketSnapshot
-from llmtrader.risk import AssetValidation, Status, ValidationReport
+from llmtrader.core.records import CallRow, DecisionRecord, new_decision_id
+from llmtrader.core.risk import AssetValidation, Status, ValidationReport
+from llmtrader.core.strategy import load_strategy
+from llmtrader.exchange.asterdex_market import AssetMarket, Candles, MarketSnapshot
 from llmtrader.storage.facts import DAY_MS
-from llmtrader.storage.records import CallRow, DecisionRecord, new_decision_id
 from llmtrader.storage.store import Store
-from llmtrader.strategy import load_strategy
 
 DAY0 = 1_790_035_200_000  # 00:00 UTC
 assert DAY0 % DAY_MS == 0

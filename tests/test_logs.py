@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from llmtrader import cli
-from llmtrader.config import load_settings
+from llmtrader.cli import app as cli
+from llmtrader.config.settings import load_settings
 from llmtrader.errors import ConfigError
 from llmtrader.logs import (
     MASK,

@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from llmtrader.core.filters import parse_exchange_info
 from llmtrader.errors import UnknownSymbolError, VenueError, VenueRejected, VenueUnavailable
-from llmtrader.exchange.filters import parse_exchange_info
-from llmtrader.market import AsterMarketData, Candles, check_symbols
+from llmtrader.exchange.asterdex_market import AsterMarketData, Candles, check_symbols
 from tests.fakes.aster import FakeAster
 
 T = TypeVar("T")

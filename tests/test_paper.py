@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from llmtrader.core.filters import SymbolRules
 from llmtrader.errors import VenueRejected
+from llmtrader.exchange.asterdex_market import AsterMarketData
 from llmtrader.exchange.base import OrderRequest, OrderStatus, OrderType, Side
-from llmtrader.exchange.filters import SymbolRules
 from llmtrader.exchange.paper import Fill, PaperBook, PaperConfig, PaperExchange
-from llmtrader.market import AsterMarketData
 from llmtrader.storage.store import Store
 from tests.fakes.aster import FakeAster
 

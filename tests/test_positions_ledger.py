@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from llmtrader.cli import app
+from llmtrader.cli.app import app
+from llmtrader.cycle.scheduler import RunLock
 from llmtrader.logs import reset_logging
-from llmtrader.scheduler import RunLock
 from tests.conftest import ROOT, USER
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision
@@ -294,8 +294,8 @@ def test_hedge_mode_is_refused_with_a_clear_line_and_nothing_sent(
 def test_a_transfer_moves_the_peak_once_and_a_real_loss_still_trips_the_switch() -> None:
     from dataclasses import replace
 
-    from llmtrader.config import load_settings
-    from llmtrader.guards import GuardSettings, GuardState, check_guards
+    from llmtrader.config.settings import load_settings
+    from llmtrader.core.guards import GuardSettings, GuardState, check_guards
 
     gs = replace(GuardSettings.from_settings(load_settings(None, None, environ={})), max_drawdown_pct=20)
     t0 = 1_790_000_000_000

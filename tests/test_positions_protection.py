@@ -22,10 +22,10 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from llmtrader import render
-from llmtrader.bootstrap import build_services, close_services
-from llmtrader.cli import app
-from llmtrader.config import load_settings
+from llmtrader.cli import render
+from llmtrader.cli.app import app
+from llmtrader.config.settings import load_settings
+from llmtrader.cycle.compose import build_services, close_services
 from llmtrader.exchange.base import OrderRequest, OrderType, Side
 from llmtrader.logs import reset_logging
 from llmtrader.storage.store import Store

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from llmtrader.account import AccountState, Position, paper_account_state
-from llmtrader.context import DcaLimits, Limits
-from llmtrader.decision import AssetDecision, LenientDecision, salvage_decision
-from llmtrader.risk import RiskInputs, Status, ValidationReport, liquidation_price, validate_decision
+from llmtrader.core.account import AccountState, Position, paper_account_state
+from llmtrader.core.context import DcaLimits, Limits
+from llmtrader.core.decision import AssetDecision, LenientDecision, salvage_decision
+from llmtrader.core.risk import RiskInputs, Status, ValidationReport, liquidation_price, validate_decision
 
 LIMITS = Limits(
     max_leverage=5, max_position_usd=10_000, min_reward_risk=1.5, min_confidence=0.55, maintenance_margin_rate=0.01
@@ -570,7 +570,7 @@ def test_dca_long_only_refuses_shorts_and_adjust_position_may_not_enlarge() -> N
 
 
 def test_limits_combine_takes_the_stricter_of_settings_and_strategy() -> None:
-    from llmtrader.strategy import load_strategy
+    from llmtrader.core.strategy import load_strategy
 
     conservative = load_strategy("conservative")
     limits = Limits.combine(5, 10_000, conservative, equity_usd=20_000)

@@ -7,10 +7,10 @@ from decimal import Decimal as D
 
 import pytest
 
+from llmtrader.core.filters import SymbolRules
+from llmtrader.cycle.execution import client_order_id
 from llmtrader.exchange.base import OrderRequest, OrderType, Side
-from llmtrader.exchange.filters import SymbolRules
 from llmtrader.exchange.rules import fit_order, floor_qty, round_to, violations
-from llmtrader.execution import client_order_id
 
 BTC = SymbolRules(
     symbol="BTCUSDT", status="TRADING", base_asset="BTC", quote_asset="USDT",

@@ -19,16 +19,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from llmtrader.backtest import STEP_OFFSET_MS, BacktestSpec, load_history, open_backtests, run_backtest
-from llmtrader.baseline import BaselineClient
-from llmtrader.config import Settings, load_settings
+from llmtrader.backtest.replay import STEP_OFFSET_MS, BacktestSpec, load_history, open_backtests, run_backtest
+from llmtrader.config.settings import Settings, load_settings
+from llmtrader.core.stats import account_stats
+from llmtrader.core.strategy import load_strategy
+from llmtrader.exchange.asterdex_market import AsterMarketData, Candles
 from llmtrader.exchange.base import OrderRequest, OrderType, Side
 from llmtrader.exchange.paper import PaperBook, PaperConfig, PaperExchange
 from llmtrader.exchange.simulated import SimulatedExchange, Tape
-from llmtrader.market import AsterMarketData, Candles
-from llmtrader.stats import account_stats
+from llmtrader.llm.baseline import BaselineClient
 from llmtrader.storage.store import Store
-from llmtrader.strategy import load_strategy
 from tests.fakes.aster import FakeAster
 
 D = Decimal
@@ -197,7 +197,7 @@ def test_daily_candles_charge_funding_on_the_position_held_at_the_instant(
 def test_a_stop_placed_at_the_first_step_triggers_in_the_next_candle(tmp_path: Path) -> None:
     candles = Candles.from_rows(SYMBOL, "1h", np.array(hourly_rows(3), dtype=np.float64))
     tape = Tape.of(candles, H, np.empty(0, dtype=np.int64), ())
-    from llmtrader.backtest import derived_rules
+    from llmtrader.backtest.replay import derived_rules
 
     store = Store(tmp_path / "bt.db", durable=False)
     first = DAY0 + DAY  # the 23:00 candle closes at 100: the first decision, at 00:00:05
@@ -237,7 +237,7 @@ def test_the_book_charges_a_settlement_to_the_position_held_at_its_instant() -> 
 
 
 def load_rules() -> Any:
-    from llmtrader.exchange.filters import SymbolRules
+    from llmtrader.core.filters import SymbolRules
 
     return SymbolRules(
         symbol="BTCUSDT", status="TRADING", base_asset="BTC", quote_asset="USDT", tick_size=D("0.1"),

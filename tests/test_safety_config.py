@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from llmtrader.accounts import settings_for_account
-from llmtrader.cli import app
-from llmtrader.config import load_settings
+from llmtrader.cli.app import app
+from llmtrader.config.accounts import settings_for_account
+from llmtrader.config.settings import load_settings
 from llmtrader.errors import ConfigError
 from llmtrader.logs import redact
 from tests.conftest import ROOT, SIGNER, SIGNER_KEY, TEST_KEY, USER

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from llmtrader.cli import app
+from llmtrader.cli.app import app
+from llmtrader.core.strategy import builtin_dir, load_strategy, load_strategy_file
 from llmtrader.errors import StrategyError
-from llmtrader.strategy import builtin_dir, load_strategy, load_strategy_file
 from tests.fakes.aster import FakeAster
 
 ROOT = Path(__file__).resolve().parents[1]

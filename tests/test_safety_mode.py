@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from llmtrader.cli import app
+from llmtrader.cli.app import app
 from llmtrader.logs import reset_logging
 from tests.conftest import SIGNER, SIGNER_KEY, USER
 from tests.fakes.aster import FakeAster

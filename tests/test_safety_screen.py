@@ -18,10 +18,10 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from llmtrader.cli import app
-from llmtrader.formatting import safe_text
+from llmtrader.cli.app import app
+from llmtrader.cli.render import untrusted
+from llmtrader.core.formatting import safe_text
 from llmtrader.logs import configure_logging, get_logger, reset_logging
-from llmtrader.render import untrusted
 from tests.conftest import USER
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision, error

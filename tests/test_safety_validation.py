@@ -16,15 +16,15 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from llmtrader.account import AccountState, Position, paper_account_state
-from llmtrader.backtest import BacktestSpec, load_history, open_backtests, run_backtest
-from llmtrader.baseline import BaselineClient
-from llmtrader.cli import app
-from llmtrader.config import load_settings
-from llmtrader.context import Limits
-from llmtrader.decision import extract_json_object, salvage_decision
-from llmtrader.risk import RiskInputs, Status, ValidationReport, validate_decision
-from llmtrader.strategy import load_strategy
+from llmtrader.backtest.replay import BacktestSpec, load_history, open_backtests, run_backtest
+from llmtrader.cli.app import app
+from llmtrader.config.settings import load_settings
+from llmtrader.core.account import AccountState, Position, paper_account_state
+from llmtrader.core.context import Limits
+from llmtrader.core.decision import extract_json_object, salvage_decision
+from llmtrader.core.risk import RiskInputs, Status, ValidationReport, validate_decision
+from llmtrader.core.strategy import load_strategy
+from llmtrader.llm.baseline import BaselineClient
 from tests.conftest import USER
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision
@@ -363,7 +363,7 @@ def test_the_number_bounds_leave_the_request_and_its_hash_as_recorded_runs_have_
     """The bounds are checked on values, not written into the decision schema: the schema is part of every
     request and of its hash, so a changed schema would stop every stored backtest from replaying byte for byte.
     The digest below is the one the code before the bounds gave for this request."""
-    from llmtrader.backtest import request_hash
+    from llmtrader.backtest.replay import request_hash
 
     digest = request_hash("model-a", "http://127.0.0.1:1/v1", "system text", "user text")
     assert digest == "88a9137ad69fc6d97564584fce1f8d261c0f6577b7f5fc6fb9b22d13b7d95148"

@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from llmtrader.config import INTERVAL_MS, Settings, settings_from_values
-from llmtrader.errors import ConfigError, CredentialsError
-from llmtrader.scheduler import (
+from llmtrader.config.settings import INTERVAL_MS, Settings, settings_from_values
+from llmtrader.cycle.scheduler import (
     DEFAULT_OFFSET_S,
     NO_MODEL_KEY,
     OVERLAP_REASON,
@@ -29,6 +28,7 @@ from llmtrader.scheduler import (
     select_accounts,
     trigger_for,
 )
+from llmtrader.errors import ConfigError, CredentialsError
 
 HOUR = 3_600_000
 T0 = int(datetime(2026, 3, 10, 14, 0, tzinfo=UTC).timestamp() * 1000)  # a 1h candle close
@@ -437,7 +437,7 @@ def test_once_lets_a_signalled_cycle_finish_and_a_second_signal_cancels_it() -> 
 
 
 def test_model_key_missing_matches_the_baseline_fallback_of_bootstrap(clean_env: Path) -> None:
-    from llmtrader.bootstrap import BASELINE_NOTE, build_client
+    from llmtrader.cycle.compose import BASELINE_NOTE, build_client
 
     cases = [
         {"llm_model": "x-ai/grok-4"},
@@ -460,7 +460,7 @@ def write_config(tmp_path: Path, text: str) -> Path:
 
 
 def test_a_live_account_without_credentials_stops_the_start_naming_the_variables(clean_env: Path) -> None:
-    from llmtrader.config import load_settings
+    from llmtrader.config.settings import load_settings
 
     s = load_settings(None, environ={"TRADING_MODE": "live"})
     with pytest.raises(CredentialsError) as caught:
@@ -474,7 +474,7 @@ def test_a_live_account_without_credentials_stops_the_start_naming_the_variables
 def test_accounts_tables_live_problems_are_fatal_paper_ones_are_warnings(
     clean_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from llmtrader.config import load_settings
+    from llmtrader.config.settings import load_settings
 
     path = write_config(
         tmp_path,
@@ -520,10 +520,10 @@ def test_real_cycles_one_account_failing_is_recorded_and_the_other_trades(
     runs and is recorded; an overlapping fire is recorded as skipped."""
     import sqlite3
 
-    from llmtrader.bootstrap import build_services, close_services
-    from llmtrader.config import load_settings
-    from llmtrader.cycle import record_skipped_cycle, run_cycle
-    from llmtrader.engine import SystemClock
+    from llmtrader.config.settings import load_settings
+    from llmtrader.cycle.compose import build_services, close_services
+    from llmtrader.cycle.engine import SystemClock
+    from llmtrader.cycle.run import record_skipped_cycle, run_cycle
 
     monkeypatch.setenv("ASTERDEX_BASE_URL", fake_aster.base_url)
     config = write_config(tmp_path, '[accounts.good]\nassets = ["BTCUSDT"]\n\n[accounts.bad]\nassets = ["ETHUSDT"]\n')

@@ -34,10 +34,9 @@ from typing import Any
 
 import pytest
 
-from llmtrader.exchange.base import OrderType
-from llmtrader.exchange.paper import Fill, FundingPayment, PaperBook, PaperConfig
-from llmtrader.execution import client_order_id
-from llmtrader.stats import (
+from llmtrader.core.records import AssetRow as StoredAsset
+from llmtrader.core.records import DecisionRecord
+from llmtrader.core.stats import (
     AccountStats,
     AssetRow,
     DecisionRow,
@@ -47,11 +46,12 @@ from llmtrader.stats import (
     exposure_ms,
     percentile,
 )
+from llmtrader.core.trades import TradeFill, performance, reconstruct_trades
+from llmtrader.cycle.execution import client_order_id
+from llmtrader.exchange.base import OrderType
+from llmtrader.exchange.paper import Fill, FundingPayment, PaperBook, PaperConfig
 from llmtrader.storage.facts import paper_history
-from llmtrader.storage.records import AssetRow as StoredAsset
-from llmtrader.storage.records import DecisionRecord
 from llmtrader.storage.store import Store
-from llmtrader.trades import TradeFill, performance, reconstruct_trades
 from tests.test_paper import BTC, M15, candle, market, protect
 
 D = Decimal

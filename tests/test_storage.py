@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from llmtrader.cli import app
+from llmtrader.cli.app import app
+from llmtrader.core.records import AssetRow, CallRow, DecisionRecord, iso_utc, new_decision_id
 from llmtrader.errors import NotFoundError
 from llmtrader.storage import reader
 from llmtrader.storage.migrations import migration_names
-from llmtrader.storage.records import AssetRow, CallRow, DecisionRecord, iso_utc, new_decision_id
 from llmtrader.storage.store import Store
 
 EXPECTED_SCHEMA = {
@@ -179,8 +179,8 @@ def test_writes_store_exact_rows(store: Store) -> None:
     Decimals as the sqlite-utils writes before stored them, upserts replacing the row."""
     from decimal import Decimal
 
+    from llmtrader.core.guards import GuardEvent, GuardState
     from llmtrader.exchange.base import OrderRequest, OrderState, OrderStatus, OrderType, Side
-    from llmtrader.guards import GuardEvent, GuardState
 
     t = 1_790_000_000_000
     rec = DecisionRecord(

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from llmtrader.account import AccountState, Position, paper_account_state
-from llmtrader.context import Limits
-from llmtrader.decision import salvage_decision
+from llmtrader.core.account import AccountState, Position, paper_account_state
+from llmtrader.core.context import Limits
+from llmtrader.core.decision import salvage_decision
+from llmtrader.core.indicators import NAMES
+from llmtrader.core.risk import RiskInputs, Status, ValidationReport, validate_decision
+from llmtrader.core.strategy import PLACEHOLDERS, Strategy, available_strategies, load_strategy, load_strategy_file
 from llmtrader.errors import StrategyError
-from llmtrader.indicators import NAMES
-from llmtrader.risk import RiskInputs, Status, ValidationReport, validate_decision
-from llmtrader.strategy import PLACEHOLDERS, Strategy, available_strategies, load_strategy, load_strategy_file
 
 PRESETS = ("default", "conservative", "aggressive", "scalping", "swing", "dca")
 NOW = 1_760_000_000_000

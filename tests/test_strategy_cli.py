@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from llmtrader.cli import app
-from llmtrader.config import ABTest, arm_fraction
-from llmtrader.formatting import fmt
-from llmtrader.storage.records import new_decision_id
-from llmtrader.strategy import builtin_dir
+from llmtrader.cli.app import app
+from llmtrader.config.settings import ABTest, arm_fraction
+from llmtrader.core.formatting import fmt
+from llmtrader.core.records import new_decision_id
+from llmtrader.core.strategy import builtin_dir
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision, error
 

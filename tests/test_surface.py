@@ -15,9 +15,9 @@ from typing import Any
 import typer
 from typer.testing import CliRunner
 
-from llmtrader.backtest import request_hash
-from llmtrader.cli import app
-from llmtrader.decision import decision_json_schema
+from llmtrader.backtest.replay import request_hash
+from llmtrader.cli.app import app
+from llmtrader.core.decision import decision_json_schema
 
 GOLDEN = Path(__file__).parent / "golden" / "surface.json"
 

@@ -15,11 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from llmtrader.context import PerformanceSummary, TradeSummary
-from llmtrader.exchange.base import OrderType
-from llmtrader.exchange.paper import Fill, FundingPayment, PaperBook, PaperConfig, PaperEvent
-from llmtrader.execution import client_order_id
-from llmtrader.trades import (
+from llmtrader.core.context import PerformanceSummary, TradeSummary
+from llmtrader.core.trades import (
     FillSide,
     FundingEvent,
     Trade,
@@ -33,6 +30,9 @@ from llmtrader.trades import (
     to_summaries,
     utc_day,
 )
+from llmtrader.cycle.execution import client_order_id
+from llmtrader.exchange.base import OrderType
+from llmtrader.exchange.paper import Fill, FundingPayment, PaperBook, PaperConfig, PaperEvent
 from tests.test_paper import BTC, M15, candle, market, protect
 
 D = Decimal
@@ -524,7 +524,7 @@ def _random_history(seed: int) -> tuple[list[TradeFill], list[FundingEvent]]:
 
 @pytest.mark.parametrize("seed", range(12))
 def test_the_ledger_fed_in_pieces_equals_one_reconstruction(seed: int) -> None:
-    from llmtrader.trades import TradeLedger
+    from llmtrader.core.trades import TradeLedger
 
     fills, funding = _random_history(seed)
     events = sorted(
@@ -558,7 +558,7 @@ def test_the_ledger_fed_in_pieces_equals_one_reconstruction(seed: int) -> None:
 
 
 def test_the_ledger_refuses_what_would_change_a_final_trade() -> None:
-    from llmtrader.trades import TradeLedger
+    from llmtrader.core.trades import TradeLedger
 
     ledger = TradeLedger()
     ledger.add([fill(JAN1, "BUY", "1", "100"), fill(JAN1 + 10, "SELL", "1", "110")])

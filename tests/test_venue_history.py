@@ -19,13 +19,13 @@ from urllib.parse import parse_qsl
 import pytest
 from typer.testing import CliRunner
 
+from llmtrader.core.records import iso_utc
+from llmtrader.core.trades import reconstruct_trades
+from llmtrader.cycle.execution import client_order_id
 from llmtrader.errors import VenueError
 from llmtrader.exchange.asterdex import HISTORY_WINDOW_MS, V1Credentials
-from llmtrader.execution import client_order_id
 from llmtrader.storage.facts import account_history
-from llmtrader.storage.records import iso_utc
 from llmtrader.storage.venue_history import SyncReport, sync_venue_history
-from llmtrader.trades import reconstruct_trades
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision
 from tests.test_cli_decide import decide, long_btc, show

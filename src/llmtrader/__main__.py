@@ -1,3 +1,3 @@
-from llmtrader.cli import main
+from llmtrader.cli.app import main
 
 main()

@@ -250,7 +250,7 @@ def _ensure_structlog() -> None:
 def _terminal_safe(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """Text values without control characters, for the readable renderer: it prints strings as they are,
     and log events quote model answers and venue messages (JSON lines escape them instead)."""
-    from llmtrader.formatting import safe_text
+    from llmtrader.core.formatting import safe_text
 
     return {key: safe_text(value) if isinstance(value, str) else value for key, value in event_dict.items()}
 

@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
+from llmtrader.core.filters import SymbolRules
 from llmtrader.errors import (
     OrderOutcomeUnknown,
     VenueBanned,
@@ -27,11 +28,10 @@ from llmtrader.errors import (
     VenueRejected,
     VenueUnavailable,
 )
+from llmtrader.exchange.asterdex_market import AsterMarketData
 from llmtrader.exchange.base import Balance, MarginType, OrderRequest, OrderState, VenuePosition
-from llmtrader.exchange.filters import SymbolRules
 from llmtrader.exchange.signing import NonceSource, v1_signed_body, v3_signed_body
 from llmtrader.logs import MIN_SECRET_LENGTH, redact
-from llmtrader.market import AsterMarketData
 
 Sleep = Callable[[float], Awaitable[None]]
 

@@ -14,8 +14,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal, Protocol, TypeVar, overload
 
+from llmtrader.core.filters import SymbolRules
 from llmtrader.errors import VenueError
-from llmtrader.exchange.filters import SymbolRules
 
 ZERO = Decimal(0)
 

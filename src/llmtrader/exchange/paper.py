@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-from llmtrader.config import INTERVAL_MS
+from llmtrader.config.settings import INTERVAL_MS
+from llmtrader.core.filters import SymbolRules
 from llmtrader.errors import ConfigError, StoreError, VenueError, VenueRejected, VenueUnavailable
 from llmtrader.exchange.base import (
     CLIENT_ORDER_ID_PATTERN,
@@ -43,11 +44,10 @@ from llmtrader.exchange.base import (
     VenuePosition,
     dec_str,
 )
-from llmtrader.exchange.filters import SymbolRules
 from llmtrader.exchange.rules import violations
 
 if TYPE_CHECKING:
-    from llmtrader.market import AsterMarketData
+    from llmtrader.exchange.asterdex_market import AsterMarketData
     from llmtrader.storage.store import Store
 
 FillReason = Literal["market", "limit", "stop_loss", "take_profit", "liquidation"]

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Literal
 
+from llmtrader.core.filters import SymbolRules
 from llmtrader.exchange.base import ZERO, OrderRequest, OrderType, Side, dec_str
-from llmtrader.exchange.filters import SymbolRules
 
 Rounding = Literal["down", "up", "nearest"]
 _MODES = {"down": ROUND_FLOOR, "up": ROUND_CEILING, "nearest": ROUND_HALF_UP}

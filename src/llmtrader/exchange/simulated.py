@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from llmtrader.core.filters import SymbolRules
 from llmtrader.errors import StoreError, VenueError
 from llmtrader.exchange.base import Balance, MarginType, OrderRequest, OrderState, VenuePosition
-from llmtrader.exchange.filters import SymbolRules
 from llmtrader.exchange.paper import PaperBook, PaperConfig, _reject, insert_events
 
 if TYPE_CHECKING:
-    from llmtrader.market import Candles
+    from llmtrader.exchange.asterdex_market import Candles
     from llmtrader.storage.store import Store
 
 
@@ -39,7 +39,7 @@ class Tape:
 
     ``prices`` holds each candle's open, high, low and close as the decimals of the data file (through
     ``str(float)``, which gives back the shortest text of the value read). ``funding_marks`` holds, per
-    settlement, the price it is valued at (:func:`llmtrader.backtest.settlement_marks`); None, or no entry:
+    settlement, the price it is valued at (:func:`llmtrader.backtest.replay.settlement_marks`); None, or no entry:
     the book's mark when it is replayed.
     """
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llmtrader.core.records import iso_utc
 from llmtrader.errors import NotFoundError, StoreError
-from llmtrader.storage.records import iso_utc
 
 if TYPE_CHECKING:
     from llmtrader.storage.store import Store

@@ -2,7 +2,7 @@
 
 Read from the orders llmtrader sent (entries, closes and emergency closes that filled) and from the
 fills: the paper account's own, and the live venue's as synced before every decision whatever the strategy
-shows the model (:func:`llmtrader.engine.sync_live_history`), which include the stops and targets that
+shows the model (:func:`llmtrader.cycle.engine.sync_live_history`), which include the stops and targets that
 triggered between decisions. Also the live account's deposits and withdrawals (TRANSFER income).
 
 Also the account's fill and funding history, the input of trade reconstruction: the paper exchange's
@@ -19,8 +19,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 from weakref import WeakKeyDictionary
 
-from llmtrader.storage.records import iso_utc
-from llmtrader.trades import ADOPTED_REASON, FundingEvent, TradeFill
+from llmtrader.core.records import iso_utc
+from llmtrader.core.trades import ADOPTED_REASON, FundingEvent, TradeFill
 
 if TYPE_CHECKING:
     from llmtrader.storage.store import Store
@@ -46,7 +46,7 @@ class AccountFacts:
 
 
 def ms_of_iso(iso: str) -> int:
-    """An ISO-8601 UTC time as the store writes it (:func:`~llmtrader.storage.records.iso_utc`), in epoch ms."""
+    """An ISO-8601 UTC time as the store writes it (:func:`~llmtrader.core.records.iso_utc`), in epoch ms."""
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 

@@ -262,7 +262,7 @@ def m006_venue_history(db: Database) -> None:
 
 @migration
 def m007_guards(db: Database) -> None:
-    """The guards of the scheduled cycle (:mod:`llmtrader.guards`): their state per account (one JSON
+    """The guards of the scheduled cycle (:mod:`llmtrader.core.guards`): their state per account (one JSON
     document), an append-only record of every trip, reset, resume and circuit transition, and the
     decision cache (a context key -> the decision it produced, until it expires)."""
     db.table("guard_state").create(

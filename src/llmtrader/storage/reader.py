@@ -186,7 +186,7 @@ def trade_outcomes(
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """For each decision (a ``decisions`` row) and each of its ``symbols[id]`` whose orders filled: the trade
     those fills belong to (the latest one when they touched two, as a flip does), rebuilt from the account's
-    fills with :func:`llmtrader.trades.reconstruct_trades`.
+    fills with :func:`llmtrader.core.trades.reconstruct_trades`.
 
     Only the fills needed are read: per symbol of the given decisions, from the last moment the symbol was
     flat before the oldest of them (else from the account's reset before it), up to the next reset. A
@@ -196,8 +196,8 @@ def trade_outcomes(
     """
     if not any(d.get("mode") in _HISTORY_TABLES and d.get("execution") not in (None, *_NO_ORDERS) for d in decisions):
         return {}  # nothing on the page sent orders: no trade to rebuild (and no import of the code to rebuild it)
+    from llmtrader.core.trades import FundingEvent, Trade, TradeFill, decision_id_of, reconstruct_trades
     from llmtrader.storage.facts import ms_of_iso, with_adoptions
-    from llmtrader.trades import FundingEvent, Trade, TradeFill, decision_id_of, reconstruct_trades
 
     # (mode, account, stretch start, stretch end, symbol) -> the oldest decision time on it
     oldest: dict[tuple[str, str, int, int | None, str], int] = {}

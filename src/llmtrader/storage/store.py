@@ -12,14 +12,14 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmtrader.core.records import AssetRow, CallRow, DecisionRecord, iso_utc
 from llmtrader.errors import StoreError
 from llmtrader.privatefiles import create_private_file, make_private_dirs, narrow_if_present
 from llmtrader.storage import migrations, reader
-from llmtrader.storage.records import AssetRow, CallRow, DecisionRecord, iso_utc
 
 if TYPE_CHECKING:
+    from llmtrader.core.guards import CachedDecision, GuardEvent, GuardState
     from llmtrader.exchange.base import OrderRequest, OrderState
-    from llmtrader.guards import CachedDecision, GuardEvent, GuardState
 
 
 # Order rows whose outcome reconcile checks against the venue (llmtrader.cycle.reconcile).
@@ -297,7 +297,7 @@ class Store:
 
     def load_guard_state(self, account: str) -> GuardState:
         """The persisted guard state of ``account`` (a fresh one when none was saved yet)."""
-        from llmtrader.guards import GuardState
+        from llmtrader.core.guards import GuardState
 
         row = self.db.execute("SELECT state FROM guard_state WHERE account = ?", [account]).fetchone()
         text = row[0] if row is not None else None
@@ -354,7 +354,7 @@ class Store:
 
     def cached_decision(self, key: str, *, now_ms: int) -> CachedDecision | None:
         """The decision stored under the context ``key``, unless it expired by ``now_ms``."""
-        from llmtrader.guards import CachedDecision
+        from llmtrader.core.guards import CachedDecision
 
         row = self.db.execute(
             "SELECT key, account, decision_id, answer, created_at_ms, expires_at_ms FROM decision_cache "

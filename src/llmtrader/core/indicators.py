@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from llmtrader.market import Candles, IndicatorWindow
+from llmtrader.exchange.asterdex_market import Candles, IndicatorWindow
 
 Indicators = dict[str, np.ndarray]
 NAMES = (

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     # Imported where used: llmtrader.context pulls in pandas and httpx, and `history` reads trades
     # through this module on its fast path (no heavy import; see storage.reader).
-    from llmtrader.context import PerformanceSummary, TradeSummary
+    from llmtrader.core.context import PerformanceSummary, TradeSummary
 
 FillSide = Literal["BUY", "SELL"]
 TradeSide = Literal["long", "short"]
@@ -488,7 +488,7 @@ class TradeLedger:
         oldest = self._closed[0][0][0] if self._closed else None
         if self._pending_closed() or (since_ms is not None and oldest is not None and oldest < since_ms):
             return performance(self.trades(), equity_start=equity_start, since_ms=since_ms)
-        from llmtrader.context import PerformanceSummary
+        from llmtrader.core.context import PerformanceSummary
 
         closed = len(self._closed)
         ratio: float | None = None
@@ -572,7 +572,7 @@ def performance(
     day with a closed trade); None without ``equity_start``, with fewer than 2 days, without variance,
     or when the equity is not positive at the start of some day.
     """
-    from llmtrader.context import PerformanceSummary
+    from llmtrader.core.context import PerformanceSummary
 
     closed = closed_trades(trades, since_ms)
     wins = sum(1 for t in closed if t.is_win)
@@ -592,7 +592,7 @@ def performance(
 
 def to_summaries(trades: Iterable[Trade], n: int) -> list[TradeSummary]:
     """The newest ``n`` closed trades, newest first, in the context's ``TradeSummary`` form (floats: prompt text)."""
-    from llmtrader.context import TradeSummary
+    from llmtrader.core.context import TradeSummary
 
     if n <= 0:
         return []

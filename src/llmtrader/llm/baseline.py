@@ -13,15 +13,9 @@ import json
 import time
 from typing import Any
 
-from llmtrader.context import AssetContext, DecisionContext, FrameContext
-from llmtrader.decision import (
-    Action,
-    AssetDecision,
-    PortfolioDecision,
-    RiskLevel,
-    salvage_decision,
-)
-from llmtrader.llm import CallRecord, DecisionRequest, ModelAnswer
+from llmtrader.core.context import AssetContext, DecisionContext, FrameContext
+from llmtrader.core.decision import Action, AssetDecision, PortfolioDecision, RiskLevel, salvage_decision
+from llmtrader.llm.openai_client import CallRecord, DecisionRequest, ModelAnswer
 
 STOP_ATR = 1.5
 TARGET_ATR = 3.0

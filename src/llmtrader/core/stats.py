@@ -1,10 +1,10 @@
 """Performance figures of an account, from its recorded fills and decisions: the core of ``llmtrader stats``.
 
 :func:`compute_stats` is a pure function of the account's trades (rebuilt from fills by
-:mod:`llmtrader.trades`) and its decision rows; :func:`account_stats` reads those from the store and calls
+:mod:`llmtrader.core.trades`) and its decision rows; :func:`account_stats` reads those from the store and calls
 it. Money stays ``Decimal``: every USD figure is a sum over fills and funding events, so it can be traced
 back to them. The figures the prompt also shows (closed trades, win rate, net PnL, Sharpe) come from
-:func:`llmtrader.trades.performance`, the very code behind the ``{performance}`` feedback.
+:func:`llmtrader.core.trades.performance`, the very code behind the ``{performance}`` feedback.
 
 Definitions. The period runs from ``start`` (the later of the paper account's last reset and ``--since``;
 without either, the account's first trade or decision) to ``end`` (now; for a backtest run, its last
@@ -17,7 +17,7 @@ step); a trade belongs to it when it closed at or after ``start``, a decision wh
 - **profit factor**: the net PnL of the winning trades over the absolute net PnL of the losing ones;
   None without a losing trade.
 - **Sharpe**: on daily returns of the closed trades' net PnL over the equity at start (a quiet day counts 0),
-  annualized with √365 (:func:`llmtrader.trades.sharpe`).
+  annualized with √365 (:func:`llmtrader.core.trades.sharpe`).
 - **exposure**: the share of the period with at least one position open (the union of the trades'
   open-to-close spans, an open trade running to ``end``).
 - **latency p50 / p95**: nearest rank: the smallest recorded value with at least 50 % (95 %) of the values
@@ -42,11 +42,11 @@ from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
+from llmtrader.core.records import iso_utc
+from llmtrader.core.trades import Trade, closed_trades, decision_id_of, performance, reconstruct_trades
 from llmtrader.errors import StoreError
 from llmtrader.storage.backtests import run_end_ms
 from llmtrader.storage.facts import account_history, ms_of_iso
-from llmtrader.storage.records import iso_utc
-from llmtrader.trades import Trade, closed_trades, decision_id_of, performance, reconstruct_trades
 
 if TYPE_CHECKING:
     from llmtrader.storage.store import Store

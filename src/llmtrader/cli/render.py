@@ -13,18 +13,18 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
+from llmtrader.core.formatting import fmt, safe_text
+from llmtrader.core.records import DecisionRecord, iso_utc
 from llmtrader.errors import LLMTraderError, ModelError
-from llmtrader.formatting import fmt, safe_text
-from llmtrader.storage.records import DecisionRecord, iso_utc
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from llmtrader.config import Settings
-    from llmtrader.engine import CatalogEntry, Prepared
-    from llmtrader.execution import ExecutionReport
-    from llmtrader.risk import ValidationReport
-    from llmtrader.stats import AccountStats, CalibrationBucket, DecisionStats, EquityPoint, TradingStats
+    from llmtrader.config.settings import Settings
+    from llmtrader.core.risk import ValidationReport
+    from llmtrader.core.stats import AccountStats, CalibrationBucket, DecisionStats, EquityPoint, TradingStats
+    from llmtrader.cycle.engine import CatalogEntry, Prepared
+    from llmtrader.cycle.execution import ExecutionReport
 
 console = Console()
 err_console = Console(stderr=True)
@@ -1090,7 +1090,7 @@ def backtest_view(
 ) -> None:
     """A stored run: what ran, its figures against buy-and-hold, the equity curve, notes, and a replay's
     changed verdicts."""
-    from llmtrader.backtest import equity_points, utc_text
+    from llmtrader.backtest.replay import equity_points, utc_text
 
     target = err_console if to_stderr else console
     spec, m = run.spec, run.metrics or {}

@@ -31,7 +31,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from llmtrader.configfile import (
+from llmtrader.config.file import (
     ENV_ONLY,
     default_db_path,
     env_value,
@@ -214,7 +214,7 @@ class AccountEnv(BaseModel):
 
 class AccountConfig(BaseModel):
     """One ``[accounts.NAME]`` table: overrides of the top-level settings (raw, validated by
-    :func:`llmtrader.accounts.settings_for_account`) and the names of its credentials' variables."""
+    :func:`llmtrader.config.accounts.settings_for_account`) and the names of its credentials' variables."""
 
     model_config = ConfigDict(extra="allow")
     env: AccountEnv = Field(default_factory=AccountEnv)
@@ -547,7 +547,7 @@ def _account_table_error(err: Any, toml_path: Path) -> str:
 def settings_from_values(values: Mapping[str, Any]) -> Settings:
     """Settings from exactly ``values`` and the defaults: no file and no environment variable is read.
 
-    Raises pydantic's ValidationError; :func:`llmtrader.accounts.settings_for_account` names the keys.
+    Raises pydantic's ValidationError; :func:`llmtrader.config.accounts.settings_for_account` names the keys.
     """
     token = _load_context.set(_LoadContext())
     try:
@@ -667,7 +667,7 @@ def load_settings(
     if problems:
         raise ConfigError("; ".join(problems))
     if settings.accounts:
-        from llmtrader.accounts import check_accounts
+        from llmtrader.config.accounts import check_accounts
 
         check_accounts(settings, path)
     return settings

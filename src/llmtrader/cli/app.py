@@ -45,7 +45,7 @@ def _debug() -> bool:
 
 
 def _err(message: str) -> None:
-    from llmtrader.formatting import safe_text
+    from llmtrader.core.formatting import safe_text
 
     # Errors quote venue messages, model errors and file contents: never let them steer the terminal.
     typer.echo(f"error: {safe_text(message)}", err=True)
@@ -106,7 +106,7 @@ def main_options(
 def _settings(overrides: dict[str, Any] | None = None, *, read_only: bool = False) -> Any:
     """The top-level settings. Live trading needs this process's opt-in (TRADING_MODE=live or --live, given
     as the override ``trading_mode="live"``) unless ``read_only`` (a command that never trades)."""
-    from llmtrader.config import load_settings
+    from llmtrader.config.settings import load_settings
 
     return load_settings(_state["config"], overrides, read_only=read_only)
 
@@ -120,7 +120,7 @@ def _account_settings(overrides: dict[str, Any], *, live: bool = False) -> Any:
     """The effective settings of the account this command acts on (the ``account`` setting, or --account):
     its [accounts.NAME] table when the config has them, with the command's flags on top, so that `decide`,
     `close` and `positions` trade in the account's own mode, as `run` does."""
-    from llmtrader.accounts import settings_for_account
+    from llmtrader.config.accounts import settings_for_account
 
     settings = _settings({**overrides, "trading_mode": "live" if live else None})
     if not settings.accounts:
@@ -143,7 +143,7 @@ def _run_with_services(fn: Callable[[Any], Any], *, overrides: dict[str, Any] | 
     """Build services (no model client), run one async core function with them, and always close them."""
     import asyncio
 
-    from llmtrader.bootstrap import build_services, close_services
+    from llmtrader.cycle.compose import build_services, close_services
 
     services = build_services(_account_settings(overrides or {}, live=live), need_model=False)
 
@@ -170,7 +170,7 @@ def _with_store(settings: Any, fn: Callable[[Any], T]) -> T:
 def _parse_since(value: str | None) -> str | None:
     if value is None:
         return None
-    from llmtrader.storage.records import iso_utc
+    from llmtrader.core.records import iso_utc
 
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
@@ -201,12 +201,12 @@ def decide(
     def body() -> None:
         import asyncio
 
-        from llmtrader import render
-        from llmtrader.bootstrap import build_services, close_services
-        from llmtrader.engine import decide as run_decide
-        from llmtrader.engine import require_one_way
+        from llmtrader.cli import render
+        from llmtrader.cycle.compose import build_services, close_services
+        from llmtrader.cycle.engine import decide as run_decide
+        from llmtrader.cycle.engine import require_one_way
+        from llmtrader.cycle.scheduler import RunLock
         from llmtrader.errors import ModelError, VenueError
-        from llmtrader.scheduler import RunLock
 
         settings = _account_settings({"assets": symbols, "llm_model": model, "account": account}, live=live)
         trades_live = settings.trading_mode == "live" and not dry_run
@@ -265,13 +265,13 @@ def history(
     """List recorded decisions, newest first."""
 
     def body() -> None:
-        from llmtrader.configfile import resolve_db_path
+        from llmtrader.config.file import resolve_db_path
         from llmtrader.storage.reader import history as read_history
         from llmtrader.storage.reader import open_reader
 
         sym = None
         if symbol is not None:
-            from llmtrader.configfile import normalize_symbol
+            from llmtrader.config.file import normalize_symbol
 
             try:
                 sym = normalize_symbol(symbol)
@@ -286,7 +286,7 @@ def history(
         if as_json:
             sys.stdout.write(json.dumps(rows, default=str) + "\n")
             return
-        from llmtrader import render
+        from llmtrader.cli import render
 
         render.history_table(rows)
 
@@ -301,7 +301,7 @@ def show(
     """Show one whole audit record: prompt, raw answer, validation, model calls."""
 
     def body() -> None:
-        from llmtrader.configfile import resolve_db_path
+        from llmtrader.config.file import resolve_db_path
         from llmtrader.errors import NotFoundError
         from llmtrader.storage.reader import open_reader
         from llmtrader.storage.reader import show as read_show
@@ -313,7 +313,7 @@ def show(
         if as_json:
             sys.stdout.write(json.dumps(record, default=str) + "\n")
             return
-        from llmtrader import render
+        from llmtrader.cli import render
 
         render.record_view(record)
 
@@ -339,13 +339,13 @@ def stats(
     def body() -> None:
         import time
 
-        from llmtrader import render
-        from llmtrader.stats import GROUP_BY, account_stats
+        from llmtrader.cli import render
+        from llmtrader.core.stats import GROUP_BY, account_stats
         from llmtrader.storage.facts import ms_of_iso
 
         if by is not None and by not in GROUP_BY:
             raise ConfigError(f"--by {by!r} is not a grouping; accepted: {', '.join(GROUP_BY)}")
-        from llmtrader.accounts import settings_for_account
+        from llmtrader.config.accounts import settings_for_account
 
         settings = _settings({"account": account}, read_only=True)
         if settings.account in settings.accounts:  # the account's own mode (another name: a backtest run)
@@ -400,8 +400,7 @@ def download(
     def body() -> None:
         import asyncio
 
-        from llmtrader.config import parse_symbols
-        from llmtrader.download import (
+        from llmtrader.backtest.download import (
             ProgressBars,
             check_request,
             download_history,
@@ -410,7 +409,8 @@ def download(
             result_json,
             result_table,
         )
-        from llmtrader.market import AsterMarketData
+        from llmtrader.config.settings import parse_symbols
+        from llmtrader.exchange.asterdex_market import AsterMarketData
 
         try:
             wanted = parse_symbols(symbols)
@@ -432,7 +432,7 @@ def download(
         if as_json:
             typer.echo(json.dumps(result_json(result)))
             return
-        from llmtrader import render
+        from llmtrader.cli import render
 
         render.console.print(result_table(result))
 
@@ -448,13 +448,13 @@ def positions(
     """Show open positions with their stop-loss and take-profit (paper account or live venue)."""
 
     def body() -> None:
-        from llmtrader.engine import position_rows
+        from llmtrader.cycle.engine import position_rows
 
         mode, rows = _run_with_services(position_rows, overrides={"account": account}, live=live)
         if as_json:
             typer.echo(json.dumps(rows))
             return
-        from llmtrader import render
+        from llmtrader.cli import render
 
         render.positions_table(rows, mode)
         if any(r["stop_loss"] is None for r in rows):
@@ -475,10 +475,10 @@ def close(
     """Close positions reduce-only and cancel their orders; recorded like a decision."""
 
     def body() -> None:
-        from llmtrader import render
-        from llmtrader.configfile import normalize_symbol
-        from llmtrader.engine import close_positions, require_one_way
-        from llmtrader.scheduler import RunLock
+        from llmtrader.cli import render
+        from llmtrader.config.file import normalize_symbol
+        from llmtrader.cycle.engine import close_positions, require_one_way
+        from llmtrader.cycle.scheduler import RunLock
 
         if (symbol is None) == (not close_all):
             raise ConfigError("give one SYMBOL or --all")
@@ -492,7 +492,7 @@ def close(
             raise ConfigError("close sends orders: run it on a terminal to confirm, or pass --yes")
 
         def confirm(targets: list[str]) -> bool:
-            from llmtrader.formatting import safe_text
+            from llmtrader.core.formatting import safe_text
 
             shown = safe_text(", ".join(targets), multiline=False)  # the venue's symbols, right in the question
             return typer.confirm(f"Close {shown} at market and cancel their orders?", default=False)
@@ -533,13 +533,13 @@ def doctor(
     def body() -> None:
         import asyncio
 
-        from llmtrader.doctor import run_checks
+        from llmtrader.cycle.doctor import run_checks
 
         checks = asyncio.run(run_checks(_state["config"], live=live))
         if as_json:
             typer.echo(json.dumps([c.__dict__ for c in checks]))
         else:
-            from llmtrader import render
+            from llmtrader.cli import render
 
             render.checklist(checks)
         if any(c.status == "fail" for c in checks):
@@ -581,8 +581,8 @@ def strategy_list(as_json: bool = typer.Option(False, "--json", help="Print a JS
     """Every available strategy (built-in and yours), its key limits, and the one in force for the account."""
 
     def body() -> None:
-        from llmtrader import render
-        from llmtrader.engine import strategy_catalog
+        from llmtrader.cli import render
+        from llmtrader.cycle.engine import strategy_catalog
 
         settings = _settings(read_only=True)
         entries, in_force, source = _with_store(settings, lambda store: strategy_catalog(store, settings))
@@ -603,8 +603,8 @@ def strategy_show(
     """A strategy's limits and its prompt rendered on current data. No model call; nothing is recorded."""
 
     def body() -> None:
-        from llmtrader import render
-        from llmtrader.engine import preview_strategy
+        from llmtrader.cli import render
+        from llmtrader.cycle.engine import preview_strategy
 
         async def preview(services: Any) -> tuple[Any, Any]:
             return await preview_strategy(services, name, services.settings.assets), services.settings
@@ -623,7 +623,7 @@ def strategy_validate(file: Path = typer.Argument(..., help="A strategy TOML fil
     """Load and validate one strategy file: exit 0 when it is sound, 2 with the key and the reason when not."""
 
     def body() -> None:
-        from llmtrader.strategy import load_strategy_file
+        from llmtrader.core.strategy import load_strategy_file
 
         strategy = load_strategy_file(file)
         frames = ", ".join(strategy.timeframes)
@@ -642,7 +642,7 @@ def strategy_use(
     """Choose the account's strategy: checked, persisted, audited; it takes effect from the next decision."""
 
     def body() -> None:
-        from llmtrader.engine import SystemClock, choose_strategy
+        from llmtrader.cycle.engine import SystemClock, choose_strategy
 
         settings = _settings({"account": account}, read_only=True)
         choice = _with_store(
@@ -665,9 +665,9 @@ def strategy_ab(
     """Compare the A/B arms over the same period: decisions, validation, errors, execution, latency, cost."""
 
     def body() -> None:
-        from llmtrader.engine import SystemClock
+        from llmtrader.core.records import iso_utc
+        from llmtrader.cycle.engine import SystemClock
         from llmtrader.storage.reader import compare_arms, open_reader
-        from llmtrader.storage.records import iso_utc
 
         settings = _settings({"account": account}, read_only=True)
         since_iso = _parse_since(since)
@@ -678,7 +678,7 @@ def strategy_ab(
         if as_json:
             typer.echo(json.dumps(result))
             return
-        from llmtrader import render
+        from llmtrader.cli import render
 
         render.ab_table(result)
 
@@ -706,9 +706,9 @@ def run(
     def body() -> int:
         import asyncio
 
-        from llmtrader import render
+        from llmtrader.cli import render
+        from llmtrader.cycle.scheduler import run_agent, select_accounts
         from llmtrader.logs import configure_logging, secrets_of
-        from llmtrader.scheduler import run_agent, select_accounts
 
         settings = _settings({"trading_mode": "live" if live else None})
         selection = select_accounts(settings, account)
@@ -732,7 +732,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
     def body() -> None:
         import time
 
-        from llmtrader.scheduler import agent_status
+        from llmtrader.cycle.scheduler import agent_status
         from llmtrader.storage.reader import open_reader
 
         settings = _settings(read_only=True)
@@ -745,7 +745,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
         if as_json:
             typer.echo(json.dumps(rows))
             return
-        from llmtrader import render
+        from llmtrader.cli import render
 
         render.status_view(rows)
 
@@ -762,7 +762,7 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON."
         if as_json:
             typer.echo(json.dumps(data, default=str))
             return
-        from llmtrader import render
+        from llmtrader.cli import render
 
         render.settings_table(data)
 
@@ -780,11 +780,11 @@ def resume(
     """
 
     def body() -> bool:
-        from llmtrader.accounts import require_account
-        from llmtrader.engine import SystemClock
-        from llmtrader.formatting import fmt
-        from llmtrader.guards import resume_account
-        from llmtrader.storage.records import iso_utc
+        from llmtrader.config.accounts import require_account
+        from llmtrader.core.formatting import fmt
+        from llmtrader.core.guards import resume_account
+        from llmtrader.core.records import iso_utc
+        from llmtrader.cycle.engine import SystemClock
 
         settings = _settings(read_only=True)
         require_account(settings, account)
@@ -849,8 +849,8 @@ def backtest(
         import asyncio
         import signal
 
-        from llmtrader import render
-        from llmtrader.backtest import (
+        from llmtrader.backtest.download import parse_time_ms
+        from llmtrader.backtest.replay import (
             RecordingClient,
             ReplayClient,
             Request,
@@ -861,9 +861,9 @@ def backtest(
             open_backtests,
             run_backtest,
         )
-        from llmtrader.bootstrap import build_client
-        from llmtrader.config import parse_symbols
-        from llmtrader.download import parse_time_ms
+        from llmtrader.cli import render
+        from llmtrader.config.settings import parse_symbols
+        from llmtrader.cycle.compose import build_client
 
         try:
             wanted = tuple(parse_symbols(symbols)) if symbols else None
@@ -950,7 +950,7 @@ def _progress_bar(total: int) -> Any:
     """A progress bar on stderr for a person (not in CI, not without a terminal); yields the step callback."""
     import contextlib
 
-    from llmtrader.download import progress_wanted
+    from llmtrader.backtest.download import progress_wanted
 
     @contextlib.contextmanager
     def bar() -> Any:
@@ -979,8 +979,8 @@ def _progress_bar(total: int) -> Any:
 
 
 def _show_run(store: Any, run_id: str, as_json: bool) -> None:
-    from llmtrader import render
-    from llmtrader.backtest import verdict_changes
+    from llmtrader.backtest.replay import verdict_changes
+    from llmtrader.cli import render
     from llmtrader.storage import backtests as runs
 
     run = runs.get_run(store, run_id)
@@ -1000,8 +1000,8 @@ def backtest_list(
     """The stored backtest runs, newest first, with their main figures."""
 
     def body() -> None:
-        from llmtrader import render
-        from llmtrader.backtest import open_backtests
+        from llmtrader.backtest.replay import open_backtests
+        from llmtrader.cli import render
         from llmtrader.storage import backtests as runs
 
         store = open_backtests(_settings(read_only=True))
@@ -1030,7 +1030,7 @@ def backtest_show(
     the asset decisions the validator judged differently under the new limits."""
 
     def body() -> None:
-        from llmtrader.backtest import open_backtests
+        from llmtrader.backtest.replay import open_backtests
 
         store = open_backtests(_settings(read_only=True))
         try:

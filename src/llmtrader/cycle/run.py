@@ -1,6 +1,6 @@
 """One scheduled cycle of one account (``llmtrader run``): reconcile, guards, decide, record.
 
-The steps follow the contract in :mod:`llmtrader.guards`, in this order:
+The steps follow the contract in :mod:`llmtrader.core.guards`, in this order:
 
 1. **Reconcile** the venue with the store (:func:`reconcile`): a position without a stop gets one re-armed at
    once (or is closed if that fails, an emergency), a position the store does not know is adopted with a
@@ -9,8 +9,8 @@ The steps follow the contract in :mod:`llmtrader.guards`, in this order:
 2. **Guards**: the account is read, the live venue's history synced (closes that filled there, deposits and
    withdrawals; when it cannot be read, the decision holds openings), every guard checked, and their state
    and events saved at once. The drawdown stop closes everything; a stop or the model budget skips the cycle.
-3. **Decide** through :func:`llmtrader.engine.decide` with :class:`~llmtrader.engine.CycleHooks`: an identical
-   context reuses a cached decision without a model call; an open circuit or a rate limit skips the cycle
+3. **Decide** through :func:`llmtrader.cycle.engine.decide` with :class:`~llmtrader.cycle.engine.CycleHooks`:
+   an identical context reuses a cached decision without a model call; an open circuit or a rate limit skips the cycle
    otherwise; the daily loss switch refuses openings; each model call's result feeds the circuit breaker.
 4. **Record** the cycle (the ``cycles`` table), whatever happened, with one outcome:
 
@@ -40,7 +40,17 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from llmtrader.engine import (
+from llmtrader.core.formatting import fmt
+from llmtrader.core.guards import (
+    HOUR_MS,
+    GuardSettings,
+    check_guards,
+    day_start_ms,
+    record_model_result,
+    transfers_from_ms,
+)
+from llmtrader.core.strategy import StrategyLimits
+from llmtrader.cycle.engine import (
     CycleHooks,
     DecideResult,
     Services,
@@ -51,20 +61,10 @@ from llmtrader.engine import (
     protect_positions,
     sync_live_history,
 )
+from llmtrader.cycle.execution import covers, ours
 from llmtrader.errors import ConfigError, ModelError, NotFoundError, StrategyError, VenueError
 from llmtrader.exchange.base import OrderState, OrderType, Side, VenuePosition, dec_str, together
-from llmtrader.execution import covers, ours
-from llmtrader.formatting import fmt
-from llmtrader.guards import (
-    HOUR_MS,
-    GuardSettings,
-    check_guards,
-    day_start_ms,
-    record_model_result,
-    transfers_from_ms,
-)
 from llmtrader.storage.facts import AccountFacts, account_facts, day_start_baseline, trading_version, transfers_since
-from llmtrader.strategy import StrategyLimits
 
 if TYPE_CHECKING:
     from llmtrader.storage.store import Store
@@ -605,7 +605,7 @@ async def _atr(services: Services, symbol: str) -> float | None:
         candles = await services.market.klines(symbol, services.settings.interval, ATR_CANDLES, services.clock.now_ms())
     except VenueError:
         return None
-    from llmtrader.indicators import compute, latest
+    from llmtrader.core.indicators import compute, latest
 
     return latest(compute(candles)).get("atr14")
 

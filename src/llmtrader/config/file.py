@@ -1,7 +1,7 @@
 """Where settings come from: the config file's path, its parsed contents, and environment names.
 
 Kept free of pydantic so that read-only commands (``history``, ``show``) can find the database
-quickly; :mod:`llmtrader.config` builds and validates the full settings from the same pieces.
+quickly; :mod:`llmtrader.config.settings` builds and validates the full settings from the same pieces.
 """
 
 from __future__ import annotations

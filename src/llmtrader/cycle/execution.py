@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
-from llmtrader.decision import Action, AssetDecision
+from llmtrader.core.decision import Action, AssetDecision
+from llmtrader.core.filters import SymbolRules
+from llmtrader.core.risk import AssetValidation
 from llmtrader.errors import OrderOutcomeUnknown, StoreError, VenueError, VenueRejected
 from llmtrader.exchange.base import (
     CLIENT_ORDER_ID_PATTERN,
@@ -48,9 +50,7 @@ from llmtrader.exchange.base import (
     dec_str,
     together,
 )
-from llmtrader.exchange.filters import SymbolRules
 from llmtrader.exchange.rules import fit_order
-from llmtrader.risk import AssetValidation
 
 WOULD_TRIGGER = -2021
 CLOSE_POSITION_EXISTS = -4130  # Binance: a closePosition order already exists on this side

@@ -4,7 +4,7 @@ A run steps through the decision interval's candle closes. At each step the simu
 (:class:`~llmtrader.exchange.simulated.SimulatedExchange`, the paper account's own book) first walks the
 candles that closed since the last step, so stops, targets, limits and liquidations trigger inside them
 (the stop first when a candle holds both) and funding settles at its times; then
-:func:`llmtrader.cycle.run_cycle` runs exactly as the scheduled agent runs it: reconcile, guards, context,
+:func:`llmtrader.cycle.run.run_cycle` runs exactly as the scheduled agent runs it: reconcile, guards, context,
 decision, validation, execution, recording. The cycle reads the market from :class:`HistoricalMarket`,
 which only ever hands out candles closed at the step's time, the last funding rate settled by then, and
 indicator values computed once per series (every value at index i uses candles up to i only) and sliced.
@@ -34,20 +34,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from llmtrader.config import INTERVAL_MS, Settings
-from llmtrader.datafiles import EXCHANGE_INFO_FILE, candle_path, funding_path, read_candles, read_funding
+from llmtrader.backtest.datafiles import EXCHANGE_INFO_FILE, candle_path, funding_path, read_candles, read_funding
+from llmtrader.config.settings import INTERVAL_MS, Settings
+from llmtrader.core.filters import SymbolRules, parse_exchange_info
+from llmtrader.core.records import new_decision_id
 from llmtrader.errors import ConfigError, DataError, ModelError
-from llmtrader.exchange.filters import SymbolRules, parse_exchange_info
-from llmtrader.llm import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
-from llmtrader.market import AssetMarket, Candles, MarketSnapshot
+from llmtrader.exchange.asterdex_market import AssetMarket, Candles, MarketSnapshot
+from llmtrader.llm.openai_client import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
 from llmtrader.storage import backtests as runs
 from llmtrader.storage.backtests import StoredAnswer
-from llmtrader.storage.records import new_decision_id
 
 if TYPE_CHECKING:
+    from llmtrader.core.strategy import Strategy
     from llmtrader.exchange.simulated import SimulatedExchange, Tape
     from llmtrader.storage.store import Store
-    from llmtrader.strategy import Strategy
 
 # Steps committed together when no model is called (see run_backtest).
 BATCH_STEPS = 256
@@ -237,7 +237,7 @@ def load_history(spec: BacktestSpec, strategy: Strategy) -> History:
 
     Raises DataError naming the file, the symbol and the range when data is missing or does not cover the run.
     """
-    from llmtrader.indicators import compute_many
+    from llmtrader.core.indicators import compute_many
 
     directory = Path(spec.data_dir).expanduser()
     if not directory.is_dir():
@@ -549,7 +549,7 @@ _SCHEMA_TEXT: list[str] = []
 def _schema_text() -> str:
     """The decision schema's canonical JSON, built once."""
     if not _SCHEMA_TEXT:
-        from llmtrader.decision import decision_json_schema
+        from llmtrader.core.decision import decision_json_schema
 
         _SCHEMA_TEXT.append(json.dumps(decision_json_schema(), sort_keys=True, separators=(",", ":")))
     return _SCHEMA_TEXT[0]
@@ -672,7 +672,7 @@ class ReplayClient:
         if "error" in body:
             calls: list[object] = list(_free(body.get("calls", [])))
             raise ModelError(str(body["error"]), calls=calls)
-        from llmtrader.decision import LenientDecision
+        from llmtrader.core.decision import LenientDecision
 
         return ModelAnswer(
             raw_response=str(body["raw_response"]),
@@ -763,8 +763,8 @@ async def run_backtest(
     in :class:`RecordingClient` so that the run can be replayed). ``should_stop`` is asked after each step:
     a reason stops the run there (Ctrl-C, the model budget), and the figures cover the steps done.
     """
-    from llmtrader.cycle import run_cycle
-    from llmtrader.engine import Services
+    from llmtrader.cycle.engine import Services
+    from llmtrader.cycle.run import run_cycle
     from llmtrader.exchange.paper import PaperConfig
     from llmtrader.exchange.simulated import SimulatedExchange
 
@@ -879,7 +879,7 @@ def max_drawdown_pct(equity: Sequence[float]) -> float:
 
 def daily_sharpe(start_equity: float, samples: Sequence[Sample]) -> float | None:
     """Annualized Sharpe ratio of the daily returns of the equity (its value at each UTC day's last step)."""
-    from llmtrader.trades import sharpe
+    from llmtrader.core.trades import sharpe
 
     day_end: dict[int, float] = {}
     for s in samples:
@@ -916,8 +916,8 @@ def summarize(
     exchange: SimulatedExchange,
 ) -> dict[str, Any]:
     """The run's figures, from its stored fills, decisions and cycles and the equity samples."""
+    from llmtrader.core.trades import closed_trades, reconstruct_trades
     from llmtrader.storage.facts import paper_history
-    from llmtrader.trades import closed_trades, reconstruct_trades
 
     db = store.db
     start = spec.balance_usd
@@ -1045,7 +1045,7 @@ class Request:
 def build_spec(settings: Settings, request: Request, store: Store) -> tuple[BacktestSpec, Strategy]:
     """The run to make: the request, else (``--replay``) the replayed run's own settings, else the
     configuration (the strategy's interval, ASSETS, LLM_MODEL, PAPER_BALANCE_USD). The strategy is loaded."""
-    from llmtrader.strategy import load_strategy
+    from llmtrader.core.strategy import load_strategy
 
     base: BacktestSpec | None = None
     if request.replay is not None:
@@ -1133,7 +1133,7 @@ def budget_stop(client: DecisionClient, max_cost_usd: float | None) -> Callable[
 
 def equity_points(start_usd: float, start_ms: int, samples: Sequence[tuple[int, float, float, int]]) -> list[Any]:
     """A run's equity samples as the statistics' equity points (for the terminal chart)."""
-    from llmtrader.stats import EquityPoint
+    from llmtrader.core.stats import EquityPoint
 
     points = [EquityPoint(start_ms, Decimal(repr(start_usd)), Decimal(0), 0.0)]
     peak = start_usd

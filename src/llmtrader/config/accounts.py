@@ -5,7 +5,7 @@ settings are the top-level ones: today's behaviour, unchanged. With a table, the
 names, and the effective settings of one are built by :func:`settings_for_account`:
 
 1. the top-level effective settings (defaults < file < environment < flags) are the defaults;
-2. the keys of the account's table (any of :data:`~llmtrader.config.ACCOUNT_KEYS`) override them, whatever
+2. the keys of the account's table (any of :data:`~llmtrader.config.settings.ACCOUNT_KEYS`) override them, whatever
    the source of the top-level value (the account's own table is the more specific statement);
 3. ``account`` is the table's name;
 4. credentials: the model key is the one named by ``env.llm_api_key``, else the top-level one
@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llmtrader.config import AccountConfig, Settings, insecure_transport, settings_from_values, shown_value
+from llmtrader.config.settings import AccountConfig, Settings, insecure_transport, settings_from_values, shown_value
 from llmtrader.errors import ConfigError
 
 V3_KEYS = ("asterdex_user", "asterdex_signer", "asterdex_signer_private_key")

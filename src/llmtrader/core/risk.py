@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from llmtrader.account import AccountState, Position
-from llmtrader.context import Limits, utc_minute
-from llmtrader.decision import OPENING_ACTIONS, Action, AssetDecision, LenientDecision, RiskLevel
-from llmtrader.formatting import fmt
+from llmtrader.core.account import AccountState, Position
+from llmtrader.core.context import Limits, utc_minute
+from llmtrader.core.decision import OPENING_ACTIONS, Action, AssetDecision, LenientDecision, RiskLevel
+from llmtrader.core.formatting import fmt
 
 UNKNOWN_SYMBOL = "(none)"
 

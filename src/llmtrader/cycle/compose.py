@@ -6,15 +6,15 @@ from collections.abc import Callable
 from decimal import Decimal
 from urllib.parse import urlparse
 
-from llmtrader.config import Settings
-from llmtrader.engine import Arm, Clock, Services, SystemClock
+from llmtrader.config.settings import Settings
+from llmtrader.core.filters import SymbolRules
+from llmtrader.core.strategy import load_strategy
+from llmtrader.cycle.engine import Arm, Clock, Services, SystemClock
 from llmtrader.errors import ConfigError, CredentialsError
+from llmtrader.exchange.asterdex_market import AsterMarketData
 from llmtrader.exchange.base import Exchange
-from llmtrader.exchange.filters import SymbolRules
-from llmtrader.llm import DecisionClient
-from llmtrader.market import AsterMarketData
+from llmtrader.llm.openai_client import DecisionClient
 from llmtrader.storage.store import Store
-from llmtrader.strategy import load_strategy
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 BASELINE_NOTE = (
@@ -29,7 +29,7 @@ def build_client(settings: Settings, *, model_explicit: bool) -> tuple[DecisionC
     In paper mode without model credentials, the baseline client is used (and said so); in live mode,
     or when the model was named on the command line, missing credentials are an error.
     """
-    from llmtrader.baseline import BaselineClient
+    from llmtrader.llm.baseline import BaselineClient
 
     if settings.is_baseline:
         return BaselineClient(), None
@@ -43,7 +43,7 @@ def build_client(settings: Settings, *, model_explicit: bool) -> tuple[DecisionC
             f"model {settings.llm_model!r} needs an API key: set OPENROUTER_API_KEY (or LLM_API_KEY) "
             "in the environment, or use --model baseline"
         )
-    from llmtrader.llm import OpenAIDecisionClient
+    from llmtrader.llm.openai_client import OpenAIDecisionClient
     from llmtrader.logs import secrets_of
 
     client = OpenAIDecisionClient(
@@ -64,7 +64,7 @@ def build_exchange(
     settings: Settings, store: Store, market: AsterMarketData, services: Callable[[], Services]
 ) -> Exchange:
     """The paper account (the default), or the live venue, which needs TRADING_MODE=live and credentials."""
-    from llmtrader.engine import get_rules
+    from llmtrader.cycle.engine import get_rules
 
     async def rules() -> dict[str, SymbolRules]:
         return await get_rules(services())
@@ -151,7 +151,7 @@ def build_services(
         if ab is not None:
             notes.append(f"A/B test off for this decision: {' and '.join(explicit)} given (recorded with no arm)")
     else:
-        from llmtrader.baseline import BaselineClient
+        from llmtrader.llm.baseline import BaselineClient
 
         client = BaselineClient()
     store = Store(settings.db)

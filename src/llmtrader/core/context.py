@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from functools import cached_property, lru_cache
 from typing import Any, Literal
 
-from llmtrader.account import AccountState
-from llmtrader.formatting import fmt
-from llmtrader.indicators import NAMES, compute_many, latest
-from llmtrader.market import Candles, MarketSnapshot
-from llmtrader.strategy import Strategy
+from llmtrader.core.account import AccountState
+from llmtrader.core.formatting import fmt
+from llmtrader.core.indicators import NAMES, compute_many, latest
+from llmtrader.core.strategy import Strategy
+from llmtrader.exchange.asterdex_market import Candles, MarketSnapshot
 
 
 @dataclass(frozen=True)

@@ -17,26 +17,21 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
-from llmtrader.account import AccountState, Position
-from llmtrader.config import INTERVAL_MS, Settings
-from llmtrader.context import DecisionContext, Limits, PerformanceSummary, TradeSummary, build_context, render_prompt
-from llmtrader.decision import Action, AssetDecision, LenientDecision, RiskLevel
-from llmtrader.errors import (
-    ConfigError,
-    LLMTraderError,
-    ModelError,
-    NotFoundError,
-    StoreError,
-    StrategyError,
-    VenueError,
+from llmtrader.config.settings import INTERVAL_MS, Settings
+from llmtrader.core.account import AccountState, Position
+from llmtrader.core.context import (
+    DecisionContext,
+    Limits,
+    PerformanceSummary,
+    TradeSummary,
+    build_context,
+    render_prompt,
 )
-from llmtrader.exchange.base import Exchange, OrderState, OrderType, Side, VenuePosition, dec_str, together
-from llmtrader.exchange.filters import SymbolRules
-from llmtrader.execution import ExecutionReport, ExecutionSettings, execute
-from llmtrader.guards import cache_context, context_key, refuse_openings
-from llmtrader.llm import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
-from llmtrader.market import MarketData, MarketSnapshot, check_symbols
-from llmtrader.risk import (
+from llmtrader.core.decision import Action, AssetDecision, LenientDecision, RiskLevel
+from llmtrader.core.filters import SymbolRules
+from llmtrader.core.guards import cache_context, context_key, refuse_openings
+from llmtrader.core.records import AssetRow, CallRow, DecisionRecord, new_decision_id
+from llmtrader.core.risk import (
     RECHECK_PREFIX,
     AssetValidation,
     RiskInputs,
@@ -46,6 +41,21 @@ from llmtrader.risk import (
     recheck_caps,
     validate_decision,
 )
+from llmtrader.core.strategy import Strategy, available_strategies, builtin_dir, load_strategy
+from llmtrader.core.trades import TradeLedger
+from llmtrader.cycle.execution import ExecutionReport, ExecutionSettings, execute
+from llmtrader.errors import (
+    ConfigError,
+    LLMTraderError,
+    ModelError,
+    NotFoundError,
+    StoreError,
+    StrategyError,
+    VenueError,
+)
+from llmtrader.exchange.asterdex_market import MarketData, MarketSnapshot, check_symbols
+from llmtrader.exchange.base import Exchange, OrderState, OrderType, Side, VenuePosition, dec_str, together
+from llmtrader.llm.openai_client import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
 from llmtrader.storage.facts import (
     account_facts,
     account_history,
@@ -53,11 +63,8 @@ from llmtrader.storage.facts import (
     history_version,
     paper_history,
 )
-from llmtrader.storage.records import AssetRow, CallRow, DecisionRecord, new_decision_id
 from llmtrader.storage.store import Store
 from llmtrader.storage.venue_history import HistorySource, sync_venue_history
-from llmtrader.strategy import Strategy, available_strategies, builtin_dir, load_strategy
-from llmtrader.trades import TradeLedger
 
 # The record of a decision by a client that reads no prompt (the baseline) says so in place of the prompt.
 NO_PROMPT_NOTE = "{model} reads no prompt: none was rendered (`llmtrader strategy preview` shows a model's)"
@@ -86,7 +93,7 @@ class Arm:
 
 @dataclass
 class Services:
-    """Everything one decision needs, built in one place (:mod:`llmtrader.bootstrap`).
+    """Everything one decision needs, built in one place (:mod:`llmtrader.cycle.compose`).
 
     The strategy is not fixed here: each decision resolves it (:func:`resolve_strategy`), so a choice
     made with ``strategy use`` takes effect from the next decision of a running agent.
@@ -124,15 +131,15 @@ class DecideResult:
 
 @dataclass
 class CycleHooks:
-    """What a scheduled cycle (:mod:`llmtrader.cycle`) adds to :func:`decide`; ``llmtrader decide`` passes none.
+    """What a scheduled cycle (:mod:`llmtrader.cycle.run`) adds to :func:`decide`; ``llmtrader decide`` passes none.
 
-    Set by the cycle from its guards' verdict (see the contract in :mod:`llmtrader.guards`):
+    Set by the cycle from its guards' verdict (see the contract in :mod:`llmtrader.core.guards`):
 
     - ``account``: the account as the cycle read it for its guards, so that it is not read a second time;
     - ``allow_model_call`` False: no new model call (circuit open, rate limit): a cached decision may still be
       reused, otherwise the decision is skipped with ``model_call_refused`` and nothing is recorded;
     - ``openings_refused``: a reason (the daily loss or drawdown switch): openings and increases are rejected
-      with it after validation (:func:`llmtrader.guards.refuse_openings`), closes and reductions pass;
+      with it after validation (:func:`llmtrader.core.guards.refuse_openings`), closes and reductions pass;
     - ``cache_ttl_ms`` > 0: the decision cache is on: an identical context reuses an earlier answer, and a
       usable new answer is stored for that long;
     - ``on_model_result(ok, error)``: called right after each model call (``ok`` False on a ModelError);
@@ -383,7 +390,8 @@ class HistoryRead:
 @dataclass(frozen=True)
 class Prepared:
     """What a decision shows the model: the market, the account, the limits and the rendered prompt (empty
-    messages when ``prompted`` is False: the client reads no prompt, see :func:`llmtrader.llm.reads_prompt`)."""
+    messages when ``prompted`` is False: the client reads no prompt, see
+    :func:`llmtrader.llm.openai_client.reads_prompt`)."""
 
     strategy: Strategy
     snapshot: MarketSnapshot
@@ -826,7 +834,7 @@ async def _recheck_caps(
     services: Services, prepared: Prepared, report: ValidationReport, record: DecisionRecord
 ) -> ValidationReport:
     """Right before sending a decision that opens or adds, read the positions and balance again and re-apply
-    every cap to them (:func:`llmtrader.risk.recheck_caps`): whatever traded on the account since the
+    every cap to them (:func:`llmtrader.core.risk.recheck_caps`): whatever traded on the account since the
     decision was validated counts. ``record`` gets the amended asset rows and notes. Raises VenueError when
     the account cannot be read (nothing is sent then)."""
     held = {p.symbol: p for p in prepared.account.positions}

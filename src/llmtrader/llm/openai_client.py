@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
-from llmtrader.context import DecisionContext
-from llmtrader.decision import (
+from llmtrader.core.context import DecisionContext
+from llmtrader.core.decision import (
     DecisionParseError,
     LenientDecision,
     decision_json_schema,
@@ -30,7 +30,7 @@ from llmtrader.errors import ModelError, ModelRequestRefused, ModelTransientErro
 from llmtrader.logs import MIN_SECRET_LENGTH, redact
 
 if TYPE_CHECKING:
-    from llmtrader.config import ModelPrice
+    from llmtrader.config.settings import ModelPrice
 
 MODES = ("json_schema", "json_object", "text")
 

@@ -4,7 +4,7 @@ persists their state (:meth:`~llmtrader.storage.store.Store.load_guard_state` an
 survives a restart.
 
 Kill switches (account-level, persisted; the strategy's own per-decision daily loss limit lives in
-:mod:`llmtrader.risk` and stays as it is):
+:mod:`llmtrader.core.risk` and stays as it is):
 
 - daily loss: equity now vs the equity at 00:00 UTC (realized plus unrealized), in % of the latter. Reaching
   ``daily_loss_kill_pct`` latches until the next UTC day: only reductions and closes, even if equity recovers.
@@ -74,17 +74,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from llmtrader.formatting import fmt
+from llmtrader.core.formatting import fmt
+from llmtrader.core.records import iso_utc
 from llmtrader.storage.facts import DAY_MS
-from llmtrader.storage.records import iso_utc
 
 if TYPE_CHECKING:
-    from llmtrader.account import AccountState
-    from llmtrader.config import Settings
-    from llmtrader.market import MarketSnapshot
-    from llmtrader.risk import ValidationReport
+    from llmtrader.config.settings import Settings
+    from llmtrader.core.account import AccountState
+    from llmtrader.core.risk import ValidationReport
+    from llmtrader.core.strategy import Strategy
+    from llmtrader.exchange.asterdex_market import MarketSnapshot
     from llmtrader.storage.store import Store
-    from llmtrader.strategy import Strategy
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
@@ -112,8 +112,8 @@ class GuardSettings:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GuardSettings:
-        """From an account's effective settings (:func:`llmtrader.accounts.settings_for_account`)."""
-        from llmtrader.config import INTERVAL_MS
+        """From an account's effective settings (:func:`llmtrader.config.accounts.settings_for_account`)."""
+        from llmtrader.config.settings import INTERVAL_MS
 
         ttl_s = settings.decision_cache_ttl_s
         return cls(
@@ -578,8 +578,8 @@ def describe(state: GuardState, now_ms: int) -> dict[str, Any]:
 def refuse_openings(report: ValidationReport, account: AccountState, reason: str) -> ValidationReport:
     """The report with every opening and increase rejected for ``reason``: buy and sell, and an
     adjust_position that adds margin. Closes, reductions, order adjustments and holds pass unchanged."""
-    from llmtrader.decision import OPENING_ACTIONS, Action
-    from llmtrader.risk import AssetValidation, Status, ValidationReport
+    from llmtrader.core.decision import OPENING_ACTIONS, Action
+    from llmtrader.core.risk import AssetValidation, Status, ValidationReport
 
     out: list[AssetValidation] = []
     for v in report.assets:

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 import httpx
 import numpy as np
 
-from llmtrader.config import INTERVAL_MS
+from llmtrader.config.settings import INTERVAL_MS
+from llmtrader.core.filters import SymbolRules, parse_exchange_info
 from llmtrader.errors import UnknownSymbolError, VenueBanned, VenueError, VenueRejected, VenueUnavailable
-from llmtrader.exchange.filters import SymbolRules, parse_exchange_info
 
 
 class IndicatorWindow(Mapping[str, np.ndarray]):
@@ -163,7 +163,7 @@ class MarketSnapshot:
 
 class MarketData(Protocol):
     """What a decision reads from the market: the live venue (:class:`AsterMarketData`) or, in a backtest,
-    history as it stood at the simulated time (:class:`llmtrader.backtest.HistoricalMarket`)."""
+    history as it stood at the simulated time (:class:`llmtrader.backtest.replay.HistoricalMarket`)."""
 
     base_url: str
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from llmtrader.config import Interval
+from llmtrader.config.settings import Interval
 from llmtrader.errors import StrategyError
 
 # The placeholders a prompt template may use; context.py provides each of them.
@@ -109,7 +109,7 @@ class StrategyContext(BaseModel):
         if names is None:
             return None
         # Imported here: llmtrader.indicators pulls in pandas, which `--help` and plain loading must not pay.
-        from llmtrader.indicators import NAMES
+        from llmtrader.core.indicators import NAMES
 
         unknown = [n for n in names if n not in NAMES]
         if unknown:
@@ -212,7 +212,7 @@ class Strategy(BaseModel):
 @cache
 def builtin_dir() -> Path:
     """The built-in strategies: inside the installed package, or the project's strategies/."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the llmtrader package, whatever subpackage this module is in
     packaged = here / "_strategies"
     return packaged if packaged.is_dir() else here.parents[1] / "strategies"
 

@@ -20,9 +20,9 @@ from typing import Literal
 
 import httpx
 
-from llmtrader.config import Settings, load_settings
+from llmtrader.config.settings import Settings, load_settings
 from llmtrader.errors import ConfigError, LLMTraderError, VenueError
-from llmtrader.market import AsterMarketData, check_symbols
+from llmtrader.exchange.asterdex_market import AsterMarketData, check_symbols
 
 CLOCK_WARN_MS = 1000
 CLOCK_FAIL_MS = 5000
@@ -52,7 +52,7 @@ def _database(settings: Settings) -> Check:
 
 def _strategy(settings: Settings) -> Check:
     """The strategy in force for the account (chosen with `strategy use`, else configured) loads."""
-    from llmtrader.engine import resolve_strategy, strategy_in_force
+    from llmtrader.cycle.engine import resolve_strategy, strategy_in_force
     from llmtrader.storage.store import Store
 
     store = Store(settings.db)
@@ -210,8 +210,8 @@ def ignored_variables(settings: Settings, environ: Mapping[str, str]) -> list[st
     """Environment variables that are set but that llmtrader ignores, each with the reason: an unknown
     ``LLMTRADER_*`` name, a misnamed documented one, a model key shadowed by another, or top-level venue
     credentials where [accounts.NAME] tables name their own. Names only: values are never shown."""
-    from llmtrader.accounts import VENUE_KEYS
-    from llmtrader.configfile import env_names, env_value
+    from llmtrader.config.accounts import VENUE_KEYS
+    from llmtrader.config.file import env_names, env_value
 
     known = {name for field in Settings.model_fields for name in env_names(field)} | _OTHER_VARIABLES
     out = []
@@ -241,7 +241,7 @@ def ignored_variables(settings: Settings, environ: Mapping[str, str]) -> list[st
 async def _account_checks(settings: Settings, name: str, environ: Mapping[str, str]) -> list[Check]:
     """One account of an [accounts.NAME] config: mode, strategy, symbols, credentials (one signed read),
     model; every check named with the account."""
-    from llmtrader.accounts import credential_problems, settings_for_account
+    from llmtrader.config.accounts import credential_problems, settings_for_account
 
     try:
         account = settings_for_account(settings, name, environ)

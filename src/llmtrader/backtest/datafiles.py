@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from llmtrader.config import INTERVAL_MS
+from llmtrader.config.settings import INTERVAL_MS
 from llmtrader.errors import DataError
-from llmtrader.market import Candles
+from llmtrader.exchange.asterdex_market import Candles
 
 # The venue's exchangeInfo reply for the downloaded symbols (tick and step sizes, minimums), beside the CSVs.
 EXCHANGE_INFO_FILE = "exchangeInfo.json"

@@ -1,6 +1,6 @@
 """``llmtrader download``: closed candles and funding rates from the venue's public endpoints into CSV files.
 
-The files are in the format of :mod:`llmtrader.datafiles` (the one of ``../shared/data``), with the venue's
+The files are in the format of :mod:`llmtrader.backtest.datafiles` (the one of ``../shared/data``), with the venue's
 number strings written in plain decimal notation, never through a float. A download appends page by page
 after an existing file's last row, each page in one write, so an interrupted download keeps every complete
 page and running the same command again resumes it. Rows already written are never rewritten: a file that
@@ -22,8 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from llmtrader.config import INTERVAL_MS
-from llmtrader.datafiles import (
+from llmtrader.backtest.datafiles import (
     CANDLE_HEADER,
     EXCHANGE_INFO_FILE,
     FUNDING_HEADER,
@@ -38,9 +37,10 @@ from llmtrader.datafiles import (
     refuse_link,
     write_new_file,
 )
+from llmtrader.config.settings import INTERVAL_MS
+from llmtrader.core.filters import parse_exchange_info
 from llmtrader.errors import ConfigError, DataError, VenueError
-from llmtrader.exchange.filters import parse_exchange_info
-from llmtrader.market import AsterMarketData, check_symbols
+from llmtrader.exchange.asterdex_market import AsterMarketData, check_symbols
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -359,7 +359,7 @@ async def _fill_funding(market: AsterMarketData, job: _Job, report: ProgressFn, 
 def _iso(ms: int | None) -> str | None:
     if ms is None:
         return None
-    from llmtrader.storage.records import iso_utc
+    from llmtrader.core.records import iso_utc
 
     return iso_utc(ms)
 

@@ -22,9 +22,9 @@ and RECORDED (APScheduler's own "maximum number of running instances reached" wo
 
 Isolation
 ---------
-Every account has its own settings (:func:`llmtrader.accounts.settings_for_account`), its own services
+Every account has its own settings (:func:`llmtrader.config.accounts.settings_for_account`), its own services
 (store connection, market client, exchange, decision client) and its own lock. An exception in one
-account's cycle is recorded as a skipped cycle of that account (by :func:`llmtrader.cycle.run_cycle`,
+account's cycle is recorded as a skipped cycle of that account (by :func:`llmtrader.cycle.run.run_cycle`,
 before it raises) and logged here; the other accounts go on.
 
 Stopping
@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
-from llmtrader.config import INTERVAL_MS
+from llmtrader.config.settings import INTERVAL_MS
 from llmtrader.errors import ConfigError, CredentialsError
 
 if TYPE_CHECKING:
@@ -58,9 +58,9 @@ if TYPE_CHECKING:
 
     from structlog.stdlib import BoundLogger
 
-    from llmtrader.config import Settings
-    from llmtrader.cycle import CycleResult
-    from llmtrader.engine import Clock, Services
+    from llmtrader.config.settings import Settings
+    from llmtrader.cycle.engine import Clock, Services
+    from llmtrader.cycle.run import CycleResult
     from llmtrader.storage.store import Store
 
 # Seconds after a candle's close at which its cycle fires: enough for the venue to have closed the candle
@@ -78,13 +78,13 @@ NO_MODEL_KEY = "baseline (no model key)"
 
 
 class CycleFn(Protocol):
-    """``llmtrader.cycle.run_cycle``: one whole cycle of one account, recorded whatever its outcome."""
+    """``llmtrader.cycle.run.run_cycle``: one whole cycle of one account, recorded whatever its outcome."""
 
     def __call__(self, services: Services, *, now_ms: int | None = None) -> Awaitable[CycleResult]: ...
 
 
 class SkipFn(Protocol):
-    """``llmtrader.cycle.record_skipped_cycle``: record a cycle that did not run, and why."""
+    """``llmtrader.cycle.run.record_skipped_cycle``: record a cycle that did not run, and why."""
 
     def __call__(self, store: Store, account: str, *, now_ms: int, reason: str) -> CycleResult: ...
 
@@ -135,7 +135,7 @@ def trigger_for(interval: str, offset_s: float = DEFAULT_OFFSET_S) -> Any:
 
 def model_key_missing(settings: Settings) -> bool:
     """True when the configured model needs a key and none is set: the condition on which
-    :func:`llmtrader.bootstrap.build_client` falls back to the baseline rules in paper mode (and refuses
+    :func:`llmtrader.cycle.compose.build_client` falls back to the baseline rules in paper mode (and refuses
     in live mode). Kept here so that ``status`` does not import the decision pipeline."""
     if settings.is_baseline or settings.llm_api_key is not None:
         return False
@@ -154,7 +154,7 @@ def start_problems(settings: Settings, name: str, account: Settings) -> list[str
     variables unset, no or partial venue credentials, no model key. Empty for a sound account. For a
     paper account these are only warnings (it needs no venue key, and decides with baseline rules
     without a model key); the caller decides."""
-    from llmtrader.accounts import credential_problems
+    from llmtrader.config.accounts import credential_problems
 
     problems = credential_problems(settings, name)
     if account.trading_mode != "live":
@@ -194,7 +194,7 @@ def select_accounts(settings: Settings, names: Sequence[str] | None = None) -> S
     every problem of every account, naming the environment variables. A paper account's problems are
     returned as warnings.
     """
-    from llmtrader.accounts import account_names, require_account, settings_for_account
+    from llmtrader.config.accounts import account_names, require_account, settings_for_account
 
     chosen = list(dict.fromkeys(names)) if names else account_names(settings)
     for name in chosen:
@@ -226,8 +226,8 @@ class _Account:
 class Scheduler:
     """Runs the cycles of several accounts on candle-aligned times, one at a time per account.
 
-    ``cycle`` and ``record_skip`` are :func:`llmtrader.cycle.run_cycle` and
-    :func:`llmtrader.cycle.record_skipped_cycle` (fakes in tests). The cycle records (and logs) every
+    ``cycle`` and ``record_skip`` are :func:`llmtrader.cycle.run.run_cycle` and
+    :func:`llmtrader.cycle.run.record_skipped_cycle` (fakes in tests). The cycle records (and logs) every
     cycle it runs, even one that raises; the scheduler records only the skips it decides (overlap) and
     logs a cycle's exception, so one account's failure never reaches the others. ``services`` are every
     account's services, built by the caller and closed by :meth:`close` with ``close_services``.
@@ -286,7 +286,7 @@ class Scheduler:
     async def fire(self, account: str, now_ms: int | None = None) -> CycleResult | None:
         """Run one cycle of ``account`` now, unless its previous cycle is still running: then skip this one
         and record it. Returns the cycle's result; None when the cycle raised (logged here; the cycle
-        records itself even then, as :func:`llmtrader.cycle.run_cycle` does when its store allows), when
+        records itself even then, as :func:`llmtrader.cycle.run.run_cycle` does when its store allows), when
         the skip could not be recorded, or when the agent is stopping (nothing starts then)."""
         acc = self._accounts[account]
         now = self.clock.now_ms() if now_ms is None else now_ms
@@ -454,7 +454,7 @@ class Scheduler:
         """``run --once``: one cycle per account, concurrently, then close. A signal lets the cycles
         finish (a second one cancels them). Returns 3 when a cycle left a position that may be open without
         a stop-loss, else 0 when every account's cycle was recorded (whatever its outcome), else 1."""
-        from llmtrader.cycle import UNPROTECTED
+        from llmtrader.cycle.run import UNPROTECTED
 
         with self._handling(signals):
             try:
@@ -573,12 +573,12 @@ async def run_agent(
     ``warn`` shows start-up warnings prominently (the baseline fallback of a paper account without a
     model key). An error building an account's services stops the start, after closing those built.
     """
-    from llmtrader.bootstrap import build_services, close_services
-    from llmtrader.cycle import record_skipped_cycle, run_cycle
-    from llmtrader.engine import SystemClock, require_one_way, strategy_in_force
+    from llmtrader.core.records import iso_utc
+    from llmtrader.cycle.compose import build_services, close_services
+    from llmtrader.cycle.engine import SystemClock, require_one_way, strategy_in_force
+    from llmtrader.cycle.run import record_skipped_cycle, run_cycle
     from llmtrader.logs import get_logger
     from llmtrader.storage.reader import open_reader
-    from llmtrader.storage.records import iso_utc
 
     log = get_logger("llmtrader.scheduler")
     clock = clock or SystemClock()
@@ -653,7 +653,7 @@ def _paper_positions(conn: sqlite3.Connection, account: str) -> int | None:
 
 
 def _guard_state(conn: sqlite3.Connection | None, account: str) -> Any:
-    from llmtrader.guards import GuardState
+    from llmtrader.core.guards import GuardState
 
     row = None
     if conn is not None:
@@ -671,10 +671,10 @@ def agent_status(
     (``None``): asking the venue is ``llmtrader positions``. Equity is the one the last cycle saw.
     ``conn`` None (no database yet) gives every account with nothing run.
     """
-    from llmtrader.accounts import account_names, settings_for_account
-    from llmtrader.guards import describe
+    from llmtrader.config.accounts import account_names, settings_for_account
+    from llmtrader.core.guards import describe
+    from llmtrader.core.records import iso_utc
     from llmtrader.storage.reader import last_cycles, strategy_choice
-    from llmtrader.storage.records import iso_utc
 
     names = account_names(settings)
     cycles = last_cycles(conn, names) if conn is not None else {}

@@ -1,0 +1,1 @@
+"""The decision clients: the OpenAI-compatible model client and the rule-based baseline."""

@@ -72,7 +72,7 @@ class TenAssetAster(FakeAster):
 
 def _services(store: Any, base_url: str) -> Any:
     """The parts of engine.Services that engine.market_snapshot uses."""
-    from llmtrader.cycle.engine import SystemClock
+    from llmtrader.core.times import SystemClock
     from llmtrader.exchange.asterdex_market import AsterMarketData
 
     settings = SimpleNamespace(exchange_info_ttl_s=3600)  # the Settings default

@@ -108,7 +108,7 @@ def _prompts() -> tuple[str, str]:
 
 def _rows(rng: random.Random) -> tuple[list[tuple[Any, ...]], Iterator[tuple[Any, ...]]]:
     """The decisions (a list) and, lazily, their asset rows, oldest first."""
-    from llmtrader.core.records import iso_utc
+    from llmtrader.core.times import iso_utc
 
     system, user = _prompts()
     symbols_json = json.dumps(list(SYMBOLS), separators=(",", ":"))

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from llmtrader.cli.app import app
 from llmtrader.core.guards import CircuitState, GuardState, KillState
-from llmtrader.core.records import iso_utc
+from llmtrader.core.times import iso_utc
 from llmtrader.cycle.scheduler import NO_MODEL_KEY, next_fire_ms
 from llmtrader.logs import configure_logging, reset_logging
 from llmtrader.storage.store import Store

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from llmtrader.config.settings import INTERVAL_MS
 from llmtrader.core.account import paper_account_state
 from llmtrader.core.context import (
     DecisionContext,
@@ -21,6 +20,7 @@ from llmtrader.core.context import (
 from llmtrader.core.formatting import fmt
 from llmtrader.core.indicators import compute
 from llmtrader.core.strategy import PLACEHOLDERS, Strategy, load_strategy
+from llmtrader.core.times import INTERVAL_MS
 from llmtrader.exchange.asterdex_market import AssetMarket, Candles, MarketSnapshot
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")

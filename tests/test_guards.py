@@ -23,8 +23,6 @@ from llmtrader.core.guards import (
     DAILY_LOSS_RESET,
     DAILY_LOSS_STOP,
     DRAWDOWN_STOP,
-    HOUR_MS,
-    MINUTE_MS,
     RESUME,
     CacheContext,
     GuardSettings,
@@ -33,7 +31,6 @@ from llmtrader.core.guards import (
     cache_context,
     check_guards,
     context_key,
-    day_start_ms,
     describe,
     limit_reached,
     loss_pct,
@@ -46,8 +43,8 @@ from llmtrader.core.guards import (
 from llmtrader.core.records import CallRow, DecisionRecord, new_decision_id
 from llmtrader.core.risk import AssetValidation, Status, ValidationReport
 from llmtrader.core.strategy import load_strategy
+from llmtrader.core.times import DAY_MS, HOUR_MS, MINUTE_MS, day_start_ms
 from llmtrader.exchange.asterdex_market import AssetMarket, Candles, MarketSnapshot
-from llmtrader.storage.facts import DAY_MS
 from llmtrader.storage.store import Store
 
 DAY0 = 1_790_035_200_000  # 00:00 UTC

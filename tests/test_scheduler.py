@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from llmtrader.config.settings import INTERVAL_MS, Settings, settings_from_values
+from llmtrader.config.settings import Settings, settings_from_values
+from llmtrader.core.times import INTERVAL_MS
 from llmtrader.cycle.scheduler import (
     DEFAULT_OFFSET_S,
     NO_MODEL_KEY,
@@ -521,8 +522,8 @@ def test_real_cycles_one_account_failing_is_recorded_and_the_other_trades(
     import sqlite3
 
     from llmtrader.config.settings import load_settings
+    from llmtrader.core.times import SystemClock
     from llmtrader.cycle.compose import build_services, close_services
-    from llmtrader.cycle.engine import SystemClock
     from llmtrader.cycle.run import record_skipped_cycle, run_cycle
 
     monkeypatch.setenv("ASTERDEX_BASE_URL", fake_aster.base_url)

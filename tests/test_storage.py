@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from llmtrader.cli.app import app
-from llmtrader.core.records import AssetRow, CallRow, DecisionRecord, iso_utc, new_decision_id
+from llmtrader.core.records import AssetRow, CallRow, DecisionRecord, new_decision_id
+from llmtrader.core.times import iso_utc
 from llmtrader.errors import NotFoundError
 from llmtrader.storage import reader
 from llmtrader.storage.migrations import migration_names

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 import pytest
 from typer.testing import CliRunner
 
-from llmtrader.core.records import iso_utc
+from llmtrader.core.times import iso_utc
 from llmtrader.core.trades import reconstruct_trades
 from llmtrader.cycle.execution import client_order_id
 from llmtrader.errors import VenueError

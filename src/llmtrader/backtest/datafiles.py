@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmtrader.config.settings import INTERVAL_MS
+from llmtrader.core.times import INTERVAL_MS
 from llmtrader.errors import DataError
 from llmtrader.exchange.asterdex_market import Candles
 

@@ -37,8 +37,8 @@ from llmtrader.backtest.datafiles import (
     refuse_link,
     write_new_file,
 )
-from llmtrader.config.settings import INTERVAL_MS
 from llmtrader.core.filters import parse_exchange_info
+from llmtrader.core.times import INTERVAL_MS
 from llmtrader.errors import ConfigError, DataError, VenueError
 from llmtrader.exchange.asterdex_market import AsterMarketData, check_symbols
 
@@ -359,7 +359,7 @@ async def _fill_funding(market: AsterMarketData, job: _Job, report: ProgressFn, 
 def _iso(ms: int | None) -> str | None:
     if ms is None:
         return None
-    from llmtrader.core.records import iso_utc
+    from llmtrader.core.times import iso_utc
 
     return iso_utc(ms)
 

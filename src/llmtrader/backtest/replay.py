@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from llmtrader.backtest.datafiles import EXCHANGE_INFO_FILE, candle_path, funding_path, read_candles, read_funding
-from llmtrader.config.settings import INTERVAL_MS, Settings
+from llmtrader.config.settings import Settings
 from llmtrader.core.filters import SymbolRules, parse_exchange_info
 from llmtrader.core.records import new_decision_id
+from llmtrader.core.times import DAY_MS, INTERVAL_MS
 from llmtrader.errors import ConfigError, DataError, ModelError
 from llmtrader.exchange.asterdex_market import AssetMarket, Candles, MarketSnapshot
 from llmtrader.llm.openai_client import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
@@ -55,7 +56,6 @@ BATCH_STEPS = 256
 STEP_OFFSET_MS = 5_000
 # Candles of the decision interval before the first step by default: EMA50, the longest indicator window.
 WARMUP_CANDLES = 50
-DAY_MS = 86_400_000
 # Rules for data without exchangeInfo.json: the venue's usual minimum order value.
 DEFAULT_MIN_NOTIONAL = Decimal(5)
 

@@ -170,7 +170,7 @@ def _with_store(settings: Any, fn: Callable[[Any], T]) -> T:
 def _parse_since(value: str | None) -> str | None:
     if value is None:
         return None
-    from llmtrader.core.records import iso_utc
+    from llmtrader.core.times import iso_utc
 
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
@@ -341,7 +341,7 @@ def stats(
 
         from llmtrader.cli import render
         from llmtrader.core.stats import GROUP_BY, account_stats
-        from llmtrader.storage.facts import ms_of_iso
+        from llmtrader.core.times import ms_of_iso
 
         if by is not None and by not in GROUP_BY:
             raise ConfigError(f"--by {by!r} is not a grouping; accepted: {', '.join(GROUP_BY)}")
@@ -642,7 +642,8 @@ def strategy_use(
     """Choose the account's strategy: checked, persisted, audited; it takes effect from the next decision."""
 
     def body() -> None:
-        from llmtrader.cycle.engine import SystemClock, choose_strategy
+        from llmtrader.core.times import SystemClock
+        from llmtrader.cycle.engine import choose_strategy
 
         settings = _settings({"account": account}, read_only=True)
         choice = _with_store(
@@ -665,8 +666,7 @@ def strategy_ab(
     """Compare the A/B arms over the same period: decisions, validation, errors, execution, latency, cost."""
 
     def body() -> None:
-        from llmtrader.core.records import iso_utc
-        from llmtrader.cycle.engine import SystemClock
+        from llmtrader.core.times import SystemClock, iso_utc
         from llmtrader.storage.reader import compare_arms, open_reader
 
         settings = _settings({"account": account}, read_only=True)
@@ -783,8 +783,7 @@ def resume(
         from llmtrader.config.accounts import require_account
         from llmtrader.core.formatting import fmt
         from llmtrader.core.guards import resume_account
-        from llmtrader.core.records import iso_utc
-        from llmtrader.cycle.engine import SystemClock
+        from llmtrader.core.times import SystemClock, iso_utc
 
         settings = _settings(read_only=True)
         require_account(settings, account)

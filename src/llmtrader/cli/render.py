@@ -14,7 +14,8 @@ from rich.table import Table
 from rich.text import Text
 
 from llmtrader.core.formatting import fmt, safe_text
-from llmtrader.core.records import DecisionRecord, iso_utc
+from llmtrader.core.records import DecisionRecord
+from llmtrader.core.times import iso_utc
 from llmtrader.errors import LLMTraderError, ModelError
 
 if TYPE_CHECKING:

@@ -39,24 +39,9 @@ from llmtrader.config.file import (
     read_config_file,
     resolve_config_path,
 )
+from llmtrader.core.times import Interval
 from llmtrader.errors import ConfigError
 
-INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d")
-INTERVAL_MS = {
-    "1m": 60_000,
-    "3m": 180_000,
-    "5m": 300_000,
-    "15m": 900_000,
-    "30m": 1_800_000,
-    "1h": 3_600_000,
-    "2h": 7_200_000,
-    "4h": 14_400_000,
-    "6h": 21_600_000,
-    "8h": 28_800_000,
-    "12h": 43_200_000,
-    "1d": 86_400_000,
-}
-Interval = Literal["1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d"]
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 ASTERDEX_BASE_URL = "https://fapi.asterdex.com"
 # Settings whose bad value is never repeated in an error: an address field may hold a private key pasted

@@ -15,6 +15,7 @@ from llmtrader.core.account import AccountState
 from llmtrader.core.formatting import fmt
 from llmtrader.core.indicators import NAMES, compute_many, latest
 from llmtrader.core.strategy import Strategy
+from llmtrader.core.times import utc_minute
 from llmtrader.exchange.asterdex_market import Candles, MarketSnapshot
 
 
@@ -275,14 +276,6 @@ def build_context(
         show_performance=options.performance,
         performance=performance if options.performance else None,
     )
-
-
-@lru_cache(maxsize=1024)
-def utc_minute(ms: int | None) -> str:
-    """An epoch-ms time as 'YYYY-MM-DD HH:MM UTC' ('-' when unknown; the same times recur in every prompt)."""
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def render_account(account: AccountState) -> str:

@@ -75,8 +75,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from llmtrader.core.formatting import fmt
-from llmtrader.core.records import iso_utc
-from llmtrader.storage.facts import DAY_MS
+from llmtrader.core.times import DAY_MS, HOUR_MS, MINUTE_MS, iso_utc, utc_day
 
 if TYPE_CHECKING:
     from llmtrader.config.settings import Settings
@@ -86,8 +85,6 @@ if TYPE_CHECKING:
     from llmtrader.exchange.asterdex_market import MarketSnapshot
     from llmtrader.storage.store import Store
 
-MINUTE_MS = 60_000
-HOUR_MS = 3_600_000
 # Percentages compared with a tolerance, as in risk.py: a loss of exactly the limit trips the switch even
 # when floating point puts it a hair below.
 PCT_EPSILON = 1e-9
@@ -113,7 +110,7 @@ class GuardSettings:
     @classmethod
     def from_settings(cls, settings: Settings) -> GuardSettings:
         """From an account's effective settings (:func:`llmtrader.config.accounts.settings_for_account`)."""
-        from llmtrader.config.settings import INTERVAL_MS
+        from llmtrader.core.times import INTERVAL_MS
 
         ttl_s = settings.decision_cache_ttl_s
         return cls(
@@ -207,16 +204,6 @@ CIRCUIT_CLOSED = "circuit_closed"
 
 
 # ---- Shared arithmetic ----------------------------------------------------------------------------------
-
-
-def utc_day(now_ms: int) -> int:
-    """The UTC day number of ``now_ms``."""
-    return now_ms // DAY_MS
-
-
-def day_start_ms(now_ms: int) -> int:
-    """00:00 UTC of the day of ``now_ms``."""
-    return now_ms - now_ms % DAY_MS
 
 
 def loss_pct(reference: float | None, equity: float) -> float | None:

@@ -7,8 +7,6 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -54,20 +52,6 @@ def new_decision_id(now_ms: int | None = None) -> str:
         draw = last_draw + 1 if ms == last_ms else _ID_RANDOM.randrange(_ID_SPACE // 2)
         _id_last = (ms, draw)
     return _base36(ms).rjust(9, "0") + _base36(draw).rjust(5, "0")
-
-
-@lru_cache(maxsize=64)
-def _hour_prefix(hour: int) -> str:
-    return datetime.fromtimestamp(hour * 3600, tz=UTC).strftime("%Y-%m-%dT%H:")
-
-
-def iso_utc(ms: int) -> str:
-    """Milliseconds since the epoch as a sortable ISO-8601 UTC string, e.g. ``2025-11-03T04:05:06.007Z``.
-    The date and hour are formatted once per hour (the records of a cycle share them)."""
-    hour, rest = divmod(ms, 3_600_000)
-    minute, rest = divmod(rest, 60_000)
-    second, milli = divmod(rest, 1000)
-    return f"{_hour_prefix(hour)}{minute:02d}:{second:02d}.{milli:03d}Z"
 
 
 @dataclass

@@ -42,11 +42,11 @@ from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-from llmtrader.core.records import iso_utc
+from llmtrader.core.times import iso_utc, ms_of_iso
 from llmtrader.core.trades import Trade, closed_trades, decision_id_of, performance, reconstruct_trades
 from llmtrader.errors import StoreError
 from llmtrader.storage.backtests import run_end_ms
-from llmtrader.storage.facts import account_history, ms_of_iso
+from llmtrader.storage.facts import account_history
 
 if TYPE_CHECKING:
     from llmtrader.storage.store import Store

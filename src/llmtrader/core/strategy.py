@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from llmtrader.config.settings import Interval
+from llmtrader.core.times import Interval
 from llmtrader.errors import StrategyError
 
 # The placeholders a prompt template may use; context.py provides each of them.

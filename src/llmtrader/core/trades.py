@@ -21,6 +21,8 @@ from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
+from llmtrader.core.times import DAY_MS
+
 if TYPE_CHECKING:
     # Imported where used: llmtrader.context pulls in pandas and httpx, and `history` reads trades
     # through this module on its fast path (no heavy import; see storage.reader).
@@ -29,7 +31,6 @@ if TYPE_CHECKING:
 FillSide = Literal["BUY", "SELL"]
 TradeSide = Literal["long", "short"]
 ZERO = Decimal(0)
-DAY_MS = 86_400_000
 EPOCH = date(1970, 1, 1)
 LIQUIDATION = "liquidation"
 # Client order ids written by execution: lt_<decision id>_<symbol tag>_<leg> (see execution.client_order_id).

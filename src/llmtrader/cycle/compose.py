@@ -9,7 +9,8 @@ from urllib.parse import urlparse
 from llmtrader.config.settings import Settings
 from llmtrader.core.filters import SymbolRules
 from llmtrader.core.strategy import load_strategy
-from llmtrader.cycle.engine import Arm, Clock, Services, SystemClock
+from llmtrader.core.times import Clock, SystemClock
+from llmtrader.cycle.engine import Arm, Services
 from llmtrader.errors import ConfigError, CredentialsError
 from llmtrader.exchange.asterdex_market import AsterMarketData
 from llmtrader.exchange.base import Exchange

@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
-from llmtrader.config.settings import INTERVAL_MS, Settings
+from llmtrader.config.settings import Settings
 from llmtrader.core.account import AccountState, Position
 from llmtrader.core.context import (
     DecisionContext,
@@ -42,6 +42,7 @@ from llmtrader.core.risk import (
     validate_decision,
 )
 from llmtrader.core.strategy import Strategy, available_strategies, builtin_dir, load_strategy
+from llmtrader.core.times import INTERVAL_MS, Clock
 from llmtrader.core.trades import TradeLedger
 from llmtrader.cycle.execution import ExecutionReport, ExecutionSettings, execute
 from llmtrader.errors import (
@@ -68,17 +69,6 @@ from llmtrader.storage.venue_history import HistorySource, sync_venue_history
 
 # The record of a decision by a client that reads no prompt (the baseline) says so in place of the prompt.
 NO_PROMPT_NOTE = "{model} reads no prompt: none was rendered (`llmtrader strategy preview` shows a model's)"
-
-
-class Clock(Protocol):
-    def now_ms(self) -> int: ...
-
-
-class SystemClock:
-    """Wall-clock time in milliseconds since the epoch."""
-
-    def now_ms(self) -> int:
-        return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)

@@ -41,15 +41,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from llmtrader.core.formatting import fmt
-from llmtrader.core.guards import (
-    HOUR_MS,
-    GuardSettings,
-    check_guards,
-    day_start_ms,
-    record_model_result,
-    transfers_from_ms,
-)
+from llmtrader.core.guards import GuardSettings, check_guards, record_model_result, transfers_from_ms
 from llmtrader.core.strategy import StrategyLimits
+from llmtrader.core.times import HOUR_MS, day_start_ms
 from llmtrader.cycle.engine import (
     CycleHooks,
     DecideResult,

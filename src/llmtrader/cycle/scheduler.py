@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
-from llmtrader.config.settings import INTERVAL_MS
+from llmtrader.core.times import INTERVAL_MS
 from llmtrader.errors import ConfigError, CredentialsError
 
 if TYPE_CHECKING:
@@ -59,7 +59,8 @@ if TYPE_CHECKING:
     from structlog.stdlib import BoundLogger
 
     from llmtrader.config.settings import Settings
-    from llmtrader.cycle.engine import Clock, Services
+    from llmtrader.core.times import Clock
+    from llmtrader.cycle.engine import Services
     from llmtrader.cycle.run import CycleResult
     from llmtrader.storage.store import Store
 
@@ -473,7 +474,7 @@ def last_cycle_times(conn: sqlite3.Connection | None) -> dict[str, int | None]:
     """When each account's last recorded cycle started (empty without a database)."""
     if conn is None:
         return {}
-    from llmtrader.storage.facts import ms_of_iso
+    from llmtrader.core.times import ms_of_iso
     from llmtrader.storage.reader import last_cycles
 
     return {name: ms_of_iso(row["started_at"]) for name, row in last_cycles(conn).items()}
@@ -573,9 +574,9 @@ async def run_agent(
     ``warn`` shows start-up warnings prominently (the baseline fallback of a paper account without a
     model key). An error building an account's services stops the start, after closing those built.
     """
-    from llmtrader.core.records import iso_utc
+    from llmtrader.core.times import SystemClock, iso_utc
     from llmtrader.cycle.compose import build_services, close_services
-    from llmtrader.cycle.engine import SystemClock, require_one_way, strategy_in_force
+    from llmtrader.cycle.engine import require_one_way, strategy_in_force
     from llmtrader.cycle.run import record_skipped_cycle, run_cycle
     from llmtrader.logs import get_logger
     from llmtrader.storage.reader import open_reader
@@ -673,7 +674,7 @@ def agent_status(
     """
     from llmtrader.config.accounts import account_names, settings_for_account
     from llmtrader.core.guards import describe
-    from llmtrader.core.records import iso_utc
+    from llmtrader.core.times import iso_utc
     from llmtrader.storage.reader import last_cycles, strategy_choice
 
     names = account_names(settings)

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import httpx
 import numpy as np
 
-from llmtrader.config.settings import INTERVAL_MS
 from llmtrader.core.filters import SymbolRules, parse_exchange_info
+from llmtrader.core.times import INTERVAL_MS
 from llmtrader.errors import UnknownSymbolError, VenueBanned, VenueError, VenueRejected, VenueUnavailable
 
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-from llmtrader.config.settings import INTERVAL_MS
 from llmtrader.core.filters import SymbolRules
+from llmtrader.core.times import INTERVAL_MS
 from llmtrader.errors import ConfigError, StoreError, VenueError, VenueRejected, VenueUnavailable
 from llmtrader.exchange.base import (
     CLIENT_ORDER_ID_PATTERN,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmtrader.core.records import iso_utc
+from llmtrader.core.times import iso_utc
 from llmtrader.errors import NotFoundError, StoreError
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ def run_end_ms(store: Store, account: str) -> int | None:
     its last equity sample. None when ``account`` is not a backtest run of this database."""
     if store.db.execute("SELECT 1 FROM backtest_runs WHERE id = ?", [account]).fetchone() is None:
         return None
-    from llmtrader.storage.facts import ms_of_iso
+    from llmtrader.core.times import ms_of_iso
 
     last_cycle = store.db.execute("SELECT MAX(started_at) FROM cycles WHERE account = ?", [account]).fetchone()[0]
     if last_cycle is not None:

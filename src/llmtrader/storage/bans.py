@@ -10,9 +10,8 @@ import json
 import time
 from collections.abc import Callable
 
+from llmtrader.core.times import DAY_MS
 from llmtrader.storage.store import Store
-
-DAY_MS = 86_400_000
 
 
 class VenueBans:

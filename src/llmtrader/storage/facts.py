@@ -14,18 +14,16 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 from weakref import WeakKeyDictionary
 
-from llmtrader.core.records import iso_utc
+from llmtrader.core.times import DAY_MS, iso_utc, ms_of_iso
 from llmtrader.core.trades import ADOPTED_REASON, FundingEvent, TradeFill
 
 if TYPE_CHECKING:
     from llmtrader.storage.store import Store
 
-DAY_MS = 86_400_000
 ENTRY_LEGS = ("en", "ad")
 CLOSE_LEGS = ("cl", "em")
 CLOSING_REASONS = ("stop_loss", "take_profit", "liquidation", "adl")
@@ -43,11 +41,6 @@ class AccountFacts:
     opened_at_ms: dict[str, int] = field(default_factory=dict)
     last_entry_ms: dict[str, int] = field(default_factory=dict)
     day_start_equity: float | None = None
-
-
-def ms_of_iso(iso: str) -> int:
-    """An ISO-8601 UTC time as the store writes it (:func:`~llmtrader.core.records.iso_utc`), in epoch ms."""
-    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 @dataclass

@@ -196,8 +196,9 @@ def trade_outcomes(
     """
     if not any(d.get("mode") in _HISTORY_TABLES and d.get("execution") not in (None, *_NO_ORDERS) for d in decisions):
         return {}  # nothing on the page sent orders: no trade to rebuild (and no import of the code to rebuild it)
+    from llmtrader.core.times import ms_of_iso
     from llmtrader.core.trades import FundingEvent, Trade, TradeFill, decision_id_of, reconstruct_trades
-    from llmtrader.storage.facts import ms_of_iso, with_adoptions
+    from llmtrader.storage.facts import with_adoptions
 
     # (mode, account, stretch start, stretch end, symbol) -> the oldest decision time on it
     oldest: dict[tuple[str, str, int, int | None, str], int] = {}

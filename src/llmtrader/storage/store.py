@@ -12,7 +12,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmtrader.core.records import AssetRow, CallRow, DecisionRecord, iso_utc
+from llmtrader.core.records import AssetRow, CallRow, DecisionRecord
+from llmtrader.core.times import iso_utc
 from llmtrader.errors import StoreError
 from llmtrader.privatefiles import create_private_file, make_private_dirs, narrow_if_present
 from llmtrader.storage import migrations, reader
@@ -497,7 +498,7 @@ class Store:
         ).fetchone()
         if row is None or row[0] is None:
             return None
-        from llmtrader.storage.facts import ms_of_iso
+        from llmtrader.core.times import ms_of_iso
 
         return ms_of_iso(str(row[0]))
 

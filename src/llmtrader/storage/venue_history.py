@@ -26,14 +26,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from llmtrader.core.times import DAY_MS, ms_of_iso
 from llmtrader.errors import StoreError, VenueError, VenueRejected
-from llmtrader.storage.facts import ENTRY_LEGS, ms_of_iso
+from llmtrader.storage.facts import ENTRY_LEGS
 
 if TYPE_CHECKING:
     from llmtrader.exchange.base import OrderState
     from llmtrader.storage.store import Store
 
-DAY_MS = 86_400_000
 # The venue's limits, as the adapter checks them (asterdex.HISTORY_WINDOW_MS, HISTORY_LIMIT); not imported
 # from there, so that reading the store never loads the HTTP stack.
 WINDOW_MS = 7 * DAY_MS  # the longest userTrades window; income is read in the same windows

@@ -38,7 +38,7 @@ def _closed(rows: list[list[float]], interval: str, n: int) -> list[list[float]]
 
 def build_snapshot(symbols: tuple[str, ...] = TEN_SYMBOLS) -> Any:
     """A MarketSnapshot as the venue would give it, from the CSV files."""
-    from llmtrader.exchange.asterdex_market import AssetMarket, Candles, MarketSnapshot
+    from llmtrader.core.market import AssetMarket, Candles, MarketSnapshot
 
     data = perp_dir()
     assets = {}
@@ -75,7 +75,8 @@ def build_snapshot(symbols: tuple[str, ...] = TEN_SYMBOLS) -> Any:
 
 def run() -> list[Result]:
     from llmtrader.core.account import paper_account_state
-    from llmtrader.core.context import Limits, build_context, render_prompt
+    from llmtrader.core.context import build_context, render_prompt
+    from llmtrader.core.limits import Limits
     from llmtrader.core.strategy import load_strategy
 
     strategy = load_strategy("default")

@@ -189,8 +189,9 @@ async def _measure(venue: _Venue, store: Any) -> tuple[list[float], list[int]]:
     """Round trips and request counts of each recorded run (the first run is a warm-up)."""
     from llmtrader.core.records import new_decision_id
     from llmtrader.cycle.execution import client_order_id, execute
-    from llmtrader.exchange.asterdex import AsterDexExchange, V3Credentials
+    from llmtrader.exchange.asterdex import AsterDexExchange
     from llmtrader.exchange.asterdex_market import AsterMarketData
+    from llmtrader.exchange.credentials import V3Credentials
 
     market = AsterMarketData(venue.base_url, timeout_s=10.0)
     rules = await market.exchange_info()  # once, not timed: a running agent has it cached

@@ -42,13 +42,13 @@ from llmtrader.backtest.replay import (
 from llmtrader.cli.app import app
 from llmtrader.config.settings import Settings, load_settings
 from llmtrader.core.decision import lenient_from_decision, parse_decision
-from llmtrader.core.indicators import NAMES, compute
+from llmtrader.core.indicators import compute
+from llmtrader.core.market import NAMES, Candles
 from llmtrader.core.strategy import load_strategy
 from llmtrader.cycle.compose import build_client
 from llmtrader.errors import ConfigError, StoreError
-from llmtrader.exchange.asterdex_market import Candles
 from llmtrader.llm.baseline import BaselineClient
-from llmtrader.llm.openai_client import CallRecord, DecisionClient, DecisionRequest, ModelAnswer
+from llmtrader.llm.port import CallRecord, DecisionClient, DecisionRequest, ModelAnswer
 from llmtrader.storage import backtests as runs
 from llmtrader.storage.store import Store
 from tests.conftest import TEST_KEY

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from llmtrader.core.account import AccountState, Position, paper_account_state
-from llmtrader.core.context import DecisionContext, Limits, build_context, render_prompt
+from llmtrader.core.context import DecisionContext, build_context, render_prompt
 from llmtrader.core.decision import Action, lenient_from_decision, parse_decision
+from llmtrader.core.limits import Limits
+from llmtrader.core.market import AssetMarket, Candles, MarketSnapshot
 from llmtrader.core.risk import Status, validate_decision
 from llmtrader.core.strategy import load_strategy
-from llmtrader.exchange.asterdex_market import AssetMarket, Candles, MarketSnapshot
 from llmtrader.llm.baseline import STOP_ATR, TARGET_ATR, BaselineClient, baseline_decision
-from llmtrader.llm.openai_client import DecisionRequest
+from llmtrader.llm.port import DecisionRequest
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 TIMEFRAMES = {"15m": 900_000, "1h": 3_600_000, "4h": 14_400_000}

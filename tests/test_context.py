@@ -8,20 +8,14 @@ from pathlib import Path
 import pytest
 
 from llmtrader.core.account import paper_account_state
-from llmtrader.core.context import (
-    DecisionContext,
-    Limits,
-    PerformanceSummary,
-    TradeSummary,
-    build_context,
-    render_limits,
-    render_prompt,
-)
+from llmtrader.core.context import DecisionContext, build_context, render_limits, render_prompt
 from llmtrader.core.formatting import fmt
 from llmtrader.core.indicators import compute
+from llmtrader.core.limits import Limits
+from llmtrader.core.market import AssetMarket, Candles, MarketSnapshot
 from llmtrader.core.strategy import PLACEHOLDERS, Strategy, load_strategy
 from llmtrader.core.times import INTERVAL_MS
-from llmtrader.exchange.asterdex_market import AssetMarket, Candles, MarketSnapshot
+from llmtrader.core.trades import PerformanceSummary, TradeSummary
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 NOW = 1_765_800_780_000  # 2025-12-15 12:13 UTC, inside the data of every timeframe

@@ -22,9 +22,10 @@ from llmtrader.core.records import new_decision_id
 from llmtrader.core.risk import AssetValidation, Status
 from llmtrader.cycle.execution import ExecutionReport, ExecutionSettings, client_order_id, execute
 from llmtrader.errors import VenueBanned, VenueUnavailable
-from llmtrader.exchange.asterdex import AsterDexExchange, V1Credentials, V3Credentials
+from llmtrader.exchange.asterdex import AsterDexExchange
 from llmtrader.exchange.asterdex_market import AsterMarketData
 from llmtrader.exchange.base import OrderType
+from llmtrader.exchange.credentials import V1Credentials, V3Credentials
 from llmtrader.storage.store import Store
 from tests.fakes.aster import FakeAster
 

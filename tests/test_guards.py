@@ -40,11 +40,11 @@ from llmtrader.core.guards import (
     resume,
     resume_account,
 )
+from llmtrader.core.market import AssetMarket, Candles, MarketSnapshot
 from llmtrader.core.records import CallRow, DecisionRecord, new_decision_id
 from llmtrader.core.risk import AssetValidation, Status, ValidationReport
 from llmtrader.core.strategy import load_strategy
 from llmtrader.core.times import DAY_MS, HOUR_MS, MINUTE_MS, day_start_ms
-from llmtrader.exchange.asterdex_market import AssetMarket, Candles, MarketSnapshot
 from llmtrader.storage.store import Store
 
 DAY0 = 1_790_035_200_000  # 00:00 UTC

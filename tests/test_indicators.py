@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import ta
 
-from llmtrader.core.indicators import NAMES, compute, compute_many, latest
-from llmtrader.exchange.asterdex_market import Candles
+from llmtrader.core.indicators import compute, compute_many, latest
+from llmtrader.core.market import NAMES, Candles
 
 RTOL = 1e-9
 ROWS = 400

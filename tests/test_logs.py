@@ -20,17 +20,9 @@ from typer.testing import CliRunner
 
 from llmtrader.cli import app as cli
 from llmtrader.config.settings import load_settings
+from llmtrader.core.redact import MASK, is_secret_name, redact, secrets_of
 from llmtrader.errors import ConfigError
-from llmtrader.logs import (
-    MASK,
-    configure_logging,
-    cycle_summary,
-    get_logger,
-    is_secret_name,
-    redact,
-    reset_logging,
-    secrets_of,
-)
+from llmtrader.logs import configure_logging, cycle_summary, get_logger, reset_logging
 
 OPENROUTER_KEY = "sk-or-v1-9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c"
 V3_PRIVATE_KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"

@@ -10,8 +10,9 @@ from typing import Any, TypeVar
 import pytest
 
 from llmtrader.core.filters import parse_exchange_info
+from llmtrader.core.market import Candles, check_symbols
 from llmtrader.errors import UnknownSymbolError, VenueError, VenueRejected, VenueUnavailable
-from llmtrader.exchange.asterdex_market import AsterMarketData, Candles, check_symbols
+from llmtrader.exchange.asterdex_market import AsterMarketData
 from tests.fakes.aster import FakeAster
 
 T = TypeVar("T")

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from llmtrader.core.account import AccountState, Position, paper_account_state
-from llmtrader.core.context import DcaLimits, Limits
 from llmtrader.core.decision import AssetDecision, LenientDecision, salvage_decision
+from llmtrader.core.limits import DcaLimits, Limits
 from llmtrader.core.risk import RiskInputs, Status, ValidationReport, liquidation_price, validate_decision
 
 LIMITS = Limits(

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from llmtrader.cli.app import app
 from llmtrader.config.accounts import settings_for_account
 from llmtrader.config.settings import load_settings
+from llmtrader.core.redact import redact
 from llmtrader.errors import ConfigError
-from llmtrader.logs import redact
 from tests.conftest import ROOT, SIGNER, SIGNER_KEY, TEST_KEY, USER
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM

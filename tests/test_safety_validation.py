@@ -20,8 +20,8 @@ from llmtrader.backtest.replay import BacktestSpec, load_history, open_backtests
 from llmtrader.cli.app import app
 from llmtrader.config.settings import load_settings
 from llmtrader.core.account import AccountState, Position, paper_account_state
-from llmtrader.core.context import Limits
 from llmtrader.core.decision import extract_json_object, salvage_decision
+from llmtrader.core.limits import Limits
 from llmtrader.core.risk import RiskInputs, Status, ValidationReport, validate_decision
 from llmtrader.core.strategy import load_strategy
 from llmtrader.llm.baseline import BaselineClient

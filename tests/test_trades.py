@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from llmtrader.core.context import PerformanceSummary, TradeSummary
 from llmtrader.core.trades import (
     FillSide,
     FundingEvent,
+    PerformanceSummary,
     Trade,
     TradeFill,
+    TradeSummary,
     daily_pnl,
     daily_returns,
     decision_id_of,

@@ -23,7 +23,8 @@ from llmtrader.core.times import iso_utc
 from llmtrader.core.trades import reconstruct_trades
 from llmtrader.cycle.execution import client_order_id
 from llmtrader.errors import VenueError
-from llmtrader.exchange.asterdex import HISTORY_WINDOW_MS, V1Credentials
+from llmtrader.exchange.asterdex import HISTORY_WINDOW_MS
+from llmtrader.exchange.credentials import V1Credentials
 from llmtrader.storage.facts import account_history
 from llmtrader.storage.venue_history import SyncReport, sync_venue_history
 from tests.fakes.aster import FakeAster

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from llmtrader.core.market import Candles
 from llmtrader.core.times import INTERVAL_MS
 from llmtrader.errors import DataError
-from llmtrader.exchange.asterdex_market import Candles
 
 # The venue's exchangeInfo reply for the downloaded symbols (tick and step sizes, minimums), beside the CSVs.
 EXCHANGE_INFO_FILE = "exchangeInfo.json"

@@ -38,9 +38,10 @@ from llmtrader.backtest.datafiles import (
     write_new_file,
 )
 from llmtrader.core.filters import parse_exchange_info
+from llmtrader.core.market import check_symbols
 from llmtrader.core.times import INTERVAL_MS
 from llmtrader.errors import ConfigError, DataError, VenueError
-from llmtrader.exchange.asterdex_market import AsterMarketData, check_symbols
+from llmtrader.exchange.asterdex_market import AsterMarketData
 
 if TYPE_CHECKING:
     from rich.table import Table

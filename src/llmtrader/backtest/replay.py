@@ -37,11 +37,11 @@ import numpy as np
 from llmtrader.backtest.datafiles import EXCHANGE_INFO_FILE, candle_path, funding_path, read_candles, read_funding
 from llmtrader.config.settings import Settings
 from llmtrader.core.filters import SymbolRules, parse_exchange_info
+from llmtrader.core.market import AssetMarket, Candles, MarketSnapshot
 from llmtrader.core.records import new_decision_id
 from llmtrader.core.times import DAY_MS, INTERVAL_MS
 from llmtrader.errors import ConfigError, DataError, ModelError
-from llmtrader.exchange.asterdex_market import AssetMarket, Candles, MarketSnapshot
-from llmtrader.llm.openai_client import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
+from llmtrader.llm.port import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
 from llmtrader.storage import backtests as runs
 from llmtrader.storage.backtests import StoredAnswer
 

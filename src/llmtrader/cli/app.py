@@ -707,8 +707,9 @@ def run(
         import asyncio
 
         from llmtrader.cli import render
+        from llmtrader.core.redact import secrets_of
         from llmtrader.cycle.scheduler import run_agent, select_accounts
-        from llmtrader.logs import configure_logging, secrets_of
+        from llmtrader.logs import configure_logging
 
         settings = _settings({"trading_mode": "live" if live else None})
         selection = select_accounts(settings, account)

@@ -39,6 +39,7 @@ from llmtrader.config.file import (
     read_config_file,
     resolve_config_path,
 )
+from llmtrader.core.prices import ModelPrice
 from llmtrader.core.times import Interval
 from llmtrader.errors import ConfigError
 
@@ -93,14 +94,6 @@ def parse_symbols(raw: str | list[str]) -> list[str]:
     if not out:
         raise ValueError("the asset list is empty: give at least one symbol, like BTCUSDT,ETHUSDT")
     return out
-
-
-class ModelPrice(BaseModel):
-    """USD per million tokens, for endpoints that do not report cost themselves."""
-
-    model_config = ConfigDict(extra="forbid")
-    prompt: float = Field(ge=0)
-    completion: float = Field(ge=0)
 
 
 def arm_fraction(decision_id: str) -> float:
@@ -424,7 +417,7 @@ class Settings(BaseSettings):
             if present and missing:
                 raise CredentialsError(f"incomplete venue credentials: {', '.join(missing)} not set")
         if has_v1:
-            from llmtrader.exchange.asterdex import V1Credentials
+            from llmtrader.exchange.credentials import V1Credentials
 
             assert self.asterdex_api_key is not None and self.asterdex_api_secret is not None
             return V1Credentials(
@@ -432,7 +425,7 @@ class Settings(BaseSettings):
             )
         if not has_v3:
             return None
-        from llmtrader.exchange.asterdex import V3Credentials
+        from llmtrader.exchange.credentials import V3Credentials
         from llmtrader.exchange.signing import signer_address
 
         assert self.asterdex_user and self.asterdex_signer and self.asterdex_signer_private_key

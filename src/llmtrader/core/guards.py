@@ -80,9 +80,9 @@ from llmtrader.core.times import DAY_MS, HOUR_MS, MINUTE_MS, iso_utc, utc_day
 if TYPE_CHECKING:
     from llmtrader.config.settings import Settings
     from llmtrader.core.account import AccountState
+    from llmtrader.core.market import MarketSnapshot
     from llmtrader.core.risk import ValidationReport
     from llmtrader.core.strategy import Strategy
-    from llmtrader.exchange.asterdex_market import MarketSnapshot
     from llmtrader.storage.store import Store
 
 # Percentages compared with a tolerance, as in risk.py: a loss of exactly the limit trips the switch even

@@ -17,22 +17,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from llmtrader.exchange.asterdex_market import Candles, IndicatorWindow
+from llmtrader.core.market import NAMES, Candles, IndicatorWindow
 
 Indicators = dict[str, np.ndarray]
-NAMES = (
-    "ema20",
-    "ema50",
-    "rsi14",
-    "macd",
-    "macd_signal",
-    "macd_hist",
-    "atr14",
-    "bb_upper",
-    "bb_middle",
-    "bb_lower",
-    "volume_ratio",
-)
 
 
 def _ema(frame: pd.DataFrame, span: int) -> pd.DataFrame:

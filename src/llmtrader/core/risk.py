@@ -19,9 +19,9 @@ from enum import StrEnum
 from typing import Any
 
 from llmtrader.core.account import AccountState, Position
-from llmtrader.core.context import Limits
 from llmtrader.core.decision import OPENING_ACTIONS, Action, AssetDecision, LenientDecision, RiskLevel
 from llmtrader.core.formatting import fmt
+from llmtrader.core.limits import Limits
 from llmtrader.core.times import utc_minute
 
 UNKNOWN_SYMBOL = "(none)"

@@ -109,7 +109,7 @@ class StrategyContext(BaseModel):
         if names is None:
             return None
         # Imported here: llmtrader.indicators pulls in pandas, which `--help` and plain loading must not pay.
-        from llmtrader.core.indicators import NAMES
+        from llmtrader.core.market import NAMES
 
         unknown = [n for n in names if n not in NAMES]
         if unknown:

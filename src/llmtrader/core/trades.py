@@ -19,14 +19,9 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from llmtrader.core.times import DAY_MS
-
-if TYPE_CHECKING:
-    # Imported where used: llmtrader.context pulls in pandas and httpx, and `history` reads trades
-    # through this module on its fast path (no heavy import; see storage.reader).
-    from llmtrader.core.context import PerformanceSummary, TradeSummary
 
 FillSide = Literal["BUY", "SELL"]
 TradeSide = Literal["long", "short"]
@@ -489,8 +484,6 @@ class TradeLedger:
         oldest = self._closed[0][0][0] if self._closed else None
         if self._pending_closed() or (since_ms is not None and oldest is not None and oldest < since_ms):
             return performance(self.trades(), equity_start=equity_start, since_ms=since_ms)
-        from llmtrader.core.context import PerformanceSummary
-
         closed = len(self._closed)
         ratio: float | None = None
         if equity_start is not None and self._days:
@@ -573,8 +566,6 @@ def performance(
     day with a closed trade); None without ``equity_start``, with fewer than 2 days, without variance,
     or when the equity is not positive at the start of some day.
     """
-    from llmtrader.core.context import PerformanceSummary
-
     closed = closed_trades(trades, since_ms)
     wins = sum(1 for t in closed if t.is_win)
     net = sum((t.net_pnl for t in closed), ZERO)
@@ -593,8 +584,6 @@ def performance(
 
 def to_summaries(trades: Iterable[Trade], n: int) -> list[TradeSummary]:
     """The newest ``n`` closed trades, newest first, in the context's ``TradeSummary`` form (floats: prompt text)."""
-    from llmtrader.core.context import TradeSummary
-
     if n <= 0:
         return []
     newest = list(reversed(closed_trades(trades)))[:n]
@@ -614,3 +603,42 @@ def to_summaries(trades: Iterable[Trade], n: int) -> list[TradeSummary]:
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class TradeSummary:
+    """One closed trade of the account, for the ``{recent_trades}`` feedback (times in epoch ms)."""
+
+    symbol: str
+    side: Literal["long", "short"]
+    opened_ms: int
+    closed_ms: int
+    entry: float
+    exit: float
+    pnl_usd: float  # realised, after fees and funding when known
+    reason: str | None = None  # e.g. "take_profit", "stop_loss", "model", "manual"
+
+
+@dataclass(frozen=True)
+class PerformanceSummary:
+    """The account's results since ``since_ms``, for the ``{performance}`` feedback."""
+
+    trades: int
+    win_rate: float  # a fraction, 0..1
+    net_pnl_usd: float
+    sharpe: float | None
+    since_ms: int | None
+
+
+@dataclass
+class AccountHistory:
+    """An account's fills and funding (oldest first), from when they start, and the balance it started from.
+
+    ``since_ms`` is when the history starts (a paper reset; None: from the first record).
+    ``starting_balance`` is the wallet balance at that moment, None when it is not known.
+    """
+
+    fills: list[TradeFill]
+    funding: list[FundingEvent]
+    since_ms: int | None
+    starting_balance: Decimal | None

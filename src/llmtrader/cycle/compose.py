@@ -14,7 +14,7 @@ from llmtrader.cycle.engine import Arm, Services
 from llmtrader.errors import ConfigError, CredentialsError
 from llmtrader.exchange.asterdex_market import AsterMarketData
 from llmtrader.exchange.base import Exchange
-from llmtrader.llm.openai_client import DecisionClient
+from llmtrader.llm.port import DecisionClient
 from llmtrader.storage.store import Store
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
@@ -44,8 +44,8 @@ def build_client(settings: Settings, *, model_explicit: bool) -> tuple[DecisionC
             f"model {settings.llm_model!r} needs an API key: set OPENROUTER_API_KEY (or LLM_API_KEY) "
             "in the environment, or use --model baseline"
         )
+    from llmtrader.core.redact import secrets_of
     from llmtrader.llm.openai_client import OpenAIDecisionClient
-    from llmtrader.logs import secrets_of
 
     client = OpenAIDecisionClient(
         model=settings.llm_model,

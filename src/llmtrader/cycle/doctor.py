@@ -21,8 +21,9 @@ from typing import Literal
 import httpx
 
 from llmtrader.config.settings import Settings, load_settings
+from llmtrader.core.market import check_symbols
 from llmtrader.errors import ConfigError, LLMTraderError, VenueError
-from llmtrader.exchange.asterdex_market import AsterMarketData, check_symbols
+from llmtrader.exchange.asterdex_market import AsterMarketData
 
 CLOCK_WARN_MS = 1000
 CLOCK_FAIL_MS = 5000

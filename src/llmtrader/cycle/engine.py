@@ -19,17 +19,12 @@ from pydantic import ValidationError
 
 from llmtrader.config.settings import Settings
 from llmtrader.core.account import AccountState, Position
-from llmtrader.core.context import (
-    DecisionContext,
-    Limits,
-    PerformanceSummary,
-    TradeSummary,
-    build_context,
-    render_prompt,
-)
+from llmtrader.core.context import DecisionContext, build_context, render_prompt
 from llmtrader.core.decision import Action, AssetDecision, LenientDecision, RiskLevel
 from llmtrader.core.filters import SymbolRules
 from llmtrader.core.guards import cache_context, context_key, refuse_openings
+from llmtrader.core.limits import Limits
+from llmtrader.core.market import MarketSnapshot, check_symbols
 from llmtrader.core.records import AssetRow, CallRow, DecisionRecord, new_decision_id
 from llmtrader.core.risk import (
     RECHECK_PREFIX,
@@ -43,7 +38,7 @@ from llmtrader.core.risk import (
 )
 from llmtrader.core.strategy import Strategy, available_strategies, builtin_dir, load_strategy
 from llmtrader.core.times import INTERVAL_MS, Clock
-from llmtrader.core.trades import TradeLedger
+from llmtrader.core.trades import PerformanceSummary, TradeLedger, TradeSummary
 from llmtrader.cycle.execution import ExecutionReport, ExecutionSettings, execute
 from llmtrader.errors import (
     ConfigError,
@@ -54,9 +49,8 @@ from llmtrader.errors import (
     StrategyError,
     VenueError,
 )
-from llmtrader.exchange.asterdex_market import MarketData, MarketSnapshot, check_symbols
-from llmtrader.exchange.base import Exchange, OrderState, OrderType, Side, VenuePosition, dec_str, together
-from llmtrader.llm.openai_client import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
+from llmtrader.exchange.base import Exchange, MarketData, OrderState, OrderType, Side, VenuePosition, dec_str, together
+from llmtrader.llm.port import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
 from llmtrader.storage.facts import (
     account_facts,
     account_history,
@@ -381,7 +375,7 @@ class HistoryRead:
 class Prepared:
     """What a decision shows the model: the market, the account, the limits and the rendered prompt (empty
     messages when ``prompted`` is False: the client reads no prompt, see
-    :func:`llmtrader.llm.openai_client.reads_prompt`)."""
+    :func:`llmtrader.llm.port.reads_prompt`)."""
 
     strategy: Strategy
     snapshot: MarketSnapshot

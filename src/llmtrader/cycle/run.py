@@ -132,7 +132,7 @@ async def run_cycle(services: Services, *, now_ms: int | None = None, dry_run: b
         _flag_unprotected(result)
     except BaseException as exc:
         result.outcome = SKIPPED
-        from llmtrader.logs import redact, secrets_of
+        from llmtrader.core.redact import redact, secrets_of
 
         # An exception's text may quote anything, a key included: it is redacted before it is stored.
         result.reason = redact(f"the cycle failed: {type(exc).__name__}: {exc}", secrets_of(services.settings))

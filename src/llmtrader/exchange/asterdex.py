@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 import httpx
 
 from llmtrader.core.filters import SymbolRules
+from llmtrader.core.redact import MIN_SECRET_LENGTH, redact
 from llmtrader.errors import (
     OrderOutcomeUnknown,
     VenueBanned,
@@ -30,8 +30,8 @@ from llmtrader.errors import (
 )
 from llmtrader.exchange.asterdex_market import AsterMarketData
 from llmtrader.exchange.base import Balance, MarginType, OrderRequest, OrderState, VenuePosition
+from llmtrader.exchange.credentials import Credentials, V1Credentials, V3Credentials
 from llmtrader.exchange.signing import NonceSource, v1_signed_body, v3_signed_body
-from llmtrader.logs import MIN_SECRET_LENGTH, redact
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -73,32 +73,6 @@ V1_PATHS = {
     "/fapi/v3/positionSide/dual": "/fapi/v1/positionSide/dual",
     "/fapi/v3/accountWithJoinMargin": "/fapi/v4/account",
 }
-
-
-@dataclass(frozen=True)
-class V3Credentials:
-    """An API (agent) wallet: the main wallet ``user``, the agent ``signer`` and the signer's key."""
-
-    user: str
-    signer: str
-    private_key: str
-
-    def __repr__(self) -> str:  # the key must never reach a log or an error message
-        return f"V3Credentials(user={self.user!r}, signer={self.signer!r}, private_key='**********')"
-
-
-@dataclass(frozen=True)
-class V1Credentials:
-    """A legacy API key and its HMAC secret."""
-
-    api_key: str
-    secret: str
-
-    def __repr__(self) -> str:
-        return "V1Credentials(api_key='**********', secret='**********')"
-
-
-Credentials = V3Credentials | V1Credentials
 
 
 class _Unknown(Exception):

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any, Literal, Protocol, TypeVar, overload
 
 from llmtrader.core.filters import SymbolRules
+from llmtrader.core.market import Candles, MarketSnapshot
 from llmtrader.errors import VenueError
 
 ZERO = Decimal(0)
@@ -345,3 +346,25 @@ async def together(exchange: object, /, *aws: Awaitable[Any]) -> tuple[Any, ...]
     if getattr(exchange, "in_memory", False):
         return tuple([await a for a in aws])
     return tuple(await asyncio.gather(*aws))
+
+
+class MarketData(Protocol):
+    """What a decision reads from the market: the live venue (:class:`AsterMarketData`) or, in a backtest,
+    history as it stood at the simulated time (:class:`llmtrader.backtest.replay.HistoricalMarket`)."""
+
+    base_url: str
+
+    async def exchange_info(self) -> dict[str, SymbolRules]: ...
+
+    async def snapshot(
+        self,
+        symbols: Sequence[str],
+        timeframes: Sequence[str],
+        limit: int,
+        now_ms: int,
+        rules: dict[str, SymbolRules] | None = None,
+    ) -> MarketSnapshot: ...
+
+    async def klines(self, symbol: str, interval: str, limit: int, now_ms: int) -> Candles: ...
+
+    async def aclose(self) -> None: ...

@@ -29,7 +29,7 @@ from llmtrader.exchange.base import Balance, MarginType, OrderRequest, OrderStat
 from llmtrader.exchange.paper import PaperBook, PaperConfig, _reject, insert_events
 
 if TYPE_CHECKING:
-    from llmtrader.exchange.asterdex_market import Candles
+    from llmtrader.core.market import Candles
     from llmtrader.storage.store import Store
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from llmtrader.core.context import AssetContext, DecisionContext, FrameContext
 from llmtrader.core.decision import Action, AssetDecision, PortfolioDecision, RiskLevel, salvage_decision
-from llmtrader.llm.openai_client import CallRecord, DecisionRequest, ModelAnswer
+from llmtrader.llm.port import CallRecord, DecisionRequest, ModelAnswer
 
 STOP_ATR = 1.5
 TARGET_ATR = 3.0

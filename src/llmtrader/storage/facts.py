@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from weakref import WeakKeyDictionary
 
 from llmtrader.core.times import DAY_MS, iso_utc, ms_of_iso
-from llmtrader.core.trades import ADOPTED_REASON, FundingEvent, TradeFill
+from llmtrader.core.trades import ADOPTED_REASON, AccountHistory, FundingEvent, TradeFill
 
 if TYPE_CHECKING:
     from llmtrader.storage.store import Store
@@ -307,20 +307,6 @@ def transfers_since(store: Store, account: str, since_ms: int) -> list[tuple[int
 def net_transfers(store: Store, account: str, since_ms: int) -> float:
     """The net of the account's deposits and withdrawals at or after ``since_ms`` (see :func:`transfers_since`)."""
     return sum((amount for _, amount in transfers_since(store, account, since_ms)), 0.0)
-
-
-@dataclass
-class AccountHistory:
-    """An account's fills and funding (oldest first), from when they start, and the balance it started from.
-
-    ``since_ms`` is when the history starts (a paper reset; None: from the first record).
-    ``starting_balance`` is the wallet balance at that moment, None when it is not known.
-    """
-
-    fills: list[TradeFill]
-    funding: list[FundingEvent]
-    since_ms: int | None
-    starting_balance: Decimal | None
 
 
 PaperHistory = AccountHistory  # the paper account's history was the first kind; the name stays valid

@@ -56,7 +56,7 @@ def _in_process(data: Path, symbols: tuple[str, ...], steps: int) -> float:
 
     from llmtrader.backtest.replay import BacktestSpec, RecordingClient, load_history, new_run_id, run_backtest
     from llmtrader.config.settings import settings_from_values
-    from llmtrader.core.strategy import load_strategy
+    from llmtrader.config.strategies import load_strategy
     from llmtrader.llm.baseline import BaselineClient
     from llmtrader.storage.store import Store
 

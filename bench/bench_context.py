@@ -74,10 +74,10 @@ def build_snapshot(symbols: tuple[str, ...] = TEN_SYMBOLS) -> Any:
 
 
 def run() -> list[Result]:
+    from llmtrader.config.strategies import load_strategy
     from llmtrader.core.account import paper_account_state
     from llmtrader.core.context import build_context, render_prompt
     from llmtrader.core.limits import Limits
-    from llmtrader.core.strategy import load_strategy
 
     strategy = load_strategy("default")
     account = paper_account_state("bench", 10_000)

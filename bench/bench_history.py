@@ -81,7 +81,7 @@ def _decision_id(ms: int, rng: random.Random) -> str:
 
 def _prompts() -> tuple[str, str]:
     """A system prompt and a shortened user prompt from the default strategy's templates."""
-    from llmtrader.core.strategy import load_strategy
+    from llmtrader.config.strategies import load_strategy
 
     strategy = load_strategy("default")
     values = {

@@ -17,7 +17,8 @@ from llmtrader.config.accounts import (
     require_account,
     settings_for_account,
 )
-from llmtrader.config.settings import Settings, load_settings
+from llmtrader.config.load import load_settings
+from llmtrader.config.settings import Settings
 from llmtrader.core.guards import GuardSettings
 from llmtrader.errors import ConfigError
 

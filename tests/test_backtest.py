@@ -40,11 +40,12 @@ from llmtrader.backtest.replay import (
     verdict_changes,
 )
 from llmtrader.cli.app import app
-from llmtrader.config.settings import Settings, load_settings
+from llmtrader.config.load import load_settings
+from llmtrader.config.settings import Settings
+from llmtrader.config.strategies import load_strategy
 from llmtrader.core.decision import lenient_from_decision, parse_decision
 from llmtrader.core.indicators import compute
 from llmtrader.core.market import NAMES, Candles
-from llmtrader.core.strategy import load_strategy
 from llmtrader.cycle.compose import build_client
 from llmtrader.errors import ConfigError, StoreError
 from llmtrader.llm.baseline import BaselineClient

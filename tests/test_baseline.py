@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from llmtrader.config.strategies import load_strategy
 from llmtrader.core.account import AccountState, Position, paper_account_state
 from llmtrader.core.context import DecisionContext, build_context, render_prompt
 from llmtrader.core.decision import Action, lenient_from_decision, parse_decision
 from llmtrader.core.limits import Limits
 from llmtrader.core.market import AssetMarket, Candles, MarketSnapshot
 from llmtrader.core.risk import Status, validate_decision
-from llmtrader.core.strategy import load_strategy
 from llmtrader.llm.baseline import STOP_ATR, TARGET_ATR, BaselineClient, baseline_decision
 from llmtrader.llm.port import DecisionRequest
 

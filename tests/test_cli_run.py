@@ -274,7 +274,7 @@ def test_history_and_status_read_while_run_writes(
     import asyncio
     import threading
 
-    from llmtrader.config.settings import load_settings
+    from llmtrader.config.load import load_settings
     from llmtrader.cycle.scheduler import run_agent, select_accounts
 
     monkeypatch.setenv("ASTERDEX_BASE_URL", fake_aster.base_url)

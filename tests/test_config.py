@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from llmtrader.config.file import default_db_path, resolve_db_path
-from llmtrader.config.settings import Settings, load_settings
+from llmtrader.config.load import load_settings
+from llmtrader.config.settings import Settings
 from llmtrader.errors import ConfigError
 
 SECRET = "sk-or-v1-config-test-3c9d1f0a7e"

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from llmtrader.config.strategies import load_strategy
 from llmtrader.core.account import paper_account_state
 from llmtrader.core.context import DecisionContext, build_context, render_limits, render_prompt
 from llmtrader.core.formatting import fmt
 from llmtrader.core.indicators import compute
 from llmtrader.core.limits import Limits
 from llmtrader.core.market import AssetMarket, Candles, MarketSnapshot
-from llmtrader.core.strategy import PLACEHOLDERS, Strategy, load_strategy
+from llmtrader.core.strategy import PLACEHOLDERS, Strategy
 from llmtrader.core.times import INTERVAL_MS
 from llmtrader.core.trades import PerformanceSummary, TradeSummary
 

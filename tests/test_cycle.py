@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from llmtrader.config.settings import load_settings
+from llmtrader.config.load import load_settings
 from llmtrader.core.guards import resume_account
 from llmtrader.cycle.compose import build_services, close_services
 from llmtrader.cycle.engine import Services

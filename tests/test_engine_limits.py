@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmtrader.cli.app import app
-from llmtrader.core.strategy import builtin_dir
+from llmtrader.config.strategies import builtin_dir
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision
 from tests.test_cli_decide import decide, long_btc, show

@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 
 from llmtrader.config.file import ENV_ONLY
-from llmtrader.config.settings import Settings, load_settings
+from llmtrader.config.load import load_settings
+from llmtrader.config.settings import Settings
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
 

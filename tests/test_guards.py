@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from llmtrader.cli.app import app
-from llmtrader.config.settings import load_settings
+from llmtrader.config.load import load_settings
+from llmtrader.config.strategies import load_strategy
 from llmtrader.core.account import AccountState, Position
 from llmtrader.core.decision import Action, AssetDecision, RiskLevel
 from llmtrader.core.guards import (
@@ -43,7 +44,6 @@ from llmtrader.core.guards import (
 from llmtrader.core.market import AssetMarket, Candles, MarketSnapshot
 from llmtrader.core.records import CallRow, DecisionRecord, new_decision_id
 from llmtrader.core.risk import AssetValidation, Status, ValidationReport
-from llmtrader.core.strategy import load_strategy
 from llmtrader.core.times import DAY_MS, HOUR_MS, MINUTE_MS, day_start_ms
 from llmtrader.storage.store import Store
 

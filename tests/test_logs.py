@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmtrader.cli import app as cli
-from llmtrader.config.settings import load_settings
+from llmtrader.config.load import load_settings
 from llmtrader.core.redact import MASK, is_secret_name, redact, secrets_of
 from llmtrader.errors import ConfigError
 from llmtrader.logs import configure_logging, cycle_summary, get_logger, reset_logging

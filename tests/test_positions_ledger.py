@@ -294,7 +294,7 @@ def test_hedge_mode_is_refused_with_a_clear_line_and_nothing_sent(
 def test_a_transfer_moves_the_peak_once_and_a_real_loss_still_trips_the_switch() -> None:
     from dataclasses import replace
 
-    from llmtrader.config.settings import load_settings
+    from llmtrader.config.load import load_settings
     from llmtrader.core.guards import GuardSettings, GuardState, check_guards
 
     gs = replace(GuardSettings.from_settings(load_settings(None, None, environ={})), max_drawdown_pct=20)

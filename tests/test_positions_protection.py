@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from llmtrader.cli import render
 from llmtrader.cli.app import app
-from llmtrader.config.settings import load_settings
+from llmtrader.config.load import load_settings
 from llmtrader.cycle.compose import build_services, close_services
 from llmtrader.exchange.base import OrderRequest, OrderType, Side
 from llmtrader.logs import reset_logging

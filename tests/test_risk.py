@@ -570,7 +570,7 @@ def test_dca_long_only_refuses_shorts_and_adjust_position_may_not_enlarge() -> N
 
 
 def test_limits_combine_takes_the_stricter_of_settings_and_strategy() -> None:
-    from llmtrader.core.strategy import load_strategy
+    from llmtrader.config.strategies import load_strategy
 
     conservative = load_strategy("conservative")
     limits = Limits.combine(5, 10_000, conservative, equity_usd=20_000)

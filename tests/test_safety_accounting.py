@@ -20,10 +20,11 @@ import numpy as np
 import pytest
 
 from llmtrader.backtest.replay import STEP_OFFSET_MS, BacktestSpec, load_history, open_backtests, run_backtest
-from llmtrader.config.settings import Settings, load_settings
+from llmtrader.config.load import load_settings
+from llmtrader.config.settings import Settings
+from llmtrader.config.strategies import load_strategy
 from llmtrader.core.market import Candles
 from llmtrader.core.stats import account_stats
-from llmtrader.core.strategy import load_strategy
 from llmtrader.exchange.asterdex_market import AsterMarketData
 from llmtrader.exchange.base import OrderRequest, OrderType, Side
 from llmtrader.exchange.paper import PaperBook, PaperConfig, PaperExchange

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from llmtrader.cli.app import app
 from llmtrader.config.accounts import settings_for_account
-from llmtrader.config.settings import load_settings
+from llmtrader.config.load import load_settings
 from llmtrader.core.redact import redact
 from llmtrader.errors import ConfigError
 from tests.conftest import ROOT, SIGNER, SIGNER_KEY, TEST_KEY, USER

@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmtrader.cli.app import app
-from llmtrader.core.strategy import builtin_dir, load_strategy, load_strategy_file
+from llmtrader.config.strategies import builtin_dir, load_strategy, load_strategy_file
 from llmtrader.errors import StrategyError
 from tests.fakes.aster import FakeAster
 

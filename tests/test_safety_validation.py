@@ -18,12 +18,12 @@ from typer.testing import CliRunner
 
 from llmtrader.backtest.replay import BacktestSpec, load_history, open_backtests, run_backtest
 from llmtrader.cli.app import app
-from llmtrader.config.settings import load_settings
+from llmtrader.config.load import load_settings
+from llmtrader.config.strategies import load_strategy
 from llmtrader.core.account import AccountState, Position, paper_account_state
 from llmtrader.core.decision import extract_json_object, salvage_decision
 from llmtrader.core.limits import Limits
 from llmtrader.core.risk import RiskInputs, Status, ValidationReport, validate_decision
-from llmtrader.core.strategy import load_strategy
 from llmtrader.llm.baseline import BaselineClient
 from tests.conftest import USER
 from tests.fakes.aster import FakeAster

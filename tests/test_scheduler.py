@@ -461,7 +461,7 @@ def write_config(tmp_path: Path, text: str) -> Path:
 
 
 def test_a_live_account_without_credentials_stops_the_start_naming_the_variables(clean_env: Path) -> None:
-    from llmtrader.config.settings import load_settings
+    from llmtrader.config.load import load_settings
 
     s = load_settings(None, environ={"TRADING_MODE": "live"})
     with pytest.raises(CredentialsError) as caught:
@@ -475,7 +475,7 @@ def test_a_live_account_without_credentials_stops_the_start_naming_the_variables
 def test_accounts_tables_live_problems_are_fatal_paper_ones_are_warnings(
     clean_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from llmtrader.config.settings import load_settings
+    from llmtrader.config.load import load_settings
 
     path = write_config(
         tmp_path,
@@ -521,7 +521,7 @@ def test_real_cycles_one_account_failing_is_recorded_and_the_other_trades(
     runs and is recorded; an overlapping fire is recorded as skipped."""
     import sqlite3
 
-    from llmtrader.config.settings import load_settings
+    from llmtrader.config.load import load_settings
     from llmtrader.core.times import SystemClock
     from llmtrader.cycle.compose import build_services, close_services
     from llmtrader.cycle.run import record_skipped_cycle, run_cycle

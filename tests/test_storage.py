@@ -16,7 +16,7 @@ from llmtrader.core.times import iso_utc
 from llmtrader.errors import NotFoundError
 from llmtrader.storage import reader
 from llmtrader.storage.migrations import migration_names
-from llmtrader.storage.store import Store
+from llmtrader.storage.store import Store, open_reader
 
 EXPECTED_SCHEMA = {
     "decisions": [
@@ -255,7 +255,7 @@ def test_history_filters_and_order(store: Store) -> None:
     for n in range(6):
         store.record_decision(make_record(n, action="buy" if n % 2 else "hold"))
     store.record_decision(make_record(10, symbols=("SOLUSDT",)))
-    conn = reader.open_reader(store.path)
+    conn = open_reader(store.path)
     assert conn is not None
     all_rows = reader.history(conn, limit=50)
     assert [r["created_at"] for r in all_rows] == sorted((r["created_at"] for r in all_rows), reverse=True)
@@ -274,7 +274,7 @@ def test_history_filters_and_order(store: Store) -> None:
 def test_show_by_id_and_unique_prefix(store: Store) -> None:
     rec = make_record(1)
     store.record_decision(rec)
-    conn = reader.open_reader(store.path)
+    conn = open_reader(store.path)
     assert conn is not None
     record = reader.show(conn, rec.id)
     assert record["prompt"] == {"system": "sys", "user": "user 1"}
@@ -293,7 +293,7 @@ def test_decision_ids_are_unique_and_time_sorted() -> None:
 
 
 def test_history_on_a_missing_database_is_empty(tmp_path: Path) -> None:
-    assert reader.open_reader(tmp_path / "none.db") is None
+    assert open_reader(tmp_path / "none.db") is None
 
 
 def test_history_and_show_cli(clean_env: Path, runner: CliRunner) -> None:
@@ -331,7 +331,7 @@ def test_history_reads_while_a_writer_holds_a_transaction(clean_env: Path) -> No
     writer = sqlite3.connect(clean_env)
     writer.execute("BEGIN IMMEDIATE")
     writer.execute("INSERT INTO venue_cache VALUES ('k', 1, 'b')")
-    conn = reader.open_reader(clean_env)  # WAL: the reader is not blocked by the open write
+    conn = open_reader(clean_env)  # WAL: the reader is not blocked by the open write
     assert conn is not None and len(reader.history(conn)) == 1
     writer.rollback()
 
@@ -367,7 +367,7 @@ def test_a_database_from_the_previous_release_is_upgraded_in_place(tmp_path: Pat
 
 def test_a_database_before_strategy_choices_is_upgraded_in_place(tmp_path: Path) -> None:
     """A store written through m004 gains the choice audit table and the arm and equity columns; rows stay."""
-    conn = reader.open_reader(old_database(tmp_path / "m004.db", 4))  # the read path migrates an old file first
+    conn = open_reader(old_database(tmp_path / "m004.db", 4))  # the read path migrates an old file first
     assert conn is not None
     assert [tuple(r) for r in conn.execute("SELECT id, arm, equity_usd FROM decisions")] == [("0old", None, None)]
     assert reader.history(conn)[0]["arm"] is None

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
+from llmtrader.config.strategies import available_strategies, load_strategy, load_strategy_file
 from llmtrader.core.account import AccountState, Position, paper_account_state
 from llmtrader.core.decision import salvage_decision
 from llmtrader.core.limits import Limits
 from llmtrader.core.market import NAMES
 from llmtrader.core.risk import RiskInputs, Status, ValidationReport, validate_decision
-from llmtrader.core.strategy import PLACEHOLDERS, Strategy, available_strategies, load_strategy, load_strategy_file
+from llmtrader.core.strategy import PLACEHOLDERS, Strategy
 from llmtrader.errors import StrategyError
 
 PRESETS = ("default", "conservative", "aggressive", "scalping", "swing", "dca")

@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 
 from llmtrader.cli.app import app
 from llmtrader.config.settings import ABTest, arm_fraction
+from llmtrader.config.strategies import builtin_dir
 from llmtrader.core.formatting import fmt
 from llmtrader.core.records import new_decision_id
-from llmtrader.core.strategy import builtin_dir
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision, error
 

@@ -1045,7 +1045,7 @@ class Request:
 def build_spec(settings: Settings, request: Request, store: Store) -> tuple[BacktestSpec, Strategy]:
     """The run to make: the request, else (``--replay``) the replayed run's own settings, else the
     configuration (the strategy's interval, ASSETS, LLM_MODEL, PAPER_BALANCE_USD). The strategy is loaded."""
-    from llmtrader.core.strategy import load_strategy
+    from llmtrader.config.strategies import load_strategy
 
     base: BacktestSpec | None = None
     if request.replay is not None:
@@ -1101,7 +1101,8 @@ def build_spec(settings: Settings, request: Request, store: Store) -> tuple[Back
 def strategy_in_force(settings: Settings) -> str:
     """The account's strategy as the agent would use it now: the one chosen with ``strategy use`` (read from
     the agent's database, which is not created for this), else the configured one."""
-    from llmtrader.storage.reader import open_reader, strategy_choice
+    from llmtrader.storage.reader import strategy_choice
+    from llmtrader.storage.store import open_reader
 
     conn = open_reader(settings.db)
     if conn is None:

@@ -106,7 +106,7 @@ def main_options(
 def _settings(overrides: dict[str, Any] | None = None, *, read_only: bool = False) -> Any:
     """The top-level settings. Live trading needs this process's opt-in (TRADING_MODE=live or --live, given
     as the override ``trading_mode="live"``) unless ``read_only`` (a command that never trades)."""
-    from llmtrader.config.settings import load_settings
+    from llmtrader.config.load import load_settings
 
     return load_settings(_state["config"], overrides, read_only=read_only)
 
@@ -267,7 +267,7 @@ def history(
     def body() -> None:
         from llmtrader.config.file import resolve_db_path
         from llmtrader.storage.reader import history as read_history
-        from llmtrader.storage.reader import open_reader
+        from llmtrader.storage.store import open_reader
 
         sym = None
         if symbol is not None:
@@ -303,8 +303,8 @@ def show(
     def body() -> None:
         from llmtrader.config.file import resolve_db_path
         from llmtrader.errors import NotFoundError
-        from llmtrader.storage.reader import open_reader
         from llmtrader.storage.reader import show as read_show
+        from llmtrader.storage.store import open_reader
 
         conn = open_reader(resolve_db_path(_state["config"], os.environ))
         if conn is None:
@@ -623,7 +623,7 @@ def strategy_validate(file: Path = typer.Argument(..., help="A strategy TOML fil
     """Load and validate one strategy file: exit 0 when it is sound, 2 with the key and the reason when not."""
 
     def body() -> None:
-        from llmtrader.core.strategy import load_strategy_file
+        from llmtrader.config.strategies import load_strategy_file
 
         strategy = load_strategy_file(file)
         frames = ", ".join(strategy.timeframes)
@@ -667,7 +667,8 @@ def strategy_ab(
 
     def body() -> None:
         from llmtrader.core.times import SystemClock, iso_utc
-        from llmtrader.storage.reader import compare_arms, open_reader
+        from llmtrader.storage.reader import compare_arms
+        from llmtrader.storage.store import open_reader
 
         settings = _settings({"account": account}, read_only=True)
         since_iso = _parse_since(since)
@@ -734,7 +735,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
         import time
 
         from llmtrader.cycle.scheduler import agent_status
-        from llmtrader.storage.reader import open_reader
+        from llmtrader.storage.store import open_reader
 
         settings = _settings(read_only=True)
         conn = open_reader(settings.db)

@@ -7,8 +7,8 @@ from decimal import Decimal
 from urllib.parse import urlparse
 
 from llmtrader.config.settings import Settings
+from llmtrader.config.strategies import load_strategy
 from llmtrader.core.filters import SymbolRules
-from llmtrader.core.strategy import load_strategy
 from llmtrader.core.times import Clock, SystemClock
 from llmtrader.cycle.engine import Arm, Services
 from llmtrader.errors import ConfigError, CredentialsError

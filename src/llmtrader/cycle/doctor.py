@@ -20,7 +20,8 @@ from typing import Literal
 
 import httpx
 
-from llmtrader.config.settings import Settings, load_settings
+from llmtrader.config.load import load_settings
+from llmtrader.config.settings import Settings
 from llmtrader.core.market import check_symbols
 from llmtrader.errors import ConfigError, LLMTraderError, VenueError
 from llmtrader.exchange.asterdex_market import AsterMarketData

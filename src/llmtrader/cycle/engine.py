@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import ValidationError
 
 from llmtrader.config.settings import Settings
+from llmtrader.config.strategies import available_strategies, builtin_dir, load_strategy
 from llmtrader.core.account import AccountState, Position
 from llmtrader.core.context import DecisionContext, build_context, render_prompt
 from llmtrader.core.decision import Action, AssetDecision, LenientDecision, RiskLevel
@@ -36,7 +37,7 @@ from llmtrader.core.risk import (
     recheck_caps,
     validate_decision,
 )
-from llmtrader.core.strategy import Strategy, available_strategies, builtin_dir, load_strategy
+from llmtrader.core.strategy import Strategy
 from llmtrader.core.times import INTERVAL_MS, Clock
 from llmtrader.core.trades import PerformanceSummary, TradeLedger, TradeSummary
 from llmtrader.cycle.execution import ExecutionReport, ExecutionSettings, execute

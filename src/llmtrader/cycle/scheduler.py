@@ -579,7 +579,7 @@ async def run_agent(
     from llmtrader.cycle.engine import require_one_way, strategy_in_force
     from llmtrader.cycle.run import record_skipped_cycle, run_cycle
     from llmtrader.logs import get_logger
-    from llmtrader.storage.reader import open_reader
+    from llmtrader.storage.store import open_reader
 
     log = get_logger("llmtrader.scheduler")
     clock = clock or SystemClock()

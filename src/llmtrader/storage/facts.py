@@ -12,14 +12,14 @@ records, or the live venue's as synced by :mod:`llmtrader.storage.venue_history`
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 from weakref import WeakKeyDictionary
 
 from llmtrader.core.times import DAY_MS, iso_utc, ms_of_iso
-from llmtrader.core.trades import ADOPTED_REASON, AccountHistory, FundingEvent, TradeFill
+from llmtrader.core.trades import AccountHistory, FundingEvent, TradeFill
+from llmtrader.storage.reader import _ALL_TIME, with_adoptions
 
 if TYPE_CHECKING:
     from llmtrader.storage.store import Store
@@ -62,7 +62,6 @@ class _Known:
 # rows written since (m010's triggers count every writer, other processes included) are merged in, so a
 # long-running agent or a backtest does not pay for its history at every cycle.
 _FACTS: WeakKeyDictionary[Store, dict[str, _Known]] = WeakKeyDictionary()
-_ALL_TIME = 2**62
 _PENDING_STATUS = ("filled", "partially_filled")
 
 
@@ -385,53 +384,6 @@ def account_history(store: Store, account: str, mode: Literal["paper", "live"]) 
     history = paper_history(store, account) if mode == "paper" else live_history(store, account)
     history.fills = with_adoptions(store.db.conn, account, mode, history.fills, since_ms=history.since_ms)
     return history
-
-
-def with_adoptions(
-    conn: sqlite3.Connection,
-    account: str,
-    mode: str,
-    fills: list[TradeFill],
-    *,
-    since_ms: int | None = None,
-    until_ms: int | None = None,
-    symbol: str | None = None,
-) -> list[TradeFill]:
-    """``fills`` with an opening fill for each position reconcile adopted (after ``since_ms``, up to
-    ``until_ms``; of ``symbol`` when given): at the adoption's time and the venue's entry price, for what the
-    fills before it do not explain (all of it when the position was opened before the history starts, or out
-    of llmtrader's sight). So the position's close is booked as the close of a trade, not as a new trade the
-    other way. Reason ``adopted``, no fee."""
-    rows = conn.execute(
-        "SELECT symbol, amount, entry_price, time_ms FROM adoptions WHERE account = ? AND mode = ? AND time_ms > ? "
-        "AND time_ms <= ? AND (? IS NULL OR symbol = ?) ORDER BY time_ms, id",
-        [account, mode, -1 if since_ms is None else since_ms, _ALL_TIME if until_ms is None else until_ms, symbol,
-         symbol],
-    ).fetchall()  # fmt: skip
-    if not rows:
-        return fills
-    out = list(fills)
-    for adopted, amount, entry_price, time_ms in rows:
-        held = sum(
-            (f.qty if f.side == "BUY" else -f.qty for f in out if f.symbol == adopted and f.time_ms <= time_ms),
-            Decimal(0),
-        )
-        missing = Decimal(str(amount)) - held
-        if missing == 0:
-            continue
-        out.append(
-            TradeFill(
-                time_ms=int(time_ms),
-                symbol=str(adopted),
-                side="BUY" if missing > 0 else "SELL",
-                qty=abs(missing),
-                price=Decimal(str(entry_price)),
-                fee=Decimal(0),
-                reason=ADOPTED_REASON,
-            )
-        )
-        out.sort(key=lambda f: f.time_ms)  # stable: fills of the same moment stay before the adoption
-    return out
 
 
 def history_version(store: Store, account: str, mode: str) -> tuple[int, ...]:

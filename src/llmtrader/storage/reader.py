@@ -9,48 +9,18 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from decimal import Decimal
 from typing import Any
 
+from llmtrader.core.times import ms_of_iso
+from llmtrader.core.trades import ADOPTED_REASON, FundingEvent, Trade, TradeFill, decision_id_of, reconstruct_trades
 from llmtrader.errors import NotFoundError, StoreError
-from llmtrader.storage.migrations import MIGRATION_SET, migration_names
 
 ASSET_COLUMNS = (
     "symbol, action, status, allocation_usd, leverage, entry_price, tp_price, sl_price, "
     "confidence, risk_level, rationale, reasons, proposed, mark_price"
 )
 JSON_COLUMNS = ("symbols", "marks", "parsed", "parse_errors", "notes", "reasons", "proposed", "request")
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), timeout=5.0)
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
-def _is_current(conn: sqlite3.Connection) -> bool:
-    try:
-        rows = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ?", [MIGRATION_SET]).fetchall()
-    except sqlite3.OperationalError:
-        return False
-    return set(migration_names()) <= {r["name"] for r in rows}
-
-
-def open_reader(path: Path) -> sqlite3.Connection | None:
-    """A connection for reading, or None when no database exists yet. Migrates an old file first."""
-    if not path.exists():
-        return None
-    try:
-        conn = _connect(path)
-        if not _is_current(conn):
-            conn.close()
-            from llmtrader.storage.store import Store
-
-            Store(path).close()
-            conn = _connect(path)
-        return conn
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read the database {path}: {exc}") from exc
 
 
 def _row(row: sqlite3.Row) -> dict[str, Any]:
@@ -196,9 +166,6 @@ def trade_outcomes(
     """
     if not any(d.get("mode") in _HISTORY_TABLES and d.get("execution") not in (None, *_NO_ORDERS) for d in decisions):
         return {}  # nothing on the page sent orders: no trade to rebuild (and no import of the code to rebuild it)
-    from llmtrader.core.times import ms_of_iso
-    from llmtrader.core.trades import FundingEvent, Trade, TradeFill, decision_id_of, reconstruct_trades
-    from llmtrader.storage.facts import with_adoptions
 
     # (mode, account, stretch start, stretch end, symbol) -> the oldest decision time on it
     oldest: dict[tuple[str, str, int, int | None, str], int] = {}
@@ -242,7 +209,7 @@ def trade_outcomes(
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for (mode, account, lo, hi, symbol), first in oldest.items():
         fills_table, funding_table, order = _HISTORY_TABLES[mode]
-        # A position reconcile adopted opens in the ledger with no fill (storage.facts.with_adoptions): the fills
+        # A position reconcile adopted opens in the ledger with no fill (with_adoptions below): the fills
         # alone do not tell where the symbol was flat, so its trades are rebuilt from the stretch's start.
         adopted = conn.execute(
             "SELECT 1 FROM adoptions WHERE account = ? AND mode = ? AND symbol = ? LIMIT 1", [account, mode, symbol]
@@ -461,4 +428,54 @@ def last_cycles(conn: sqlite3.Connection, accounts: Sequence[str] | None = None)
         cycle["cached"] = bool(cycle["cached"])
         cycle["reconcile"] = json.loads(cycle["reconcile"]) if cycle["reconcile"] else []
         out[name] = cycle
+    return out
+
+
+_ALL_TIME = 2**62  # a time after any other, for open-ended ranges
+
+
+def with_adoptions(
+    conn: sqlite3.Connection,
+    account: str,
+    mode: str,
+    fills: list[TradeFill],
+    *,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    symbol: str | None = None,
+) -> list[TradeFill]:
+    """``fills`` with an opening fill for each position reconcile adopted (after ``since_ms``, up to
+    ``until_ms``; of ``symbol`` when given): at the adoption's time and the venue's entry price, for what the
+    fills before it do not explain (all of it when the position was opened before the history starts, or out
+    of llmtrader's sight). So the position's close is booked as the close of a trade, not as a new trade the
+    other way. Reason ``adopted``, no fee."""
+    rows = conn.execute(
+        "SELECT symbol, amount, entry_price, time_ms FROM adoptions WHERE account = ? AND mode = ? AND time_ms > ? "
+        "AND time_ms <= ? AND (? IS NULL OR symbol = ?) ORDER BY time_ms, id",
+        [account, mode, -1 if since_ms is None else since_ms, _ALL_TIME if until_ms is None else until_ms, symbol,
+         symbol],
+    ).fetchall()  # fmt: skip
+    if not rows:
+        return fills
+    out = list(fills)
+    for adopted, amount, entry_price, time_ms in rows:
+        held = sum(
+            (f.qty if f.side == "BUY" else -f.qty for f in out if f.symbol == adopted and f.time_ms <= time_ms),
+            Decimal(0),
+        )
+        missing = Decimal(str(amount)) - held
+        if missing == 0:
+            continue
+        out.append(
+            TradeFill(
+                time_ms=int(time_ms),
+                symbol=str(adopted),
+                side="BUY" if missing > 0 else "SELL",
+                qty=abs(missing),
+                price=Decimal(str(entry_price)),
+                fee=Decimal(0),
+                reason=ADOPTED_REASON,
+            )
+        )
+        out.sort(key=lambda f: f.time_ms)  # stable: fills of the same moment stay before the adoption
     return out

@@ -12,14 +12,15 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmtrader.core.guards import CachedDecision, GuardEvent, GuardState
 from llmtrader.core.records import AssetRow, CallRow, DecisionRecord
-from llmtrader.core.times import iso_utc
+from llmtrader.core.times import iso_utc, ms_of_iso
 from llmtrader.errors import StoreError
 from llmtrader.privatefiles import create_private_file, make_private_dirs, narrow_if_present
 from llmtrader.storage import migrations, reader
+from llmtrader.storage.migrations import MIGRATION_SET, migration_names
 
 if TYPE_CHECKING:
-    from llmtrader.core.guards import CachedDecision, GuardEvent, GuardState
     from llmtrader.exchange.base import OrderRequest, OrderState
 
 
@@ -298,8 +299,6 @@ class Store:
 
     def load_guard_state(self, account: str) -> GuardState:
         """The persisted guard state of ``account`` (a fresh one when none was saved yet)."""
-        from llmtrader.core.guards import GuardState
-
         row = self.db.execute("SELECT state FROM guard_state WHERE account = ?", [account]).fetchone()
         text = row[0] if row is not None else None
         known = self._guard_states.get(account)
@@ -355,8 +354,6 @@ class Store:
 
     def cached_decision(self, key: str, *, now_ms: int) -> CachedDecision | None:
         """The decision stored under the context ``key``, unless it expired by ``now_ms``."""
-        from llmtrader.core.guards import CachedDecision
-
         row = self.db.execute(
             "SELECT key, account, decision_id, answer, created_at_ms, expires_at_ms FROM decision_cache "
             "WHERE key = ? AND expires_at_ms > ?",
@@ -498,7 +495,6 @@ class Store:
         ).fetchone()
         if row is None or row[0] is None:
             return None
-        from llmtrader.core.times import ms_of_iso
 
         return ms_of_iso(str(row[0]))
 
@@ -600,3 +596,32 @@ class ExecutionLog:
                 _insert(self.store.db.conn, "execution_events", row)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record an execution event: {exc}") from exc
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=5.0)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _is_current(conn: sqlite3.Connection) -> bool:
+    try:
+        rows = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ?", [MIGRATION_SET]).fetchall()
+    except sqlite3.OperationalError:
+        return False
+    return set(migration_names()) <= {r["name"] for r in rows}
+
+
+def open_reader(path: Path) -> sqlite3.Connection | None:
+    """A connection for reading, or None when no database exists yet. Migrates an old file first."""
+    if not path.exists():
+        return None
+    try:
+        conn = _connect(path)
+        if not _is_current(conn):
+            conn.close()
+            Store(path).close()
+            conn = _connect(path)
+        return conn
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the database {path}: {exc}") from exc

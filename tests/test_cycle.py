@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 import pytest
 
 from llmtrader.config.load import load_settings
-from llmtrader.core.guards import resume_account
 from llmtrader.cycle.compose import build_services, close_services
 from llmtrader.cycle.engine import Services
+from llmtrader.cycle.manual import resume_account
 from llmtrader.cycle.run import CycleResult, reconcile, record_skipped_cycle, run_cycle
 from llmtrader.exchange.base import OrderRequest, OrderType, Side
 from llmtrader.storage import reader

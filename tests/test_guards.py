@@ -39,12 +39,12 @@ from llmtrader.core.guards import (
     record_model_result,
     refuse_openings,
     resume,
-    resume_account,
 )
 from llmtrader.core.market import AssetMarket, Candles, MarketSnapshot
 from llmtrader.core.records import CallRow, DecisionRecord, new_decision_id
 from llmtrader.core.risk import AssetValidation, Status, ValidationReport
 from llmtrader.core.times import DAY_MS, HOUR_MS, MINUTE_MS, day_start_ms
+from llmtrader.cycle.manual import resume_account
 from llmtrader.storage.store import Store
 
 DAY0 = 1_790_035_200_000  # 00:00 UTC

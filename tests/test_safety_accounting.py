@@ -24,7 +24,7 @@ from llmtrader.config.load import load_settings
 from llmtrader.config.settings import Settings
 from llmtrader.config.strategies import load_strategy
 from llmtrader.core.market import Candles
-from llmtrader.core.stats import account_stats
+from llmtrader.cycle.stats import account_stats
 from llmtrader.exchange.asterdex_market import AsterMarketData
 from llmtrader.exchange.base import OrderRequest, OrderType, Side
 from llmtrader.exchange.paper import PaperBook, PaperConfig, PaperExchange

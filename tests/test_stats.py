@@ -36,18 +36,10 @@ import pytest
 
 from llmtrader.core.records import AssetRow as StoredAsset
 from llmtrader.core.records import DecisionRecord
-from llmtrader.core.stats import (
-    AccountStats,
-    AssetRow,
-    DecisionRow,
-    account_stats,
-    bucket_of,
-    compute_stats,
-    exposure_ms,
-    percentile,
-)
+from llmtrader.core.stats import AccountStats, AssetRow, DecisionRow, bucket_of, compute_stats, exposure_ms, percentile
 from llmtrader.core.trades import TradeFill, performance, reconstruct_trades
 from llmtrader.cycle.execution import client_order_id
+from llmtrader.cycle.stats import account_stats
 from llmtrader.exchange.base import OrderType
 from llmtrader.exchange.paper import Fill, FundingPayment, PaperBook, PaperConfig
 from llmtrader.storage.facts import paper_history

@@ -340,8 +340,9 @@ def stats(
         import time
 
         from llmtrader.cli import render
-        from llmtrader.core.stats import GROUP_BY, account_stats
+        from llmtrader.core.stats import GROUP_BY
         from llmtrader.core.times import ms_of_iso
+        from llmtrader.cycle.stats import account_stats
 
         if by is not None and by not in GROUP_BY:
             raise ConfigError(f"--by {by!r} is not a grouping; accepted: {', '.join(GROUP_BY)}")
@@ -784,8 +785,8 @@ def resume(
     def body() -> bool:
         from llmtrader.config.accounts import require_account
         from llmtrader.core.formatting import fmt
-        from llmtrader.core.guards import resume_account
         from llmtrader.core.times import SystemClock, iso_utc
+        from llmtrader.cycle.manual import resume_account
 
         settings = _settings(read_only=True)
         require_account(settings, account)

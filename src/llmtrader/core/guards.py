@@ -72,18 +72,16 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llmtrader.core.formatting import fmt
-from llmtrader.core.times import DAY_MS, HOUR_MS, MINUTE_MS, iso_utc, utc_day
+from llmtrader.core.times import DAY_MS, HOUR_MS, INTERVAL_MS, MINUTE_MS, Interval, iso_utc, utc_day
 
 if TYPE_CHECKING:
-    from llmtrader.config.settings import Settings
     from llmtrader.core.account import AccountState
     from llmtrader.core.market import MarketSnapshot
     from llmtrader.core.risk import ValidationReport
     from llmtrader.core.strategy import Strategy
-    from llmtrader.storage.store import Store
 
 # Percentages compared with a tolerance, as in risk.py: a loss of exactly the limit trips the switch even
 # when floating point puts it a hair below.
@@ -92,6 +90,30 @@ CACHE_KEY_VERSION = 1
 
 
 # ---- Settings -------------------------------------------------------------------------------------------
+
+
+class GuardSource(Protocol):
+    """What :meth:`GuardSettings.from_settings` reads of an account's settings (the account's effective
+    :class:`~llmtrader.config.settings.Settings`): a structural type, so the pure guards need no config."""
+
+    @property
+    def interval(self) -> Interval: ...
+    @property
+    def daily_loss_kill_pct(self) -> float | None: ...
+    @property
+    def max_drawdown_pct(self) -> float | None: ...
+    @property
+    def daily_model_budget_usd(self) -> float | None: ...
+    @property
+    def model_calls_per_minute(self) -> int: ...
+    @property
+    def model_calls_per_hour(self) -> int: ...
+    @property
+    def circuit_failures(self) -> int: ...
+    @property
+    def circuit_cooldown_minutes(self) -> float: ...
+    @property
+    def decision_cache_ttl_s(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -108,10 +130,8 @@ class GuardSettings:
     decision_cache_ttl_ms: int  # 0: the cache is off
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> GuardSettings:
+    def from_settings(cls, settings: GuardSource) -> GuardSettings:
         """From an account's effective settings (:func:`llmtrader.config.accounts.settings_for_account`)."""
-        from llmtrader.core.times import INTERVAL_MS
-
         ttl_s = settings.decision_cache_ttl_s
         return cls(
             daily_loss_kill_pct=settings.daily_loss_kill_pct,
@@ -514,15 +534,6 @@ def resume(state: GuardState, *, now_ms: int, equity: float | None = None, by: s
         new_state=replace(state, kill=new_kill),
         events=(GuardEvent(RESUME, message),),
     )
-
-
-def resume_account(store: Store, account: str, *, now_ms: int, equity: float | None = None) -> ResumeResult:
-    """``llmtrader resume ACCOUNT``: :func:`resume` on the persisted state, saved with its event when it
-    changed something (nothing is written when the account was not stopped)."""
-    result = resume(store.load_guard_state(account), now_ms=now_ms, equity=equity)
-    if result.resumed:
-        store.save_guard_state(account, result.new_state, result.events, now_ms=now_ms)
-    return result
 
 
 # ---- Visibility -----------------------------------------------------------------------------------------

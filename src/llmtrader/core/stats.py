@@ -40,16 +40,12 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-from llmtrader.core.times import iso_utc, ms_of_iso
-from llmtrader.core.trades import Trade, closed_trades, decision_id_of, performance, reconstruct_trades
-from llmtrader.errors import StoreError
-from llmtrader.storage.backtests import run_end_ms
-from llmtrader.storage.facts import account_history
+from llmtrader.core.trades import Trade, closed_trades, decision_id_of, performance
 
 if TYPE_CHECKING:
-    from llmtrader.storage.store import Store
+    pass
 
 GroupBy = Literal["asset", "strategy", "model", "arm"]
 GROUP_BY: tuple[GroupBy, ...] = ("asset", "strategy", "model", "arm")
@@ -547,109 +543,3 @@ def _groups(
                                             asset_groups.get(key, []))  # fmt: skip
         out.append(GroupStats(key, trading, quality, buckets))
     return out
-
-
-# ---- the shell: read the store, compute ----------------------------------------------------------------
-DECISION_COLUMNS = (
-    "id, created_at, model, outcome, strategy, arm, execution, dry_run, reasks, prompt_tokens, completion_tokens, "
-    "cost_usd, latency_ms, model_latency_ms"
-)
-
-
-def _decision_row(r: Sequence[Any]) -> DecisionRow:
-    return DecisionRow(
-        id=r[0], created_ms=ms_of_iso(r[1]), model=r[2], outcome=r[3], strategy=r[4], arm=r[5], execution=r[6],
-        dry_run=bool(r[7]), reasks=r[8] or 0, prompt_tokens=r[9] or 0, completion_tokens=r[10] or 0,
-        cost_usd=r[11], latency_ms=r[12], model_latency_ms=r[13],
-    )  # fmt: skip
-
-
-def load_decisions(
-    store: Store, account: str, mode: str, start_ms: int | None, also: Iterable[str] = ()
-) -> tuple[list[DecisionRow], list[AssetRow]]:
-    """The account's decisions in ``mode`` made at or after ``start_ms``, plus those with ids in ``also``
-    (the decisions that opened the period's trades), with their asset rows."""
-    conn = store.db.conn
-    since = iso_utc(start_ms) if start_ms is not None else ""
-    rows = {
-        r[0]: _decision_row(r)
-        for r in conn.execute(
-            f"SELECT {DECISION_COLUMNS} FROM decisions WHERE account = ? AND mode = ? AND created_at >= ? "
-            "ORDER BY created_at",
-            [account, mode, since],
-        )
-    }
-    missing = sorted(set(also) - set(rows))
-    for i in range(0, len(missing), 500):
-        chunk = missing[i : i + 500]
-        for r in conn.execute(
-            f"SELECT {DECISION_COLUMNS} FROM decisions WHERE account = ? AND id IN ({','.join('?' * len(chunk))})",
-            [account, *chunk],
-        ):
-            rows[r[0]] = _decision_row(r)
-    assets = [
-        AssetRow(decision_id=r[0], symbol=r[1], action=r[2], status=r[3], confidence=r[4])
-        for r in conn.execute(
-            "SELECT a.decision_id, a.symbol, a.action, a.status, a.confidence FROM asset_decisions a "
-            "JOIN decisions d ON d.id = a.decision_id WHERE d.account = ? AND d.mode = ? AND d.created_at >= ? "
-            "ORDER BY a.id",
-            [account, mode, since],
-        )
-    ]
-    known = {a.decision_id for a in assets}
-    extra = [i for i in missing if i in rows and i not in known]
-    for i in range(0, len(extra), 500):
-        chunk = extra[i : i + 500]
-        assets.extend(
-            AssetRow(decision_id=r[0], symbol=r[1], action=r[2], status=r[3], confidence=r[4])
-            for r in conn.execute(
-                "SELECT decision_id, symbol, action, status, confidence FROM asset_decisions "
-                f"WHERE decision_id IN ({','.join('?' * len(chunk))}) ORDER BY id",
-                chunk,
-            )
-        )
-    return sorted(rows.values(), key=lambda d: (d.created_ms, d.id)), assets
-
-
-def account_stats(
-    store: Store,
-    *,
-    account: str,
-    mode: Literal["paper", "live"],
-    now_ms: int,
-    since_ms: int | None = None,
-    by: GroupBy | None = None,
-) -> AccountStats:
-    """The ``stats`` figures of ``account`` in ``mode``, from its stored fills and decisions: the paper
-    exchange's records, or the live venue's fills as last synced (their starting balance is not known, so
-    the live figures that need it, Sharpe and drawdown in %, are None).
-
-    The period ends at ``now_ms``, or for a backtest run (in its ``backtests.db``) where the run ended: its
-    last step, in the run's own time; after it the run holds nothing and decides nothing."""
-    if mode == "paper":
-        run_end = run_end_ms(store, account)
-        if run_end is not None:
-            now_ms = run_end
-    history = account_history(store, account, mode)
-    try:
-        trades = reconstruct_trades(history.fills, history.funding)
-    except ValueError as exc:
-        raise StoreError(f"the recorded fills of account {account!r} do not add up: {exc}") from exc
-    starts = [t for t in (history.since_ms, since_ms) if t is not None]
-    start = max(starts) if starts else None
-    # The decisions that opened the period's trades (closed in it, or still open) may be older than it.
-    relevant = [t for t in trades if t.closed_ms is None or start is None or t.closed_ms >= start]
-    openers = {o for t in relevant if (o := opening_decision(t)) is not None}
-    decisions, assets = load_decisions(store, account, mode, start, openers)
-    return compute_stats(
-        trades,
-        decisions,
-        assets,
-        account=account,
-        mode=mode,
-        starting_balance=history.starting_balance,
-        end_ms=now_ms,
-        reset_ms=history.since_ms,
-        since_ms=since_ms,
-        by=by,
-    )

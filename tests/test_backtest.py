@@ -740,7 +740,7 @@ def test_fills_that_cannot_be_stored_fail_the_run_and_roll_back_its_batch(
     batch stays, so no decision is kept without its fills."""
     import sqlite3
 
-    import llmtrader.exchange.simulated as simulated
+    import llmtrader.storage.paper as paper_rows
 
     writes: list[int] = []
 
@@ -748,7 +748,7 @@ def test_fills_that_cannot_be_stored_fail_the_run_and_roll_back_its_batch(
         writes.append(1)
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(simulated, "insert_events", broken)
+    monkeypatch.setattr(paper_rows, "insert_events", broken)
     spec = make_spec(perp_dir, ["BTCUSDT", "ETHUSDT"], POISON_AT - 120 * H, POISON_AT)
     with pytest.raises(StoreError, match=r"cannot store the fills of backtest 'bt-broken'.*disk I/O error"):
         backtest(settings, store, spec, BaselineClient(), "bt-broken")

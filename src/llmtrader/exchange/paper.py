@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llmtrader.core.filters import SymbolRules
 from llmtrader.core.times import INTERVAL_MS
@@ -48,7 +48,25 @@ from llmtrader.exchange.rules import violations
 
 if TYPE_CHECKING:
     from llmtrader.exchange.asterdex_market import AsterMarketData
-    from llmtrader.storage.store import Store
+
+
+class PaperStore(Protocol):
+    """What the paper exchanges need of the store (:class:`~llmtrader.storage.store.Store` has it): the
+    account's state, compare-and-swapped against another writer, and its fills and funding rows."""
+
+    @property
+    def path(self) -> Path: ...
+
+    def read_paper_state(self, account: str) -> str | None: ...
+
+    def write_paper_state(
+        self, account: str, text: str, now_ms: int, *, expected: str | None, events: Sequence[PaperEvent]
+    ) -> bool: ...
+
+    def upsert_paper_state(self, account: str, text: str, now_ms: int) -> None: ...
+
+    def insert_paper_events(self, account: str, events: Sequence[PaperEvent], *, failure: str) -> None: ...
+
 
 FillReason = Literal["market", "limit", "stop_loss", "take_profit", "liquidation"]
 ONE = Decimal(1)
@@ -913,7 +931,7 @@ class PaperExchange:
 
     def __init__(
         self,
-        store: Store,
+        store: PaperStore,
         market: AsterMarketData,
         *,
         account: str = "default",
@@ -1049,10 +1067,9 @@ class PaperExchange:
                 raise
 
     def _load(self) -> _Loaded:
-        rows = list(self.store.db.query("SELECT state FROM paper_accounts WHERE account = ?", [self.account]))
-        if not rows:
+        text = self.store.read_paper_state(self.account)
+        if text is None:
             return _Loaded(PaperBook(self.starting_balance, self.config), _Sync(), None)
-        text = str(rows[0]["state"])
         if self._parsed is not None and self._parsed.stored_text == text:
             # Unchanged since this object stored or read it: parsing hundreds of orders again is the
             # largest cost of a paper call. Another writer changes the text, and then it is parsed.
@@ -1174,30 +1191,16 @@ class PaperExchange:
         if text == loaded.stored_text and not events:
             return
         now = self._now()
-        conn = self.store.db.conn
         try:
-            with conn:
-                if loaded.stored_text is None:
-                    cursor = conn.execute(
-                        "INSERT OR IGNORE INTO paper_accounts (account, state, updated_at_ms) VALUES (?, ?, ?)",
-                        [self.account, text, now],
-                    )
-                else:
-                    cursor = conn.execute(
-                        "UPDATE paper_accounts SET state = ?, updated_at_ms = ? WHERE account = ? AND state = ?",
-                        [text, now, self.account, loaded.stored_text],
-                    )
-                if cursor.rowcount != 1:
-                    raise _Conflict
-                insert_events(conn, self.account, events)
-        except _Conflict:
+            written = self.store.write_paper_state(self.account, text, now, expected=loaded.stored_text, events=events)
+        except StoreError:
+            self._parsed = None
+            raise
+        if not written:
             self._parsed = None
             raise VenueUnavailable(
                 f"paper account {self.account!r} was changed by another process meanwhile; nothing was done, try again"
             ) from None
-        except sqlite3.Error as exc:
-            self._parsed = None
-            raise StoreError(f"cannot store paper account {self.account!r} in {self.store.path}: {exc}") from exc
         loaded.stored_text = text
         self._parsed = loaded
 
@@ -1211,30 +1214,3 @@ def _price_at(sources: Sequence[Any], interval_ms: int, when: int) -> Decimal | 
         if i >= 0 and (best is None or int(closes[i]) > best[0]):
             best = (int(closes[i]), _d(float(candles.close[i])))
     return best[1] if best is not None else None
-
-
-def insert_events(conn: sqlite3.Connection, account: str, events: Sequence[PaperEvent]) -> None:
-    """Write a book's fills and funding payments (inside the caller's transaction)."""
-    fills = [e for e in events if isinstance(e, Fill)]
-    payments = [e for e in events if isinstance(e, FundingPayment)]
-    conn.executemany(
-        "INSERT INTO paper_fills (account, time_ms, symbol, client_order_id, order_id, side, qty, price,"
-        " fee, realized_pnl, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (account, f.time_ms, f.symbol, f.client_order_id, f.order_id, f.side.value, str(f.qty),
-             str(f.price), str(f.fee), str(f.realized_pnl), f.reason)
-            for f in fills
-        ],
-    )  # fmt: skip
-    conn.executemany(
-        "INSERT INTO paper_funding (account, time_ms, symbol, rate, mark_price, position_amt, amount)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [
-            (account, p.time_ms, p.symbol, str(p.rate), str(p.mark_price), str(p.position_amt), str(p.amount))
-            for p in payments
-        ],
-    )  # fmt: skip
-
-
-class _Conflict(Exception):
-    """Raised inside the transaction to roll it back when the stored state moved under us."""

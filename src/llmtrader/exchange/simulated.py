@@ -15,7 +15,6 @@ the paper account. The book itself is stored once at the start and once at the e
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -26,11 +25,10 @@ import numpy as np
 from llmtrader.core.filters import SymbolRules
 from llmtrader.errors import StoreError, VenueError
 from llmtrader.exchange.base import Balance, MarginType, OrderRequest, OrderState, VenuePosition
-from llmtrader.exchange.paper import PaperBook, PaperConfig, _reject, insert_events
+from llmtrader.exchange.paper import PaperBook, PaperConfig, PaperStore, _reject
 
 if TYPE_CHECKING:
     from llmtrader.core.market import Candles
-    from llmtrader.storage.store import Store
 
 
 @dataclass(frozen=True)
@@ -87,7 +85,7 @@ class SimulatedExchange:
 
     def __init__(
         self,
-        store: Store,
+        store: PaperStore,
         tapes: Mapping[str, Tape],
         rules: Mapping[str, SymbolRules],
         *,
@@ -218,23 +216,18 @@ class SimulatedExchange:
     def save_state(self) -> None:
         """Store the book (the run's paper account: its deposit is the starting balance of the statistics)."""
         text = json.dumps({"book": self.book.to_json(), "sync": {}}, sort_keys=True, separators=(",", ":"))
-        with self.store.transaction():
-            self.store.db.conn.execute(
-                "INSERT INTO paper_accounts (account, state, updated_at_ms) VALUES (?, ?, ?) "
-                "ON CONFLICT(account) DO UPDATE SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
-                [self.account, text, self.now_ms],
-            )
+        self.store.upsert_paper_state(self.account, text, self.now_ms)
 
     def _flush(self) -> None:
         """Write the book's new fills and funding payments."""
         events = self.book.take_events()
         if not events:
             return
+        failure = f"cannot store the fills of backtest {self.account!r} in {self.store.path}"
         try:
-            with self.store.transaction():
-                insert_events(self.store.db.conn, self.account, events)
-        except sqlite3.Error as exc:
+            self.store.insert_paper_events(self.account, events, failure=failure)
+        except StoreError as exc:
             # The order that made them may report only "unknown" to execution, which goes on: the next step
             # stops the run instead (advance_to), and a batch of steps is rolled back whole.
-            self._lost = StoreError(f"cannot store the fills of backtest {self.account!r} in {self.store.path}: {exc}")
-            raise self._lost from exc
+            self._lost = exc
+            raise

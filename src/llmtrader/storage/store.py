@@ -22,6 +22,7 @@ from llmtrader.storage.migrations import MIGRATION_SET, migration_names
 
 if TYPE_CHECKING:
     from llmtrader.exchange.base import OrderRequest, OrderState
+    from llmtrader.exchange.paper import PaperEvent
 
 
 # Order rows whose outcome reconcile checks against the venue (llmtrader.cycle.reconcile).
@@ -203,6 +204,62 @@ class Store:
                 yield
             finally:
                 self._batched = False
+
+    # ---- the paper account: exchange.paper.PaperStore ------------------------------------------------------
+    def read_paper_state(self, account: str) -> str | None:
+        """The stored state of a paper account (its JSON text), None when it has none yet."""
+        rows = list(self.db.query("SELECT state FROM paper_accounts WHERE account = ?", [account]))
+        return str(rows[0]["state"]) if rows else None
+
+    def write_paper_state(
+        self, account: str, text: str, now_ms: int, *, expected: str | None, events: Sequence[PaperEvent]
+    ) -> bool:
+        """Replace the state of a paper account that still reads ``expected`` (None: it has none) and add the
+        book's new fills and funding, in one transaction; False, with nothing written, when another writer
+        changed the state meanwhile."""
+        from llmtrader.storage import paper  # its book types load numpy, which `history` never needs
+
+        conn = self.db.conn
+        try:
+            with conn:
+                if expected is None:
+                    cursor = conn.execute(
+                        "INSERT OR IGNORE INTO paper_accounts (account, state, updated_at_ms) VALUES (?, ?, ?)",
+                        [account, text, now_ms],
+                    )
+                else:
+                    cursor = conn.execute(
+                        "UPDATE paper_accounts SET state = ?, updated_at_ms = ? WHERE account = ? AND state = ?",
+                        [text, now_ms, account, expected],
+                    )
+                if cursor.rowcount != 1:
+                    raise paper._Conflict
+                paper.insert_events(conn, account, events)
+        except paper._Conflict:
+            return False
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot store paper account {account!r} in {self.path}: {exc}") from exc
+        return True
+
+    def upsert_paper_state(self, account: str, text: str, now_ms: int) -> None:
+        """Write the state of a paper account whatever it was (a backtest's own account)."""
+        with self.transaction():
+            self.db.conn.execute(
+                "INSERT INTO paper_accounts (account, state, updated_at_ms) VALUES (?, ?, ?) "
+                "ON CONFLICT(account) DO UPDATE SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
+                [account, text, now_ms],
+            )
+
+    def insert_paper_events(self, account: str, events: Sequence[PaperEvent], *, failure: str) -> None:
+        """Add a book's fills and funding payments in a transaction of their own; a database error is raised
+        as a StoreError reading ``failure: <the error>``."""
+        from llmtrader.storage import paper
+
+        try:
+            with self.transaction():
+                paper.insert_events(self.db.conn, account, events)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{failure}: {exc}") from exc
 
     def record_decision(self, rec: DecisionRecord) -> None:
         """Write a decision with its asset rows and model calls, all or nothing."""

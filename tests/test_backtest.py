@@ -37,7 +37,6 @@ from llmtrader.backtest.replay import (
     open_backtests,
     resample,
     run_backtest,
-    verdict_changes,
 )
 from llmtrader.cli.app import app
 from llmtrader.config.load import load_settings
@@ -51,6 +50,7 @@ from llmtrader.errors import ConfigError, StoreError
 from llmtrader.llm.baseline import BaselineClient
 from llmtrader.llm.port import CallRecord, DecisionClient, DecisionRequest, ModelAnswer
 from llmtrader.storage import backtests as runs
+from llmtrader.storage.backtests import verdict_changes
 from llmtrader.storage.store import Store
 from tests.conftest import TEST_KEY
 from tests.fakes.llm import Behaviour, FakeLLM, answer, asset, decision

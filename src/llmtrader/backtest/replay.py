@@ -43,7 +43,7 @@ from llmtrader.core.times import DAY_MS, INTERVAL_MS
 from llmtrader.errors import ConfigError, DataError, ModelError
 from llmtrader.llm.port import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
 from llmtrader.storage import backtests as runs
-from llmtrader.storage.backtests import StoredAnswer
+from llmtrader.storage.backtests import StoredAnswer, run_records
 
 if TYPE_CHECKING:
     from llmtrader.core.strategy import Strategy
@@ -919,7 +919,6 @@ def summarize(
     from llmtrader.core.trades import closed_trades, reconstruct_trades
     from llmtrader.storage.facts import paper_history
 
-    db = store.db
     start = spec.balance_usd
     end = samples[-1].equity_usd
     history_rows = paper_history(store, run_id)
@@ -933,26 +932,7 @@ def summarize(
     reasons: dict[str, int] = {}
     for f in history_rows.fills:
         reasons[f.reason or "market"] = reasons.get(f.reason or "market", 0) + 1
-    decisions, cost, model_decisions = db.execute(
-        "SELECT COUNT(*), COALESCE(SUM(cost_usd), 0), SUM(CASE WHEN outcome NOT IN ('manual') THEN 1 ELSE 0 END) "
-        "FROM decisions WHERE account = ?",
-        [run_id],
-    ).fetchone()
-    outcomes = dict(
-        db.execute("SELECT outcome, COUNT(*) FROM cycles WHERE account = ? GROUP BY outcome", [run_id]).fetchall()
-    )
-    statuses = dict(
-        db.execute(
-            "SELECT status, COUNT(*) FROM asset_decisions WHERE account = ? AND action != 'hold' GROUP BY status",
-            [run_id],
-        ).fetchall()
-    )
-    guards = [
-        {"time": str(r[0]), "kind": str(r[1]), "message": str(r[2])}
-        for r in db.execute(
-            "SELECT created_at, kind, message FROM guard_events WHERE account = ? ORDER BY created_at", [run_id]
-        ).fetchall()
-    ]
+    decisions, cost, model_decisions, outcomes, statuses, guards = run_records(store, run_id)
     equity = [s.equity_usd for s in samples]
     in_market = sum(1 for s in samples if s.positions)
     exposure = [s.gross_usd / s.equity_usd for s in samples if s.equity_usd > 0]
@@ -986,37 +966,6 @@ def summarize(
 
 
 # ---- comparing a replay with its source ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VerdictChange:
-    """One asset decision the validator judged differently in a replay than in its source run."""
-
-    time_ms: int
-    symbol: str
-    action: str
-    before: str
-    after: str
-    reasons: list[str]
-
-
-def verdict_changes(store: Store, run_id: str, source: str) -> list[VerdictChange]:
-    """The asset decisions of run ``run_id`` whose validation status differs from run ``source`` at the same
-    step (the same model answer judged under the replay's limits and account)."""
-    sql = (
-        "SELECT d.as_of_ms, a.symbol, a.action, a.status, a.reasons FROM asset_decisions a "
-        "JOIN decisions d ON d.id = a.decision_id WHERE d.account = ? AND d.model != 'reconcile' "
-        "AND d.outcome != 'manual'"
-    )
-    before = {(int(r[0]), str(r[1])): (str(r[2]), str(r[3])) for r in store.db.execute(sql, [source]).fetchall()}
-    changes = []
-    for when, symbol, action, status, reasons in store.db.execute(sql + " ORDER BY d.as_of_ms", [run_id]).fetchall():
-        was = before.get((int(when), str(symbol)))
-        if was is not None and was[1] != status:
-            changes.append(
-                VerdictChange(int(when), str(symbol), str(action), was[1], str(status), json.loads(reasons or "[]"))
-            )
-    return changes
 
 
 # ---- from the command line -------------------------------------------------------------------------------------

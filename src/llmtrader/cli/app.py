@@ -981,9 +981,9 @@ def _progress_bar(total: int) -> Any:
 
 
 def _show_run(store: Any, run_id: str, as_json: bool) -> None:
-    from llmtrader.backtest.replay import verdict_changes
     from llmtrader.cli import render
     from llmtrader.storage import backtests as runs
+    from llmtrader.storage.backtests import verdict_changes
 
     run = runs.get_run(store, run_id)
     equity = runs.equity_of(store, run.id)

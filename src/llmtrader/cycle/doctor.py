@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import difflib
 import os
-import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-import httpx
-
 from llmtrader.config.load import load_settings
 from llmtrader.config.settings import Settings
 from llmtrader.core.market import check_symbols
 from llmtrader.errors import ConfigError, LLMTraderError, VenueError
 from llmtrader.exchange.asterdex_market import AsterMarketData
+from llmtrader.llm.probe import probe_models
 
 CLOCK_WARN_MS = 1000
 CLOCK_FAIL_MS = 5000
@@ -43,11 +41,10 @@ def _database(settings: Settings) -> Check:
     try:
         store = Store(settings.db)
         try:
-            store.db.execute("BEGIN IMMEDIATE")
-            store.db.execute("ROLLBACK")
+            store.check_writable()
         finally:
             store.close()
-    except (LLMTraderError, sqlite3.Error, OSError) as exc:
+    except (LLMTraderError, OSError) as exc:
         return Check("database", "fail", f"{settings.db} is not writable: {exc}")
     return Check("database", "ok", f"{settings.db} is writable")
 
@@ -184,18 +181,15 @@ async def _model(settings: Settings) -> Check:
         return Check("model", "warn", "no model key: paper mode falls back to the baseline rules")
     key = settings.llm_api_key.get_secret_value()
     url = f"{settings.llm_base_url}/models"
-    try:
-        async with httpx.AsyncClient(timeout=settings.http_timeout_s) as client:
-            resp = await client.get(url, headers={"Authorization": f"Bearer {key}"})
-    except httpx.HTTPError as exc:
-        return Check("model", "fail", f"{url}: cannot reach the endpoint ({type(exc).__name__})")
-    if resp.status_code in (401, 403):
-        return Check("model", "fail", f"{url}: the endpoint refused the key (HTTP {resp.status_code})")
-    if resp.status_code != 200:
-        return Check("model", "fail", f"{url}: HTTP {resp.status_code}")
-    try:
-        ids = {m.get("id") for m in resp.json().get("data", []) if isinstance(m, dict)}
-    except (ValueError, AttributeError):
+    probe = await probe_models(settings.llm_base_url, key, settings.http_timeout_s)
+    if probe.error is not None:
+        return Check("model", "fail", f"{url}: cannot reach the endpoint ({probe.error})")
+    if probe.status in (401, 403):
+        return Check("model", "fail", f"{url}: the endpoint refused the key (HTTP {probe.status})")
+    if probe.status != 200:
+        return Check("model", "fail", f"{url}: HTTP {probe.status}")
+    ids = probe.ids
+    if ids is None:
         return Check("model", "warn", f"{url}: the model list is not JSON; the model could not be checked")
     if settings.llm_model not in ids:
         return Check("model", "warn", f"{settings.llm_model} is not in the endpoint's model list ({len(ids)} models)")

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import os
 import signal
@@ -52,10 +51,9 @@ from urllib.parse import urlparse
 
 from llmtrader.core.times import INTERVAL_MS
 from llmtrader.errors import ConfigError, CredentialsError
+from llmtrader.storage.reader import Connection, _guard_state, _paper_positions
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from structlog.stdlib import BoundLogger
 
     from llmtrader.config.settings import Settings
@@ -470,7 +468,7 @@ class Scheduler:
 # ---- The command ----------------------------------------------------------------------------------------
 
 
-def last_cycle_times(conn: sqlite3.Connection | None) -> dict[str, int | None]:
+def last_cycle_times(conn: Connection | None) -> dict[str, int | None]:
     """When each account's last recorded cycle started (empty without a database)."""
     if conn is None:
         return {}
@@ -644,26 +642,8 @@ async def run_agent(
 # ---- Status ---------------------------------------------------------------------------------------------
 
 
-def _paper_positions(conn: sqlite3.Connection, account: str) -> int | None:
-    """Open positions of the paper account as last saved (None: the account was never used)."""
-    row = conn.execute(
-        "SELECT (SELECT count(*) FROM json_each(state, '$.book.positions')) FROM paper_accounts WHERE account = ?",
-        [account],
-    ).fetchone()
-    return None if row is None else int(row[0])
-
-
-def _guard_state(conn: sqlite3.Connection | None, account: str) -> Any:
-    from llmtrader.core.guards import GuardState
-
-    row = None
-    if conn is not None:
-        row = conn.execute("SELECT state FROM guard_state WHERE account = ?", [account]).fetchone()
-    return GuardState.from_json(json.loads(row[0]) if row is not None else None)
-
-
 def agent_status(
-    settings: Settings, conn: sqlite3.Connection | None, *, now_ms: int, offset_s: float = DEFAULT_OFFSET_S
+    settings: Settings, conn: Connection | None, *, now_ms: int, offset_s: float = DEFAULT_OFFSET_S
 ) -> list[dict[str, Any]]:
     """``llmtrader status``: per account, from the database only (plain sqlite3, no venue or model call).
 

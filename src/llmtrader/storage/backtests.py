@@ -178,3 +178,62 @@ def answer_kinds(store: Store, run_id: str) -> dict[str, int]:
         "SELECT kind, COUNT(*) FROM model_answers WHERE run_id = ? GROUP BY kind", [run_id]
     ).fetchall()
     return {str(k): int(n) for k, n in rows}
+
+
+@dataclass(frozen=True)
+class VerdictChange:
+    """One asset decision the validator judged differently in a replay than in its source run."""
+
+    time_ms: int
+    symbol: str
+    action: str
+    before: str
+    after: str
+    reasons: list[str]
+
+
+def verdict_changes(store: Store, run_id: str, source: str) -> list[VerdictChange]:
+    """The asset decisions of run ``run_id`` whose validation status differs from run ``source`` at the same
+    step (the same model answer judged under the replay's limits and account)."""
+    sql = (
+        "SELECT d.as_of_ms, a.symbol, a.action, a.status, a.reasons FROM asset_decisions a "
+        "JOIN decisions d ON d.id = a.decision_id WHERE d.account = ? AND d.model != 'reconcile' "
+        "AND d.outcome != 'manual'"
+    )
+    before = {(int(r[0]), str(r[1])): (str(r[2]), str(r[3])) for r in store.db.execute(sql, [source]).fetchall()}
+    changes = []
+    for when, symbol, action, status, reasons in store.db.execute(sql + " ORDER BY d.as_of_ms", [run_id]).fetchall():
+        was = before.get((int(when), str(symbol)))
+        if was is not None and was[1] != status:
+            changes.append(
+                VerdictChange(int(when), str(symbol), str(action), was[1], str(status), json.loads(reasons or "[]"))
+            )
+    return changes
+
+
+def run_records(
+    store: Store, run_id: str
+) -> tuple[int, float, int | None, dict[Any, Any], dict[Any, Any], list[dict[str, str]]]:
+    """What a run recorded, for its figures: the decisions, their model cost, those the model made; cycles by
+    outcome; non-hold asset decisions by status; the guard events."""
+    decisions, cost, model_decisions = store.db.execute(
+        "SELECT COUNT(*), COALESCE(SUM(cost_usd), 0), SUM(CASE WHEN outcome NOT IN ('manual') THEN 1 ELSE 0 END) "
+        "FROM decisions WHERE account = ?",
+        [run_id],
+    ).fetchone()
+    outcomes = dict(
+        store.db.execute("SELECT outcome, COUNT(*) FROM cycles WHERE account = ? GROUP BY outcome", [run_id]).fetchall()
+    )
+    statuses = dict(
+        store.db.execute(
+            "SELECT status, COUNT(*) FROM asset_decisions WHERE account = ? AND action != 'hold' GROUP BY status",
+            [run_id],
+        ).fetchall()
+    )
+    guards = [
+        {"time": str(r[0]), "kind": str(r[1]), "message": str(r[2])}
+        for r in store.db.execute(
+            "SELECT created_at, kind, message FROM guard_events WHERE account = ? ORDER BY created_at", [run_id]
+        ).fetchall()
+    ]
+    return decisions, cost, model_decisions, outcomes, statuses, guards

@@ -12,9 +12,13 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from llmtrader.core.guards import GuardState
 from llmtrader.core.times import ms_of_iso
 from llmtrader.core.trades import ADOPTED_REASON, FundingEvent, Trade, TradeFill, decision_id_of, reconstruct_trades
 from llmtrader.errors import NotFoundError, StoreError
+
+# A reading connection, as open_reader gives it: callers outside storage/ name its type from here.
+Connection = sqlite3.Connection
 
 ASSET_COLUMNS = (
     "symbol, action, status, allocation_usd, leverage, entry_price, tp_price, sl_price, "
@@ -479,3 +483,19 @@ def with_adoptions(
         )
         out.sort(key=lambda f: f.time_ms)  # stable: fills of the same moment stay before the adoption
     return out
+
+
+def _paper_positions(conn: sqlite3.Connection, account: str) -> int | None:
+    """Open positions of the paper account as last saved (None: the account was never used)."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM json_each(state, '$.book.positions')) FROM paper_accounts WHERE account = ?",
+        [account],
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _guard_state(conn: sqlite3.Connection | None, account: str) -> Any:
+    row = None
+    if conn is not None:
+        row = conn.execute("SELECT state FROM guard_state WHERE account = ?", [account]).fetchone()
+    return GuardState.from_json(json.loads(row[0]) if row is not None else None)

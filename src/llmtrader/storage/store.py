@@ -205,6 +205,15 @@ class Store:
             finally:
                 self._batched = False
 
+    def check_writable(self) -> None:
+        """Take the write lock and let it go at once (``doctor``); a StoreError in SQLite's own words when the
+        database cannot be written."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
+
     # ---- the paper account: exchange.paper.PaperStore ------------------------------------------------------
     def read_paper_state(self, account: str) -> str | None:
         """The stored state of a paper account (its JSON text), None when it has none yet."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -29,24 +28,12 @@ from llmtrader.storage.store import Store
 from tests.conftest import USER
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision, error
+from tests.helpers import FakeClock as Clock
 from tests.test_cli_decide import long_btc
 
 T = TypeVar("T")
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000
-
-
-class Clock:
-    """The services' clock, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = int(time.time() * 1000)
-
-    def now_ms(self) -> int:
-        return self.now
-
-    def advance(self, ms: int) -> None:
-        self.now += ms
 
 
 @pytest.fixture

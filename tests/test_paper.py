@@ -24,6 +24,7 @@ from llmtrader.exchange.base import OrderRequest, OrderStatus, OrderType, Side
 from llmtrader.exchange.paper import Fill, PaperBook, PaperConfig, PaperExchange
 from llmtrader.storage.store import Store
 from tests.fakes.aster import FakeAster
+from tests.helpers import FakeClock as Clock
 
 D = Decimal
 CENT = D("0.01")
@@ -422,16 +423,6 @@ def test_reset_wipes_the_account_and_remembers_it() -> None:
 
 
 # ---- the adapter against the fake venue ----------------------------------------------------------
-class Clock:
-    """One controllable clock for the fake venue and the paper exchange."""
-
-    def __init__(self, now_ms: int) -> None:
-        self.now = now_ms
-
-    def __call__(self) -> int:
-        return self.now
-
-
 @contextmanager
 def paper_venue(perp_dir: Path, start_ms: int) -> Iterator[tuple[FakeAster, Clock]]:
     """The fake venue anchored at ``start_ms``: served times equal the data's times for a day."""

@@ -32,6 +32,7 @@ from llmtrader.exchange.simulated import SimulatedExchange, Tape
 from llmtrader.llm.baseline import BaselineClient
 from llmtrader.storage.store import Store
 from tests.fakes.aster import FakeAster
+from tests.helpers import FakeClock as Clock
 
 D = Decimal
 H = 3_600_000
@@ -247,14 +248,6 @@ def load_rules() -> Any:
         market_step_size=D("0.001"), market_min_qty=D("0.001"), market_max_qty=D("10000"), min_notional=D("5"),
         percent_up=D("1.05"), percent_down=D("0.95"),
     )  # fmt: skip
-
-
-class Clock:
-    def __init__(self, now_ms: int) -> None:
-        self.now = now_ms
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @contextmanager

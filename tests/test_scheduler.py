@@ -30,6 +30,7 @@ from llmtrader.cycle.scheduler import (
     trigger_for,
 )
 from llmtrader.errors import ConfigError, CredentialsError
+from tests.helpers import FakeClock as Clock
 
 HOUR = 3_600_000
 T0 = int(datetime(2026, 3, 10, 14, 0, tzinfo=UTC).timestamp() * 1000)  # a 1h candle close
@@ -38,16 +39,6 @@ MODEL_KEY = "sk-or-v1-scheduler-test-key-5c2e91"
 
 def ms(text: str) -> int:
     return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now_ms: int) -> None:
-        self.now = now_ms
-
-    def now_ms(self) -> int:
-        return self.now
 
 
 @dataclass

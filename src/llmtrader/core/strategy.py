@@ -1,8 +1,8 @@
 """Strategies: TOML files naming the timeframes, the limits code enforces, and the prompt templates.
 
-A strategy is found by name in the user's strategies directory first, then among the built-in ones
-(``strategies/`` of the project). Unknown keys, bad values and placeholders the context does not
-provide are refused with the file, the key and the reason.
+The schema only: finding and reading the files is :mod:`llmtrader.config.strategies` (the user's strategies
+directory first, then the built-in ones, ``strategies/`` of the project). Unknown keys, bad values and
+placeholders the context does not provide are refused with the file, the key and the reason.
 """
 
 from __future__ import annotations

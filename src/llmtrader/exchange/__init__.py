@@ -1,1 +1,2 @@
-"""Venue adapters. ``filters`` holds the venue's symbol rules; execution adapters come with issue 3."""
+"""Venue adapters: the ``Exchange`` and ``MarketData`` ports, AsterDEX (market data, orders, signing), the paper
+account and the simulated one of backtests."""

@@ -1,4 +1,4 @@
-"""The decision client protocol and its OpenAI-compatible implementation.
+"""The OpenAI-compatible decision client (the port it implements: :mod:`llmtrader.llm.port`).
 
 Structured output from the decision schema (``json_schema``; falling back to ``json_object``, then to
 plain text with the schema in the prompt, for servers that lack it), tolerant parsing, re-asks with

@@ -17,7 +17,6 @@ def ms_of_iso(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d")
 INTERVAL_MS = {
     "1m": 60_000,
     "3m": 180_000,

@@ -870,13 +870,3 @@ async def execute(
         # Every order was still sent and protected; now the missing audit trail stops the run.
         raise StoreError(f"execution of {decision_id} could not be fully recorded: {run.store_errors[0]}")
     return report
-
-
-def describe_leg(leg: Leg) -> str:
-    """'sl STOP_MARKET … acknowledged' and the like, for tables."""
-    text = f"{leg.name}: {leg.description} -> {leg.status}"
-    if leg.state is not None and leg.state.executed_qty > 0:
-        text += f" {dec_str(leg.state.executed_qty)} @ {dec_str(leg.state.avg_price)}"
-    if leg.code is not None:
-        text += f" (code {leg.code})"
-    return text

@@ -308,9 +308,6 @@ def net_transfers(store: Store, account: str, since_ms: int) -> float:
     return sum((amount for _, amount in transfers_since(store, account, since_ms)), 0.0)
 
 
-PaperHistory = AccountHistory  # the paper account's history was the first kind; the name stays valid
-
-
 def paper_history(store: Store, account: str, *, after_ids: tuple[int, int] | None = None) -> AccountHistory:
     """Everything the paper account recorded since it was last reset (or created); with ``after_ids``
     (a fill id, a funding id), only the rows recorded after those."""

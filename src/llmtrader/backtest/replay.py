@@ -763,7 +763,7 @@ async def run_backtest(
     in :class:`RecordingClient` so that the run can be replayed). ``should_stop`` is asked after each step:
     a reason stops the run there (Ctrl-C, the model budget), and the figures cover the steps done.
     """
-    from llmtrader.cycle.engine import Services
+    from llmtrader.cycle.compose import build_services
     from llmtrader.cycle.run import run_cycle
     from llmtrader.exchange.paper import PaperConfig
     from llmtrader.exchange.simulated import SimulatedExchange
@@ -787,8 +787,8 @@ async def run_backtest(
     )
     market = HistoricalMarket(history, spec.interval, spec.data_dir)
     all_notes = [*history.notes, *notes]
-    services = Services(
-        settings=run_settings, store=store, market=market, exchange=exchange, client=client, clock=clock,
+    services = build_services(
+        run_settings, store=store, market=market, exchange=exchange, client=client, clock=clock,
         strategy=history.strategy,
     )  # fmt: skip
     runs.create_run(store, run_id, spec=spec.to_json(), notes=all_notes, replay_of=spec.replay_of,

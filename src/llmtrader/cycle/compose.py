@@ -9,11 +9,12 @@ from urllib.parse import urlparse
 from llmtrader.config.settings import Settings
 from llmtrader.config.strategies import load_strategy
 from llmtrader.core.filters import SymbolRules
+from llmtrader.core.strategy import Strategy
 from llmtrader.core.times import Clock, SystemClock
 from llmtrader.cycle.engine import Arm, Services
 from llmtrader.errors import ConfigError, CredentialsError
 from llmtrader.exchange.asterdex_market import AsterMarketData
-from llmtrader.exchange.base import Exchange
+from llmtrader.exchange.base import Exchange, MarketData
 from llmtrader.llm.port import DecisionClient
 from llmtrader.storage.store import Store
 
@@ -127,13 +128,24 @@ def build_services(
     strategy_override: str | None = None,
     clock: Clock | None = None,
     need_model: bool = True,
+    store: Store | None = None,
+    market: MarketData | None = None,
+    exchange: Exchange | None = None,
+    client: DecisionClient | None = None,
+    strategy: Strategy | None = None,
 ) -> Services:
     """Every port one decision needs. Without ``need_model`` (positions, close, strategy show) no model
     client is configured and no model key is required.
 
     An A/B test ([ab] in the config) runs unless the model or the strategy was named for this call
     (``model_explicit``, ``strategy_override``): then no arm decides, and a note says so.
+
+    A backtest gives its own parts (``store``, ``market``, ``exchange``, ``client``, ``clock`` and the
+    ``strategy`` fixed for the run): what is given is used as it is, and no A/B arm is built beside a given
+    client. The caller closes a store it gave.
     """
+    if client is not None:
+        return _services(settings, store, market, exchange, client, clock, (), (), strategy_override, strategy)
     if strategy_override is not None:  # a bad --strategy fails before anything is built or printed
         load_strategy(strategy_override, settings.strategies_dir)
     ab = settings.ab if need_model else None
@@ -155,14 +167,33 @@ def build_services(
         from llmtrader.llm.baseline import BaselineClient
 
         client = BaselineClient()
-    store = Store(settings.db)
-    market = AsterMarketData(settings.asterdex_base_url, timeout_s=settings.http_timeout_s)
+    return _services(settings, store, market, exchange, client, clock, tuple(notes), arms, strategy_override, strategy)
+
+
+def _services(
+    settings: Settings,
+    store: Store | None,
+    market: MarketData | None,
+    exchange: Exchange | None,
+    client: DecisionClient,
+    clock: Clock | None,
+    notes: tuple[str, ...],
+    arms: tuple[Arm, ...],
+    strategy_override: str | None,
+    strategy: Strategy | None,
+) -> Services:
+    """The services from the parts given, the missing ones built from the settings."""
+    store = store if store is not None else Store(settings.db)
+    if market is None:
+        market = AsterMarketData(settings.asterdex_base_url, timeout_s=settings.http_timeout_s)
     built: list[Services] = []
-    try:
-        exchange = build_exchange(settings, store, market, lambda: built[0])
-    except BaseException:
-        store.close()
-        raise
+    if exchange is None:
+        assert isinstance(market, AsterMarketData)  # paper and live trade on the venue's market data
+        try:
+            exchange = build_exchange(settings, store, market, lambda: built[0])
+        except BaseException:
+            store.close()
+            raise
     services = Services(
         settings=settings,
         store=store,
@@ -170,9 +201,10 @@ def build_services(
         exchange=exchange,
         client=client,
         clock=clock or SystemClock(),
-        notes=tuple(notes),
+        notes=notes,
         strategy_override=strategy_override,
         arms=arms,
+        strategy=strategy,
     )
     built.append(services)
     return services

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
@@ -50,7 +50,17 @@ from llmtrader.errors import (
     StrategyError,
     VenueError,
 )
-from llmtrader.exchange.base import Exchange, MarketData, OrderState, OrderType, Side, VenuePosition, dec_str, together
+from llmtrader.exchange.base import (
+    Exchange,
+    MarketData,
+    OrderState,
+    OrderStatus,
+    OrderType,
+    Side,
+    VenuePosition,
+    dec_str,
+    together,
+)
 from llmtrader.llm.port import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
 from llmtrader.storage.facts import (
     account_facts,
@@ -77,6 +87,19 @@ class Arm:
 
 
 @dataclass
+class CycleCache:
+    """What the services keep between the cycles of one process: derived data, never orders."""
+
+    # exchangeInfo as parsed from the store's cached text: (the text, the rules), parsed again when it changes
+    rules: tuple[str, dict[str, SymbolRules]] | None = None
+    # the account's trades as of a history version, and the figures shown (trade_feedback)
+    trade_feedback: _Feedback | None = None
+    # reconcile's last pass that found the orders as the store believes: the trading version and the venue's
+    # open orders (client order id, status) it saw; a pass that sees the same skips the order checks
+    orders_agree: tuple[int, frozenset[tuple[str, OrderStatus]]] | None = None
+
+
+@dataclass
 class Services:
     """Everything one decision needs, built in one place (:mod:`llmtrader.cycle.compose`).
 
@@ -96,9 +119,8 @@ class Services:
     # A strategy fixed for every decision of these services (a backtest's, loaded once at its start), in place
     # of the account's strategy resolved at each decision.
     strategy: Strategy | None = None
-    # Per-process caches of derived data, never of orders (reconcile keeps only whether its last pass found the
-    # orders as the store believes, keyed by the trading version and the venue's open orders read anew).
-    memo: dict[str, Any] = field(default_factory=dict)
+    # Per-process caches of derived data, never of orders (:class:`CycleCache`).
+    cache: CycleCache = field(default_factory=CycleCache)
 
 
 @dataclass
@@ -155,10 +177,10 @@ def cached_rules(services: Services) -> dict[str, SymbolRules] | None:
     )
     if cached is None:
         return None
-    parsed = services.memo.get("rules")
+    parsed = services.cache.rules
     if parsed is None or parsed[0] != cached:
         parsed = (cached, {s: SymbolRules.from_json(r) for s, r in json.loads(cached).items()})
-        services.memo["rules"] = parsed
+        services.cache.rules = parsed
     return dict(parsed[1])
 
 
@@ -477,15 +499,15 @@ async def trade_feedback(
     # asks every cycle): the trades are kept in a ledger, fed only the fills and funding recorded since the
     # last time, and the figures are recomputed only when something was recorded.
     key = history_version(store, settings.account, mode)
-    memo: _Feedback | None = services.memo.get("trade_feedback")
+    memo = services.cache.trade_feedback
     if memo is None or memo.key != key:
         try:
             memo = _updated_feedback(store, settings.account, mode, key, memo)
         except ValueError as exc:
-            services.memo.pop("trade_feedback", None)
+            services.cache.trade_feedback = None
             said.append(f"recent trades not shown: the recorded fills do not add up ({exc})")
             return None, None
-        services.memo["trade_feedback"] = memo
+        services.cache.trade_feedback = memo
     wanted_n = strategy.context.recent_trades
     shown = memo.figures.get(wanted_n)
     if shown is None:

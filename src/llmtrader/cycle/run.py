@@ -614,11 +614,11 @@ async def _mark_orders(
     # When neither the order rows (any process's writes move the version) nor the venue's open orders changed
     # since a pass that found everything as the store believes, this pass would find the same: skipped.
     seen = (trading_version(store, name), frozenset((o.client_order_id, o.status) for o in open_orders))
-    if services.memo.get("orders_agree") == seen:
+    if services.cache.orders_agree == seen:
         return 0
     rows = store.pending_orders(name, mode)
     if not rows:
-        services.memo["orders_agree"] = seen
+        services.cache.orders_agree = seen
         return 0
     log = store.execution_log(name, mode, clock.now_ms)
     listed = {o.client_order_id: o for o in open_orders}
@@ -657,5 +657,5 @@ async def _mark_orders(
     if later:
         notes.append(f"{later} more order(s) the store believes open are looked up at the next cycles")
     if not marked and not later and not looked_up and skip_decision is None:
-        services.memo["orders_agree"] = seen
+        services.cache.orders_agree = seen
     return marked

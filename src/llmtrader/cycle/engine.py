@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal
 
 from pydantic import ValidationError
 
@@ -449,24 +449,15 @@ async def sync_live_history(services: Services) -> HistoryRead:
 
 
 async def require_one_way(services: Services) -> None:
-    """Refuse a live account in hedge (dual-side) position mode (ConfigError): llmtrader sends one-way
-    orders (positionSide BOTH), which the venue refuses there (-4061), stops included."""
-    exchange = services.exchange
-    if exchange.mode != "live" or not isinstance(exchange, PositionModeSource):
-        return
-    if await exchange.hedge_mode():
+    """Refuse an account in hedge (dual-side) position mode at the venue (ConfigError): llmtrader sends one-way
+    orders (positionSide BOTH), which the venue refuses there (-4061), stops included. The exchange answers
+    (:meth:`~llmtrader.exchange.base.Exchange.hedge_mode`): a paper account is always one-way."""
+    if await services.exchange.hedge_mode():
         raise ConfigError(
             f"account {services.settings.account!r} is in hedge (dual-side) position mode at the venue, where "
             "llmtrader cannot place its orders or stops: switch the account to one-way mode "
             "(positionSide/dual dualSidePosition=false, in the venue's settings) with no position open"
         )
-
-
-@runtime_checkable
-class PositionModeSource(Protocol):
-    """A venue that tells its position mode (:class:`~llmtrader.exchange.asterdex.AsterDexExchange`)."""
-
-    async def hedge_mode(self) -> bool: ...
 
 
 async def trade_feedback(

@@ -314,6 +314,10 @@ class Exchange(Protocol):
 
     async def set_leverage(self, symbol: str, leverage: int) -> None: ...
 
+    async def hedge_mode(self) -> bool:
+        """True when the account is in hedge (dual-side) position mode, where llmtrader cannot trade it."""
+        ...
+
     async def set_margin_type(self, symbol: str, margin_type: MarginType) -> None:
         """Set ISOLATED or CROSSED; 'already set' counts as success."""
         ...

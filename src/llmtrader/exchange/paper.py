@@ -1013,6 +1013,10 @@ class PaperExchange:
             await self._symbol_rules(symbol)
             book.set_leverage(symbol, leverage)
 
+    async def hedge_mode(self) -> bool:
+        """A paper account is in one-way mode."""
+        return False
+
     async def set_margin_type(self, symbol: str, margin_type: MarginType) -> None:
         """Recorded and reported; the simulation itself always margins positions in isolation."""
         async with self._session() as book:

@@ -206,6 +206,10 @@ class SimulatedExchange:
     async def set_leverage(self, symbol: str, leverage: int) -> None:
         self.book.set_leverage(symbol, leverage)
 
+    async def hedge_mode(self) -> bool:
+        """A paper account is in one-way mode."""
+        return False
+
     async def set_margin_type(self, symbol: str, margin_type: MarginType) -> None:
         self.book.set_margin_type(symbol, margin_type)
 

@@ -186,6 +186,7 @@ class _Run:
         self.decision_id = decision_id
         self.rules = rules
         self.marks = marks
+        self.decided_marks = marks  # the marks the decision was validated at (``marks`` becomes the fresh ones)
         self.settings = settings
         self.sleep: Sleep = sleep or asyncio.sleep
         self.store_errors: list[str] = []
@@ -704,6 +705,18 @@ class _Run:
             )
             fitted = self.prepare(ex, leg, req)
         else:
+            decided = self.decided_marks.get(ex.symbol, mark)
+            if Decimal(str(d.allocation_usd)) * position.leverage / decided <= position.size:
+                # Validated as a reduction at the decided mark (no check an addition must pass was made): the
+                # mark of now must not turn it into an addition.
+                ex.outcome = "rejected"
+                self.note(
+                    ex,
+                    "rejection",
+                    f"not added: the decision reduces the position at the mark {dec_str(decided)} it was checked at; "
+                    f"at the mark of now, {dec_str(mark)}, it would add",
+                )
+                return
             if d.sl_price is None and not await self.has_stop(ex, side):
                 ex.outcome = "rejected"
                 self.note(ex, "rejection", "not added: the position has no stop-loss and the decision gives none")

@@ -1,0 +1,89 @@
+"""Regressions found by the second reading of the safety merges (the money path), each through the CLI against
+the fake venue and the fake model, asserting on the fake's positions and orders."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from llmtrader.bootstrap import build_services, close_services
+from llmtrader.cli import app
+from llmtrader.config import load_settings
+from llmtrader.exchange.base import OrderRequest, OrderType, Side
+from llmtrader.logs import reset_logging
+from tests.conftest import USER
+from tests.fakes.aster import FakeAster
+from tests.fakes.llm import Behaviour, FakeLLM, answer, asset, decision
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_log_handlers() -> Iterator[None]:
+    yield
+    reset_logging()
+
+
+def decide(runner: CliRunner) -> tuple[int, dict[str, Any]]:
+    result = runner.invoke(app, ["decide", "--yes", "--json"], env={"COLUMNS": "200"})
+    return result.exit_code, json.loads(result.stdout)
+
+
+def place(order: OrderRequest) -> None:
+    """Send one order through the project's own venue client, as the account's owner could by hand."""
+
+    async def go() -> None:
+        services = build_services(load_settings(), need_model=False)
+        try:
+            await services.exchange.place_order(order)
+        finally:
+            await close_services(services)
+
+    asyncio.run(go())
+
+
+def while_thinking(fake: FakeAster, symbol: str, mark: Decimal, then: Behaviour) -> Behaviour:
+    """The model's answer, given after the mark of ``symbol`` moved to ``mark`` (a model thinks for minutes)."""
+
+    def run(body: dict[str, Any]) -> Any:
+        fake.set_mark(symbol, mark)
+        return then(body)
+
+    return run
+
+
+# ---- an adjust_position validated as a reduction never adds -------------------------------------------------
+
+
+def test_a_reduction_that_the_mark_turned_into_an_addition_adds_nothing_while_openings_are_held(
+    live: Path, runner: CliRunner, fake_aster: FakeAster, fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validation counts adjust_position against the position's margin at the decision's mark; execution sized
+    it at the mark of the moment: a trim decided at 100 and sent at 95 bought more, past every check an
+    addition must pass (here openings held because the venue's trade history cannot be read)."""
+    monkeypatch.setenv("MAX_POSITION_SIZE_USD", "100000")
+    mark = Decimal(str(fake_aster.mark("BTCUSDT")))
+    fake_aster.set_position(USER, "BTCUSDT", "0.100")
+    place(OrderRequest("BTCUSDT", Side.SELL, OrderType.STOP_MARKET, "owner-sl-1",
+                       stop_price=(mark * Decimal("0.80")).quantize(Decimal("0.1")), close_position=True,
+                       working_type="MARK_PRICE"))  # fmt: skip
+    fake_aster.fail("/fapi/v3/userTrades", 500, times=50)  # openings and increases are held
+    margin = Decimal("0.100") * mark / fake_aster.leverage(USER, "BTCUSDT")
+    allocation = float((margin * Decimal("0.98")).quantize(Decimal("0.01")))  # a 2% trim at the decided mark
+    trim = asset("BTCUSDT", "adjust_position", allocation_usd=allocation,
+                 leverage=fake_aster.leverage(USER, "BTCUSDT"), confidence=0.6, risk_level="low")  # fmt: skip
+    fake_llm.push(
+        while_thinking(fake_aster, "BTCUSDT", mark * Decimal("0.95"), answer(decision(trim, asset("ETHUSDT"))))
+    )
+    code, out = decide(runner)
+    assert code == 0, out
+    btc = next(a for a in out["assets"] if a["symbol"] == "BTCUSDT")
+    assert btc["validation"]["status"] != "rejected", btc  # a reduction passes the hold
+    assert fake_aster.positions(USER)["BTCUSDT"] <= Decimal("0.100")  # never more than before
+    buys = [p for p in fake_aster.order_posts() if p.get("side") == "BUY" and p.get("type") == "MARKET"]
+    assert buys == []

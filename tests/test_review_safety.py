@@ -87,3 +87,37 @@ def test_a_reduction_that_the_mark_turned_into_an_addition_adds_nothing_while_op
     assert fake_aster.positions(USER)["BTCUSDT"] <= Decimal("0.100")  # never more than before
     buys = [p for p in fake_aster.order_posts() if p.get("side") == "BUY" and p.get("type") == "MARKET"]
     assert buys == []
+
+
+# ---- a stop replaced beside a resting addition keeps covering it -------------------------------------------
+
+
+def test_a_stop_moved_beside_a_resting_addition_still_covers_it_once_filled_on_a_one_per_side_venue(
+    live: Path, runner: CliRunner, fake_aster: FakeAster, fake_llm: FakeLLM
+) -> None:
+    """A limit addition rests beside the position (a buy whose stop went in as closePosition, where the old stop
+    was a reduce-only one); a later adjust_orders on a venue that keeps one closePosition order per side must
+    not swap the closePosition stop for a reduce-only one sized without the addition: once the addition fills,
+    that part would have no stop until the next reconcile."""
+    fake_aster.one_close_position_per_side = True
+    mark = Decimal(str(fake_aster.mark("BTCUSDT")))
+    fake_aster.set_position(USER, "BTCUSDT", "0.010")
+    level = (mark * Decimal("0.97")).quantize(Decimal("0.1"))
+    place(OrderRequest("BTCUSDT", Side.SELL, OrderType.STOP_MARKET, "lt_0OLDDECISION0_BTCUSDT_sl", stop_price=level,
+                       close_position=True, working_type="MARK_PRICE"))  # fmt: skip
+    place(OrderRequest("BTCUSDT", Side.BUY, OrderType.LIMIT, "lt_0OLDDECISION0_BTCUSDT_en", quantity=Decimal("0.010"),
+                       price=(mark * Decimal("0.99")).quantize(Decimal("0.1")), time_in_force="GTC"))  # fmt: skip
+
+    moved = float((mark * Decimal("0.975")).quantize(Decimal("0.1")))
+    fake_llm.push(answer(decision(asset("BTCUSDT", "adjust_orders", sl_price=moved), asset("ETHUSDT"))))
+    code, out = decide(runner)
+    assert code == 0, out
+    (btc,) = [a for a in out["orders"] if a["symbol"] == "BTCUSDT"]
+    assert not btc["emergency"], btc  # the old stop covers the position: nothing is closed
+    assert fake_aster.positions(USER) == {"BTCUSDT": Decimal("0.010")}
+
+    fake_aster.set_mark("BTCUSDT", mark * Decimal("0.985"))  # the addition fills (above every stop)
+    size = fake_aster.positions(USER)["BTCUSDT"]
+    assert size == Decimal("0.020")
+    stops = [o for o in fake_aster.open_orders(USER) if o.symbol == "BTCUSDT" and o.type == "STOP_MARKET"]
+    assert any(o.side == "SELL" and (o.close_position or o.orig_qty >= size) for o in stops), stops

@@ -666,7 +666,13 @@ class _Run:
         """New stop and/or target first (each cancels the old ones once acknowledged); when the new stop is
         not acknowledged and no stop covers the whole position, flatten."""
         side = Side.BUY if position.amount > 0 else Side.SELL
-        sl_leg, tp_leg = await self.protect(ex, side, sl, tp, leg_suffix="n")
+        # An entry resting on the position's side adds to it when it fills: a reduce-only replacement sized now
+        # would not cover that part, so the closePosition order (which does) is kept where one must give way.
+        resting = any(
+            o.type == OrderType.LIMIT and o.side is side and not (o.reduce_only or o.close_position)
+            for o in self.open_orders.get(ex.symbol, [])
+        )
+        sl_leg, tp_leg = await self.protect(ex, side, sl, tp, leg_suffix="n", resizable=not resting)
         failed = []
         if sl_leg is not None and sl_leg.status not in ("acknowledged", "filled"):
             if await self.has_cover(ex) is False:

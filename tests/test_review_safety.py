@@ -121,3 +121,43 @@ def test_a_stop_moved_beside_a_resting_addition_still_covers_it_once_filled_on_a
     assert size == Decimal("0.020")
     stops = [o for o in fake_aster.open_orders(USER) if o.symbol == "BTCUSDT" and o.type == "STOP_MARKET"]
     assert any(o.side == "SELL" and (o.close_position or o.orig_qty >= size) for o in stops), stops
+
+
+# ---- an addition whose outcome is unknown may be resting: the closePosition stop stays -----------------------
+
+
+def test_a_limit_addition_of_unknown_outcome_never_swaps_the_closeposition_stop_for_a_smaller_one(
+    live: Path, runner: CliRunner, fake_aster: FakeAster, fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The venue took the limit addition but its answer was lost and the lookup failed too: the addition may be
+    resting. On a venue with one closePosition order per side, a reduce-only stop sized for the position of now
+    replaced the closePosition one, and the addition, once filled, had no stop."""
+    monkeypatch.setenv("ORDER_LOOKUP_GRACE_S", "0")
+    fake_aster.one_close_position_per_side = True
+    mark = Decimal(str(fake_aster.mark("BTCUSDT")))
+    fake_aster.set_position(USER, "BTCUSDT", "0.010")
+    place(OrderRequest("BTCUSDT", Side.SELL, OrderType.STOP_MARKET, "lt_0OLDDECISION0_BTCUSDT_sl",
+                       stop_price=(mark * Decimal("0.97")).quantize(Decimal("0.1")), close_position=True,
+                       working_type="MARK_PRICE"))  # fmt: skip
+    add = asset("BTCUSDT", "buy", allocation_usd=500, leverage=2, confidence=0.7, risk_level="medium",
+                entry_price=float((mark * Decimal("0.99")).quantize(Decimal("0.1"))),
+                sl_price=float((mark * Decimal("0.975")).quantize(Decimal("0.1"))),
+                tp_price=float((mark * Decimal("1.05")).quantize(Decimal("0.1"))))  # fmt: skip
+    fake_llm.push(answer(decision(add, asset("ETHUSDT"))))
+    # The entry is applied, its answer is lost, and every lookup fails: its outcome is unknown.
+    fake_aster.fail("/fapi/v3/order", 503, code=-1006, msg="unknown", method="POST", after_apply=True)
+    fake_aster.fail("/fapi/v3/order", 500, method="GET", times=10)
+    code, out = decide(runner)
+    assert code in (0, 3), out
+    (entry,) = [leg for a in out["orders"] for leg in a["orders"] if leg["leg"] == "en"]
+    assert entry["status"] == "unknown"
+    (btc,) = [a for a in out["orders"] if a["symbol"] == "BTCUSDT"]
+    assert not btc["emergency"], btc  # the held part keeps its closePosition stop: nothing is closed
+
+    fake_aster.set_mark("BTCUSDT", mark * Decimal("0.985"))  # a resting addition would fill now
+    size = fake_aster.positions(USER).get("BTCUSDT", Decimal(0))
+    stops = [o for o in fake_aster.open_orders(USER) if o.symbol == "BTCUSDT" and o.type == "STOP_MARKET"]
+    assert size == 0 or any(o.side == "SELL" and (o.close_position or o.orig_qty >= size) for o in stops), (
+        size,
+        stops,
+    )

@@ -587,6 +587,7 @@ class _Run:
         # A buy on a long (a sell on a short) adds: the new stop and target replace the old ones (protect).
         adding = before is not None and before.side == ("long" if side is Side.BUY else "short")
         resting = entry.type is OrderType.LIMIT and entry_leg.status in ("acknowledged", "partially_filled")
+        resting = resting or unknown  # an entry whose outcome is unknown may be resting, or land later
         sl_leg, tp_leg = await self.protect(ex, side, d.sl_price, d.tp_price, resizable=not (adding and resting))
         if sl_leg is None or sl_leg.status not in ("acknowledged", "filled"):
             why = "no stop-loss price" if sl_leg is None else f"stop-loss {sl_leg.status}: {sl_leg.message}"

@@ -161,3 +161,24 @@ def test_a_limit_addition_of_unknown_outcome_never_swaps_the_closeposition_stop_
         size,
         stops,
     )
+
+
+# ---- a naked position whose stop could not be sent is an unprotected cycle ---------------------------------
+
+
+def test_a_naked_position_whose_stop_cannot_be_sent_makes_the_cycle_unprotected(
+    live: Path, runner: CliRunner, fake_aster: FakeAster
+) -> None:
+    """Reconcile finds a position without a stop, and the re-arm fails before any order (the mark feed is down):
+    the cycle was recorded as an ordinary skip (exit 0), not as a position left WITHOUT A STOP (exit 3)."""
+    fake_aster.set_position(USER, "BTCUSDT", "0.020")
+    fake_aster.fail("/fapi/v3/premiumIndex", 500, times=50)
+    fake_aster.fail("/fapi/v1/premiumIndex", 500, times=50)
+    result = runner.invoke(app, ["--log-json", "run", "--once"], env={"COLUMNS": "200"})
+    assert fake_aster.positions(USER) == {"BTCUSDT": Decimal("0.020")}
+    assert [o for o in fake_aster.open_orders(USER) if o.type == "STOP_MARKET"] == []
+    assert result.exit_code == 3, result.output
+    status = runner.invoke(app, ["status", "--json"])
+    (row,) = json.loads(status.stdout)
+    assert row["last_cycle"]["outcome"] == "unprotected"
+    assert "BTCUSDT may be open WITHOUT A STOP" in row["last_cycle"]["reason"]

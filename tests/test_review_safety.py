@@ -169,11 +169,12 @@ def test_a_limit_addition_of_unknown_outcome_never_swaps_the_closeposition_stop_
 def test_a_naked_position_whose_stop_cannot_be_sent_makes_the_cycle_unprotected(
     live: Path, runner: CliRunner, fake_aster: FakeAster
 ) -> None:
-    """Reconcile finds a position without a stop, and the re-arm fails before any order (the mark feed is down):
-    the cycle was recorded as an ordinary skip (exit 0), not as a position left WITHOUT A STOP (exit 3)."""
+    """Reconcile finds a position without a stop, and the re-arm fails before any order (the symbols' rules
+    cannot be read): the cycle was recorded as an ordinary skip (exit 0), not as a position left WITHOUT A STOP
+    (exit 3)."""
     fake_aster.set_position(USER, "BTCUSDT", "0.020")
-    fake_aster.fail("/fapi/v3/premiumIndex", 500, times=50)
-    fake_aster.fail("/fapi/v1/premiumIndex", 500, times=50)
+    fake_aster.fail("/fapi/v3/exchangeInfo", 500, times=50)  # the symbols' rules, which every order needs
+    fake_aster.fail("/fapi/v1/exchangeInfo", 500, times=50)
     result = runner.invoke(app, ["--log-json", "run", "--once"], env={"COLUMNS": "200"})
     assert fake_aster.positions(USER) == {"BTCUSDT": Decimal("0.020")}
     assert [o for o in fake_aster.open_orders(USER) if o.type == "STOP_MARKET"] == []
@@ -182,3 +183,31 @@ def test_a_naked_position_whose_stop_cannot_be_sent_makes_the_cycle_unprotected(
     (row,) = json.loads(status.stdout)
     assert row["last_cycle"]["outcome"] == "unprotected"
     assert "BTCUSDT may be open WITHOUT A STOP" in row["last_cycle"]["reason"]
+
+
+# ---- the mark feed is not needed to protect or to close -----------------------------------------------------
+
+
+def mark_feed_down(fake: FakeAster) -> None:
+    fake.fail("/fapi/v3/premiumIndex", 500, times=50)
+    fake.fail("/fapi/v1/premiumIndex", 500, times=50)
+
+
+def test_close_still_closes_when_the_mark_feed_is_down(live: Path, runner: CliRunner, fake_aster: FakeAster) -> None:
+    """The manual escape hatch read the public mark feed before closing; the positions carry their mark."""
+    fake_aster.set_position(USER, "BTCUSDT", "0.020")
+    mark_feed_down(fake_aster)
+    result = runner.invoke(app, ["close", "BTCUSDT", "--yes"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert fake_aster.positions(USER) == {}
+
+
+def test_reconcile_still_arms_the_stop_when_the_mark_feed_is_down(
+    live: Path, runner: CliRunner, fake_aster: FakeAster
+) -> None:
+    fake_aster.set_position(USER, "BTCUSDT", "0.020")
+    mark_feed_down(fake_aster)
+    runner.invoke(app, ["--log-json", "run", "--once"], env={"COLUMNS": "200"})
+    (armed,) = [o for o in fake_aster.open_orders(USER) if o.type == "STOP_MARKET"]
+    assert armed.side == "SELL" and armed.close_position
+    assert fake_aster.positions(USER) == {"BTCUSDT": Decimal("0.020")}

@@ -211,3 +211,16 @@ def test_reconcile_still_arms_the_stop_when_the_mark_feed_is_down(
     (armed,) = [o for o in fake_aster.open_orders(USER) if o.type == "STOP_MARKET"]
     assert armed.side == "SELL" and armed.close_position
     assert fake_aster.positions(USER) == {"BTCUSDT": Decimal("0.020")}
+
+
+def test_close_still_closes_when_the_symbols_rules_cannot_be_read(
+    live: Path, runner: CliRunner, fake_aster: FakeAster
+) -> None:
+    """A close is sent as it is (reduce-only, the position's own size): no exchangeInfo rule fits it, so an
+    unreadable (and uncached) exchangeInfo must not keep the manual escape hatch shut."""
+    fake_aster.set_position(USER, "BTCUSDT", "0.020")
+    fake_aster.fail("/fapi/v3/exchangeInfo", 500, times=50)
+    fake_aster.fail("/fapi/v1/exchangeInfo", 500, times=50)
+    result = runner.invoke(app, ["close", "BTCUSDT", "--yes"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert fake_aster.positions(USER) == {}

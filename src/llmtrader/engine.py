@@ -1057,10 +1057,13 @@ async def _execute_without_model(
             unrecorded = unrecorded or exc
             rules = await services.market.exchange_info()
     except VenueError as exc:
-        if unrecorded is None:
-            services.store.set_execution(record.id, "failed")
-        exc.decision_id = record.id
-        raise
+        if all(v.final is not None and v.final.action is Action.CLOSE_POSITION for v in validations):
+            rules = {}  # a close is sent as it is (reduce-only, the position's size): no rule fits it
+        else:
+            if unrecorded is None:
+                services.store.set_execution(record.id, "failed")
+            exc.decision_id = record.id
+            raise
     try:
         execution = await _execute_recorded(services, record, validations, rules, marks)
     except StoreError as exc:

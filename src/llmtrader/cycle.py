@@ -404,7 +404,12 @@ async def _reconcile(
     protector = None
     lost: list[str] = [] if unprotected is None else unprotected
     if naked:  # protection first: it must not wait for the order lookups below
-        protector = await _protect(services, naked, unknown, facts, notes, lost, dry_run=dry_run)
+        try:
+            protector = await _protect(services, naked, unknown, facts, notes, lost, dry_run=dry_run)
+        except VenueError:
+            # No stop could be sent (the mark or the rules could not be read): they stay open without one.
+            lost.extend(p.symbol for p in naked if p.symbol not in lost)
+            raise
     rearmed = {p.symbol for p in naked}
     await _cancel_duplicates(services, positions, orders, notes, dry_run, stops_replaced=rearmed)
     marked = await _mark_orders(services, orders, notes, skip_decision=protector)

@@ -948,7 +948,13 @@ async def close_positions(
     if not targets:
         record.execution = "nothing"
         return DecideResult(record=record, report=None)
-    marks = await exchange.mark_prices(targets)
+    try:
+        marks = await exchange.mark_prices(targets)
+    except VenueError:
+        # Closing must not wait for the mark feed: the positions just read carry their marks.
+        marks = {p.symbol: p.mark_price for p in positions if p.symbol in targets and p.mark_price > 0}
+        if len(marks) < len(targets):
+            raise
     record.marks = {s: float(m) for s, m in marks.items()}
     rationale = "closed by hand" if by == "manual" else note
     validations = [_accepted(s, Action.CLOSE_POSITION, rationale) for s in targets]
@@ -968,7 +974,14 @@ async def protect_positions(services: Services, stops: Mapping[str, float], *, n
     started = time.monotonic()
     targets = list(stops)
     record = _record_without_model(services, targets, by="reconcile", note=note)
-    marks = await services.exchange.mark_prices(targets)
+    try:
+        marks = await services.exchange.mark_prices(targets)
+    except VenueError:
+        # The stop must not wait for the mark feed: the positions carry their marks.
+        held = await services.exchange.positions()
+        marks = {p.symbol: p.mark_price for p in held if p.symbol in stops and p.mark_price > 0}
+        if len(marks) < len(targets):
+            raise
     record.marks = {s: float(m) for s, m in marks.items()}
     validations = [_accepted(s, Action.ADJUST_ORDERS, note, sl_price=stops[s]) for s in targets]
     return await _execute_without_model(services, record, validations, marks, started)
@@ -1044,10 +1057,13 @@ async def _execute_without_model(
             unrecorded = unrecorded or exc
             rules = await services.market.exchange_info()
     except VenueError as exc:
-        if unrecorded is None:
-            services.store.set_execution(record.id, "failed")
-        exc.decision_id = record.id
-        raise
+        if all(v.final is not None and v.final.action is Action.CLOSE_POSITION for v in validations):
+            rules = {}  # a close is sent as it is (reduce-only, the position's size): no rule fits it
+        else:
+            if unrecorded is None:
+                services.store.set_execution(record.id, "failed")
+            exc.decision_id = record.id
+            raise
     try:
         execution = await _execute_recorded(services, record, validations, rules, marks)
     except StoreError as exc:

@@ -186,6 +186,7 @@ class _Run:
         self.decision_id = decision_id
         self.rules = rules
         self.marks = marks
+        self.decided_marks = marks  # the marks the decision was validated at (``marks`` becomes the fresh ones)
         self.settings = settings
         self.sleep: Sleep = sleep or asyncio.sleep
         self.store_errors: list[str] = []
@@ -586,6 +587,7 @@ class _Run:
         # A buy on a long (a sell on a short) adds: the new stop and target replace the old ones (protect).
         adding = before is not None and before.side == ("long" if side is Side.BUY else "short")
         resting = entry.type is OrderType.LIMIT and entry_leg.status in ("acknowledged", "partially_filled")
+        resting = resting or unknown  # an entry whose outcome is unknown may be resting, or land later
         sl_leg, tp_leg = await self.protect(ex, side, d.sl_price, d.tp_price, resizable=not (adding and resting))
         if sl_leg is None or sl_leg.status not in ("acknowledged", "filled"):
             why = "no stop-loss price" if sl_leg is None else f"stop-loss {sl_leg.status}: {sl_leg.message}"
@@ -665,7 +667,13 @@ class _Run:
         """New stop and/or target first (each cancels the old ones once acknowledged); when the new stop is
         not acknowledged and no stop covers the whole position, flatten."""
         side = Side.BUY if position.amount > 0 else Side.SELL
-        sl_leg, tp_leg = await self.protect(ex, side, sl, tp, leg_suffix="n")
+        # An entry resting on the position's side adds to it when it fills: a reduce-only replacement sized now
+        # would not cover that part, so the closePosition order (which does) is kept where one must give way.
+        resting = any(
+            o.type == OrderType.LIMIT and o.side is side and not (o.reduce_only or o.close_position)
+            for o in self.open_orders.get(ex.symbol, [])
+        )
+        sl_leg, tp_leg = await self.protect(ex, side, sl, tp, leg_suffix="n", resizable=not resting)
         failed = []
         if sl_leg is not None and sl_leg.status not in ("acknowledged", "filled"):
             if await self.has_cover(ex) is False:
@@ -704,6 +712,18 @@ class _Run:
             )
             fitted = self.prepare(ex, leg, req)
         else:
+            decided = self.decided_marks.get(ex.symbol, mark)
+            if Decimal(str(d.allocation_usd)) * position.leverage / decided <= position.size:
+                # Validated as a reduction at the decided mark (no check an addition must pass was made): the
+                # mark of now must not turn it into an addition.
+                ex.outcome = "rejected"
+                self.note(
+                    ex,
+                    "rejection",
+                    f"not added: the decision reduces the position at the mark {dec_str(decided)} it was checked at; "
+                    f"at the mark of now, {dec_str(mark)}, it would add",
+                )
+                return
             if d.sl_price is None and not await self.has_stop(ex, side):
                 ex.outcome = "rejected"
                 self.note(ex, "rejection", "not added: the position has no stop-loss and the decision gives none")

@@ -262,7 +262,7 @@ async def _cycle(services: Services, result: CycleResult, now: int, dry_run: boo
     blocked = list(zip(verdict.blocked_by, verdict.reasons, strict=False))
     if verdict.close_all:
         result.reason = "; ".join(verdict.reasons)
-        if account.positions:
+        if account.positions or not dry_run:  # with no position, llmtrader's resting entries are still cancelled
             await _close_all(services, result, dry_run)
         return
     if not verdict.allow_decision:
@@ -380,6 +380,8 @@ async def reconcile(services: Services, now_ms: int, *, dry_run: bool = False) -
       :data:`MAX_ORDER_CHECKS` lookups per cycle).
     - Duplicate protective orders llmtrader placed (two stops, or two targets, on one position) are cancelled
       but the newest covering one; the owner's own orders are never touched.
+    - Stops and targets llmtrader placed on a symbol with no position and no llmtrader entry resting (what a
+      filled stop leaves of its target, and the reverse) are cancelled, each recorded as a ``cancel`` event.
 
     Raises VenueError when the positions or open orders cannot be read, or no stop could be sent.
     """
@@ -412,6 +414,7 @@ async def _reconcile(
             raise
     rearmed = {p.symbol for p in naked}
     await _cancel_duplicates(services, positions, orders, notes, dry_run, stops_replaced=rearmed)
+    await _cancel_stale_protection(services, positions, orders, notes, dry_run)
     marked = await _mark_orders(services, orders, notes, skip_decision=protector)
     if unknown and marked:  # an entry whose answer was lost may just have been found filled
         facts = account_facts(store, name, horizon)
@@ -529,6 +532,54 @@ async def _cancel_duplicates(
                 message = f"cancelled the {what}"
                 log.event(decision_id=None, symbol=p.symbol, kind="cancel", message=message)
                 notes.append(message)
+
+
+async def _cancel_stale_protection(
+    services: Services, positions: list[VenuePosition], orders: Sequence[OrderState], notes: list[str], dry_run: bool
+) -> None:
+    """Cancel llmtrader's stops and targets left on symbols with no position and no entry of llmtrader's resting
+    (a stop that filled leaves its target, and the reverse): on a venue keeping one closePosition order per side,
+    a stale one turns the next entry's stop into -4130. A resting entry's protection stays; the owner's orders
+    are never touched. Sent first, recorded after: a store that cannot write raises once they are sent."""
+    held = {p.symbol for p in positions}
+    entries = {o.symbol for o in orders if ours(o) and not (o.reduce_only or o.close_position)}
+    stale = [
+        o
+        for o in orders
+        if ours(o)
+        and o.type in (OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET)
+        and (o.close_position or o.reduce_only)
+        and o.symbol not in held
+        and o.symbol not in entries
+    ]
+    if not stale:
+        return
+    if dry_run:
+        notes.extend(f"dry run: would cancel the stale {o.type} {o.client_order_id} of {o.symbol}" for o in stale)
+        return
+    exchange = services.exchange
+    try:
+        # An entry may have filled between the reads of the positions and the orders: its stop must stay.
+        held = {p.symbol for p in await exchange.positions()}
+    except VenueError as exc:
+        notes.append(f"stale stops and targets left for the next cycle: the positions cannot be read again: {exc}")
+        return
+    done: list[tuple[str, str]] = []
+    for order in stale:
+        if order.symbol in held:
+            continue
+        what = f"stale {order.type} {order.client_order_id} of {order.symbol} (no position, no entry resting)"
+        try:
+            state = await exchange.cancel_order(order.symbol, order.client_order_id)
+        except VenueError as exc:
+            notes.append(f"cannot cancel the {what}: {exc}")
+            continue
+        message = f"cancelled the {what}" if state is not None else f"the {what} was already filled or gone"
+        done.append((order.symbol, message))
+        notes.append(message)
+    log = services.store.execution_log(services.settings.account, exchange.mode, services.clock.now_ms)
+    for symbol, message in done:
+        log.event(decision_id=None, symbol=symbol, kind="cancel", message=message)
 
 
 async def _emergency_close(services: Services, symbol: str, reason: str) -> str:

@@ -30,9 +30,9 @@ from llmtrader.errors import (
     StrategyError,
     VenueError,
 )
-from llmtrader.exchange.base import Exchange, OrderState, OrderType, Side, VenuePosition, dec_str, together
+from llmtrader.exchange.base import ZERO, Exchange, OrderState, OrderType, Side, VenuePosition, dec_str, together
 from llmtrader.exchange.filters import SymbolRules
-from llmtrader.execution import ExecutionReport, ExecutionSettings, execute
+from llmtrader.execution import ExecutionReport, ExecutionSettings, execute, ours
 from llmtrader.guards import cache_context, context_key, refuse_openings
 from llmtrader.llm import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
 from llmtrader.market import MarketData, MarketSnapshot, check_symbols
@@ -933,12 +933,18 @@ async def close_positions(
     ``note``), so that every order links to an audit record."""
     exchange = services.exchange
     started = time.monotonic()
-    positions = await exchange.positions()
+    positions, orders = await together(exchange, exchange.positions(), exchange.open_orders())
     open_symbols = [p.symbol for p in positions]
+    # llmtrader's resting limit entries (never the owner's orders) are cancelled by a close too: one filling
+    # after the kill switch or a close by hand would open what was just closed.
+    resting = {
+        o.symbol for o in orders if o.type == OrderType.LIMIT and ours(o) and not (o.reduce_only or o.close_position)
+    }
     if symbols is None:
-        targets = open_symbols
+        scope = {*open_symbols, *services.settings.assets}
+        targets = open_symbols + sorted(s for s in resting if s in scope and s not in open_symbols)
     else:
-        missing = [s for s in symbols if s not in open_symbols]
+        missing = [s for s in symbols if s not in open_symbols and s not in resting]
         if missing:
             raise NotFoundError(
                 f"no open position on {', '.join(missing)} ({exchange.mode}); open: {', '.join(open_symbols) or 'none'}"
@@ -953,9 +959,10 @@ async def close_positions(
     except VenueError:
         # Closing must not wait for the mark feed: the positions just read carry their marks.
         marks = {p.symbol: p.mark_price for p in positions if p.symbol in targets and p.mark_price > 0}
-        if len(marks) < len(targets):
+        if len(marks) < len([s for s in targets if s in open_symbols]):
             raise
     record.marks = {s: float(m) for s, m in marks.items()}
+    marks = {**{s: ZERO for s in targets}, **marks}  # a symbol with only an entry to cancel needs no mark
     rationale = "closed by hand" if by == "manual" else note
     validations = [_accepted(s, Action.CLOSE_POSITION, rationale) for s in targets]
     if confirm is not None and not confirm(targets):

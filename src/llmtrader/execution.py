@@ -503,15 +503,34 @@ class _Run:
                 continue
             await self.cancel_order(ex, order.client_order_id, f"{order.type} {order.client_order_id}")
 
-    async def cancel_resting_entries(self, ex: AssetExecution) -> None:
+    async def cancel_resting_entries(self, ex: AssetExecution, why: str = "superseded") -> None:
         """A new opening supersedes the symbol's resting limit entries: stacked entries could fill
         together beyond the position limit that each one respected. (Open orders were read with the
-        account, so this costs a request only when there is something to cancel.) Only llmtrader's."""
-        for order in self.open_orders.get(ex.symbol, []):
-            if order.type == OrderType.LIMIT and not (order.reduce_only or order.close_position) and ours(order):
-                await self.cancel_order(
-                    ex, order.client_order_id, f"resting entry {order.client_order_id} (superseded)"
-                )
+        account, so this costs a request only when there is something to cancel.) Only llmtrader's.
+        A close cancels them too (``why``): none may fill after it."""
+        for order in _resting_entries(self, ex.symbol):
+            await self.cancel_order(ex, order.client_order_id, f"resting entry {order.client_order_id} ({why})")
+
+    async def close_flat(self, ex: AssetExecution) -> None:
+        """A close where no position was open: llmtrader's resting entries of the symbol are cancelled, so that
+        none fills after a close (the kill switch's, or one by hand), then the stops and targets placed for them.
+        An entry that filled (even in part) before its cancel left a position: that is closed."""
+        await self.cancel_resting_entries(ex, "closed")
+        try:
+            position = await self.current_position(ex)
+        except VenueError as exc:
+            ex.outcome = "failed"
+            self.note(ex, "error", f"cannot read the position after cancelling the resting entries: {exc}")
+            return
+        if position is not None:
+            await self.close(ex, position)
+            return
+        cancelled = sum(1 for leg in ex.legs if leg.name == "cancel")
+        if cancelled < len(_resting_entries(self, ex.symbol)):
+            ex.outcome = "failed"  # an entry may still rest: its stop stays with it
+            return
+        await self.cancel_protective(ex, kinds=(OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET))
+        ex.outcome = "executed"
 
     # ---- plans ------------------------------------------------------------------------------
     async def configure(self, ex: AssetExecution, d: AssetDecision) -> tuple[Leg, Leg]:
@@ -657,6 +676,8 @@ class _Run:
         if result.status != "filled":
             ex.outcome = "rejected" if result.status == "rejected" else "failed"
             self.note(ex, "rejection", f"close {req.describe()}: {result.status} {result.message or ''}".strip())
+            # Whatever became of the close, no resting entry of llmtrader's may add to the position after it.
+            await self.cancel_resting_entries(ex, "closing")
             return
         await self.cancel_protective(ex)
         ex.outcome = "executed"
@@ -759,6 +780,15 @@ class _Run:
         ex.outcome = "executed" if result.status != "unknown" else "partial"
 
 
+def _resting_entries(run: _Run, symbol: str) -> list[OrderState]:
+    """llmtrader's limit entries resting on ``symbol``, as the open orders were read before the first order."""
+    return [
+        o
+        for o in run.open_orders.get(symbol, [])
+        if o.type == OrderType.LIMIT and not (o.reduce_only or o.close_position) and ours(o)
+    ]
+
+
 def _levels_crossed(side: Side, mark: Decimal, d: AssetDecision) -> str | None:
     """Why the decision's stop or target is no longer on the right side of the current mark, if so."""
     for name, value, below in (("sl_price", d.sl_price, side is Side.BUY), ("tp_price", d.tp_price, side is Side.SELL)):
@@ -851,6 +881,8 @@ async def execute(
         try:
             if d.action in (Action.BUY, Action.SELL):
                 await run.open(ex, d, available, configured[d.symbol])
+            elif position is None and d.action is Action.CLOSE_POSITION and _resting_entries(run, d.symbol):
+                await run.close_flat(ex)
             elif position is None:
                 ex.outcome = "rejected"
                 run.note(ex, "rejection", f"{d.action.value}: no open position on {d.symbol} at the venue")

@@ -76,8 +76,12 @@ EXPECTED_TRIGGERS = {
     "orders_insert_version", "orders_update_version", "paper_fills_insert_version", "venue_fills_insert_version",
 }  # fmt: skip
 EXPECTED_INDEXES = {
-    "decisions": {("created_at",), ("account", "created_at")},
-    "asset_decisions": {("symbol", "created_at"), ("action", "created_at"), ("decision_id",)},
+    "decisions": {
+        ("created_at",),
+        ("account", "created_at"),
+        ("account", "model_latency_ms", "prompt_tokens", "completion_tokens", "cost_usd"),
+    },
+    "asset_decisions": {("symbol", "created_at"), ("action", "created_at"), ("decision_id",), ("account", "status")},
     "llm_calls": {("decision_id",)},
     "orders": {
         ("client_order_id",),

@@ -336,3 +336,70 @@ def test_control_requests_are_carried_out_by_the_agent(seeded: Path, runner: Cli
     assert execution == "executed"
     snap = json.loads(db_rows(seeded, "SELECT positions FROM positions_snapshots ORDER BY id DESC LIMIT 1")[0][0])
     assert snap == []  # closed at market
+
+
+# ---- the page in a real browser (the distribution's Chromium, never a downloaded one) ----------------------
+
+BROWSER_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+
+def chromium() -> str:
+    for path in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
+        if os.path.exists(path):
+            return path
+    message = "no Chromium at /usr/bin/chromium: `apt-get install -y chromium` (.ci/run does)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message} (CI=true: a missing browser is a failure, not a skip)", pytrace=False)
+    pytest.skip(message)
+
+
+def test_the_dashboard_in_a_real_browser_at_390_pixels(server: Server) -> None:
+    executable = chromium()
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=BROWSER_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server.url + "/")
+            page.wait_for_selector("#live:has-text('on')", timeout=15000)
+            assert page.locator(".equity-chart canvas").count() > 0  # the seeded equity, drawn
+            assert page.locator(".price-chart canvas").count() > 0
+            assert "BTCUSDT" in page.locator("table.positions").inner_text()
+            assert page.locator("ul.decisions li[data-id]").count() == 3
+            assert page.locator(".equity-now").inner_text().endswith(" USD")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the phone
+
+            # a cycle of the agent (another process) while the page is open: its decision shows, no reload
+            result = subprocess.run(
+                [sys.executable, "-m", "llmtrader", "run", "--once"], capture_output=True, text=True, timeout=120
+            )
+            assert result.returncode == 0, result.stderr
+            newest = server.json("/api/v1/decisions?limit=1")["decisions"][0]["decision_id"]
+            page.wait_for_selector(f'ul.decisions li[data-id="{newest}"]', timeout=15000)
+            assert page.locator("ul.decisions li[data-id]").count() == 4
+
+            page.click(f'ul.decisions li[data-id="{newest}"] a')  # opens the whole audit record
+            page.wait_for_selector("text=Raw answer")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        finally:
+            browser.close()
+    assert errors == []
+
+
+def test_help_does_not_import_the_web_stack() -> None:
+    code = (
+        "import sys\nfrom llmtrader.cli import app\n"
+        "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('starlette', 'uvicorn', 'jinja2', 'prometheus_client', 'llmtrader.web') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert "serve" in out.stdout  # the command is listed
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -135,6 +135,7 @@ def decision_page(
     conn: sqlite3.Connection,
     *,
     account: str | None = None,
+    accounts: Sequence[str] | None = None,
     symbol: str | None = None,
     action: str | None = None,
     since: str | None = None,
@@ -142,13 +143,17 @@ def decision_page(
     limit: int = 50,
     cursor: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of decisions newest first (rows of ``history --json``) and the cursor of the next page."""
+    """One page of decisions newest first (rows of ``history --json``) and the cursor of the next page;
+    ``accounts``: only theirs."""
     after = decode_cursor(cursor) if cursor else None
     where: list[str] = []
     params: list[Any] = []
     if account is not None:
         where.append("account = ?")
         params.append(account)
+    if accounts is not None:
+        where.append(f"account IN ({','.join('?' * len(accounts))})")
+        params += list(accounts)
     if since is not None:
         where.append("created_at >= ?")
         params.append(since)
@@ -325,18 +330,27 @@ def equity_points(conn: sqlite3.Connection, account: str, since: str | None) -> 
     return [(ms_of_iso(r[0]), float(r[1])) for r in conn.execute(sql + " ORDER BY started_at, id", params)]
 
 
-def price_marks(conn: sqlite3.Connection, account: str, limit: int = 2000) -> dict[str, dict[str, Any]]:
-    """Per symbol: the mark price at each of the account's latest decisions (``marks``: [time_ms, price]),
+def price_marks(
+    conn: sqlite3.Connection, account: str, decisions: int = 500, limit: int = 2000
+) -> dict[str, dict[str, Any]]:
+    """Per symbol: the mark price at each of the account's latest ``decisions`` (``marks``: [time_ms, price]),
     and its fills in that stretch (``fills``: time_ms, side, price, qty, reason), oldest first."""
     from llmtrader.storage.facts import ms_of_iso
 
     out: dict[str, dict[str, Any]] = {}
+    ids = [
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM decisions WHERE account = ? ORDER BY created_at DESC LIMIT ?", [account, decisions]
+        )
+    ]
+    marks = ",".join("?" * len(ids))
     rows = conn.execute(
-        "SELECT created_at, symbol, mark_price FROM asset_decisions WHERE account = ? AND mark_price IS NOT NULL "
-        "ORDER BY created_at DESC LIMIT ?",
-        [account, limit],
+        f"SELECT created_at, symbol, mark_price FROM asset_decisions WHERE decision_id IN ({marks}) "
+        "AND mark_price IS NOT NULL ORDER BY created_at",
+        ids,
     ).fetchall()
-    for created_at, symbol, mark in reversed(rows):
+    for created_at, symbol, mark in rows:
         out.setdefault(symbol, {"marks": [], "fills": []})["marks"].append([ms_of_iso(created_at), float(mark)])
     start = min((v["marks"][0][0] for v in out.values()), default=0)
     for table in ("paper_fills", "venue_fills"):

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -53,10 +54,14 @@ class ServeConfig:
     settings: Settings
     accounts: list[str]
     token: str | None = None
+    narrowed: bool = False  # --account given: only those accounts' records, not every account in the store
     allow_control: bool = False
     secrets: list[str] = field(default_factory=list)
     poll_s: float = 0.5  # how often the stream looks for new rows
     failures: dict[str, deque[float]] = field(default_factory=dict)
+
+    def serves(self, account: Any) -> bool:
+        return not self.narrowed or account in self.accounts
 
     def session_value(self) -> str:
         """The cookie's value: derived from the token (never the token itself)."""
@@ -167,18 +172,22 @@ def _conn(cfg: ServeConfig) -> sqlite3.Connection | None:
     return open_reader(cfg.settings.db)
 
 
-def _read(cfg: ServeConfig, fn: Callable[[sqlite3.Connection | None], Any]) -> Awaitable[Any]:
-    """Run ``fn`` with a fresh read connection in a worker thread (the event loop keeps streaming)."""
+_local = threading.local()
 
-    def run() -> Any:
+
+def _thread_conn(cfg: ServeConfig) -> sqlite3.Connection | None:
+    """The worker thread's own read connection, opened once (None until the database exists). Reads take no
+    lasting transaction: each statement sees what the agent committed."""
+    conn: sqlite3.Connection | None = getattr(_local, "conn", None)
+    if conn is None:
         conn = _conn(cfg)
-        try:
-            return fn(conn)
-        finally:
-            if conn is not None:
-                conn.close()
+        _local.conn = conn
+    return conn
 
-    return run_in_threadpool(run)
+
+def _read(cfg: ServeConfig, fn: Callable[[sqlite3.Connection | None], Any]) -> Awaitable[Any]:
+    """Run ``fn`` with the worker thread's read connection (the event loop keeps streaming)."""
+    return run_in_threadpool(lambda: fn(_thread_conn(cfg)))
 
 
 def _account(cfg: ServeConfig, request: Request, *, required: bool = True) -> str:
@@ -202,12 +211,12 @@ async def api_status(cfg: ServeConfig, request: Request) -> Response:
 
 async def api_decisions(cfg: ServeConfig, request: Request) -> Response:
     params = dict(request.query_params)
-    return _json(cfg, await _read(cfg, lambda c: data.decisions(c, params, cfg.accounts)))
+    return _json(cfg, await _read(cfg, lambda c: data.decisions(c, params, cfg.accounts, cfg.narrowed)))
 
 
 async def api_decision(cfg: ServeConfig, request: Request) -> Response:
     decision_id = str(request.path_params["decision_id"])
-    return _json(cfg, await _read(cfg, lambda c: data.decision(c, decision_id, cfg.accounts)))
+    return _json(cfg, await _read(cfg, lambda c: data.decision(c, decision_id, cfg.accounts, cfg.narrowed)))
 
 
 async def api_positions(cfg: ServeConfig, request: Request) -> Response:
@@ -273,7 +282,7 @@ async def api_stream(cfg: ServeConfig, request: Request) -> Response:
                     heads = q.stream_heads(conn)
             if conn is not None:
                 for kind, row in q.stream_since(conn, heads):
-                    if row.get("account") in cfg.accounts:
+                    if cfg.serves(row.get("account")):
                         yield f"event: {kind}\ndata: {_scrub(cfg, json.dumps(row, default=str))}\n\n"
                         idle = 0.0
             await asyncio.sleep(cfg.poll_s)
@@ -406,7 +415,7 @@ def _pages(cfg: ServeConfig) -> list[Route]:
 
     async def decision_page(request: Request) -> Response:
         decision_id = str(request.path_params["decision_id"])
-        record = await _read(cfg, lambda c: data.decision(c, decision_id, cfg.accounts))
+        record = await _read(cfg, lambda c: data.decision(c, decision_id, cfg.accounts, cfg.narrowed))
         return _page(cfg, env, "decision.html", d=record)
 
     async def control_page(request: Request) -> Response:

@@ -7,18 +7,21 @@ from typing import TYPE_CHECKING, Any
 
 from llmtrader.errors import LLMTraderError
 from llmtrader.storage import web as q
+from llmtrader.storage.records import iso_utc
 from llmtrader.web import data
 
 if TYPE_CHECKING:
     from llmtrader.config import Settings
 
 RECENT_DECISIONS = 20
+GROUPS_DAYS = 30  # the page's figures per model and strategy cover this many days (the API's stats: any period)
 
 
 def _groups(settings: Settings, conn: sqlite3.Connection | None, account: str, now_ms: int, by: str) -> Any:
     """The ``stats --by`` groups, or the reason they cannot be computed (the page still shows the rest)."""
     try:
-        return data.stats(settings, conn, account, now_ms, by, None)["groups"]
+        since = iso_utc(now_ms - GROUPS_DAYS * 86_400_000)
+        return data.stats(settings, conn, account, now_ms, by, since)["groups"]
     except LLMTraderError as exc:
         return str(exc)
 
@@ -28,7 +31,7 @@ def dashboard(settings: Settings, conn: sqlite3.Connection | None, accounts: lis
     views = []
     for row in data.status(settings, conn, accounts, now_ms):
         name = row["account"]
-        recent = data.decisions(conn, {"account": name, "limit": str(RECENT_DECISIONS)}, accounts)["decisions"]
+        recent = data.decisions(conn, {"account": name, "limit": str(RECENT_DECISIONS)}, accounts, True)["decisions"]
         views.append(
             {
                 "status": row,

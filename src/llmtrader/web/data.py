@@ -109,12 +109,15 @@ def parse_limit(value: str | None, default: int = 50) -> int:
     return limit
 
 
-def decisions(conn: sqlite3.Connection | None, params: dict[str, str], accounts: list[str]) -> dict[str, Any]:
-    """A page of ``history --json`` rows, newest first, with ``next_cursor`` (None on the last page)."""
+def decisions(
+    conn: sqlite3.Connection | None, params: dict[str, str], accounts: list[str], narrowed: bool = False
+) -> dict[str, Any]:
+    """A page of ``history --json`` rows, newest first, with ``next_cursor`` (None on the last page); only
+    those of ``accounts`` when ``narrowed`` (serve --account), else of any account in the store."""
     from llmtrader.configfile import normalize_symbol
 
     account = params.get("account") or None
-    if account is not None and account not in accounts:
+    if account is not None and narrowed and account not in accounts:
         raise NotFoundError(f"account {account!r} is not served; served: {', '.join(accounts)}")
     symbol = params.get("symbol") or None
     if symbol is not None:
@@ -131,6 +134,7 @@ def decisions(conn: sqlite3.Connection | None, params: dict[str, str], accounts:
     rows, cursor = q.decision_page(
         conn,
         account=account,
+        accounts=accounts if narrowed else None,
         symbol=symbol,
         action=action,
         since=parse_time("since", params.get("since")),
@@ -138,19 +142,19 @@ def decisions(conn: sqlite3.Connection | None, params: dict[str, str], accounts:
         limit=limit,
         cursor=params.get("cursor") or None,
     )
-    if account is None and len(accounts) < len(q.accounts_in_store(conn)):
-        rows = [r for r in rows if r["account"] in accounts]  # --account narrowed what is served
     return {"decisions": rows, "next_cursor": cursor}
 
 
-def decision(conn: sqlite3.Connection | None, decision_id: str, accounts: list[str]) -> dict[str, Any]:
+def decision(
+    conn: sqlite3.Connection | None, decision_id: str, accounts: list[str], narrowed: bool = False
+) -> dict[str, Any]:
     """The whole audit record (``show --json``)."""
     from llmtrader.storage.reader import show
 
     if conn is None:
         raise NotFoundError(f"no decision with id {decision_id!r} (no database yet)")
     record = show(conn, decision_id)
-    if record["account"] not in accounts:
+    if narrowed and record["account"] not in accounts:
         raise NotFoundError(f"no decision with id {decision_id!r}")
     return record
 

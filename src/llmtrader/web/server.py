@@ -65,6 +65,7 @@ def run_server(
         settings=settings,
         accounts=served_accounts(settings, accounts),
         token=token,
+        narrowed=bool(accounts),
         allow_control=allow_control,
         secrets=[*secrets_of(settings), *([token] if token else [])],
     )

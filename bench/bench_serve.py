@@ -34,7 +34,7 @@ def _free_port() -> int:
 
 def _p99(samples: list[float]) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
 
 
 def _rss_mb(pid: int) -> float:

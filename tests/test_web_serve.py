@@ -403,3 +403,24 @@ def test_help_does_not_import_the_web_stack() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert "serve" in out.stdout  # the command is listed
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_page_control_form_has_a_confirmation_step_and_csrf(seeded: Path) -> None:
+    s = Server("--allow-control", env={"LLMTRADER_SERVE_TOKEN": TOKEN})
+    try:
+        login = httpx.post(s.url + "/login", data={"token": TOKEN}, follow_redirects=False)
+        confirm = httpx.get(s.url + "/control/default?action=close_all", cookies=login.cookies)
+        assert confirm.status_code == 200 and 'name="csrf"' in confirm.text and "Type the account" in confirm.text
+        form = {"action": "close_all", "confirm": "default"}
+        forged = httpx.post(s.url + "/control/default", data=form, cookies=login.cookies)
+        assert forged.status_code == 403  # no CSRF token: refused
+        csrf = confirm.text.split('name="csrf" value="')[1].split('"')[0]
+        unconfirmed = httpx.post(s.url + "/control/default", data={**form, "confirm": "", "csrf": csrf},
+                                 cookies=login.cookies)  # fmt: skip
+        assert unconfirmed.status_code == 400
+        done = httpx.post(s.url + "/control/default", data={**form, "csrf": csrf}, cookies=login.cookies)
+        assert done.status_code == 200 and "close_all" in done.text
+    finally:
+        s.stop()
+    rows = db_rows(seeded, "SELECT action, source, status FROM control_requests")
+    assert rows == [("close_all", "dashboard (127.0.0.1)", "pending")]

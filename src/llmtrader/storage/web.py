@@ -246,13 +246,6 @@ def recent_guard_events(conn: sqlite3.Connection, account: str, limit: int = 10)
     ]
 
 
-def accounts_in_store(conn: sqlite3.Connection) -> list[str]:
-    """Every account the store holds a cycle or a decision of."""
-    names = {str(r[0]) for r in conn.execute("SELECT DISTINCT account FROM cycles")}
-    names |= {str(r[0]) for r in conn.execute("SELECT DISTINCT account FROM decisions")}
-    return sorted(names)
-
-
 # ---- the live stream: rows newer than the last ones seen -----------------------------------------------
 
 # stream kind -> (table, columns), in the order a cycle records them

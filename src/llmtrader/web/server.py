@@ -71,4 +71,8 @@ def run_server(
     )
     app = create_app(cfg)
     print(f"serving on http://{host}:{port} (Ctrl-C to stop)", file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, server_header=False)
+    # An open live stream never ends by itself: on SIGTERM it gets 5 s, then the server exits anyway.
+    uvicorn.run(
+        app, host=host, port=port, log_level=log_level, access_log=False, server_header=False,
+        timeout_graceful_shutdown=5,
+    )  # fmt: skip

@@ -68,14 +68,20 @@ EXPECTED_SCHEMA = {
     "trading_versions": ["account", "n"],
     "venue_transfers": ["id", "account", "tran_id", "asset", "amount", "time_ms"],
     "adoptions": ["id", "account", "mode", "symbol", "amount", "entry_price", "time_ms"],
+    "positions_snapshots": ["id", "account", "mode", "time_ms", "positions"],
+    "control_requests": ["id", "account", "action", "source", "requested_at", "status", "done_at", "result"],
     "_sqlite_migrations": ["id", "migration_set", "name", "applied_at"],
 }  # fmt: skip
 EXPECTED_TRIGGERS = {
     "orders_insert_version", "orders_update_version", "paper_fills_insert_version", "venue_fills_insert_version",
 }  # fmt: skip
 EXPECTED_INDEXES = {
-    "decisions": {("created_at",), ("account", "created_at")},
-    "asset_decisions": {("symbol", "created_at"), ("action", "created_at"), ("decision_id",)},
+    "decisions": {
+        ("created_at",),
+        ("account", "created_at"),
+        ("account", "model_latency_ms", "prompt_tokens", "completion_tokens", "cost_usd"),
+    },
+    "asset_decisions": {("symbol", "created_at"), ("action", "created_at"), ("decision_id",), ("account", "status")},
     "llm_calls": {("decision_id",)},
     "orders": {
         ("client_order_id",),
@@ -96,6 +102,8 @@ EXPECTED_INDEXES = {
     "model_answers": {("request_hash",)},
     "venue_transfers": {("account", "tran_id"), ("account", "time_ms")},
     "adoptions": {("account", "mode", "time_ms")},
+    "positions_snapshots": {("account", "time_ms")},
+    "control_requests": {("account", "status")},
 }
 
 
@@ -151,7 +159,7 @@ def test_migrations_are_named_recorded_and_idempotent(store: Store) -> None:
     assert applied == migration_names() == [
         "m001_decisions", "m002_venue_cache", "m003_execution", "m004_paper", "m005_strategies",
         "m006_venue_history", "m007_guards", "m008_cycles", "m009_backtests", "m010_trading_versions",
-        "m011_transfers_adoptions",
+        "m011_transfers_adoptions", "m012_web",
     ]  # fmt: skip
     store.close()
     Store(store.path).close()  # opening again applies nothing new

@@ -752,6 +752,38 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
     guarded(body)
 
 
+@app.command()
+def serve(
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to bind (not loopback: needs LLMTRADER_SERVE_TOKEN)."
+    ),
+    port: int = typer.Option(8787, "--port", min=1, max=65535, help="Port to listen on."),
+    account: list[str] | None = typer.Option(
+        None, "--account", "-a", help="Serve this account (repeat for several; default: every configured one)."
+    ),
+    allow_control: bool = typer.Option(
+        False, "--allow-control", help="Allow pause, resume and close-all from the page and API (with the token)."
+    ),
+) -> None:
+    """The dashboard, JSON API (/api/v1), live stream and /metrics: a reader of the database, beside `run`.
+    Needs no venue or model credentials. Binds to 127.0.0.1 unless told otherwise."""
+
+    def body() -> None:
+        from llmtrader.web.server import run_server
+
+        settings = _settings(read_only=True)
+        run_server(
+            settings,
+            host=host,
+            port=port,
+            accounts=account,
+            allow_control=allow_control,
+            log_level="debug" if _state["log_level"] == "debug" else "warning",
+        )
+
+    guarded(body)
+
+
 @config_app.command("show")
 def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Print the effective settings, every secret redacted."""

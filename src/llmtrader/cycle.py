@@ -48,6 +48,7 @@ from llmtrader.engine import (
     arm_strategy,
     close_positions,
     decide,
+    position_rows,
     protect_positions,
     sync_live_history,
 )
@@ -117,12 +118,15 @@ class CycleResult:
 # ---- the cycle ------------------------------------------------------------------------------------------
 
 
-async def run_cycle(services: Services, *, now_ms: int | None = None, dry_run: bool = False) -> CycleResult:
+async def run_cycle(
+    services: Services, *, now_ms: int | None = None, dry_run: bool = False, served: bool = False
+) -> CycleResult:
     """Run one cycle of the account of ``services`` (see the module docstring) and record it.
 
     ``now_ms`` is the cycle's time for the guards and the record (default: the services' clock). ``dry_run``
     sends no order at all: reconcile only reports the stops it would re-arm, the drawdown switch closes
-    nothing, and the decision is recorded as a dry run.
+    nothing, and the decision is recorded as a dry run. ``served`` (the scheduled agent, not a backtest) also
+    carries out the control requests of ``llmtrader serve`` and records the positions at the cycle's end.
 
     The expected failures (the venue, the model, a broken strategy) are outcomes, never raised. Anything
     else (a StoreError: the audit trail is gone; a bug) is recorded as skipped when the store still allows,
@@ -134,7 +138,9 @@ async def run_cycle(services: Services, *, now_ms: int | None = None, dry_run: b
     result = CycleResult(settings.account, now, now, SKIPPED, None, None)
     fields: dict[str, Any] = {}
     try:
-        await _cycle(services, result, now, dry_run, fields)
+        await _cycle(services, result, now, dry_run, fields, served)
+        if served:
+            await _snapshot_positions(services)
         _flag_unprotected(result)
     except BaseException as exc:
         result.outcome = SKIPPED
@@ -216,7 +222,9 @@ def _log(result: CycleResult, fields: dict[str, Any]) -> None:
     )
 
 
-async def _cycle(services: Services, result: CycleResult, now: int, dry_run: bool, fields: dict[str, Any]) -> None:
+async def _cycle(
+    services: Services, result: CycleResult, now: int, dry_run: bool, fields: dict[str, Any], served: bool = False
+) -> None:
     settings, store = services.settings, services.store
     name = settings.account
     gs = GuardSettings.from_settings(settings)
@@ -234,6 +242,7 @@ async def _cycle(services: Services, result: CycleResult, now: int, dry_run: boo
         result.reason = f"the account cannot be read: {exc}"
         return
     result.equity_usd = account.equity_usd
+    paused = await _carry_out_controls(services, result, dry_run) if served else None
     # The venue's history (live): the closes that filled there while no one looked (for the cooldown and the
     # minimum hold) and the deposits and withdrawals (for the kill switches' baselines), whatever the strategy
     # shows the model. When it cannot be read, the decision holds openings (engine.decide).
@@ -267,6 +276,10 @@ async def _cycle(services: Services, result: CycleResult, now: int, dry_run: boo
         return
     if not verdict.allow_decision:
         result.reason = "; ".join(verdict.reasons)
+        return
+
+    if paused is not None:  # after reconcile and the guards: a paused account is still protected
+        result.reason = paused
         return
 
     # 3. Decide, with the guards and the cache.
@@ -338,6 +351,53 @@ async def _close_all(services: Services, result: CycleResult, dry_run: bool) -> 
     if closed.execution.summary != "executed":
         problems = [n for a in closed.execution.assets if a.outcome != "executed" for n in a.notes[-1:]]
         result.reason = f"{result.reason}; closing: {closed.execution.summary}: {'; '.join(problems)}"
+
+
+# ---- serve's control requests and positions snapshot (llmtrader.web reads them; storage m012_web) --------
+
+
+async def _carry_out_controls(services: Services, result: CycleResult, dry_run: bool) -> str | None:
+    """Carry out the pending control requests of the dashboard (``serve --allow-control``), oldest first:
+    close_all closes every position at market as `close --all` does (recorded as a decision by "control");
+    pause and resume are marked done. Returns why the cycle must not decide (the account is paused), or None."""
+    from llmtrader.storage import web as controls
+
+    store, name = services.store, services.settings.account
+    for request in controls.pending_controls(store, name):
+        status, said = "done", f"{request['action']} carried out"
+        if request["action"] == "close_all":
+            note = f"closed at market from {request['source']} (control request {request['id']})"
+            if dry_run:
+                status, said = "failed", "dry run: the positions are not closed"
+            else:
+                try:
+                    closed = await close_positions(services, None, by="control", note=note)
+                except VenueError as exc:
+                    status, said = "failed", f"closing failed: {exc}"
+                else:
+                    result.unprotected += closed.execution.unprotected if closed.execution is not None else []
+                    said = f"decision {closed.record.id}: {closed.record.execution}"
+                    if closed.execution is not None and closed.execution.summary != "executed":
+                        status = "failed"
+        controls.finish_control(store, request["id"], status=status, result=said, now_ms=services.clock.now_ms())
+    return controls.is_paused(store, name)
+
+
+async def _snapshot_positions(services: Services) -> None:
+    """Record the open positions with their stops and targets as the cycle leaves them (for ``serve``); a
+    venue that cannot be read now only costs the snapshot."""
+    from llmtrader.storage import web as snapshots
+
+    try:
+        mode, rows = await position_rows(services)
+    except VenueError as exc:
+        from llmtrader.logs import get_logger
+
+        get_logger("llmtrader.cycle").warning("positions snapshot skipped", reason=str(exc))
+        return
+    snapshots.record_positions(
+        services.store, account=services.settings.account, mode=mode, time_ms=services.clock.now_ms(), rows=rows
+    )
 
 
 def _outcome(decided: DecideResult, openings_refused: str | None) -> tuple[str, str | None]:

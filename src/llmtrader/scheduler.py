@@ -596,9 +596,8 @@ async def run_agent(
                 built[name] = build_services(settings, clock=clock)
             for services in built.values():  # a live account in hedge mode cannot place a stop: refused now
                 await require_one_way(services)
-            cycle: CycleFn = run_cycle
-            if dry_run:
-                cycle = partial(run_cycle, dry_run=True)
+            # served: carry out serve's control requests and record a positions snapshot each cycle
+            cycle: CycleFn = partial(run_cycle, dry_run=dry_run, served=True)
             scheduler = Scheduler(
                 built, cycle=cycle, record_skip=record_skipped_cycle, close_services=close_services, clock=clock,
                 offset_s=offset_s,

@@ -403,6 +403,41 @@ def m011_transfers_adoptions(db: Database) -> None:
     db.table("adoptions").create_index(["account", "mode", "time_ms"])
 
 
+@migration
+def m012_web(db: Database) -> None:
+    """For ``llmtrader serve``: the open positions as the agent saw them at the end of each cycle (JSON rows
+    of ``llmtrader positions --json``, with the time of that read), and the control requests made from the
+    dashboard or its API (pause, resume, close_all), each an audit row naming its source, which the running
+    agent carries out at its next cycle (``status``: pending, done, or failed with ``result`` saying why)."""
+    db.table("positions_snapshots").create(
+        {"id": int, "account": str, "mode": str, "time_ms": int, "positions": str},
+        pk="id",
+        not_null={"account", "mode", "time_ms", "positions"},
+    )
+    db.table("positions_snapshots").create_index(["account", "time_ms"])
+    db.table("control_requests").create(
+        {
+            "id": int,
+            "account": str,
+            "action": str,
+            "source": str,
+            "requested_at": str,
+            "status": str,
+            "done_at": str,
+            "result": str,
+        },
+        pk="id",
+        not_null={"account", "action", "source", "requested_at", "status"},
+    )
+    db.table("control_requests").create_index(["account", "status"])
+    # /metrics sums these per account at every scrape: covering indexes read a few MB, not the decisions
+    # with their prompts (measured on 1,000,000 asset rows: 2 s by the tables).
+    db.table("decisions").create_index(
+        ["account", "model_latency_ms", "prompt_tokens", "completion_tokens", "cost_usd"], index_name="decisions_spend"
+    )
+    db.table("asset_decisions").create_index(["account", "status"])
+
+
 def migration_names() -> list[str]:
     return [name for name, _ in MIGRATIONS]
 

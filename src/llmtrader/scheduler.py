@@ -626,15 +626,29 @@ async def run_agent(
             # A live account's start is a WARNING: real orders follow, and it must stand out in the journal.
             start = log.warning if settings.trading_mode == "live" else log.info
             start("start", **{k: v for k, v in fields.items() if v is not None})
-        if once:
-            return await scheduler.serve_once()
-        conn = open_reader(db)
+        # ---- notify: the outbox's delivery task runs beside the scheduler (llmtrader.notify.delivery) ----
+        from llmtrader.notify.delivery import open_notifier
+
+        notifier = open_notifier(db, {name: s.settings for name, s in built.items()}, clock.now_ms)
+        notifier.agent("started", "one cycle per account (--once)" if once else "scheduled cycles")
+        notifier.start()
+        code = 1
         try:
-            last = last_cycle_times(conn)
-        finally:
-            if conn is not None:
-                conn.close()
-        return await scheduler.serve(last_cycle_ms=last)
+            # ---- end notify ----
+            if once:
+                code = await scheduler.serve_once()
+                return code
+            conn = open_reader(db)
+            try:
+                last = last_cycle_times(conn)
+            finally:
+                if conn is not None:
+                    conn.close()
+            code = await scheduler.serve(last_cycle_ms=last)
+            return code
+        finally:  # ---- notify ----
+            notifier.agent("stopped", f"exit code {code}", clean=code == 0)
+            await notifier.close(flush_s=notifier.config.timeout_s)
     finally:
         for lock in locks:
             lock.release()
@@ -673,11 +687,13 @@ def agent_status(
     """
     from llmtrader.accounts import account_names, settings_for_account
     from llmtrader.guards import describe
+    from llmtrader.notify.checks import outbox_health
     from llmtrader.storage.reader import last_cycles, strategy_choice
     from llmtrader.storage.records import iso_utc
 
     names = account_names(settings)
     cycles = last_cycles(conn, names) if conn is not None else {}
+    notify_health = outbox_health(conn) if conn is not None else None
     out: list[dict[str, Any]] = []
     for name in names:
         account = settings_for_account(settings, name)
@@ -704,6 +720,7 @@ def agent_status(
                 "equity_usd": last["equity_usd"] if last is not None else None,
                 "open_positions": positions,
                 "guards": describe(_guard_state(conn, name), now_ms),
+                "notifications": notify_health,  # llmtrader.notify: the outbox (the same for every account)
             }
         )
     return out

@@ -188,6 +188,21 @@ class NotifyConfig(BaseModel):
     max_attempts: int = Field(8, ge=1, le=100, description="Attempts per message and URL before it counts failed.")
     retry_max_wait_s: float = Field(300, ge=1, le=86_400, description="Longest wait between two attempts.")
     timeout_s: float = Field(10, gt=0, le=120, description="Timeout of one send.")
+    telegram_chat_ids: list[int] = Field(default_factory=list, description="Chats the Telegram commands answer.")
+    telegram_control: bool = Field(False, description="Allow /pause, /resume and /closeall (with a confirmation).")
+    telegram_base_url: str = Field("https://api.telegram.org/bot", description="The Bot API base URL.")
+
+    @field_validator("telegram_base_url")
+    @classmethod
+    def _bot_api_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http(s) URL such as https://api.telegram.org/bot")
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+            raise ValueError("the bot token travels over http:// only to this machine: use https://")
+        return value
 
 
 ACCOUNT_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
@@ -354,6 +369,7 @@ class Settings(BaseSettings):
     asterdex_api_key: SecretStr | None = Field(None, description="V1 legacy API key.")
     asterdex_api_secret: SecretStr | None = Field(None, description="V1 legacy API secret.")
     notify_urls: SecretStr | None = Field(None, description="Apprise URLs of the notifications (NOTIFY_URLS).")
+    telegram_bot_token: SecretStr | None = Field(None, description="The Telegram bot answering commands.")
     notify: NotifyConfig = Field(default_factory=NotifyConfig, description="[notify] (config file only).")
     accounts: dict[Annotated[str, Field(pattern=ACCOUNT_NAME_PATTERN)], AccountConfig] = Field(
         default_factory=dict, description="[accounts.NAME] tables (config file only); none: one account."

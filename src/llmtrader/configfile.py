@@ -27,7 +27,14 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
 }
 # Settings that may only come from the environment: secrets never live in a config file.
 ENV_ONLY = frozenset(
-    {"llm_api_key", "asterdex_signer_private_key", "asterdex_api_key", "asterdex_api_secret", "notify_urls"}
+    {
+        "llm_api_key",
+        "asterdex_signer_private_key",
+        "asterdex_api_key",
+        "asterdex_api_secret",
+        "notify_urls",
+        "telegram_bot_token",
+    }
 )
 
 

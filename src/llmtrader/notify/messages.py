@@ -58,7 +58,8 @@ def finish(message: Message, secrets: list[str]) -> Message:
     return Message(message.event, message.level, title, body)
 
 
-def _money(value: Decimal | float | None) -> str:
+def money(value: Decimal | float | None) -> str:
+    """A signed USD amount with two decimals."""
     if value is None:
         return "-"
     number = float(value)
@@ -110,7 +111,7 @@ def render(store: Store, row: dict[str, Any], now_ms: int, failed_cycles: int = 
     if kind == "agent":
         return _agent(account, payload)
     if kind == "daily_summary":
-        return _daily(store, account, payload)
+        return daily_message(store, account, payload)
     return None
 
 
@@ -231,15 +232,16 @@ def _closed(conn: sqlite3.Connection, account: str, mode: str, trade: Trade) -> 
     lines = [
         f"{account} ({mode}): {trade.side} {trade.symbol} closed by {reason}",
         f"entry {fmt(float(trade.entry_price))} exit {fmt(float(trade.exit_price or 0))} size {trade.qty}",
-        f"net PnL {_money(net)} USD (fees {_money(-trade.fees)}, funding {_money(trade.funding)})",
+        f"net PnL {money(net)} USD (fees {money(-trade.fees)}, funding {money(trade.funding)})",
         f"held {_hold(trade.hold_ms)}",
     ]
     level = "warning" if reason in ("liquidation", "kill switch", "emergency close") else "info"
-    title = f"CLOSED {trade.symbol} {_money(net)} USD ({reason}, {account})"
+    title = f"CLOSED {trade.symbol} {money(net)} USD ({reason}, {account})"
     return Message("trade_closed", level, title, "\n".join(lines))
 
 
-def _daily(store: Store, account: str, payload: dict[str, Any]) -> Message:
+def daily_message(store: Store, account: str, payload: dict[str, Any]) -> Message:
+    """The summary of the UTC day starting at ``payload["day_ms"]`` (so far, for today)."""
     from llmtrader.storage.facts import account_history
     from llmtrader.trades import closed_trades, reconstruct_trades
 
@@ -258,9 +260,9 @@ def _daily(store: Store, account: str, payload: dict[str, Any]) -> Message:
     body = "\n".join(
         [
             f"{account} ({mode}), {day} UTC",
-            f"equity {fmt(figures['equity_usd'])} USD, day PnL {_money(pnl)} USD",
+            f"equity {fmt(figures['equity_usd'])} USD, day PnL {money(pnl)} USD",
             f"trades closed {len(trades)}, win rate {rate}",
             f"model cost {figures['cost_usd']:.4f} USD",
         ]
     )
-    return Message("daily_summary", "info", f"Daily summary {day} ({account}) {_money(pnl)} USD", body)
+    return Message("daily_summary", "info", f"Daily summary {day} ({account}) {money(pnl)} USD", body)

@@ -136,3 +136,65 @@ def health(conn: sqlite3.Connection, accounts: list[str] | None = None) -> dict[
         "last_error": None if last is None else str(last[0]),
         "last_error_at_ms": None if last is None else int(last[1]),
     }
+
+
+# ---- pauses (Telegram /pause and /resume), each recorded as a guard event ----------------------------------
+
+
+def paused_reason(conn: sqlite3.Connection, account: str) -> str | None:
+    """Why the account is paused (None: it is not)."""
+    row = conn.execute("SELECT reason FROM agent_pauses WHERE account = ?", [account]).fetchone()
+    return None if row is None else str(row[0])
+
+
+def set_paused(conn: sqlite3.Connection, account: str, reason: str | None, *, now_ms: int, event: str) -> bool:
+    """Pause (``reason``) or resume (None) the account, and append ``event`` to its guard events, all or
+    nothing; False when nothing changed (already paused, or not paused)."""
+    from llmtrader.storage.records import iso_utc
+
+    with conn:
+        if reason is None:
+            changed = conn.execute("DELETE FROM agent_pauses WHERE account = ?", [account]).rowcount
+            kind = "telegram_resume"
+        else:
+            changed = conn.execute(
+                "INSERT OR IGNORE INTO agent_pauses (account, paused_at_ms, reason) VALUES (?, ?, ?)",
+                [account, now_ms, reason],
+            ).rowcount
+            kind = "telegram_pause"
+        if changed:
+            conn.execute(
+                "INSERT INTO guard_events (account, kind, message, created_at) VALUES (?, ?, ?, ?)",
+                [account, kind, event, iso_utc(now_ms)],
+            )
+    return bool(changed)
+
+
+def record_control(conn: sqlite3.Connection, account: str, kind: str, message: str, *, now_ms: int) -> None:
+    """An audit event of a command from Telegram (``guard_events``)."""
+    from llmtrader.storage.records import iso_utc
+
+    with conn:
+        conn.execute(
+            "INSERT INTO guard_events (account, kind, message, created_at) VALUES (?, ?, ?, ?)",
+            [account, kind, message, iso_utc(now_ms)],
+        )
+
+
+def last_decision(conn: sqlite3.Connection, account: str) -> dict[str, Any] | None:
+    """The account's newest decision with its asset rows (``assets``)."""
+    found = _rows(
+        conn,
+        "SELECT id, created_at, model, outcome, portfolio_rationale, execution FROM decisions WHERE account = ? "
+        "ORDER BY created_at DESC LIMIT 1",
+        [account],
+    )
+    if not found:
+        return None
+    out = found[0]
+    out["assets"] = _rows(
+        conn,
+        "SELECT symbol, action, status, reasons, rationale FROM asset_decisions WHERE decision_id = ? ORDER BY id",
+        [out["id"]],
+    )
+    return out

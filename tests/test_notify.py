@@ -284,3 +284,37 @@ def test_notify_test_reports_each_url_and_doctor_checks_they_parse(
     monkeypatch.setenv("NOTIFY_URLS", "nosuchservice://abc")
     (check,) = _notify_checks(load_settings(), {})
     assert check.status == "fail" and "#1 nosuchservice" in check.detail and "abc" not in check.detail
+
+
+def test_run_tells_its_start_and_stop(
+    paper: Path, fake_llm: FakeLLM, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NOTIFY_URLS", receiver.url)
+    result = CliRunner().invoke(app, ["run", "--once"])
+    assert result.exit_code == 0, result.output
+    assert receiver.titles == ["Agent started: default (paper)", "Agent stopped: default (paper)"]
+    assert "exit code 0" in receiver.bodies[1]["message"]
+
+
+def test_the_daily_summary_is_sent_once_after_midnight(
+    paper: Path, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NOTIFY_URLS", receiver.url)
+    day_ms = 86_400_000
+    before_midnight = (clock.now // day_ms) * day_ms + day_ms - 1000  # 23:59:59 UTC
+
+    async def agent() -> None:
+        clock.now = before_midnight
+        notifier = Notifier(Store(paper), {"default": load_settings()}, now_ms=clock.now_ms)
+        try:
+            await notifier.process_once()
+            clock.advance(2000)  # 00:00:01 UTC
+            await notifier.process_once()
+        finally:
+            await notifier.close()
+
+    asyncio.run(agent())
+    asyncio.run(agent())  # another agent seeing the same midnight queues the same summary: not sent again
+    summaries = [b for b in receiver.bodies if str(b["title"]).startswith("Daily summary")]
+    assert len(summaries) == 1, receiver.titles
+    assert "trades closed 0" in summaries[0]["message"] and "model cost" in summaries[0]["message"]

@@ -230,13 +230,17 @@ class Notifier:
         self._task = asyncio.get_running_loop().create_task(self.run(), name="llmtrader notify")
 
     async def close(self, *, flush_s: float = 0.0) -> None:
-        """Stop the task (after one more pass of at most ``flush_s`` when given), free the worker thread
-        without waiting for a send in progress, and close the connection."""
+        """Stop the task: let the pass in progress finish (a send cut off after the service took it would be
+        sent again), at most ``flush_s`` (1 s when 0); then one more pass of at most ``flush_s`` for what was
+        queued last (agent stopped). A send still hanging is left to its worker thread, not waited for."""
         self._closing = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            _, late = await asyncio.wait({self._task}, timeout=flush_s if flush_s > 0 else 1.0)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.gather(*late, return_exceptions=True)
         if flush_s > 0:
             with contextlib.suppress(TimeoutError, Exception):
                 await asyncio.wait_for(self.process_once(), flush_s)

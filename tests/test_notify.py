@@ -318,3 +318,48 @@ def test_the_daily_summary_is_sent_once_after_midnight(
     summaries = [b for b in receiver.bodies if str(b["title"]).startswith("Daily summary")]
     assert len(summaries) == 1, receiver.titles
     assert "trades closed 0" in summaries[0]["message"] and "model cost" in summaries[0]["message"]
+
+
+def test_failed_cycles_are_told_once_a_streak_and_a_venue_ban_is_told(
+    paper: Path, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmtrader.storage.bans import VenueBans
+
+    monkeypatch.setenv("NOTIFY_URLS", receiver.url)
+    store = Store(paper)
+    try:
+        outcomes = ["model_error", "exchange_reject", "model_error", "model_error", "held", "model_error"]
+        for i, outcome in enumerate(outcomes):
+            store.record_cycle(
+                account="default", started_ms=clock.now + i, finished_ms=clock.now + i, outcome=outcome,
+                reason=f"HTTP 402 <i>{i}</i>", decision_id=None, equity_usd=None, cached=False, reconcile=[],
+            )  # fmt: skip
+        VenueBans(store, "https://venue.example", lambda: clock.now).put_ban(clock.now + 120_000, "IP banned")
+    finally:
+        store.close()
+    deliver(paper, clock)
+    assert receiver.titles == ["3 failed cycles in a row (default)", "Venue ban (HTTP 418)"]
+    assert "HTTP 402 <i>2</i>" in receiver.bodies[0]["message"]
+    assert "IP banned" in receiver.bodies[1]["message"]
+
+
+def test_failed_deliveries_show_in_status_and_doctor(
+    paper: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmtrader.doctor import _notify_checks
+
+    url = f"json://127.0.0.1:{free_port()}/hook-secret-12345678"
+    monkeypatch.setenv("NOTIFY_URLS", url)
+    emergency(paper, "closed")
+    deliver(paper, clock)  # refused: waits for a retry
+    result = CliRunner().invoke(app, ["status", "--json"])
+    assert result.exit_code == 0
+    (row,) = json.loads(result.stdout)
+    notes = row["notifications"]
+    assert notes["retrying"] == 1 and notes["failed"] == 0 and notes["last_error"].startswith("#1 json: ")
+    screen = CliRunner().invoke(app, ["status"])
+    assert "notifications" in screen.stdout and "1 retrying" in screen.stdout
+    assert all(len(line) <= 80 for line in screen.stdout.splitlines())
+    checks = _notify_checks(load_settings(), {})
+    assert [(c.name, c.status) for c in checks] == [("notify", "ok"), ("notify delivery", "warn")]
+    assert "hook-secret-12345678" not in result.stdout + screen.stdout + json.dumps([c.detail for c in checks])

@@ -138,3 +138,37 @@ def test_control_commands_are_off_unless_the_config_enables_them(
     (reply,) = telegram.sent(ALLOWED)
     assert "is off" in reply["text"] and reply.get("reply_markup") is None
     assert rows(paper, "SELECT * FROM guard_events") == []
+
+
+def test_closeall_runs_the_close_on_confirmation_and_the_loop_answers_in_the_background(
+    paper: Path, telegram: FakeTelegram
+) -> None:
+    closed: list[tuple[str, str]] = []
+
+    async def close_all(account: str, note: str) -> str:
+        closed.append((account, note))
+        return "nothing was open"
+
+    async def go() -> None:
+        settings = load_settings()
+        cmds = TelegramCommands(
+            Store(paper), {"default": settings}, now_ms=lambda: 1_790_000_000_000, close_all=close_all,
+            poll_timeout_s=0,
+        )  # fmt: skip
+        cmds.start()
+        try:
+            telegram.send_command(ALLOWED, "/closeall")
+            while not telegram.sent(ALLOWED):
+                await asyncio.sleep(0.02)
+            assert closed == []
+            nonce = telegram.sent(ALLOWED)[-1]["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+            telegram.press(ALLOWED, nonce)
+            while len(telegram.sent(ALLOWED)) < 2:
+                await asyncio.sleep(0.02)
+        finally:
+            await cmds.close()
+
+    asyncio.run(go())
+    assert closed == [("default", f"closed from Telegram (chat {ALLOWED}) with /closeall")]
+    assert telegram.sent(ALLOWED)[-1]["text"] == "default: nothing was open"
+    assert [e["kind"] for e in rows(paper, "SELECT kind FROM guard_events")] == ["telegram_closeall"]

@@ -643,8 +643,9 @@ async def run_agent(
         from llmtrader.notify.delivery import open_notifier
 
         notifier = open_notifier(db, {name: s.settings for name, s in built.items()}, clock.now_ms)
-        notifier.agent("started", "one cycle per account (--once)" if once else "scheduled cycles")
-        notifier.start()
+        if notifier is not None:
+            notifier.agent("started", "one cycle per account (--once)" if once else "scheduled cycles")
+            notifier.start()
         telegram = start_telegram(built, scheduler, clock, poll=not once)
         code = 1
         try:
@@ -663,8 +664,9 @@ async def run_agent(
         finally:  # ---- notify ----
             if telegram is not None:
                 await telegram.close()
-            notifier.agent("stopped", f"exit code {code}", clean=code == 0)
-            await notifier.close(flush_s=notifier.config.timeout_s)
+            if notifier is not None:
+                notifier.agent("stopped", f"exit code {code}", clean=code == 0)
+                await notifier.close(flush_s=notifier.config.timeout_s)
     finally:
         for lock in locks:
             lock.release()
@@ -674,11 +676,21 @@ def start_telegram(built: Mapping[str, Services], scheduler: Scheduler, clock: C
     """Accounts paused from Telegram are held by the scheduler; with ``poll``, TELEGRAM_BOT_TOKEN and an
     allow-list, llmtrader.notify.telegram answers commands beside it (/closeall under the cycle lock)."""
     from llmtrader.engine import close_positions
+    from llmtrader.logs import get_logger
     from llmtrader.notify.telegram import TelegramCommands
     from llmtrader.storage.outbox import paused_reason
     from llmtrader.storage.store import Store
 
-    scheduler.hold = lambda store, account: paused_reason(store.db.conn, account)
+    log = get_logger("llmtrader.scheduler")
+
+    def hold(store: Store, account: str) -> str | None:
+        try:
+            return paused_reason(store.db.conn, account)
+        except Exception:  # an unreadable pause must not stop a cycle that may have stops to arm
+            log.exception("the pause of the account could not be read; the cycle runs", account=account)
+            return None
+
+    scheduler.hold = hold
     first = next(iter(built.values())).settings
     if not poll or first.telegram_bot_token is None or not first.notify.telegram_chat_ids:
         return None
@@ -691,10 +703,14 @@ def start_telegram(built: Mapping[str, Services], scheduler: Scheduler, clock: C
         result: str = await scheduler.exclusive(account, close)
         return result
 
-    db = next(iter(built.values())).settings.db
-    commands = TelegramCommands(
-        Store(db), {name: s.settings for name, s in built.items()}, now_ms=clock.now_ms, close_all=close_all
-    )
+    try:
+        commands = TelegramCommands(
+            Store(first.db), {name: s.settings for name, s in built.items()}, now_ms=clock.now_ms,
+            close_all=close_all,
+        )  # fmt: skip
+    except Exception:
+        log.exception("Telegram commands are off: they could not be set up")
+        return None
     commands.start()
     return commands
 

@@ -110,12 +110,16 @@ class Notifier:
     # ---- what the agent itself tells -------------------------------------------------------------------
 
     def agent(self, state: str, reason: str, *, clean: bool | None = None) -> None:
-        """Queue "agent started/stopped" for every account of this process."""
+        """Queue "agent started/stopped" for every account of this process. Never raises: a database that
+        cannot take the row (a full disk) must not keep the agent from trading; it is logged."""
         now = self.now_ms()
-        for name, settings in self.accounts.items():
-            payload = {"state": state, "reason": reason, "mode": settings.trading_mode, "clean": clean}
-            key = f"agent:{name}:{state}:{os.getpid()}:{now}"
-            outbox.add(self.store.db.conn, dedupe_key=key, kind="agent", account=name, payload=payload, now_ms=now)
+        try:
+            for name, settings in self.accounts.items():
+                payload = {"state": state, "reason": reason, "mode": settings.trading_mode, "clean": clean}
+                key = f"agent:{name}:{state}:{os.getpid()}:{now}"
+                outbox.add(self.store.db.conn, dedupe_key=key, kind="agent", account=name, payload=payload, now_ms=now)
+        except Exception:
+            self.log.exception("the agent's notification could not be queued", state=state)
         self._wake.set()
 
     def queue_daily(self, now_ms: int) -> None:
@@ -248,8 +252,20 @@ class Notifier:
         self.store.close()
 
 
-def open_notifier(db: Path, accounts: Mapping[str, Settings], now_ms: Callable[[], int]) -> Notifier:
-    """The notifier of ``llmtrader run``, on its own connection to the database."""
+def open_notifier(db: Path, accounts: Mapping[str, Settings], now_ms: Callable[[], int]) -> Notifier | None:
+    """The notifier of ``llmtrader run``, on its own connection to the database; None (logged) when it
+    cannot be had: notifications never keep the agent from trading."""
+    from llmtrader.logs import get_logger
     from llmtrader.storage.store import Store
 
-    return Notifier(Store(db), accounts, now_ms=now_ms)
+    try:
+        store = Store(db)
+    except Exception:
+        get_logger("llmtrader.notify").exception("notifications are off: the database cannot be opened for them")
+        return None
+    try:
+        return Notifier(store, accounts, now_ms=now_ms)
+    except Exception:
+        store.close()
+        get_logger("llmtrader.notify").exception("notifications are off: they could not be set up")
+        return None

@@ -94,19 +94,21 @@ class TelegramCommands:
         return len(updates)
 
     async def run(self) -> None:
-        """Poll until cancelled; a failed round waits (up to a minute) and tries again."""
+        """Poll until cancelled; a failed round (the Bot API down, a bad token) waits, up to a minute, and
+        tries again: the trading goes on whatever Telegram does."""
         wait = 1.0
-        async with self.bot:
-            while True:
-                try:
-                    await self.poll_once()
-                    wait = 1.0
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    self.log.warning("Telegram polling failed", error=self._safe(str(exc)), retry_in_s=wait)
-                    await asyncio.sleep(wait)
-                    wait = min(wait * 2, 60.0)
+        while True:
+            try:
+                async with self.bot:
+                    while True:
+                        await self.poll_once()
+                        wait = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.log.warning("Telegram polling failed", error=self._safe(str(exc)), retry_in_s=wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 60.0)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self.run(), name="llmtrader telegram")

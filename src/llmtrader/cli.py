@@ -34,6 +34,8 @@ backtest_app = typer.Typer(
     help="Replay history through the agent's own cycle: run (with --data or --replay), list, show."
 )
 app.add_typer(backtest_app, name="backtest")
+notify_app = typer.Typer(help="Notifications: test the URLs of NOTIFY_URLS.", no_args_is_help=True)
+app.add_typer(notify_app, name="notify")
 
 T = TypeVar("T")
 # Global options, for commands to use: log_json is None (terminal decides), or True with --log-json.
@@ -1076,3 +1078,32 @@ def backtest_show(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+# ---- notify (llmtrader.notify) ----------------------------------------------------------------------------
+
+
+@notify_app.command("test")
+def notify_test(
+    url: list[str] = typer.Option(None, "--url", help="An Apprise URL to test instead of NOTIFY_URLS (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Send a test message to each notification URL and report each result (exit 1 when one failed)."""
+
+    def body() -> None:
+        import textwrap
+
+        from llmtrader.formatting import safe_text
+        from llmtrader.notify.probe import test_results
+
+        results = test_results(url or None, _state["config"])
+        if as_json:
+            typer.echo(json.dumps({"results": results, "ok": all(r["ok"] for r in results)}))
+        else:
+            for r in results:
+                line = f"{r['target']}: " + ("sent" if r["ok"] else f"FAILED: {r['error']}")
+                typer.echo(textwrap.fill(safe_text(line, multiline=False), width=80, subsequent_indent="    "))
+        if not all(r["ok"] for r in results):
+            raise typer.Exit(1)
+
+    guarded(body)

@@ -23,9 +23,19 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "account": ("LLMTRADER_ACCOUNT",),
     "ab": (),  # a table of arms: the config file only
     "accounts": (),  # [accounts.NAME] tables: the config file only
+    "notify": (),  # [notify]: the config file only (the URLs, which hold tokens, are NOTIFY_URLS)
 }
 # Settings that may only come from the environment: secrets never live in a config file.
-ENV_ONLY = frozenset({"llm_api_key", "asterdex_signer_private_key", "asterdex_api_key", "asterdex_api_secret"})
+ENV_ONLY = frozenset(
+    {
+        "llm_api_key",
+        "asterdex_signer_private_key",
+        "asterdex_api_key",
+        "asterdex_api_secret",
+        "notify_urls",
+        "telegram_bot_token",
+    }
+)
 
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{5,24}$")

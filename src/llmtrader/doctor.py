@@ -296,7 +296,7 @@ async def run_checks(
             return checks + tail
         for name in settings.accounts:
             checks += await _account_checks(settings, name, env)
-        return checks + tail
+        return checks + _notify_checks(settings, env) + tail
     checks = [Check("config", "ok", f"mode {settings.trading_mode}, assets {', '.join(settings.assets)}")]
     database = _database(settings)
     checks.append(_strategy(settings) if database.status == "ok" else Check("strategy", "fail", "no database"))
@@ -307,4 +307,23 @@ async def run_checks(
         if checks[-1].status == "ok" and (mode := await _position_mode(settings, market)) is not None:
             checks.append(mode)
     checks.append(await _model(settings))
-    return checks + tail
+    return checks + _notify_checks(settings, env) + tail
+
+
+def _notify_checks(settings: Settings, environ: Mapping[str, str]) -> list[Check]:
+    """The notification URLs parse (each account's), and no delivery failed (llmtrader.notify)."""
+    from llmtrader.accounts import all_account_settings
+    from llmtrader.notify.checks import delivery_check, url_checks
+    from llmtrader.storage.reader import open_reader
+
+    try:
+        found = url_checks(all_account_settings(settings, environ))
+    except ConfigError as exc:
+        return [Check("notify", "fail", str(exc))]
+    conn = open_reader(settings.db)
+    try:
+        delivery = delivery_check(conn)
+    finally:
+        if conn is not None:
+            conn.close()
+    return [Check(n, s, d) for n, s, d in [*found, *([delivery] if delivery else [])]]  # type: ignore[arg-type]

@@ -1041,6 +1041,11 @@ def status_view(rows: list[dict[str, Any]]) -> None:
         kill, circuit = _guard_lines(row["guards"])
         table.add_row("kill switches", kill)
         table.add_row("circuit breaker", circuit)
+        notes = row.get("notifications")  # llmtrader.notify: deliveries that failed or wait for a retry
+        if notes and (notes["failed"] or notes["retrying"]):
+            cell = Text(f"{notes['failed']} failed, {notes['retrying']} retrying, {notes['pending']} pending", "yellow")
+            cell.append_text(untrusted(f"\n{notes['last_error']}", "dim"))
+            table.add_row("notifications", cell)
         console.print(table)
 
 

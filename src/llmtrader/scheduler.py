@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from llmtrader.config import INTERVAL_MS
@@ -75,6 +75,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Local model servers (Ollama, vLLM) take any key: bootstrap.build_client uses "local" for them.
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 NO_MODEL_KEY = "baseline (no model key)"
+T = TypeVar("T")
 
 
 class CycleFn(Protocol):
@@ -266,6 +267,14 @@ class Scheduler:
         self._stopping = False
         self._forced = False
         self._closed = False
+        # llmtrader.notify: why an account's cycles are held (an account paused from Telegram), None: not held.
+        self.hold: Callable[[Store, str], str | None] | None = None
+
+    async def exclusive(self, account: str, fn: Callable[[Services], Awaitable[T]]) -> T:
+        """Run ``fn`` with the account's services while no cycle of it runs (a close asked from Telegram)."""
+        acc = self._accounts[account]
+        async with acc.lock:
+            return await fn(acc.services)
 
     @property
     def accounts(self) -> list[str]:
@@ -293,6 +302,10 @@ class Scheduler:
         if self._stopping:
             self.log.info("cycle not started: the agent is stopping", account=account)
             return None
+        why = self.hold(acc.services.store, account) if self.hold is not None else None  # notify: /pause
+        if why is not None:
+            self.log.info("cycle skipped: the account is paused", account=account)
+            return self._record_skip(acc.services.store, account, now_ms=now, reason=why)
         if acc.lock.locked():
             self.log.warning("cycle skipped: the previous cycle is still running", account=account)
             try:
@@ -625,18 +638,80 @@ async def run_agent(
             # A live account's start is a WARNING: real orders follow, and it must stand out in the journal.
             start = log.warning if settings.trading_mode == "live" else log.info
             start("start", **{k: v for k, v in fields.items() if v is not None})
-        if once:
-            return await scheduler.serve_once()
-        conn = open_reader(db)
+        # ---- notify: the outbox's delivery task runs beside the scheduler (llmtrader.notify.delivery) ----
+        from llmtrader.notify.delivery import open_notifier
+
+        notifier = open_notifier(db, {name: s.settings for name, s in built.items()}, clock.now_ms)
+        if notifier is not None:
+            notifier.agent("started", "one cycle per account (--once)" if once else "scheduled cycles")
+            notifier.start()
+        telegram = start_telegram(built, scheduler, clock, poll=not once)
+        code = 1
         try:
-            last = last_cycle_times(conn)
-        finally:
-            if conn is not None:
-                conn.close()
-        return await scheduler.serve(last_cycle_ms=last)
+            # ---- end notify ----
+            if once:
+                code = await scheduler.serve_once()
+                return code
+            conn = open_reader(db)
+            try:
+                last = last_cycle_times(conn)
+            finally:
+                if conn is not None:
+                    conn.close()
+            code = await scheduler.serve(last_cycle_ms=last)
+            return code
+        finally:  # ---- notify ----
+            if telegram is not None:
+                await telegram.close()
+            if notifier is not None:
+                notifier.agent("stopped", f"exit code {code}", clean=code == 0)
+                await notifier.close(flush_s=notifier.config.timeout_s)
     finally:
         for lock in locks:
             lock.release()
+
+
+def start_telegram(built: Mapping[str, Services], scheduler: Scheduler, clock: Clock, *, poll: bool) -> Any:
+    """Accounts paused from Telegram are held by the scheduler; with ``poll``, TELEGRAM_BOT_TOKEN and an
+    allow-list, llmtrader.notify.telegram answers commands beside it (/closeall under the cycle lock)."""
+    from llmtrader.engine import close_positions
+    from llmtrader.logs import get_logger
+    from llmtrader.notify.telegram import TelegramCommands
+    from llmtrader.storage.outbox import paused_reason
+    from llmtrader.storage.store import Store
+
+    log = get_logger("llmtrader.scheduler")
+
+    def hold(store: Store, account: str) -> str | None:
+        try:
+            return paused_reason(store.db.conn, account)
+        except Exception:  # an unreadable pause must not stop a cycle that may have stops to arm
+            log.exception("the pause of the account could not be read; the cycle runs", account=account)
+            return None
+
+    scheduler.hold = hold
+    first = next(iter(built.values())).settings
+    if not poll or first.telegram_bot_token is None or not first.notify.telegram_chat_ids:
+        return None
+
+    async def close_all(account: str, note: str) -> str:
+        async def close(services: Services) -> str:
+            done = await close_positions(services, None, by="manual", note=note)
+            return "nothing was open" if done.execution is None else f"closed (decision {done.record.id})"
+
+        result: str = await scheduler.exclusive(account, close)
+        return result
+
+    try:
+        commands = TelegramCommands(
+            Store(first.db), {name: s.settings for name, s in built.items()}, now_ms=clock.now_ms,
+            close_all=close_all,
+        )  # fmt: skip
+    except Exception:
+        log.exception("Telegram commands are off: they could not be set up")
+        return None
+    commands.start()
+    return commands
 
 
 # ---- Status ---------------------------------------------------------------------------------------------
@@ -672,11 +747,13 @@ def agent_status(
     """
     from llmtrader.accounts import account_names, settings_for_account
     from llmtrader.guards import describe
+    from llmtrader.notify.checks import outbox_health
     from llmtrader.storage.reader import last_cycles, strategy_choice
     from llmtrader.storage.records import iso_utc
 
     names = account_names(settings)
     cycles = last_cycles(conn, names) if conn is not None else {}
+    notify_health = outbox_health(conn) if conn is not None else None
     out: list[dict[str, Any]] = []
     for name in names:
         account = settings_for_account(settings, name)
@@ -703,6 +780,7 @@ def agent_status(
                 "equity_usd": last["equity_usd"] if last is not None else None,
                 "open_positions": positions,
                 "guards": describe(_guard_state(conn, name), now_ms),
+                "notifications": notify_health,  # llmtrader.notify: the outbox (the same for every account)
             }
         )
     return out

@@ -907,6 +907,30 @@ def buy_and_hold(history: History, interval: str, symbols: Sequence[str], first:
     return out
 
 
+# One definition of each figure, named in every report that shows it.
+FIGURE_DEFINITIONS = {
+    "sharpe": "annualised (x sqrt 365) mean over standard deviation of the daily returns of the equity at each "
+    "UTC day's last step",
+    "max_drawdown": "largest fall of the equity marked to market at every step from its running peak, in % of "
+    "that peak",
+    "exposure": "gross notional of the open positions at mark over the equity, averaged over the steps",
+    "slippage": "what the fills at market, stop and target lost against the mark they were triggered at",
+}
+
+
+def slippage_usd(fills: Sequence[Any], slip: float) -> float:
+    """What the simulated slippage cost: each fill at market, stop or target executed ``slip`` (a fraction)
+    against the taker, so the difference to the unslipped price, times the quantity."""
+    total = 0.0
+    for f in fills:
+        if f.reason not in ("market", "stop_loss", "take_profit"):
+            continue  # limits fill at their own price; a liquidation is the venue's
+        notional = float(f.qty) * float(f.price)
+        buy = str(getattr(f.side, "value", f.side)).upper() == "BUY"
+        total += notional * slip / (1 + slip) if buy else notional * slip / (1 - slip)
+    return total
+
+
 def summarize(
     store: Store,
     run_id: str,
@@ -929,6 +953,7 @@ def summarize(
     gains = sum((float(t.net_pnl) for t in wins), 0.0)
     losses = -sum((float(t.net_pnl) for t in closed if not t.is_win), 0.0)
     fees = sum((float(f.fee) for f in history_rows.fills), 0.0)
+    slippage = slippage_usd(history_rows.fills, float(exchange.book.config.slippage))
     funding = -sum((float(f.amount) for f in history_rows.funding), 0.0)
     reasons: dict[str, int] = {}
     for f in history_rows.fills:
@@ -973,7 +998,10 @@ def summarize(
         "exposure_time_pct": in_market / len(samples) * 100,
         "avg_gross_exposure_pct": float(np.mean(exposure) * 100) if exposure else 0.0,
         "fees_usd": fees,
+        "slippage_usd": slippage,
         "funding_usd": funding,
+        "flat_pct": 0.0,  # the third reference: cash, never traded
+        "definitions": FIGURE_DEFINITIONS,
         "funding_settlements": exchange.funding_events,
         "fills_by_reason": reasons,
         "model_cost_usd": float(cost),

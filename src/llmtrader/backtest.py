@@ -91,6 +91,8 @@ class BacktestSpec:
     max_position_usd: float | None = None  # overrides MAX_POSITION_SIZE_USD
     replay_of: str | None = None
     max_cost_usd: float | None = None
+    arena: str | None = None  # the arena the run is a contestant of (llmtrader.arena)
+    arena_key: str | None = None  # the market its contestants faced: see llmtrader.arena.run.market_key
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -931,6 +933,27 @@ def slippage_usd(fills: Sequence[Any], slip: float) -> float:
     return total
 
 
+def buy_and_hold_curve(
+    history: History, interval: str, symbols: Sequence[str], start_usd: float, samples: Sequence[Sample]
+) -> list[list[float]]:
+    """The equal-weight buy-and-hold reference as [time ms, equity USD] at the first step and at each UTC
+    day's last step (the points the daily Sharpe reads): ``start_usd`` split equally at the first step's
+    closes and held, no fees, no funding."""
+    times = [samples[0].time_ms]
+    day_end: dict[int, int] = {}
+    for s in samples:
+        day_end[s.time_ms // DAY_MS] = s.time_ms
+    times += [t for t in day_end.values() if t != times[0]]
+    at = np.asarray(times, dtype=np.int64)
+    total = np.zeros(len(at))
+    for symbol in symbols:
+        close = history.series[(symbol, interval)].close
+        index = np.searchsorted(history.close_times[(symbol, interval)], at, "right") - 1
+        total += close[np.maximum(index, 0)] / close[max(int(index[0]), 0)]
+    values = total / len(symbols) * start_usd
+    return [[int(t), float(v)] for t, v in zip(at.tolist(), values.tolist(), strict=True)]
+
+
 def summarize(
     store: Store,
     run_id: str,
@@ -989,6 +1012,7 @@ def summarize(
         "end_equity_usd": end,
         "total_return_pct": (end / start - 1) * 100,
         "buy_and_hold_pct": buy_and_hold(history, spec.interval, spec.symbols, samples[0].time_ms, samples[-1].time_ms),
+        "buy_and_hold_curve": buy_and_hold_curve(history, spec.interval, spec.symbols, start, samples),
         "sharpe": daily_sharpe(start, samples),
         "max_drawdown_pct": max_drawdown_pct([start, *equity]),
         "trades": len(closed),

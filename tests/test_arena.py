@@ -107,6 +107,8 @@ def test_the_leaderboard_of_a_contestant_equals_backtest_show_of_its_run(
         assert c["max_drawdown_pct"] == m["max_drawdown_pct"] and c["trades"] == m["trades"]
         assert (c["fees_usd"], c["funding_usd"], c["slippage_usd"]) == (m["fees_usd"], m["funding_usd"],
                                                                         m["slippage_usd"])  # fmt: skip
+        # Every report shows the baseline under the same strategy beside it.
+        assert m["baseline_pct"] == doc["references"]["baseline"]["return_pct"]
         assert c["excess_over_buy_and_hold_pct"] == pytest.approx(
             m["total_return_pct"] - m["buy_and_hold_pct"]["portfolio"]
         )

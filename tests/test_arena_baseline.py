@@ -72,3 +72,21 @@ def test_a_report_shows_slippage_beside_fees_and_funding_the_flat_reference_and_
     assert shown.exit_code == 0
     assert "Slippage paid" in shown.stdout and "Flat (cash)" in shown.stdout
     assert max(len(line) for line in shown.stdout.splitlines()) <= 80
+
+
+def test_a_model_backtest_reports_the_baseline_under_the_same_strategy_as_its_reference(
+    env: Path, perp_dir: Path, runner: CliRunner
+) -> None:
+    result = runner.invoke(
+        app,
+        ["backtest", "--data", str(perp_dir), "--symbols", "BTCUSDT", "--from", "2025-10-01", "--to", "2025-10-03",
+         "--timeframes", "1h,4h", "--strategy", "conservative", "--yes", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.stdout)["metrics"]
+    reference = runner.invoke(app, ["backtest", "show", m["baseline_run"], "--json"])
+    base = json.loads(reference.stdout)
+    assert base["spec"]["model"] == "baseline" and base["spec"]["strategy"] == "conservative"
+    assert m["baseline_pct"] == base["metrics"]["total_return_pct"] == base["metrics"]["baseline_pct"]
+    shown = runner.invoke(app, ["backtest", "show", "latest"], env={"COLUMNS": "80"})
+    assert "Baseline (same strategy)" in shown.stdout and "Buy and hold" in shown.stdout

@@ -759,11 +759,13 @@ async def run_backtest(
     notes: Sequence[str] = (),
     progress: Progress | None = None,
     should_stop: Callable[[], str | None] | None = None,
+    references: Mapping[str, Any] | None = None,
 ) -> BacktestResult:
     """Step ``history`` through the scheduled agent's cycle (see the module docstring), recording everything in
     ``store`` under the account ``run_id``, and store the run's figures. ``client`` decides (wrap a model
     in :class:`RecordingClient` so that the run can be replayed). ``should_stop`` is asked after each step:
     a reason stops the run there (Ctrl-C, the model budget), and the figures cover the steps done.
+    ``references`` joins the figures (the baseline's return under the same strategy: ``baseline_pct``).
     """
     from llmtrader.cycle import run_cycle
     from llmtrader.engine import Services
@@ -846,6 +848,8 @@ async def run_backtest(
             exchange.save_state()
             runs.write_equity(store, run_id, [s.row() for s in samples])
             metrics = summarize(store, run_id, spec, history, samples, exchange) if samples else None
+            if metrics is not None:
+                metrics.update(references or {})
             runs.finish_run(store, run_id, status=status, notes=all_notes, metrics=metrics,
                             steps_done=len(samples), now_ms=int(time.time() * 1000))  # fmt: skip
         except Exception:
@@ -1025,6 +1029,8 @@ def summarize(
         "slippage_usd": slippage,
         "funding_usd": funding,
         "flat_pct": 0.0,  # the third reference: cash, never traded
+        # The second: the baseline under the same strategy (this run when it is the baseline; else given).
+        **({"baseline_pct": (end / start - 1) * 100} if spec.model == "baseline" else {}),
         "definitions": FIGURE_DEFINITIONS,
         "funding_settlements": exchange.funding_events,
         "fills_by_reason": reasons,
@@ -1169,6 +1175,18 @@ def open_backtests(settings: Settings) -> Store:
     from llmtrader.storage.store import Store
 
     return Store(backtest_db_path(settings), durable=False)
+
+
+async def baseline_reference(settings: Settings, spec: BacktestSpec, history: History, store: Store) -> dict[str, Any]:
+    """Run the baseline on the same steps, strategy and limits as ``spec`` (a run of its own), and return the
+    reference figures for the run of ``spec``: ``baseline_pct`` and ``baseline_run``."""
+    from llmtrader.baseline import BaselineClient
+
+    run_id = new_run_id()
+    mine = replace(spec, model="baseline", replay_of=None, max_cost_usd=None)
+    result = await run_backtest(settings, mine, history, store, BaselineClient(), run_id=run_id,
+                                notes=["the baseline reference of a backtest of the same steps"])  # fmt: skip
+    return {"baseline_pct": result.metrics.get("total_return_pct"), "baseline_run": run_id}
 
 
 def budget_stop(client: DecisionClient, max_cost_usd: float | None) -> Callable[[], str | None]:

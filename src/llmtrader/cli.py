@@ -856,6 +856,7 @@ def backtest(
             RecordingClient,
             ReplayClient,
             Request,
+            baseline_reference,
             budget_stop,
             build_spec,
             load_history,
@@ -929,10 +930,14 @@ def backtest(
                 # Ctrl-C ends the run after the step in progress: what ran is stored with its figures.
                 loop.add_signal_handler(signal.SIGINT, lambda: interrupted.append("interrupted"))
                 try:
+                    # The baseline under the same strategy, the reference a model's figures sit beside.
+                    refs = None
+                    if spec.model != "baseline":
+                        refs = await baseline_reference(settings, spec, history, store)
                     with _progress_bar(len(history.steps)) as advance:
                         return await run_backtest(
                             settings, spec, history, store, client, run_id=run_id, notes=notes,
-                            progress=advance, should_stop=should_stop,
+                            progress=advance, should_stop=should_stop, references=refs,
                         )  # fmt: skip
                 finally:
                     loop.remove_signal_handler(signal.SIGINT)

@@ -201,6 +201,8 @@ async def run_arena(
 
         return check
 
+    refs: dict[str, Any] = {}
+
     async def one(entry: Entry) -> Outcome:
         run_id = new_run_id()
         mine = replace(
@@ -216,7 +218,7 @@ async def run_arena(
             client = RecordingClient(inner, store, run_id)
         try:
             result = await run_backtest(
-                settings, mine, history, store, client, run_id=run_id, should_stop=stop_for(client)
+                settings, mine, history, store, client, run_id=run_id, should_stop=stop_for(client), references=refs
             )
         finally:
             aclose = getattr(client, "aclose", None)
@@ -225,10 +227,16 @@ async def run_arena(
         return Outcome(entry, result)
 
     calling = [e for e in entries if e.calls_model]
-    local = [e for e in entries if not e.calls_model]
+    local = [e for e in entries if not e.calls_model and e.model != BASELINE]
+    outcomes: list[Outcome] = []
+    # The baseline first: its return is every other contestant's reference.
+    for entry in (e for e in entries if e.model == BASELINE):
+        done = await one(entry)
+        refs.update(baseline_pct=done.result.metrics.get("total_return_pct"), baseline_run=done.result.run_id)
+        outcomes.append(done)
     # Calls take seconds and each record commits on its own; the runs with answers at hand commit in batches
     # (a transaction held while a step runs), so they run alone, after the calls.
-    outcomes = list(await asyncio.gather(*(one(e) for e in calling)))
+    outcomes += await asyncio.gather(*(one(e) for e in calling))
     for entry in local:
         outcomes.append(await one(entry))
     order = {e.model: i for i, e in enumerate(entries)}

@@ -22,14 +22,16 @@ def _day(ms: float) -> str:
 
 def curves_of(doc: dict[str, Any]) -> dict[str, list[list[float]]]:
     """Every curve to draw: the contestants', buy-and-hold and flat, by name."""
-    curves = {name: points for name, points in doc["curves"].items() if points}
+    mine = {name: points for name, points in doc["curves"].items() if points}
+    curves: dict[str, list[list[float]]] = {}
+    every = [p for points in mine.values() for p in points]
+    if every:  # the references first: the contestants are drawn over them
+        start = float(doc["spec"]["balance_usd"])
+        curves["flat"] = [[min(p[0] for p in every), start], [max(p[0] for p in every), start]]
     bh = doc["references"]["buy_and_hold"]["curve"]
     if bh:
         curves["buy-and-hold"] = bh
-    every = [p for points in curves.values() for p in points]
-    if every:
-        start = float(doc["spec"]["balance_usd"])
-        curves["flat"] = [[min(p[0] for p in every), start], [max(p[0] for p in every), start]]
+    curves.update(mine)
     return curves
 
 
@@ -47,9 +49,10 @@ def terminal_chart(curves: dict[str, list[list[float]]], width: int = WIDTH, hei
     if high <= low:
         high = low + 1
     grid = [[" "] * cols for _ in range(height)]
-    markers = {}
-    for k, (name, points) in enumerate(curves.items()):
-        mark = "-" if name == "flat" else "=" if name == "buy-and-hold" else MARKERS[k % len(MARKERS)]
+    markers: dict[str, str] = {}
+    for name, points in curves.items():
+        own = len([n for n in markers if n not in ("flat", "buy-and-hold")])
+        mark = "-" if name == "flat" else "=" if name == "buy-and-hold" else MARKERS[own % len(MARKERS)]
         markers[name] = mark
         times = np.array([p[0] for p in points], dtype=np.float64)
         values = np.array([p[1] for p in points], dtype=np.float64)
@@ -146,18 +149,20 @@ def tables(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
         for c in doc["contestants"]
     ]
     edges = [
-        [c["model"], _edge(c["edge_over_baseline"]), _edge(c["edge_over_buy_and_hold"])] for c in doc["contestants"]
-    ]
+        [c["model"], "-" if c["model"] == "baseline" else _edge(c["edge_over_baseline"]),
+         _edge(c["edge_over_buy_and_hold"])]
+        for c in doc["contestants"]
+    ]  # fmt: skip
     return [
         ("Results", ["Contestant", "Return", "vs B&H", "Sharpe", "Max DD", "Trades", "Win", "PF"], results),
         (
-            "Costs (USD)",
-            ["Contestant", "Fees", "Funding", "Slippage", "Model", "Per trade", "Tokens", "p50/p95 ms"],
+            "Costs (USD; Fund: funding, Slip: slippage; model latency in ms)",
+            ["Contestant", "Fees", "Fund", "Slip", "Model", "/trade", "Tokens", "p50/p95"],
             costs,
         ),
         ("Answers", ["Contestant", "Parse fail", "Re-asks", "Acc/Amd/Rej %", "Brier"], shares),
         (
-            "Edge, summed daily excess % [95% bootstrap interval]",
+            "Edge: summed daily excess %, [95% interval]",
             ["Contestant", "vs baseline", "vs buy-and-hold"],
             edges,
         ),

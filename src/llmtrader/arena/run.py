@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -229,6 +230,27 @@ async def run_arena(
     calling = [e for e in entries if e.calls_model]
     local = [e for e in entries if not e.calls_model and e.model != BASELINE]
     outcomes: list[Outcome] = []
+    # Each run quiets the cycle's log and restores the level it found: overlapping runs would restore each
+    # other's quieted level, so the arena restores the level it found itself.
+    cycle_logger = logging.getLogger("llmtrader.cycle")
+    level = cycle_logger.level
+    try:
+        await _all(entries, calling, local, one, refs, outcomes)
+    finally:
+        cycle_logger.setLevel(level)
+    order = {e.model: i for i, e in enumerate(entries)}
+    outcomes.sort(key=lambda o: order[o.entry.model])
+    return arena_id, outcomes
+
+
+async def _all(
+    entries: Sequence[Entry],
+    calling: Sequence[Entry],
+    local: Sequence[Entry],
+    one: Callable[[Entry], Awaitable[Outcome]],
+    refs: dict[str, Any],
+    outcomes: list[Outcome],
+) -> None:
     # The baseline first: its return is every other contestant's reference.
     for entry in (e for e in entries if e.model == BASELINE):
         done = await one(entry)
@@ -239,6 +261,3 @@ async def run_arena(
     outcomes += await asyncio.gather(*(one(e) for e in calling))
     for entry in local:
         outcomes.append(await one(entry))
-    order = {e.model: i for i, e in enumerate(entries)}
-    outcomes.sort(key=lambda o: order[o.entry.model])
-    return arena_id, outcomes

@@ -36,6 +36,8 @@ backtest_app = typer.Typer(
 app.add_typer(backtest_app, name="backtest")
 notify_app = typer.Typer(help="Notifications: test the URLs of NOTIFY_URLS.", no_args_is_help=True)
 app.add_typer(notify_app, name="notify")
+arena_app = typer.Typer(help="Several models on exactly the same history, side by side: run, list, show.")
+app.add_typer(arena_app, name="arena")
 
 T = TypeVar("T")
 # Global options, for commands to use: log_json is None (terminal decides), or True with --log-json.
@@ -888,6 +890,7 @@ def backtest(
             RecordingClient,
             ReplayClient,
             Request,
+            baseline_reference,
             budget_stop,
             build_spec,
             load_history,
@@ -961,10 +964,14 @@ def backtest(
                 # Ctrl-C ends the run after the step in progress: what ran is stored with its figures.
                 loop.add_signal_handler(signal.SIGINT, lambda: interrupted.append("interrupted"))
                 try:
+                    # The baseline under the same strategy, the reference a model's figures sit beside.
+                    refs = None
+                    if spec.model != "baseline":
+                        refs = await baseline_reference(settings, spec, history, store)
                     with _progress_bar(len(history.steps)) as advance:
                         return await run_backtest(
                             settings, spec, history, store, client, run_id=run_id, notes=notes,
-                            progress=advance, should_stop=should_stop,
+                            progress=advance, should_stop=should_stop, references=refs,
                         )  # fmt: skip
                 finally:
                     loop.remove_signal_handler(signal.SIGINT)
@@ -1071,6 +1078,174 @@ def backtest_show(
             _show_run(store, run, as_json)
         finally:
             store.close()
+
+    guarded(body)
+
+
+@arena_app.callback(invoke_without_command=True)
+def arena(
+    ctx: typer.Context,
+    data: Path | None = typer.Option(None, "--data", "-d", file_okay=False, help="Directory of CSV data files."),
+    models: str | None = typer.Option(None, "--models", "-m", help="Comma list of model ids (baseline joins)."),
+    symbols: str | None = typer.Option(None, "--symbols", "-s", help="Comma list of symbols (default: ASSETS)."),
+    start: str | None = typer.Option(None, "--from", help="First decision time, UTC (default: the data's start)."),
+    end: str | None = typer.Option(None, "--to", help="Last decision time, UTC (default: the data's end)."),
+    interval: str | None = typer.Option(None, "--interval", "-i", help="Decision interval (default: the strategy's)."),
+    strategy: str | None = typer.Option(None, "--strategy", help="Strategy (default: LLMTRADER_STRATEGY)."),
+    timeframes: str | None = typer.Option(None, "--timeframes", help="Comma list shown instead of the strategy's."),
+    balance: float | None = typer.Option(None, "--balance", help="Starting balance, USD (default: PAPER_BALANCE_USD)."),
+    max_cost: float | None = typer.Option(None, "--max-cost", help="Stop a model once its cost reaches this, USD."),
+    concurrency: int = typer.Option(2, "--concurrency", min=1, max=32, help="Model calls in flight per endpoint."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Call paid models without asking (needed with no terminal)."),
+    live: bool = typer.Option(False, "--live", help="The leaderboard of the configured paper accounts instead."),
+    since: str | None = typer.Option(None, "--since", help="With --live: from this date (UTC)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of tables."),
+) -> None:
+    """Every model steps through exactly the same candles with the same strategy, limits, fees and balance;
+    recorded answers are replayed for free, so only new models are called. Shows the leaderboard."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def body() -> None:
+        import asyncio
+
+        from llmtrader import render
+        from llmtrader.arena import board, figures
+        from llmtrader.arena.run import estimates, market_key, plan, run_arena
+        from llmtrader.backtest import Request, build_spec, load_history, open_backtests
+        from llmtrader.bootstrap import build_client
+        from llmtrader.config import parse_symbols
+        from llmtrader.download import parse_time_ms
+
+        if live:
+            raise ConfigError("arena --live is not available yet: compare paper accounts with `llmtrader stats`")
+        if data is None or not models:
+            raise ConfigError("arena needs --data DIR and --models A,B (model ids; baseline always takes part)")
+        wanted = [m.strip() for m in models.split(",") if m.strip()]
+        try:
+            chosen_symbols = tuple(parse_symbols(symbols)) if symbols else None
+        except ValueError as exc:
+            raise ConfigError(f"--symbols: {exc}") from None
+        frames = tuple(t.strip() for t in timeframes.split(",") if t.strip()) if timeframes else None
+        request = Request(
+            data=str(data), symbols=chosen_symbols, interval=interval, strategy=strategy, timeframes=frames,
+            start_ms=parse_time_ms(start, "--from") if start else None,
+            end_ms=parse_time_ms(end, "--to") if end else None, model="baseline", balance_usd=balance,
+        )  # fmt: skip
+        settings = _settings(read_only=True)
+        store = open_backtests(settings)
+        try:
+            spec, loaded = build_spec(settings, request, store)
+            history = load_history(spec, loaded)
+            key = market_key(spec, history)
+            entries = plan(store, key, wanted)
+            costs = estimates(settings, entries, len(history.steps), loaded, spec, history.timeframes)
+            if costs:
+                lines = [
+                    f"{c.model}: {c.calls} calls x ~{c.prompt_tokens} prompt tokens = "
+                    + (f"~{c.cost_usd:.2f} USD" if c.cost_usd is not None else "price unknown")
+                    for c in costs
+                ]
+                question = (
+                    "This arena calls " + "; ".join(lines)
+                    + (f" (each stops at --max-cost {max_cost:g} USD)." if max_cost else " (no --max-cost).")
+                )  # fmt: skip
+                if not yes:
+                    if not _interactive():
+                        raise ConfigError(f"{question} Pass --yes to go ahead without a terminal.")
+                    if not typer.confirm(f"{question} Go ahead?", default=False):
+                        raise typer.Exit(1)
+                elif not as_json:
+                    render.warning(question)
+
+            def make_client(model: str) -> Any:
+                client, _ = build_client(
+                    settings.model_copy(update={"llm_model": model, "trading_mode": "paper"}), model_explicit=True
+                )
+                return client
+
+            arena_id, _ = asyncio.run(
+                run_arena(
+                    settings,
+                    spec,
+                    history,
+                    store,
+                    entries,
+                    make_client,
+                    key=key,
+                    concurrency=concurrency,
+                    max_cost_usd=max_cost,
+                )
+            )
+            doc = board.leaderboard(store, arena_id)
+            if as_json:
+                typer.echo(json.dumps(doc))
+            else:
+                figures.view(doc)
+        finally:
+            store.close()
+
+    guarded(body)
+
+
+@arena_app.command("list")
+def arena_list(
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many arenas, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
+) -> None:
+    """The stored arenas, newest first, with their contestants."""
+
+    def body() -> None:
+        from rich.text import Text
+
+        from llmtrader.backtest import open_backtests
+        from llmtrader.formatting import safe_text
+        from llmtrader.storage import arena as arenas
+
+        store = open_backtests(_settings(read_only=True))
+        try:
+            rows = arenas.list_arenas(store, limit)
+        finally:
+            store.close()
+        if as_json:
+            typer.echo(json.dumps(rows))
+            return
+        from rich.console import Console
+
+        out = Console(width=80)
+        if not rows:
+            out.print("No arena yet: run `llmtrader arena --data DIR --models A,B`.")
+        for r in rows:
+            out.print(Text(safe_text(f"{r['arena']}  {r['created_at'][:16]}  {', '.join(r['models'])}")))
+
+    guarded(body)
+
+
+@arena_app.command("show")
+def arena_show(
+    arena_id: str = typer.Argument(..., metavar="ID", help="An arena id from `arena list`, or 'latest'."),
+    html_file: Path | None = typer.Option(None, "--html", help="Write a self-contained HTML report to FILE."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """One arena's leaderboard, chart and references; --html writes the report to a file."""
+
+    def body() -> None:
+        from llmtrader.arena import board, figures
+        from llmtrader.backtest import open_backtests
+
+        store = open_backtests(_settings(read_only=True))
+        try:
+            doc = board.leaderboard(store, arena_id)
+            if html_file is not None:
+                html_file.write_text(figures.html_report(doc, figures.trade_lists(store, doc)), encoding="utf-8")
+        finally:
+            store.close()
+        if as_json:
+            typer.echo(json.dumps(doc))
+        else:
+            figures.view(doc)
+            if html_file is not None:
+                typer.echo(f"wrote {html_file}")
 
     guarded(body)
 

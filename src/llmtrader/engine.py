@@ -861,7 +861,9 @@ async def _ask_model(
     """Call the model and fill ``record`` with the answer; a ModelError is recorded (and reported to the
     cycle's circuit breaker) before it is raised."""
     try:
-        request = DecisionRequest(system=prepared.system, user=prepared.user, context=prepared.context)
+        request = DecisionRequest(
+            system=prepared.system, user=prepared.user, context=prepared.context, inputs=prepared.inputs
+        )
         answer = await client.decide(request)
     except ModelError as exc:
         if hooks is not None and hooks.on_model_result is not None:

@@ -31,6 +31,7 @@ from llmtrader.logs import MIN_SECRET_LENGTH, redact
 
 if TYPE_CHECKING:
     from llmtrader.config import ModelPrice
+    from llmtrader.risk import RiskInputs
 
 MODES = ("json_schema", "json_object", "text")
 
@@ -42,6 +43,9 @@ class DecisionRequest:
     system: str
     user: str
     context: DecisionContext
+    # The facts the validator will judge the answer with (cooldowns, holds, DCA schedule): a rule-based
+    # client reads them to stay inside the limits; a model never sees them (they are not part of the hash).
+    inputs: RiskInputs | None = None
 
 
 @dataclass

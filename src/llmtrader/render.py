@@ -1124,7 +1124,10 @@ def backtest_view(
             ("Profit factor", _opt(m.get("profit_factor"))),
             ("Time in the market", f"{m['exposure_time_pct']:.1f}% of steps"),
             ("Average gross exposure", f"{m['avg_gross_exposure_pct']:.1f}% of equity"),
+            ("Flat (cash)", _pct_text(m.get("flat_pct", 0.0))),
+            *([("Baseline (same strategy)", _pct_text(m["baseline_pct"]))] if "baseline_pct" in m else []),
             ("Fees paid", f"{fmt(m['fees_usd'])} USD"),
+            *([("Slippage paid", f"{fmt(m['slippage_usd'])} USD")] if "slippage_usd" in m else []),
             ("Funding paid (net)", f"{fmt(m['funding_usd'])} USD ({m['funding_settlements']} settlements)"),
             ("Model cost", f"{fmt(m['model_cost_usd'])} USD ({m['model_decisions']} decisions)"),
             ("Cycles", _counts(m.get("cycles", {}))),
@@ -1141,6 +1144,8 @@ def backtest_view(
         if lines:
             target.print("Equity (USD, marked to market at every step)", highlight=False)
             target.print("\n".join(lines), highlight=False, markup=False)
+        for name, text in m.get("definitions", {}).items():
+            target.print(untrusted(f"{name}: {text}", "dim"))
         for event in m.get("guard_events", [])[:10]:
             target.print(untrusted(f"guard {event['time'][:16]} {event['kind']}: {event['message']}", "yellow"))
     for note in run.notes:

@@ -167,15 +167,29 @@ def _with_store(settings: Any, fn: Callable[[Any], T]) -> T:
         store.close()
 
 
-def _parse_since(value: str | None) -> str | None:
+_RELATIVE_UNITS = {"m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
+
+
+def _parse_since(value: str | None, flag: str = "--since") -> str | None:
+    """A date, an ISO date-time (UTC unless it says), or a time ago: 30m, 12h, 1d, 2w."""
     if value is None:
         return None
+    import re
+    import time
+
     from llmtrader.storage.records import iso_utc
 
+    text = value.strip()
+    ago = re.fullmatch(r"(\d+)\s*([mhdw])", text.lower())
+    if ago is not None:
+        seconds = int(ago.group(1)) * _RELATIVE_UNITS[ago.group(2)]
+        return iso_utc(int((time.time() - seconds) * 1000))
     try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"--since {value!r} is not a date: use YYYY-MM-DD or an ISO date-time") from None
+        raise ConfigError(
+            f"{flag} {value!r} is not a date: use YYYY-MM-DD, an ISO date-time, or a time ago like 30m, 12h, 1d, 2w"
+        ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return iso_utc(int(parsed.timestamp() * 1000))
@@ -220,9 +234,11 @@ def decide(
             render.warning(note)
 
         def confirm(record: Any, report: Any) -> bool:
-            render.decision_table(record)
-            render.live_confirmation(record, report)  # last: only validated values between it and the question
-            return typer.confirm("Execute this decision on AsterDEX with REAL money?", default=False)
+            # With --json, stdout holds only the final document: the question goes to the terminal (stderr).
+            shown = render.err_console if as_json else render.console
+            render.decision_table(record, target=shown)
+            render.live_confirmation(record, report, target=shown)  # last: only validated values before the question
+            return typer.confirm("Execute this decision on AsterDEX with REAL money?", default=False, err=as_json)
 
         lock = RunLock(settings.db, settings.account)
 
@@ -258,11 +274,16 @@ def decide(
 def history(
     symbol: str | None = typer.Option(None, "--symbol", help="Only decisions on this symbol."),
     action: str | None = typer.Option(None, "--action", help="Only asset decisions with this action."),
-    since: str | None = typer.Option(None, "--since", help="Only decisions at or after this date (UTC)."),
+    since: str | None = typer.Option(
+        None, "--since", help="Only decisions at or after this time: a date (UTC), or a time ago like 1d, 12h."
+    ),
+    until: str | None = typer.Option(None, "--until", help="Only decisions before this time (same forms)."),
+    account: str | None = typer.Option(None, "--account", "-a", help="Only this account's decisions."),
+    run_id: str | None = typer.Option(None, "--run", help="Only the decisions of this backtest run."),
     limit: int = typer.Option(20, "--limit", "-n", min=1, max=100_000, help="At most this many decisions."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
 ) -> None:
-    """List recorded decisions, newest first."""
+    """List recorded decisions, newest first, with their mode, execution and account."""
 
     def body() -> None:
         from llmtrader.configfile import resolve_db_path
@@ -279,18 +300,61 @@ def history(
                 raise ConfigError(f"--symbol: {exc}") from None
         actions = ("buy", "sell", "hold", "adjust_position", "close_position", "adjust_orders")
         if action is not None and action not in actions:
-            raise ConfigError(f"--action {action!r} is not an action; accepted: {', '.join(actions)}")
+            from llmtrader.textfmt import suggestion
+
+            raise ConfigError(
+                f"--action {action!r} is not an action{suggestion(action, actions)}; accepted: {', '.join(actions)}"
+            )
+        if account is not None:
+            from llmtrader.accounts import require_account
+
+            require_account(_settings(read_only=True), account)
         since_iso = _parse_since(since)
-        conn = open_reader(resolve_db_path(_state["config"], os.environ))
-        rows = [] if conn is None else read_history(conn, symbol=sym, action=action, since=since_iso, limit=limit)
+        until_iso = _parse_since(until, "--until")
+        if run_id is not None:
+            rows = _backtest_history(run_id, sym, action, since_iso, until_iso, limit)
+        else:
+            conn = open_reader(resolve_db_path(_state["config"], os.environ))
+            rows = (
+                []
+                if conn is None
+                else read_history(
+                    conn, symbol=sym, action=action, since=since_iso, limit=limit, account=account, until=until_iso
+                )
+            )
         if as_json:
             sys.stdout.write(json.dumps(rows, default=str) + "\n")
             return
         from llmtrader import render
 
-        render.history_table(rows)
+        filtered = any(x is not None for x in (symbol, action, since, until, account, run_id))
+        render.history_table(rows, filtered=filtered)
 
     guarded(body)
+
+
+def _backtest_history(
+    run_id: str, symbol: str | None, action: str | None, since: str | None, until: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """The decisions of one backtest run (its own database), as ``history`` lists them."""
+    from llmtrader.backtest import backtest_db_path, open_backtests
+    from llmtrader.storage import backtests as runs
+    from llmtrader.storage.reader import history as read_history
+    from llmtrader.storage.reader import open_reader
+
+    settings = _settings(read_only=True)
+    store = open_backtests(settings)
+    try:
+        run = runs.get_run(store, run_id)  # NotFoundError naming the newest runs
+    finally:
+        store.close()
+    conn = open_reader(backtest_db_path(settings))
+    if conn is None:
+        return []
+    try:
+        return read_history(conn, symbol=symbol, action=action, since=since, limit=limit, account=run.id, until=until)
+    finally:
+        conn.close()
 
 
 @app.command()
@@ -495,7 +559,7 @@ def close(
             from llmtrader.formatting import safe_text
 
             shown = safe_text(", ".join(targets), multiline=False)  # the venue's symbols, right in the question
-            return typer.confirm(f"Close {shown} at market and cancel their orders?", default=False)
+            return typer.confirm(f"Close {shown} at market and cancel their orders?", default=False, err=as_json)
 
         async def closing(services: Any) -> Any:
             lock = RunLock(services.settings.db, services.settings.account)

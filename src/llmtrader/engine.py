@@ -1063,19 +1063,28 @@ async def _execute_without_model(
 async def position_rows(services: Services) -> tuple[str, list[dict[str, str | int | None]]]:
     """Open positions with their protective orders, as plain rows (strings keep the venue's precision)."""
     exchange = services.exchange
+    from llmtrader.textfmt import at_precision
+
     positions, orders = await together(exchange, exchange.positions(), exchange.open_orders())
+    rules = await exchange.rules() if positions else {}
     rows: list[dict[str, str | int | None]] = []
     for p in positions:
         stop, target = protective_orders(p, orders)
+        rule = rules.get(p.symbol)
+
+        def price(value: Decimal, rule: Any = rule) -> str:
+            # An averaged entry or a computed liquidation price has many decimals: shown at the tick.
+            return at_precision(value, rule.tick_size) if rule is not None else dec_str(value)
+
         rows.append(
             {
                 "symbol": p.symbol,
                 "side": p.side,
-                "size": dec_str(p.size),
-                "entry_price": dec_str(p.entry_price),
-                "mark_price": dec_str(p.mark_price),
-                "unrealized_pnl": dec_str(p.unrealized_pnl),
-                "liquidation_price": dec_str(p.liquidation_price) if p.liquidation_price is not None else None,
+                "size": at_precision(p.size, rule.step_size) if rule is not None else dec_str(p.size),
+                "entry_price": price(p.entry_price),
+                "mark_price": price(p.mark_price),
+                "unrealized_pnl": at_precision(p.unrealized_pnl, Decimal("0.01")),
+                "liquidation_price": price(p.liquidation_price) if p.liquidation_price is not None else None,
                 "leverage": p.leverage,
                 "margin_type": p.margin_type,
                 "stop_loss": dec_str(stop.stop_price) if stop is not None else None,

@@ -62,14 +62,29 @@ def _row(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def _matching_ids(
-    conn: sqlite3.Connection, symbol: str | None, action: str | None, since: str | None, limit: int
+    conn: sqlite3.Connection,
+    symbol: str | None,
+    action: str | None,
+    since: str | None,
+    limit: int,
+    account: str | None = None,
+    until: str | None = None,
 ) -> list[str]:
     if symbol is None and action is None:
         sql = "SELECT id AS decision_id FROM decisions"
         params: list[Any] = []
+        conds = []
         if since:
-            sql += " WHERE created_at >= ?"
+            conds.append("created_at >= ?")
             params.append(since)
+        if until:
+            conds.append("created_at < ?")
+            params.append(until)
+        if account is not None:
+            conds.append("account = ?")
+            params.append(account)
+        if conds:
+            sql += " WHERE " + " AND ".join(conds)
         sql += " ORDER BY created_at DESC LIMIT ?"
         return [r["decision_id"] for r in conn.execute(sql, [*params, limit])]
     where, params = [], []
@@ -82,6 +97,12 @@ def _matching_ids(
     if since:
         where.append("created_at >= ?")
         params.append(since)
+    if until:
+        where.append("created_at < ?")
+        params.append(until)
+    if account is not None:
+        where.append("decision_id IN (SELECT id FROM decisions WHERE account = ?)")
+        params.append(account)
     sql = f"SELECT decision_id FROM asset_decisions WHERE {' AND '.join(where)} ORDER BY created_at DESC"
     ids: dict[str, None] = {}  # insertion-ordered set
     for r in conn.execute(sql, params):  # lazily, newest first, stopping at `limit` decisions
@@ -98,9 +119,12 @@ def history(
     action: str | None = None,
     since: str | None = None,
     limit: int = 20,
+    account: str | None = None,
+    until: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Decisions newest first; with a symbol or action filter, only the matching asset rows."""
-    ids = _matching_ids(conn, symbol, action, since, limit)
+    """Decisions newest first; with a symbol or action filter, only the matching asset rows; ``account``
+    and ``until`` (excluded) narrow it further."""
+    ids = _matching_ids(conn, symbol, action, since, limit, account, until)
     if not ids:
         return []
     marks = ",".join("?" * len(ids))

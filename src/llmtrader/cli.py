@@ -763,9 +763,9 @@ def run(
 
     Exit 0 after a clean stop, or with --once when every account's cycle was recorded (whatever it
     decided); 3 with --once when a position may be open without a stop-loss; 1 when a cycle had to be
-    abandoned; 2 when an account cannot start (a live account without
-    its credentials, a bad setting, an account another `llmtrader run` is running).
-    """
+    abandoned, or with --once when a cycle could not reach the venue or the model; 2 when an account cannot
+    start (a live account without its credentials, a bad setting, an account another `llmtrader run` is
+    running)."""
 
     def body() -> int:
         import asyncio
@@ -950,7 +950,11 @@ def backtest(
             replay=replay,
             max_cost_usd=max_cost,
         )
-        settings = _settings(read_only=True)
+        # The run's limits get the checks of the settings they stand for (--leverage 0, 500, --balance 0).
+        limits = {"leverage": leverage, "paper_balance_usd": balance, "max_position_size_usd": max_position}
+        settings = _settings(limits, read_only=True)
+        if max_cost is not None and max_cost <= 0:
+            raise ConfigError(f"--max-cost {max_cost:g} is not a budget: give a positive amount of USD")
         store = open_backtests(settings)
         try:
             spec, chosen = build_spec(settings, request, store)
@@ -978,7 +982,7 @@ def backtest(
                     )
                     if not _interactive():
                         raise ConfigError(f"{question} Pass --yes to go ahead without a terminal.")
-                    if not typer.confirm(f"{question} Go ahead?", default=False):
+                    if not typer.confirm(f"{question} Go ahead?", default=False, err=as_json):
                         raise typer.Exit(1)
             interrupted: list[str] = []
             budget = budget_stop(client, spec.max_cost_usd)

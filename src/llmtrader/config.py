@@ -229,8 +229,12 @@ class AccountConfig(BaseModel):
     def _known_keys(self) -> AccountConfig:
         unknown = sorted(set(self.model_extra or {}) - set(ACCOUNT_KEYS))
         if unknown:
+            import difflib
+
+            close = [m for k in unknown for m in difflib.get_close_matches(k, ACCOUNT_KEYS, n=1, cutoff=0.75)]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(
-                f"unknown key {', '.join(repr(k) for k in unknown)}; an account may set: "
+                f"unknown key {', '.join(repr(k) for k in unknown)}{hint}; an account may set: "
                 f"{', '.join(ACCOUNT_KEYS)}, and env.* (the names of its credentials' environment variables)"
             )
         return self
@@ -478,7 +482,12 @@ class Settings(BaseSettings):
 
 
 # Command-line flags whose name differs from the setting they override.
-FLAG_NAMES = {"assets": "--symbols", "llm_model": "--model"}
+FLAG_NAMES = {
+    "assets": "--symbols",
+    "llm_model": "--model",
+    "paper_balance_usd": "--balance",
+    "max_position_size_usd": "--max-position-usd",
+}
 
 
 def _describe_source(
@@ -518,8 +527,12 @@ def _format_validation_error(
             parts.append(f"unknown key {path!r} ({where})")
             continue
         if err.get("type") == "extra_forbidden":
+            import difflib
+
+            close = difflib.get_close_matches(name.lower(), list(Settings.model_fields), n=1, cutoff=0.75)
+            hint = f" did you mean {close[0]!r}?" if close else ""  # a near miss (intervall) named first
             known = ", ".join(sorted(Settings.model_fields))
-            parts.append(f"unknown setting {name!r} ({where}); known settings: {known}")
+            parts.append(f"unknown setting {name!r} ({where});{hint} known settings: {known}")
             continue
         shown = shown_value(name, err.get("input"))
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")

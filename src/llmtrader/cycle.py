@@ -108,6 +108,7 @@ class CycleResult:
     equity_usd: float | None = None
     cached: bool = False  # the decision reused a cached answer (no model call)
     unprotected: list[str] = field(default_factory=list)  # symbols that may be open without a stop-loss
+    unreachable: str | None = None  # "venue" or "model": the cycle could not reach it (run --once exits 1)
 
     @property
     def duration_ms(self) -> int:
@@ -227,11 +228,13 @@ async def _cycle(services: Services, result: CycleResult, now: int, dry_run: boo
         await _reconcile(services, now, result.reconcile, dry_run=dry_run, unprotected=result.unprotected)
     except VenueError as exc:
         result.reason = f"reconcile failed, positions left as they are: {exc}"
+        result.unreachable = "venue"
         return
     try:
         account = await account_state(services)
     except VenueError as exc:
         result.reason = f"the account cannot be read: {exc}"
+        result.unreachable = "venue"
         return
     result.equity_usd = account.equity_usd
     # The venue's history (live): the closes that filled there while no one looked (for the cooldown and the
@@ -294,6 +297,7 @@ async def _cycle(services: Services, result: CycleResult, now: int, dry_run: boo
         decided = await decide(services, settings.assets, dry_run=dry_run, hooks=hooks)
     except ModelError as exc:
         result.outcome, result.reason, result.decision_id = MODEL_ERROR, str(exc), exc.decision_id
+        result.unreachable = "model"
         return
     except VenueError as exc:
         result.decision_id = exc.decision_id
@@ -301,6 +305,7 @@ async def _cycle(services: Services, result: CycleResult, now: int, dry_run: boo
             result.outcome, result.reason = EXCHANGE_REJECT, f"execution did not start: {exc}"
         else:
             result.reason = f"the venue could not be read for the decision: {exc}"
+            result.unreachable = "venue"
         return
     except ConfigError as exc:  # a strategy that no longer loads, a symbol no longer listed
         result.reason = str(exc)

@@ -265,6 +265,7 @@ class Scheduler:
         self._stop: asyncio.Event | None = None
         self._stopping = False
         self._forced = False
+        self.failures: list[str] = []  # why a `--once` cycle could not reach the venue or the model
         self._closed = False
 
     @property
@@ -453,7 +454,8 @@ class Scheduler:
     async def serve_once(self, *, signals: Sequence[signal.Signals] = STOP_SIGNALS) -> int:
         """``run --once``: one cycle per account, concurrently, then close. A signal lets the cycles
         finish (a second one cancels them). Returns 3 when a cycle left a position that may be open without
-        a stop-loss, else 0 when every account's cycle was recorded (whatever its outcome), else 1."""
+        a stop-loss, else 1 when a cycle was not recorded or could not reach the venue or the model (cron
+        and ``make run`` users see the failure; :attr:`failures` says why), else 0 (whatever was decided)."""
         from llmtrader.cycle import UNPROTECTED
 
         with self._handling(signals):
@@ -461,9 +463,14 @@ class Scheduler:
                 results = await self.run_once()
             finally:
                 await self.close()
+        self.failures = [
+            f"account {r.account!r}: the cycle could not reach the {r.unreachable}: {r.reason}"
+            for r in results
+            if r is not None and r.unreachable is not None
+        ]
         if any(r is not None and r.outcome == UNPROTECTED for r in results):
             return 3
-        return 0 if all(r is not None for r in results) else 1
+        return 0 if all(r is not None for r in results) and not self.failures else 1
 
 
 # ---- The command ----------------------------------------------------------------------------------------
@@ -627,7 +634,10 @@ async def run_agent(
             start = log.warning if settings.trading_mode == "live" else log.info
             start("start", **{k: v for k, v in fields.items() if v is not None})
         if once:
-            return await scheduler.serve_once()
+            code = await scheduler.serve_once()
+            for failure in scheduler.failures:  # prominently, beside the log lines
+                say(failure)
+            return code
         conn = open_reader(db)
         try:
             last = last_cycle_times(conn)

@@ -1,0 +1,54 @@
+"""`run --once` tells cron and `make run` users when its cycle could not reach the model or the venue."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmtrader.cli import app
+from llmtrader.logs import reset_logging
+from tests.fakes.aster import FakeAster
+from tests.fakes.llm import FakeLLM, answer, asset, decision, error
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_log_handlers() -> Iterator[None]:
+    yield
+    reset_logging()
+
+
+def _outcomes(db: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(db) as conn:
+        return [(r[0], r[1] or "") for r in conn.execute("SELECT outcome, reason FROM cycles ORDER BY started_at")]
+
+
+def test_run_once_exits_1_when_the_model_cannot_be_reached(
+    paper: Path, runner: CliRunner, fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLM_MAX_RETRIES", "0")
+    for _ in range(6):
+        fake_llm.push(error(503, "upstream down"))
+    result = runner.invoke(app, ["--log-json", "run", "--once"])
+    assert result.exit_code == 1, result.output
+    assert _outcomes(paper)[-1][0] == "model_error"
+    assert "could not reach the model" in result.stderr  # said prominently, not only in a log line
+
+
+def test_run_once_exits_1_when_the_venue_cannot_be_read(
+    paper: Path, runner: CliRunner, fake_aster: FakeAster
+) -> None:
+    fake_aster.stop()  # the venue is gone: nothing answers on its port
+    result = runner.invoke(app, ["--log-json", "run", "--once"])
+    assert result.exit_code == 1, result.output
+    assert "could not reach the venue" in result.stderr
+
+
+def test_run_once_exits_0_when_the_cycle_ran(paper: Path, runner: CliRunner, fake_llm: FakeLLM) -> None:
+    fake_llm.push(answer(decision(asset("BTCUSDT"), asset("ETHUSDT"))))
+    result = runner.invoke(app, ["--log-json", "run", "--once"])
+    assert result.exit_code == 0, result.output
+    assert _outcomes(paper)[-1][0] == "held"

@@ -125,13 +125,42 @@ def _account_settings(overrides: dict[str, Any], *, live: bool = False) -> Any:
     settings = _settings({**overrides, "trading_mode": "live" if live else None})
     if not settings.accounts:
         return settings
-    if settings.account not in settings.accounts:
-        raise ConfigError(
-            f"account {settings.account!r} is not configured; the config's accounts are "
-            f"{', '.join(settings.accounts)}: choose one with --account (or LLMTRADER_ACCOUNT)"
-        )
+    name = _chosen_account(settings)
     flags = {k: v for k, v in overrides.items() if k not in _PROCESS_FLAGS}
-    return settings_for_account(settings, settings.account, flags=flags)
+    return settings_for_account(settings, name, flags=flags)
+
+
+def _chosen_account(settings: Any) -> str:
+    """The account a command acts on. With [accounts.*] tables and no account named (--account,
+    LLMTRADER_ACCOUNT, the file's ``account``), never an undefined ``default``: the only account, or the
+    one a person picks on a terminal; otherwise an error listing them. A named account must be configured."""
+    from llmtrader.accounts import account_names, require_account
+
+    names = account_names(settings)
+    if settings.account in names:
+        return str(settings.account)
+    named = settings.account != "default"  # the built-in default: nobody chose it
+    if named or not settings.accounts:
+        require_account(settings, settings.account)  # ConfigError listing the accounts
+    if len(names) == 1:
+        return names[0]
+    listed = ", ".join(names)
+    if _interactive():
+        choice = typer.prompt(f"Which account? ({listed})", err=True).strip()
+        require_account(settings, choice)
+        return choice
+    raise ConfigError(f"the config has several accounts ({listed}): choose one with --account (or LLMTRADER_ACCOUNT)")
+
+
+def _settings_of_account(account: str | None, flags: dict[str, Any] | None = None) -> Any:
+    """The read-only effective settings of one account (--account, else the one :func:`_chosen_account`
+    gives): its own mode, strategy and limits, for the commands that only read. ``flags`` (a command's
+    options) are checked as settings and win over the account's table."""
+    from llmtrader.accounts import settings_for_account
+
+    settings = _settings({**(flags or {}), "account": account}, read_only=True)
+    name = _chosen_account(settings)
+    return settings_for_account(settings, name, flags=flags) if settings.accounts else settings
 
 
 def _interactive() -> bool:
@@ -306,9 +335,7 @@ def history(
                 f"--action {action!r} is not an action{suggestion(action, actions)}; accepted: {', '.join(actions)}"
             )
         if account is not None:
-            from llmtrader.accounts import require_account
-
-            require_account(_settings(read_only=True), account)
+            _settings_of_account(account)  # an account the config does not define is an error
         since_iso = _parse_since(since)
         until_iso = _parse_since(until, "--until")
         if run_id is not None:
@@ -409,11 +436,7 @@ def stats(
 
         if by is not None and by not in GROUP_BY:
             raise ConfigError(f"--by {by!r} is not a grouping; accepted: {', '.join(GROUP_BY)}")
-        from llmtrader.accounts import settings_for_account
-
-        settings = _settings({"account": account}, read_only=True)
-        if settings.account in settings.accounts:  # the account's own mode (another name: a backtest run)
-            settings = settings_for_account(settings, settings.account)
+        settings = _settings_of_account(account)  # the account's own mode; an unknown account is an error
         since_iso = _parse_since(since)
         result = _with_store(
             settings,
@@ -617,6 +640,7 @@ def paper_reset(
     balance: float | None = typer.Option(
         None, "--balance", help="Starting balance in USD (default PAPER_BALANCE_USD)."
     ),
+    account: str | None = typer.Option(None, "--account", "-a", help="The account (default: the configured one)."),
 ) -> None:
     """Start the paper account afresh: the balance, no positions, no orders (history is kept)."""
 
@@ -625,8 +649,10 @@ def paper_reset(
 
         from llmtrader.exchange.paper import PaperExchange
 
-        overrides = {"paper_balance_usd": balance} if balance is not None else None
-        settings = _account_settings(overrides or {})
+        overrides: dict[str, Any] = {"account": account}
+        if balance is not None:
+            overrides["paper_balance_usd"] = balance
+        settings = _account_settings(overrides)
         if settings.trading_mode == "live":
             raise ConfigError("paper reset: TRADING_MODE is live; the paper account is not in use")
 
@@ -641,14 +667,17 @@ def paper_reset(
 
 
 @strategy_app.command("list")
-def strategy_list(as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
+def strategy_list(
+    account: str | None = typer.Option(None, "--account", "-a", help="The account (default: the configured one)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
+) -> None:
     """Every available strategy (built-in and yours), its key limits, and the one in force for the account."""
 
     def body() -> None:
         from llmtrader import render
         from llmtrader.engine import strategy_catalog
 
-        settings = _settings(read_only=True)
+        settings = _settings_of_account(account)
         entries, in_force, source = _with_store(settings, lambda store: strategy_catalog(store, settings))
         if as_json:
             typer.echo(json.dumps(render.catalog_json(entries)))
@@ -662,6 +691,7 @@ def strategy_list(as_json: bool = typer.Option(False, "--json", help="Print a JS
 def strategy_show(
     name: str | None = typer.Argument(None, help="A strategy name (default: the one in force)."),
     symbols: str | None = typer.Option(None, "--symbols", "-s", help="Comma list of symbols (default: ASSETS)."),
+    account: str | None = typer.Option(None, "--account", "-a", help="The account (default: the configured one)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """A strategy's limits and its prompt rendered on current data. No model call; nothing is recorded."""
@@ -673,7 +703,7 @@ def strategy_show(
         async def preview(services: Any) -> tuple[Any, Any]:
             return await preview_strategy(services, name, services.settings.assets), services.settings
 
-        prepared, settings = _run_with_services(preview, overrides={"assets": symbols})
+        prepared, settings = _run_with_services(preview, overrides={"assets": symbols, "account": account})
         if as_json:
             typer.echo(json.dumps(render.preview_json(prepared, settings), default=str))
             return
@@ -708,7 +738,7 @@ def strategy_use(
     def body() -> None:
         from llmtrader.engine import SystemClock, choose_strategy
 
-        settings = _settings({"account": account}, read_only=True)
+        settings = _settings_of_account(account)
         choice = _with_store(
             settings,
             lambda store: choose_strategy(store, settings, name, via="cli", now_ms=SystemClock().now_ms()),
@@ -733,7 +763,7 @@ def strategy_ab(
         from llmtrader.storage.reader import compare_arms, open_reader
         from llmtrader.storage.records import iso_utc
 
-        settings = _settings({"account": account}, read_only=True)
+        settings = _settings_of_account(account)
         since_iso = _parse_since(since)
         arms = [a.name for a in settings.ab.arms] if settings.ab is not None else None
         until = iso_utc(SystemClock().now_ms())
@@ -901,6 +931,9 @@ def backtest(
     ),
     max_cost: float | None = typer.Option(None, "--max-cost", help="Stop once the model cost reaches this, USD."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Call a paid model without asking (needed with no terminal)."),
+    account: str | None = typer.Option(
+        None, "--account", "-a", help="Start from this account's settings (strategy, limits, model)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Step through history with the same cycle as `run`: context (only candles closed by then), decision,
@@ -952,7 +985,7 @@ def backtest(
         )
         # The run's limits get the checks of the settings they stand for (--leverage 0, 500, --balance 0).
         limits = {"leverage": leverage, "paper_balance_usd": balance, "max_position_size_usd": max_position}
-        settings = _settings(limits, read_only=True)
+        settings = _settings_of_account(account, {k: v for k, v in limits.items() if v is not None})
         if max_cost is not None and max_cost <= 0:
             raise ConfigError(f"--max-cost {max_cost:g} is not a budget: give a positive amount of USD")
         store = open_backtests(settings)

@@ -36,7 +36,9 @@ def hold(fake_llm: FakeLLM) -> None:
     fake_llm.push(answer(decision(asset("BTCUSDT"), asset("ETHUSDT"))))
 
 
-def test_only_account_is_used_without_account(paper: Path, runner: CliRunner, tmp_path: Path, fake_llm: FakeLLM) -> None:
+def test_only_account_is_used_without_account(
+    paper: Path, runner: CliRunner, tmp_path: Path, fake_llm: FakeLLM
+) -> None:
     config = write(tmp_path, ONE)
     hold(fake_llm)
     result = runner.invoke(app, ["--config", str(config), "decide", "--json", "--dry-run"])

@@ -38,9 +38,7 @@ def test_run_once_exits_1_when_the_model_cannot_be_reached(
     assert "could not reach the model" in result.stderr  # said prominently, not only in a log line
 
 
-def test_run_once_exits_1_when_the_venue_cannot_be_read(
-    paper: Path, runner: CliRunner, fake_aster: FakeAster
-) -> None:
+def test_run_once_exits_1_when_the_venue_cannot_be_read(paper: Path, runner: CliRunner, fake_aster: FakeAster) -> None:
     fake_aster.stop()  # the venue is gone: nothing answers on its port
     result = runner.invoke(app, ["--log-json", "run", "--once"])
     assert result.exit_code == 1, result.output

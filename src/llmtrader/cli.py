@@ -146,7 +146,7 @@ def _chosen_account(settings: Any) -> str:
         return names[0]
     listed = ", ".join(names)
     if _interactive():
-        choice = typer.prompt(f"Which account? ({listed})", err=True).strip()
+        choice = str(typer.prompt(f"Which account? ({listed})", err=True)).strip()
         require_account(settings, choice)
         return choice
     raise ConfigError(f"the config has several accounts ({listed}): choose one with --account (or LLMTRADER_ACCOUNT)")
@@ -406,7 +406,11 @@ def show(
             return
         from llmtrader import render
 
-        render.record_view(record)
+        if sys.stdout.isatty() and _interactive():  # a long record: through the pager (PAGER, else less)
+            with render.console.pager(styles=True):
+                render.record_view(record)
+        else:
+            render.record_view(record)
 
     guarded(body)
 
@@ -495,7 +499,7 @@ def download(
             parse_time_ms,
             progress_wanted,
             result_json,
-            result_table,
+            result_rows,
         )
         from llmtrader.market import AsterMarketData
 
@@ -521,7 +525,8 @@ def download(
             return
         from llmtrader import render
 
-        render.console.print(result_table(result))
+        title, headers, rows = result_rows(result)  # a table when it fits, else one block per file
+        render.show_rows(title, headers, rows, lead=2, right=("added", "rows"))
 
     guarded(body)
 
@@ -682,7 +687,7 @@ def strategy_list(
         if as_json:
             typer.echo(json.dumps(render.catalog_json(entries)))
             return
-        render.strategies_table(entries, settings.account, in_force, source)
+        render.strategies_table(entries, settings.account, in_force, source, leverage_cap=settings.leverage)
 
     guarded(body)
 

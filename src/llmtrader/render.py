@@ -208,13 +208,6 @@ def failure_json(exc: LLMTraderError) -> dict[str, Any]:
     return {"decision_id": exc.decision_id, "outcome": outcome, "error": str(exc)}
 
 
-def _validation_cell(status: str, reasons: list[str]) -> Text:
-    text = untrusted(status, STATUS_STYLE.get(status, ""))
-    for reason in reasons:
-        text.append_text(untrusted(f"\n- {reason}", "dim"))
-    return text
-
-
 def execution_table(report: ExecutionReport) -> None:
     """What was sent for each asset, and what became of it; emergencies stand out. One block per asset
     (its legs one a line, its notes under them), so an order's description wraps between words only."""
@@ -261,11 +254,13 @@ def _entry_cell(action: str, entry: Any) -> str:
     return _num(entry) if entry is not None else ("market" if action in ("buy", "sell") else "-")
 
 
-def decision_table(rec: DecisionRecord, execution: ExecutionReport | None = None, *, target: Console | None = None) -> None:
+def decision_table(
+    rec: DecisionRecord, execution: ExecutionReport | None = None, *, target: Console | None = None
+) -> None:
     out = target or console
     arm = f", A/B arm {rec.arm}" if rec.arm else ""
     title = untrusted(f"Decision {rec.id} ({rec.model}, strategy {rec.strategy}{arm}, {rec.mode})", multiline=False)
-    rows = [
+    rows: list[list[str | Text]] = [
         [
             untrusted(a.symbol, multiline=False),
             untrusted(a.action, multiline=False),
@@ -460,29 +455,19 @@ def record_view(rec: dict[str, Any]) -> None:
     if rec.get("raw_response"):
         console.print(Panel(untrusted(rec["raw_response"]), title="Raw response"))
     if rec.get("assets"):
-        table = Table(title="Validation")
-        for column in (
-            "Symbol",
-            "Action",
-            "Alloc USD",
-            "Lev",
-            "Entry",
-            "TP",
-            "SL",
-            "Conf",
-            "Mark",
-            "Validation",
-        ):
-            table.add_column(column, overflow="fold")
-        for a in rec["assets"]:
-            table.add_row(
-                untrusted(a["symbol"]), untrusted(a["action"]), _num(a.get("allocation_usd")),
-                str(a.get("leverage") or "-"),
-                _num(a.get("entry_price")), _num(a.get("tp_price")), _num(a.get("sl_price")),
+        rows: list[list[str | Text]] = [
+            [
+                untrusted(a["symbol"], multiline=False), untrusted(a["action"], multiline=False),
+                _num(a.get("allocation_usd")), f"{a['leverage']}x" if a.get("leverage") else "-",
+                _entry_cell(a["action"], a.get("entry_price")), _num(a.get("tp_price")), _num(a.get("sl_price")),
                 _num(a.get("confidence"), 2), _num(a.get("mark_price")),
-                _validation_cell(a["status"], a.get("reasons") or []),
-            )  # fmt: skip
-        console.print(table)
+                untrusted(a["status"], STATUS_STYLE.get(a["status"], ""), multiline=False),
+            ]
+            for a in rec["assets"]
+        ]  # fmt: skip
+        headers = ["Symbol", "Action", "Margin USD", "Lev", "Entry", "TP", "SL", "Conf", "Mark", "Validation"]
+        show_rows("Validation", headers, rows, lead=2, right=("Margin USD", "Entry", "TP", "SL", "Conf", "Mark"))
+        _reasons_under(rec["assets"])
     for note in rec.get("notes") or []:
         console.print(_note(note))
     if rec.get("parse_errors"):
@@ -495,53 +480,57 @@ def record_view(rec: dict[str, Any]) -> None:
         emergency_panel(emergencies[0]["symbol"] or "-", [e["message"] for e in emergencies])
     orders = rec.get("orders") or []
     if orders:
-        table = Table(title=f"Orders (execution: {rec.get('execution') or '-'})")
-        for column in ("Time", "Symbol", "Leg", "Client order id", "Request", "Status", "Filled", "Venue answer"):
-            table.add_column(column, overflow="fold")
+        # One block per order: its tokens on a line (never split), the request and the venue's answer under it.
+        console.print(Text(f"Orders (execution: {rec.get('execution') or '-'})", style="bold"))
         for o in orders:
             request = o.get("request") or {}
             shown = " ".join(
                 str(request.get(k)) for k in ("side", "type", "quantity", "price", "stopPrice") if request.get(k)
             )
-            filled = f"{o['executed_qty']} @ {o['avg_price']}" if o.get("executed_qty") not in (None, "0") else "-"
+            filled = f"{o['executed_qty']} @ {o['avg_price']}" if o.get("executed_qty") not in (None, "0") else ""
             answer = (
                 f"{o['venue_code']}: {o['venue_message']}"
                 if o.get("venue_code") is not None
                 else (o.get("venue_message") or "")
             )
-            table.add_row(
-                o["created_at"][11:19], untrusted(o["symbol"]), untrusted(o["leg"]), untrusted(o["client_order_id"]),
-                untrusted(shown), untrusted(o["status"], LEG_STYLE.get(o["status"], "")), untrusted(filled),
-                untrusted(answer),
-            )  # fmt: skip
-        console.print(table)
+            fields: list[str | Text] = [
+                o["created_at"][11:19], untrusted(o["symbol"], "bold", multiline=False),
+                untrusted(o["leg"], multiline=False),
+                untrusted(o["status"], LEG_STYLE.get(o["status"], ""), multiline=False),
+                untrusted(filled, multiline=False),
+                untrusted(o["client_order_id"], "dim", multiline=False),
+            ]  # fmt: skip
+            for line in pack(fields, console.width, indent=4):
+                console.print(line, no_wrap=True, overflow="fold")
+            if shown:
+                console.print(untrusted(f"    request: {shown}", multiline=False))
+            if answer:
+                console.print(untrusted(f"    venue: {answer}", "dim"))
     if events:
-        table = Table(title="Execution events")
-        for column in ("Time", "Symbol", "Kind", "Message"):
-            table.add_column(column, overflow="fold")
+        console.print(Text("Execution events", style="bold"))
         for e in events:
             style = "bold red" if e["kind"] == "emergency" else ("yellow" if e["kind"] == "rejection" else "")
-            table.add_row(
-                e["created_at"][11:19],
-                untrusted(e["symbol"] or "-"),
-                untrusted(e["kind"], style),
-                untrusted(e["message"]),
-            )
-        console.print(table)
+            console.print(
+                Text.assemble(
+                    e["created_at"][11:19] + "  ", untrusted(e["symbol"] or "-", multiline=False), "  ",
+                    untrusted(e["kind"], style, multiline=False), ": ", untrusted(e["message"]),
+                )
+            )  # fmt: skip
     calls = rec.get("llm_calls") or []
     if calls:
-        table = Table(title="Model calls")
-        for column in ("#", "Format", "Tokens in/out", "Cost", "Latency ms", "Finish", "Error"):
-            table.add_column(column, overflow="fold")
+        call_rows: list[list[str | Text]] = []
         for c in calls:
             call_cost = c.get("cost_usd")
-            table.add_row(
-                str(c["attempt"]), untrusted(c.get("response_format") or "-"),
+            call_rows.append([
+                str(c["attempt"]), untrusted(c.get("response_format") or "-", multiline=False),
                 f"{c.get('prompt_tokens', 0)}/{c.get('completion_tokens', 0)}",
                 f"${call_cost:.4f}" if isinstance(call_cost, (int, float)) else "-",
-                str(c.get("latency_ms")), untrusted(c.get("finish_reason") or "-"), untrusted(c.get("error") or ""),
-            )  # fmt: skip
-        console.print(table)
+                f"{c.get('latency_ms')} ms", untrusted(c.get("finish_reason") or "-", multiline=False),
+            ])  # fmt: skip
+        show_rows("Model calls", ["#", "Format", "Tokens in/out", "Cost", "Latency", "Finish"], call_rows, lead=1)
+        for c in calls:
+            if c.get("error"):
+                console.print(Text.assemble(f"call {c['attempt']}: ", untrusted(c["error"], "red")))
 
 
 def settings_table(data: dict[str, Any]) -> None:
@@ -557,7 +546,7 @@ def positions_table(rows: list[dict[str, Any]], mode: str) -> None:
     if not rows:
         console.print(f"No open positions ({mode}).")
         return
-    cells = []
+    cells: list[list[str | Text]] = []
     for p in rows:
         pnl = Decimal(str(p["unrealized_pnl"]))
         stop = untrusted(p["stop_loss"], multiline=False) if p["stop_loss"] else Text("NONE", style="bold white on red")
@@ -604,25 +593,42 @@ def catalog_json(entries: list[CatalogEntry]) -> list[dict[str, Any]]:
     return out
 
 
-def strategies_table(entries: list[CatalogEntry], account: str, in_force: str, source: str) -> None:
-    """Every available strategy with its key limits; the one in force marked; a broken file with its error."""
+def strategies_table(
+    entries: list[CatalogEntry], account: str, in_force: str, source: str, *, leverage_cap: int | None = None
+) -> None:
+    """Every available strategy with the limits in force (the strategy's, capped by the settings'
+    ``leverage``); the one in force marked; descriptions and a broken file's error under the table."""
     how = "chosen with `strategy use`" if source == "chosen" else "the configured `strategy`"
-    table = Table(title=f"Strategies (account {account}: {in_force}, {how})")
-    for column in ("", "Name", "Source", "Interval", "Timeframes", "Max lev", "Min conf", "Min R/R", "Description"):
-        table.add_column(column, overflow="fold")
+    rows: list[list[str | Text]] = []
     for e in entries:
-        mark = Text("*", style="bold green") if e.in_force else ""
+        mark: str | Text = Text("*", style="bold green") if e.in_force else ""
         st = e.strategy
         if st is None:
-            table.add_row(mark, untrusted(e.name), e.source, "-", "-", "-", "-", "-", untrusted(e.error or "", "red"))
+            rows.append([mark, untrusted(e.name, multiline=False), e.source, Text("broken", style="red"),
+                         "-", "-", "-", "-"])  # fmt: skip
             continue
-        table.add_row(
-            mark, untrusted(e.name), e.source, untrusted(st.interval), untrusted(", ".join(st.timeframes)),
-            str(st.limits.max_leverage), fmt(st.limits.min_confidence), fmt(st.limits.min_reward_risk),
-            untrusted(st.description),
-        )  # fmt: skip
-    console.print(table)
-    console.print(f"* in force for account {account}; switch with `llmtrader strategy use NAME`.")
+        lev = st.limits.max_leverage if leverage_cap is None else min(st.limits.max_leverage, leverage_cap)
+        rows.append([
+            mark, untrusted(e.name, multiline=False), e.source, untrusted(st.interval, multiline=False),
+            untrusted(",".join(st.timeframes), multiline=False), f"{lev}x", fmt(st.limits.min_confidence),
+            fmt(st.limits.min_reward_risk),
+        ])  # fmt: skip
+    headers = ["", "Name", "Source", "Every", "Timeframes", "Lev", "Conf", "R/R"]  # Lev, Conf, R/R: the limits
+    show_rows(f"Strategies (account {account}: {in_force}, {how})", headers, rows, lead=2)
+    for e in entries:
+        text = e.error if e.strategy is None else e.strategy.description
+        if text:
+            style = "red" if e.strategy is None else "dim"
+            console.print(Text.assemble(untrusted(f"{e.name}: ", "bold", multiline=False), untrusted(text, style)))
+    cap = (
+        f" Lev (maximum leverage) is capped by the settings' leverage ({leverage_cap}x)."
+        if leverage_cap is not None
+        else ""
+    )
+    console.print(
+        f"* in force for account {account}; switch with `llmtrader strategy use NAME`. Every: the decision "
+        f"interval; Conf, R/R: the minimum confidence and reward/risk.{cap}"
+    )
     names = {e.name: e for e in entries}
     if in_force not in names:
         warning(f"account {account} uses strategy {in_force!r}, which is not available: choose another one")

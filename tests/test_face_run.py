@@ -50,3 +50,10 @@ def test_run_once_exits_0_when_the_cycle_ran(paper: Path, runner: CliRunner, fak
     result = runner.invoke(app, ["--log-json", "run", "--once"])
     assert result.exit_code == 0, result.output
     assert _outcomes(paper)[-1][0] == "held"
+
+
+def test_http_request_lines_stay_at_debug(paper: Path, runner: CliRunner, fake_llm: FakeLLM) -> None:
+    fake_llm.push(answer(decision(asset("BTCUSDT"), asset("ETHUSDT"))))
+    result = runner.invoke(app, ["--log-json", "run", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "HTTP Request" not in result.stderr

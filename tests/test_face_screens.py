@@ -68,7 +68,7 @@ def test_decide_positions_history_show_fit(
     positions = json.loads(runner.invoke(app, ["positions", "--json"]).stdout)
     (btc,) = positions
     lines = lines_of(runner.invoke(app, ["positions"]), width)
-    whole(lines, "BTCUSDT", btc["size"], btc["entry_price"], btc["mark_price"], btc["stop_loss"], btc["take_profit"])
+    whole(lines, "BTCUSDT", btc["size"], btc["entry_price"], btc["mark_price"], btc["sl_price"], btc["tp_price"])
     assert len(btc["entry_price"].split(".")[-1]) <= 1  # at the tick (0.1), not an average's 28 decimals
 
     history = json.loads(runner.invoke(app, ["history", "--json"]).stdout)

@@ -362,7 +362,7 @@ def test_ab_compares_the_arms_over_their_common_period(
         assert arm["cost_usd"] == pytest.approx(sum(costs))
         assert arm["cost_usd_per_decision"] == pytest.approx(sum(costs) / len(costs))
     assert sum(a["model_errors"] for a in got["arms"]) <= 1
-    assert "PnL per arm is not computed yet" in got["note"]
+    assert "stats --by arm" in got["note"]
     table = runner.invoke(app, ["--config", str(config), "strategy", "ab"], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "model cost USD" in table.stdout and "PnL per arm" in table.stdout
     later = runner.invoke(app, ["--config", str(config), "strategy", "ab", "--json", "--since", "2999-01-01"])

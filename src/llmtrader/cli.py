@@ -549,7 +549,7 @@ def positions(
         from llmtrader import render
 
         render.positions_table(rows, mode)
-        if any(r["stop_loss"] is None for r in rows):
+        if any(r["sl_price"] is None for r in rows):
             render.warning("a position has no stop-loss on the venue: close it or let the next cycle re-arm it")
 
     guarded(body)

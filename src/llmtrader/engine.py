@@ -60,7 +60,7 @@ from llmtrader.strategy import Strategy, available_strategies, builtin_dir, load
 from llmtrader.trades import TradeLedger
 
 # The record of a decision by a client that reads no prompt (the baseline) says so in place of the prompt.
-NO_PROMPT_NOTE = "{model} reads no prompt: none was rendered (`llmtrader strategy preview` shows a model's)"
+NO_PROMPT_NOTE = "{model} reads no prompt: none was rendered (`llmtrader strategy show` shows a model's)"
 
 
 class Clock(Protocol):
@@ -1087,10 +1087,11 @@ async def position_rows(services: Services) -> tuple[str, list[dict[str, str | i
                 "liquidation_price": price(p.liquidation_price) if p.liquidation_price is not None else None,
                 "leverage": p.leverage,
                 "margin_type": p.margin_type,
-                "stop_loss": dec_str(stop.stop_price) if stop is not None else None,
-                "stop_loss_order": stop.client_order_id if stop is not None else None,
-                "take_profit": dec_str(target.stop_price) if target is not None else None,
-                "take_profit_order": target.client_order_id if target is not None else None,
+                # the names `decide --json` uses for a decision's stop and target (docs/json.md)
+                "sl_price": dec_str(stop.stop_price) if stop is not None else None,
+                "sl_order_id": stop.client_order_id if stop is not None else None,
+                "tp_price": dec_str(target.stop_price) if target is not None else None,
+                "tp_order_id": target.client_order_id if target is not None else None,
             }
         )
     return exchange.mode, rows

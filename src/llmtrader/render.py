@@ -549,12 +549,12 @@ def positions_table(rows: list[dict[str, Any]], mode: str) -> None:
     cells: list[list[str | Text]] = []
     for p in rows:
         pnl = Decimal(str(p["unrealized_pnl"]))
-        stop = untrusted(p["stop_loss"], multiline=False) if p["stop_loss"] else Text("NONE", style="bold white on red")
+        stop = untrusted(p["sl_price"], multiline=False) if p["sl_price"] else Text("NONE", style="bold white on red")
         cells.append([
             *(untrusted(p[k], multiline=False) for k in ("symbol", "side", "size", "entry_price", "mark_price")),
             Text(usd(pnl, sign=True), style="green" if pnl >= 0 else "red"),
             untrusted(p["liquidation_price"] or "-", multiline=False), f"{p['leverage']}x", stop,
-            untrusted(p["take_profit"] or "-", multiline=False),
+            untrusted(p["tp_price"] or "-", multiline=False),
         ])  # fmt: skip
     headers = ["Symbol", "Side", "Size", "Entry", "Mark", "Unrealized PnL", "Liq. price", "Lev", "Stop", "Target"]
     right = ("Size", "Entry", "Mark", "Unrealized PnL", "Liq. price", "Stop", "Target")

@@ -325,6 +325,7 @@ def show(conn: sqlite3.Connection, decision_id: str) -> dict[str, Any]:
         raise NotFoundError(f"{decision_id!r} matches more than one decision; give more of the id")
     record = _row(rows[0])
     record["decision_id"] = record.pop("id")
+    record["dry_run"] = bool(record.get("dry_run"))  # a boolean in JSON, as in `decide --json`
     record["prompt"] = {"system": record.pop("system_prompt"), "user": record.pop("user_prompt")}
     record["assets"] = [
         _row(r)
@@ -368,7 +369,7 @@ def strategy_choice(conn: sqlite3.Connection, account: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-PNL_NOTE = "PnL per arm is not computed yet: it comes with the statistics from stored fills (a later issue)."
+PNL_NOTE = "PnL per arm is not in this comparison: `llmtrader stats --by arm` shows it, from the recorded fills."
 
 
 def compare_arms(

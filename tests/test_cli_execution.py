@@ -241,7 +241,9 @@ def test_paper_reset_sets_the_balance_and_is_refused_in_live_mode(
 ) -> None:
     fake_llm.push(answer(decision(long_btc(fake_aster), asset("ETHUSDT"))))
     assert decide(runner)[0] == 0 and len(positions(runner)) == 1
-    result = invoke(runner, "paper", "reset", "--balance", "2500")
+    refused = invoke(runner, "paper", "reset", "--balance", "2500")  # no terminal, a position open: not without --yes
+    assert refused.exit_code == 2 and "BTCUSDT (long" in refused.stderr and "--yes" in refused.stderr
+    result = invoke(runner, "paper", "reset", "--balance", "2500", "--yes")
     assert result.exit_code == 0, result.output
     assert "paper account 'default' reset to 2,500.00 USD" in result.stdout
     book = paper_book(paper)

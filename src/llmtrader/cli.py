@@ -583,17 +583,33 @@ def close(
         if not yes and not _interactive():
             raise ConfigError("close sends orders: run it on a terminal to confirm, or pass --yes")
 
+        held: dict[str, Any] = {}  # the positions as they were just before closing: the question, the PnL
+        where: list[str] = []
+
         def confirm(targets: list[str]) -> bool:
             from llmtrader.formatting import safe_text
 
-            shown = safe_text(", ".join(targets), multiline=False)  # the venue's symbols, right in the question
-            return typer.confirm(f"Close {shown} at market and cancel their orders?", default=False, err=as_json)
+            parts = []
+            for symbol in targets:
+                p = held.get(symbol)
+                if p is None:
+                    parts.append(symbol)
+                    continue
+                notional = p.size * p.mark_price
+                parts.append(f"{symbol} ({p.side} {p.size.normalize():f}, notional {notional:,.2f} USD)")
+            shown = safe_text(", ".join(parts), multiline=False)  # the venue's symbols, right in the question
+            question = f"Close {shown} at market and cancel their orders, {where[0]}?"
+            return typer.confirm(question, default=False, err=as_json)
 
         async def closing(services: Any) -> Any:
             lock = RunLock(services.settings.db, services.settings.account)
             lock.acquire(command="close")  # one trader per account: refused beside a running agent
             try:
                 await require_one_way(services)
+                live_money = services.settings.trading_mode == "live"
+                where.append("with REAL money on AsterDEX" if live_money else "on the paper account")
+                if not yes:
+                    held.update({p.symbol: p for p in await services.exchange.positions()})
                 return await close_positions(services, symbols, confirm=None if yes else confirm)
             finally:
                 lock.release()
@@ -646,8 +662,10 @@ def paper_reset(
         None, "--balance", help="Starting balance in USD (default PAPER_BALANCE_USD)."
     ),
     account: str | None = typer.Option(None, "--account", "-a", help="The account (default: the configured one)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (needed without a terminal to drop positions)."),
 ) -> None:
-    """Start the paper account afresh: the balance, no positions, no orders (history is kept)."""
+    """Start the paper account afresh: the balance, no positions, no orders (history is kept). Asks first on
+    a terminal, naming the open positions it drops."""
 
     def body() -> None:
         from decimal import Decimal
@@ -661,11 +679,29 @@ def paper_reset(
         if settings.trading_mode == "live":
             raise ConfigError("paper reset: TRADING_MODE is live; the paper account is not in use")
 
-        async def reset(services: Any) -> None:
+        async def reset(services: Any) -> bool:
             assert isinstance(services.exchange, PaperExchange)
+            open_now = await services.exchange.positions()
+            dropped = ", ".join(f"{p.symbol} ({p.side} {p.size.normalize():f})" for p in open_now)
+            if not yes:
+                if _interactive():
+                    drops = f", dropping its open positions {dropped}" if dropped else ""
+                    question = (
+                        f"Reset paper account {settings.account!r} to {settings.paper_balance_usd:,.2f} USD{drops}?"
+                    )
+                    if not typer.confirm(question, default=False):
+                        return False
+                elif dropped:
+                    raise ConfigError(
+                        f"paper reset would drop the open positions {dropped}: run it on a terminal to confirm, "
+                        "or pass --yes"
+                    )
             await services.exchange.reset(Decimal(str(settings.paper_balance_usd)))
+            return True
 
-        _run_with_services(reset, overrides=overrides)
+        if not _run_with_services(reset, overrides=overrides):
+            typer.echo("not confirmed: the paper account is unchanged")
+            raise typer.Exit(1)
         typer.echo(f"paper account {settings.account!r} reset to {settings.paper_balance_usd:,.2f} USD")
 
     guarded(body)

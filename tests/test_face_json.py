@@ -60,4 +60,6 @@ def test_close_all_json_on_a_terminal_keeps_stdout_one_document(
     assert done.returncode == 0, stdout + stderr
     out = json.loads(stdout)
     assert out["execution"] == "executed" and [a["symbol"] for a in out["assets"]] == ["BTCUSDT"]
-    assert "[y/N]" in stderr and "BTCUSDT (long " in stderr and "notional " in stderr and "on the paper account" in stderr
+    assert (
+        "[y/N]" in stderr and "BTCUSDT (long " in stderr and "notional " in stderr and "on the paper account" in stderr
+    )

@@ -18,20 +18,26 @@ app = typer.Typer(
     name="llmtrader",
     help="An LLM trading agent for crypto perpetual futures, with risk limits enforced in code.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no Python types (<bool>, <list[str]>) and no mid-sentence boxes
 )
-config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(config_app, name="config")
-paper_app = typer.Typer(help="The paper account (the default trading mode).", no_args_is_help=True)
+paper_app = typer.Typer(
+    help="The paper account (the default trading mode).", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(paper_app, name="paper")
 strategy_app = typer.Typer(
-    help="Strategies: list, show, validate, choose one per account, compare A/B arms.", no_args_is_help=True
+    help="Strategies: list, show, validate, choose one per account, compare A/B arms.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(strategy_app, name="strategy")
 
 backtest_app = typer.Typer(
-    help="Replay history through the agent's own cycle: run (with --data or --replay), list, show."
+    help="Replay history through the agent's own cycle: run (with --data or --replay), list, show.",
+    rich_markup_mode=None,
 )
 app.add_typer(backtest_app, name="backtest")
 
@@ -284,7 +290,9 @@ def decide(
                 await close_services(services)
 
         try:
-            result = asyncio.run(go())
+            asking = services.client.model if not (trades_live and not yes) else None  # a question needs the screen
+            with _spinner(f"{asking} is deciding" if asking else None):
+                result = asyncio.run(go())
         except (ModelError, VenueError) as exc:
             if as_json:
                 typer.echo(json.dumps(render.failure_json(exc)))
@@ -1088,6 +1096,32 @@ def backtest(
     guarded(body)
 
 
+def _spinner(label: str | None) -> Any:
+    """A spinner with the elapsed time on stderr while the model thinks, for a person only (a terminal, not
+    CI); nothing with ``label`` None."""
+    import contextlib
+
+    from llmtrader.download import progress_wanted
+
+    @contextlib.contextmanager
+    def spin() -> Any:
+        if label is None or not progress_wanted():
+            yield
+            return
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        from llmtrader.formatting import safe_text
+
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+            progress.add_task(escape(safe_text(label, multiline=False)), total=None)
+            yield
+
+    return spin()
+
+
 def _progress_bar(total: int) -> Any:
     """A progress bar on stderr for a person (not in CI, not without a terminal); yields the step callback."""
     import contextlib
@@ -1183,6 +1217,21 @@ def backtest_show(
     guarded(body)
 
 
+def _plain_metavars(command: Any) -> None:
+    """Name every option's value after the option (--since SINCE) rather than its Python type (<str>)."""
+    for param in command.params:
+        option = getattr(param, "param_type_name", "") == "option"
+        if option and not getattr(param, "is_flag", False) and param.metavar is None:
+            longest = max(param.opts, key=len).lstrip("-")
+            param.metavar = longest.upper().replace("-", "_")
+    for sub in getattr(command, "commands", {}).values():
+        _plain_metavars(sub)
+
+
 def main() -> None:
     """Console-script entry point."""
-    app()
+    import typer.main
+
+    command = typer.main.get_command(app)
+    _plain_metavars(command)
+    command(prog_name="llmtrader")

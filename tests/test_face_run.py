@@ -57,3 +57,17 @@ def test_http_request_lines_stay_at_debug(paper: Path, runner: CliRunner, fake_l
     result = runner.invoke(app, ["--log-json", "run", "--once"])
     assert result.exit_code == 0, result.output
     assert "HTTP Request" not in result.stderr
+
+
+def test_a_trade_rejected_by_the_risk_checks_is_a_veto_not_held(
+    paper: Path, runner: CliRunner, fake_llm: FakeLLM, fake_aster: FakeAster
+) -> None:
+    mark = fake_aster.mark("BTCUSDT")
+    # a long whose stop is above the price: rejected; the other asset holds
+    bad = asset("BTCUSDT", "buy", allocation_usd=1000, leverage=2, tp_price=round(mark * 1.04, 1),
+                sl_price=round(mark * 1.02, 1), confidence=0.7, risk_level="medium")  # fmt: skip
+    fake_llm.push(*[answer(decision(bad, asset("ETHUSDT")))] * 4)
+    result = runner.invoke(app, ["--log-json", "run", "--once"])
+    assert result.exit_code == 0, result.output
+    outcome, reason = _outcomes(paper)[-1]
+    assert outcome == "risk_veto" and "BTCUSDT" in reason, reason

@@ -353,7 +353,7 @@ def _outcome(decided: DecideResult, openings_refused: str | None) -> tuple[str, 
         return RISK_VETO, "every asset decision was rejected: " + " | ".join(rejected)
     vetoed = [] if report is None else [v for v in report.assets if v.status.value == "rejected" and v.action != "hold"]
     if execution is None:
-        if vetoed and record.execution != "dry_run":  # the model wanted to trade; the risk checks said no
+        if vetoed and record.execution != "dry_run" and not openings_refused:  # the risk checks said no
             return RISK_VETO, "rejected: " + " | ".join(f"{v.symbol}: {'; '.join(v.reasons[:2])}" for v in vetoed)
         why = "dry run" if record.execution == "dry_run" else None
         return HELD, why or (f"openings refused: {openings_refused}" if openings_refused else None)

@@ -466,7 +466,7 @@ class Scheduler:
         self.failures = [
             f"account {r.account!r}: the cycle could not reach the {r.unreachable}: {r.reason}"
             for r in results
-            if r is not None and r.unreachable is not None
+            if r is not None and getattr(r, "unreachable", None) is not None  # a cycle function's own result type
         ]
         if any(r is not None and r.outcome == UNPROTECTED for r in results):
             return 3

@@ -1,0 +1,36 @@
+"""Strategies do what their names say: the user's strategies beside config.toml are found without a setting,
+and `strategy list` shows the leverage in force after the settings' cap."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmtrader.cli import app
+from llmtrader.strategy import builtin_dir
+
+
+def test_strategies_in_the_user_config_directory_are_found(clean_env: Path, runner: CliRunner, tmp_path: Path) -> None:
+    user_dir = tmp_path / "xdg-config" / "llmtrader" / "strategies"  # clean_env's XDG_CONFIG_HOME
+    user_dir.mkdir(parents=True)
+    text = (builtin_dir() / "swing.toml").read_text().replace('name = "swing"', 'name = "mine"')
+    (user_dir / "mine.toml").write_text(text)
+    result = runner.invoke(app, ["strategy", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    entries = {e["name"]: e for e in json.loads(result.stdout)}
+    assert entries["mine"]["source"] == "user" and entries["mine"]["error"] is None
+    used = runner.invoke(app, ["strategy", "use", "mine"])
+    assert used.exit_code == 0, used.output
+
+
+def test_strategy_list_shows_the_leverage_in_force(
+    clean_env: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEVERAGE", "2")
+    result = runner.invoke(app, ["strategy", "list"], env={"COLUMNS": "100"})
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.stdout.splitlines() if " aggressive " in x)
+    assert " 2x " in line and " 10x " not in line

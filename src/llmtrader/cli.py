@@ -906,8 +906,11 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON."
             typer.echo(json.dumps(data, default=str))
             return
         from llmtrader import render
+        from llmtrader.config import setting_sources
 
-        render.settings_table(data)
+        path, sources = setting_sources(_state["config"])
+        render.console.print(render.untrusted(f"config file: {path}" if path else "config file: none (defaults)"))
+        render.settings_table(data, sources)
 
     guarded(body)
 

@@ -650,6 +650,26 @@ def _apply_live_opt_in(
     )
 
 
+def setting_sources(
+    config_path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[Path | None, dict[str, str]]:
+    """The config file read (None: none) and where each setting's value comes from: ``file``,
+    ``env NAME`` or ``default`` (for ``config show``)."""
+    env = os.environ if environ is None else environ
+    path = resolve_config_path(config_path, env)
+    toml = read_config_file(path) if path is not None else {}
+    sources: dict[str, str] = {}
+    for name in Settings.model_fields:
+        found = env_value(name, env)
+        if found is not None:
+            sources[name] = f"env {found[0]}"
+        elif name in toml:
+            sources[name] = "file"
+        else:
+            sources[name] = "default"
+    return path, sources
+
+
 def load_settings(
     config_path: Path | None = None,
     overrides: Mapping[str, Any] | None = None,

@@ -533,12 +533,18 @@ def record_view(rec: dict[str, Any]) -> None:
                 console.print(Text.assemble(f"call {c['attempt']}: ", untrusted(c["error"], "red")))
 
 
-def settings_table(data: dict[str, Any]) -> None:
+def settings_table(data: dict[str, Any], sources: dict[str, str] | None = None) -> None:
+    """Each setting, its value (secrets redacted) and where it came from (file, env NAME, default)."""
     table = Table(title="Effective settings (secrets redacted)")
-    table.add_column("Setting")
+    table.add_column("Setting", no_wrap=True)
     table.add_column("Value", overflow="fold")
+    if sources is not None:
+        table.add_column("From", no_wrap=True)
     for key, value in data.items():
-        table.add_row(key, untrusted(json.dumps(value) if not isinstance(value, str) else value))
+        cells: list[str | Text] = [key, untrusted(json.dumps(value) if not isinstance(value, str) else value)]
+        if sources is not None:
+            cells.append(untrusted(sources.get(key, "-"), multiline=False))
+        table.add_row(*cells)
     console.print(table)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,3 +72,31 @@ def test_a_trade_rejected_by_the_risk_checks_is_a_veto_not_held(
     assert result.exit_code == 0, result.output
     outcome, reason = _outcomes(paper)[-1]
     assert outcome == "risk_veto" and "BTCUSDT" in reason, reason
+
+
+def test_stopping_run_prints_a_session_summary(paper: Path, fake_llm: FakeLLM) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    fake_llm.push(answer(decision(asset("BTCUSDT"), asset("ETHUSDT"))))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmtrader", "--log-json", "run"], stderr=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stderr is not None
+        lines: list[str] = []
+        for raw in proc.stderr:  # the catch-up cycle of a first start, then stop
+            lines.append(raw.decode())
+            if '"event": "cycle"' in lines[-1]:
+                break
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    text = "".join(lines) + rest.decode()
+    summary = [json.loads(x) for x in text.splitlines() if "session:" in x]
+    assert summary, text
+    assert summary[0]["account"] == "default" and "1 cycles (held 1)" in summary[0]["event"]

@@ -644,10 +644,37 @@ async def run_agent(
         finally:
             if conn is not None:
                 conn.close()
-        return await scheduler.serve(last_cycle_ms=last)
+        code = await scheduler.serve(last_cycle_ms=last)
+        _log_session(log, db, list(built), now)
+        return code
     finally:
         for lock in locks:
             lock.release()
+
+
+def _log_session(log: Any, db: Path, accounts: list[str], since_ms: int) -> None:
+    """The session summary when `run` stops: per account, cycles by outcome, fills, realised PnL after fees,
+    model cost. A summary that cannot be read is only logged as such: the agent has stopped cleanly."""
+    from llmtrader.storage.reader import open_reader, session_summary
+
+    try:
+        conn = open_reader(db)
+        if conn is None:
+            return
+        try:
+            rows = session_summary(conn, accounts, since_ms)
+        finally:
+            conn.close()
+    except Exception:
+        log.exception("the session summary could not be read")
+        return
+    for row in rows:
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(row["outcomes"].items())) or "none"
+        log.info(
+            f"session: {row['cycles']} cycles ({outcomes}), {row['fills']} fills, realised PnL "
+            f"{row['realized_pnl_usd']} USD after fees, model cost {row['model_cost_usd']:.4f} USD",
+            account=row["account"],
+        )
 
 
 # ---- Status ---------------------------------------------------------------------------------------------

@@ -486,3 +486,43 @@ def last_cycles(conn: sqlite3.Connection, accounts: Sequence[str] | None = None)
         cycle["reconcile"] = json.loads(cycle["reconcile"]) if cycle["reconcile"] else []
         out[name] = cycle
     return out
+
+
+def session_summary(conn: sqlite3.Connection, accounts: Sequence[str], since_ms: int) -> list[dict[str, Any]]:
+    """What a `run` session did per account since ``since_ms``: cycles by outcome, fills, realised PnL after
+    fees (paper and live fills, exact decimal strings), and the model cost of its decisions."""
+    from decimal import Decimal
+
+    from llmtrader.storage.records import iso_utc
+
+    since = iso_utc(since_ms)
+    out = []
+    for account in accounts:
+        outcomes = {
+            str(r[0]): int(r[1])
+            for r in conn.execute(
+                "SELECT outcome, count(*) FROM cycles WHERE account = ? AND started_at >= ? GROUP BY outcome",
+                [account, since],
+            )
+        }
+        fills, pnl = 0, Decimal(0)
+        for table in ("paper_fills", "venue_fills"):
+            for realized, fee in conn.execute(
+                f"SELECT realized_pnl, fee FROM {table} WHERE account = ? AND time_ms >= ?", [account, since_ms]
+            ):
+                fills += 1
+                pnl += Decimal(realized or "0") - Decimal(fee or "0")
+        cost = conn.execute(
+            "SELECT sum(cost_usd) FROM decisions WHERE account = ? AND created_at >= ?", [account, since]
+        ).fetchone()[0]
+        out.append(
+            {
+                "account": account,
+                "cycles": sum(outcomes.values()),
+                "outcomes": outcomes,
+                "fills": fills,
+                "realized_pnl_usd": format(pnl.normalize(), "f") if fills else "0",
+                "model_cost_usd": float(cost or 0.0),
+            }
+        )
+    return out

@@ -60,6 +60,9 @@ def test_close_all_json_on_a_terminal_keeps_stdout_one_document(
     assert done.returncode == 0, stdout + stderr
     out = json.loads(stdout)
     assert out["execution"] == "executed" and [a["symbol"] for a in out["assets"]] == ["BTCUSDT"]
+    (closed,) = out["closed"]  # what the close realised, from the position's entry and the close's fill
+    assert closed["symbol"] == "BTCUSDT" and isinstance(closed["realized_pnl_usd"], float)
+    assert float(closed["size"]) > 0 and closed["exit_price"] > 0
     assert (
         "[y/N]" in stderr and "BTCUSDT (long " in stderr and "notional " in stderr and "on the paper account" in stderr
     )

@@ -102,3 +102,14 @@ def test_status_and_stats_fit(paper: Path, runner: CliRunner, fake_aster: FakeAs
     lines_of(runner.invoke(app, ["status"]), width)
     lines_of(runner.invoke(app, ["stats"]), width)
     lines_of(runner.invoke(app, ["config", "show"]), width)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_close_shows_the_realised_pnl(
+    paper: Path, runner: CliRunner, fake_aster: FakeAster, fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch,
+    width: int,
+) -> None:  # fmt: skip
+    at_width(monkeypatch, width)
+    _trade(runner, fake_aster, fake_llm)
+    lines = lines_of(runner.invoke(app, ["close", "--all", "--yes"]), width)
+    assert any(line.startswith("BTCUSDT: closed ") and "realised PnL" in line for line in lines), lines

@@ -616,26 +616,61 @@ def close(
                 await require_one_way(services)
                 live_money = services.settings.trading_mode == "live"
                 where.append("with REAL money on AsterDEX" if live_money else "on the paper account")
-                if not yes:
-                    held.update({p.symbol: p for p in await services.exchange.positions()})
+                held.update({p.symbol: p for p in await services.exchange.positions()})
                 return await close_positions(services, symbols, confirm=None if yes else confirm)
             finally:
                 lock.release()
 
         result = _run_with_services(closing, overrides={"account": account}, live=live)
+        closed = _closed_pnl(result.execution, held)
         if as_json:
-            typer.echo(json.dumps(render.decision_json(result.record, result.execution), default=str))
+            data = render.decision_json(result.record, result.execution)
+            data["closed"] = closed
+            typer.echo(json.dumps(data, default=str))
             return
         if not result.record.symbols:
             render.console.print("No open positions: nothing to close.")
             return
         if result.execution is not None:
             render.execution_table(result.execution)
+        for c in closed:
+            render.console.print(
+                f"{c['symbol']}: closed {c['size']} at {c['exit_price']}, realised PnL "
+                f"{c['realized_pnl_usd']:+,.2f} USD before fees"
+            )
         render.console.print(f"Recorded as {result.record.id}; execution {result.record.execution}.")
         if result.record.execution not in ("executed", "declined"):
             raise typer.Exit(1)
 
     guarded(body)
+
+
+def _closed_pnl(execution: Any, held: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per closed position: the size filled, the average exit and the realised PnL before fees, from the
+    position's entry (as it was just before closing) and the close's fills."""
+    from decimal import Decimal
+
+    out: list[dict[str, Any]] = []
+    if execution is None:
+        return out
+    for a in execution.assets:
+        position = held.get(a.symbol)
+        filled = [leg.state for leg in a.legs if leg.state is not None and leg.state.executed_qty > 0]
+        if position is None or not filled:
+            continue
+        qty = sum((f.executed_qty for f in filled), Decimal(0))
+        exit_price = sum((f.executed_qty * f.avg_price for f in filled), Decimal(0)) / qty
+        sign = 1 if position.side == "long" else -1
+        pnl = (exit_price - position.entry_price) * qty * sign
+        out.append(
+            {
+                "symbol": a.symbol,
+                "size": format(qty.normalize(), "f"),
+                "exit_price": float(exit_price),
+                "realized_pnl_usd": round(float(pnl), 2),
+            }
+        )
+    return out
 
 
 @app.command()

@@ -34,3 +34,23 @@ def test_strategy_list_shows_the_leverage_in_force(
     assert result.exit_code == 0, result.output
     line = next(x for x in result.stdout.splitlines() if " aggressive " in x)
     assert " 2x " in line and " 10x " not in line
+
+
+def test_the_strategy_in_force_sets_the_interval_of_run_and_status(
+    paper: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmtrader.logs import reset_logging
+
+    assert runner.invoke(app, ["strategy", "use", "swing"]).exit_code == 0  # a 4h preset
+    try:
+        ran = runner.invoke(app, ["--log-json", "run", "--once", "--dry-run"])
+    finally:
+        reset_logging()
+    starts = [json.loads(x) for x in ran.stderr.splitlines() if x.startswith("{") and '"start"' in x]
+    assert starts and starts[0]["interval"] == "4h", ran.stderr
+    (row,) = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+    assert row["interval"] == "4h" and row["next_cycle"][11:13] in ("00", "04", "08", "12", "16", "20")
+    # an interval the user set wins over the strategy's
+    monkeypatch.setenv("INTERVAL", "15m")
+    (row,) = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+    assert row["interval"] == "15m"

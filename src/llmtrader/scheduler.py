@@ -601,6 +601,10 @@ async def run_agent(
         try:
             for name, settings in selection.accounts.items():
                 built[name] = build_services(settings, clock=clock)
+                chosen, _ = strategy_in_force(built[name].store, settings)
+                interval = cycle_interval(settings, chosen)
+                if interval != settings.interval:  # the strategy's own interval (swing: every 4h)
+                    built[name].settings = settings.model_copy(update={"interval": interval})
             for services in built.values():  # a live account in hedge mode cannot place a stop: refused now
                 await require_one_way(services)
             cycle: CycleFn = run_cycle
@@ -650,6 +654,21 @@ async def run_agent(
     finally:
         for lock in locks:
             lock.release()
+
+
+def cycle_interval(settings: Settings, strategy: str | None = None) -> str:
+    """How often an account decides: its ``interval`` setting when one was given (file, environment, an
+    account table), else the interval of its strategy in force (``strategy``, else the configured one), as a
+    backtest does; the setting's default when the strategy does not load (the cycle reports why)."""
+    if "interval" in settings.model_fields_set:
+        return str(settings.interval)
+    from llmtrader.errors import LLMTraderError
+    from llmtrader.strategy import load_strategy
+
+    try:
+        return str(load_strategy(strategy or settings.strategy, settings.strategies_dir).interval)
+    except LLMTraderError:
+        return str(settings.interval)
 
 
 def _log_session(log: Any, db: Path, accounts: list[str], since_ms: int) -> None:
@@ -719,6 +738,8 @@ def agent_status(
     for name in names:
         account = settings_for_account(settings, name)
         chosen = strategy_choice(conn, name) if conn is not None else None
+        interval = cycle_interval(account, chosen)
+        account = account.model_copy(update={"interval": interval}) if interval != account.interval else account
         last = cycles.get(name)
         pid = RunLock(account.db, name).holder()
         positions = None

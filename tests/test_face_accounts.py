@@ -118,3 +118,18 @@ def test_named_account_commands_act_on_it(paper: Path, runner: CliRunner, tmp_pa
     assert [e["name"] for e in json.loads(listed.stdout) if e["in_force"]] == ["swing"]
     stats = runner.invoke(app, ["--config", str(config), "stats", "--json", "--account", "main"])
     assert stats.exit_code == 0 and json.loads(stats.stdout)["account"] == "main"
+
+
+def test_history_lists_a_backtest_runs_decisions(perp_dir: Path, clean_env: Path, runner: CliRunner) -> None:
+    args = ["backtest", "--data", str(perp_dir), "--symbols", "BTCUSDT", "--interval", "1h", "--from",
+            "2025-11-03", "--to", "2025-11-03T05:00", "--timeframes", "1h,4h", "--model", "baseline", "--json"]  # fmt: skip
+    ran = runner.invoke(app, args)
+    assert ran.exit_code == 0, ran.output
+    run_id = json.loads(ran.stdout)["run"]
+    listed = runner.invoke(app, ["history", "--run", run_id, "--json", "-n", "100"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)
+    assert rows and all(r["account"] == run_id for r in rows)
+    assert runner.invoke(app, ["history", "--json"]).stdout.strip() == "[]"  # the live store is apart
+    missing = runner.invoke(app, ["history", "--run", "bt-nope"])
+    assert missing.exit_code != 0 and "bt-nope" in missing.stderr

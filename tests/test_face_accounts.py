@@ -121,8 +121,9 @@ def test_named_account_commands_act_on_it(paper: Path, runner: CliRunner, tmp_pa
 
 
 def test_history_lists_a_backtest_runs_decisions(perp_dir: Path, clean_env: Path, runner: CliRunner) -> None:
-    args = ["backtest", "--data", str(perp_dir), "--symbols", "BTCUSDT", "--interval", "1h", "--from",
-            "2025-11-03", "--to", "2025-11-03T05:00", "--timeframes", "1h,4h", "--model", "baseline", "--json"]  # fmt: skip
+    window = ["--from", "2025-11-03", "--to", "2025-11-03T05:00", "--timeframes", "1h,4h"]
+    args = ["backtest", "--data", str(perp_dir), "--symbols", "BTCUSDT", "--interval", "1h", *window]
+    args += ["--model", "baseline", "--json"]
     ran = runner.invoke(app, args)
     assert ran.exit_code == 0, ran.output
     run_id = json.loads(ran.stdout)["run"]

@@ -45,7 +45,10 @@ def normalize_symbol(raw: str) -> str:
     """Upper-case and check one symbol; raise ValueError naming what is accepted."""
     symbol = raw.strip().upper()
     if not SYMBOL_RE.match(symbol):
-        raise ValueError(f"malformed symbol {raw!r}: accepted are 5 to 24 letters and digits, like BTCUSDT")
+        # A bare base asset (btc) is the usual near miss: its USDT perpetual is what was meant.
+        guess = f"{symbol}USDT" if symbol.isalnum() and SYMBOL_RE.match(f"{symbol}USDT") else None
+        hint = f" (did you mean {guess}?)" if guess else ""
+        raise ValueError(f"malformed symbol {raw!r}{hint}: accepted are 5 to 24 letters and digits, like BTCUSDT")
     return symbol
 
 

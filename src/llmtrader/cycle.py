@@ -109,6 +109,7 @@ class CycleResult:
     equity_usd: float | None = None
     cached: bool = False  # the decision reused a cached answer (no model call)
     unprotected: list[str] = field(default_factory=list)  # symbols that may be open without a stop-loss
+    unreachable: str | None = None  # "venue" or "model": the cycle could not reach it (run --once exits 1)
 
     @property
     def duration_ms(self) -> int:
@@ -235,11 +236,13 @@ async def _cycle(
         await _reconcile(services, now, result.reconcile, dry_run=dry_run, unprotected=result.unprotected)
     except VenueError as exc:
         result.reason = f"reconcile failed, positions left as they are: {exc}"
+        result.unreachable = "venue"
         return
     try:
         account = await account_state(services)
     except VenueError as exc:
         result.reason = f"the account cannot be read: {exc}"
+        result.unreachable = "venue"
         return
     result.equity_usd = account.equity_usd
     paused = await _carry_out_controls(services, result, dry_run) if served else None
@@ -307,6 +310,7 @@ async def _cycle(
         decided = await decide(services, settings.assets, dry_run=dry_run, hooks=hooks)
     except ModelError as exc:
         result.outcome, result.reason, result.decision_id = MODEL_ERROR, str(exc), exc.decision_id
+        result.unreachable = "model"
         return
     except VenueError as exc:
         result.decision_id = exc.decision_id
@@ -314,6 +318,7 @@ async def _cycle(
             result.outcome, result.reason = EXCHANGE_REJECT, f"execution did not start: {exc}"
         else:
             result.reason = f"the venue could not be read for the decision: {exc}"
+            result.unreachable = "venue"
         return
     except ConfigError as exc:  # a strategy that no longer loads, a symbol no longer listed
         result.reason = str(exc)
@@ -406,7 +411,10 @@ def _outcome(decided: DecideResult, openings_refused: str | None) -> tuple[str, 
     if record.outcome == "all_rejected":
         rejected = [] if report is None else [f"{v.symbol}: {'; '.join(v.reasons[:2])}" for v in report.assets]
         return RISK_VETO, "every asset decision was rejected: " + " | ".join(rejected)
+    vetoed = [] if report is None else [v for v in report.assets if v.status.value == "rejected" and v.action != "hold"]
     if execution is None:
+        if vetoed and record.execution != "dry_run" and not openings_refused:  # the risk checks said no
+            return RISK_VETO, "rejected: " + " | ".join(f"{v.symbol}: {'; '.join(v.reasons[:2])}" for v in vetoed)
         why = "dry run" if record.execution == "dry_run" else None
         return HELD, why or (f"openings refused: {openings_refused}" if openings_refused else None)
     summary = execution.summary

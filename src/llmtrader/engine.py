@@ -60,7 +60,7 @@ from llmtrader.strategy import Strategy, available_strategies, builtin_dir, load
 from llmtrader.trades import TradeLedger
 
 # The record of a decision by a client that reads no prompt (the baseline) says so in place of the prompt.
-NO_PROMPT_NOTE = "{model} reads no prompt: none was rendered (`llmtrader strategy preview` shows a model's)"
+NO_PROMPT_NOTE = "{model} reads no prompt: none was rendered (`llmtrader strategy show` shows a model's)"
 
 
 class Clock(Protocol):
@@ -1088,25 +1088,35 @@ async def _execute_without_model(
 async def position_rows(services: Services) -> tuple[str, list[dict[str, str | int | None]]]:
     """Open positions with their protective orders, as plain rows (strings keep the venue's precision)."""
     exchange = services.exchange
+    from llmtrader.textfmt import at_precision
+
     positions, orders = await together(exchange, exchange.positions(), exchange.open_orders())
+    rules = await exchange.rules() if positions else {}
     rows: list[dict[str, str | int | None]] = []
     for p in positions:
         stop, target = protective_orders(p, orders)
+        rule = rules.get(p.symbol)
+
+        def price(value: Decimal, rule: Any = rule) -> str:
+            # An averaged entry or a computed liquidation price has many decimals: shown at the tick.
+            return at_precision(value, rule.tick_size) if rule is not None else dec_str(value)
+
         rows.append(
             {
                 "symbol": p.symbol,
                 "side": p.side,
-                "size": dec_str(p.size),
-                "entry_price": dec_str(p.entry_price),
-                "mark_price": dec_str(p.mark_price),
-                "unrealized_pnl": dec_str(p.unrealized_pnl),
-                "liquidation_price": dec_str(p.liquidation_price) if p.liquidation_price is not None else None,
+                "size": at_precision(p.size, rule.step_size) if rule is not None else dec_str(p.size),
+                "entry_price": price(p.entry_price),
+                "mark_price": price(p.mark_price),
+                "unrealized_pnl": at_precision(p.unrealized_pnl, Decimal("0.01")),
+                "liquidation_price": price(p.liquidation_price) if p.liquidation_price is not None else None,
                 "leverage": p.leverage,
                 "margin_type": p.margin_type,
-                "stop_loss": dec_str(stop.stop_price) if stop is not None else None,
-                "stop_loss_order": stop.client_order_id if stop is not None else None,
-                "take_profit": dec_str(target.stop_price) if target is not None else None,
-                "take_profit_order": target.client_order_id if target is not None else None,
+                # the names `decide --json` uses for a decision's stop and target (docs/json.md)
+                "sl_price": dec_str(stop.stop_price) if stop is not None else None,
+                "sl_order_id": stop.client_order_id if stop is not None else None,
+                "tp_price": dec_str(target.stop_price) if target is not None else None,
+                "tp_order_id": target.client_order_id if target is not None else None,
             }
         )
     return exchange.mode, rows

@@ -266,6 +266,7 @@ class Scheduler:
         self._stop: asyncio.Event | None = None
         self._stopping = False
         self._forced = False
+        self.failures: list[str] = []  # why a `--once` cycle could not reach the venue or the model
         self._closed = False
         # llmtrader.notify: why an account's cycles are held (an account paused from Telegram), None: not held.
         self.hold: Callable[[Store, str], str | None] | None = None
@@ -466,7 +467,8 @@ class Scheduler:
     async def serve_once(self, *, signals: Sequence[signal.Signals] = STOP_SIGNALS) -> int:
         """``run --once``: one cycle per account, concurrently, then close. A signal lets the cycles
         finish (a second one cancels them). Returns 3 when a cycle left a position that may be open without
-        a stop-loss, else 0 when every account's cycle was recorded (whatever its outcome), else 1."""
+        a stop-loss, else 1 when a cycle was not recorded or could not reach the venue or the model (cron
+        and ``make run`` users see the failure; :attr:`failures` says why), else 0 (whatever was decided)."""
         from llmtrader.cycle import UNPROTECTED
 
         with self._handling(signals):
@@ -474,9 +476,14 @@ class Scheduler:
                 results = await self.run_once()
             finally:
                 await self.close()
+        self.failures = [
+            f"account {r.account!r}: the cycle could not reach the {r.unreachable}: {r.reason}"
+            for r in results
+            if r is not None and getattr(r, "unreachable", None) is not None  # a cycle function's own result type
+        ]
         if any(r is not None and r.outcome == UNPROTECTED for r in results):
             return 3
-        return 0 if all(r is not None for r in results) else 1
+        return 0 if all(r is not None for r in results) and not self.failures else 1
 
 
 # ---- The command ----------------------------------------------------------------------------------------
@@ -607,6 +614,10 @@ async def run_agent(
         try:
             for name, settings in selection.accounts.items():
                 built[name] = build_services(settings, clock=clock)
+                chosen, _ = strategy_in_force(built[name].store, settings)
+                interval = cycle_interval(settings, chosen)
+                if interval != settings.interval:  # the strategy's own interval (swing: every 4h)
+                    built[name].settings = settings.model_copy(update={"interval": interval})
             for services in built.values():  # a live account in hedge mode cannot place a stop: refused now
                 await require_one_way(services)
             # served: carry out serve's control requests and record a positions snapshot each cycle
@@ -651,6 +662,8 @@ async def run_agent(
             # ---- end notify ----
             if once:
                 code = await scheduler.serve_once()
+                for failure in scheduler.failures:  # prominently, beside the log lines
+                    say(failure)
                 return code
             conn = open_reader(db)
             try:
@@ -659,6 +672,7 @@ async def run_agent(
                 if conn is not None:
                     conn.close()
             code = await scheduler.serve(last_cycle_ms=last)
+            _log_session(log, db, list(built), now)
             return code
         finally:  # ---- notify ----
             if telegram is not None:
@@ -714,6 +728,46 @@ def start_telegram(built: Mapping[str, Services], scheduler: Scheduler, clock: C
     return commands
 
 
+def cycle_interval(settings: Settings, strategy: str | None = None) -> str:
+    """How often an account decides: its ``interval`` setting when one was given (file, environment, an
+    account table), else the interval of its strategy in force (``strategy``, else the configured one), as a
+    backtest does; the setting's default when the strategy does not load (the cycle reports why)."""
+    if "interval" in settings.model_fields_set:
+        return str(settings.interval)
+    from llmtrader.errors import LLMTraderError
+    from llmtrader.strategy import load_strategy
+
+    try:
+        return str(load_strategy(strategy or settings.strategy, settings.strategies_dir).interval)
+    except LLMTraderError:
+        return str(settings.interval)
+
+
+def _log_session(log: Any, db: Path, accounts: list[str], since_ms: int) -> None:
+    """The session summary when `run` stops: per account, cycles by outcome, fills, realised PnL after fees,
+    model cost. A summary that cannot be read is only logged as such: the agent has stopped cleanly."""
+    from llmtrader.storage.reader import open_reader, session_summary
+
+    try:
+        conn = open_reader(db)
+        if conn is None:
+            return
+        try:
+            rows = session_summary(conn, accounts, since_ms)
+        finally:
+            conn.close()
+    except Exception:
+        log.exception("the session summary could not be read")
+        return
+    for row in rows:
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(row["outcomes"].items())) or "none"
+        log.info(
+            f"session: {row['cycles']} cycles ({outcomes}), {row['fills']} fills, realised PnL "
+            f"{row['realized_pnl_usd']} USD after fees, model cost {row['model_cost_usd']:.4f} USD",
+            account=row["account"],
+        )
+
+
 # ---- Status ---------------------------------------------------------------------------------------------
 
 
@@ -758,6 +812,8 @@ def agent_status(
     for name in names:
         account = settings_for_account(settings, name)
         chosen = strategy_choice(conn, name) if conn is not None else None
+        interval = cycle_interval(account, chosen)
+        account = account.model_copy(update={"interval": interval}) if interval != account.interval else account
         last = cycles.get(name)
         pid = RunLock(account.db, name).holder()
         positions = None

@@ -22,6 +22,8 @@ BENCHMARKS = {
     "history": "`llmtrader history --symbol X --limit 50` on 1,000,000 asset-decision rows",
     "run": "`llmtrader run`: memory over 2,000 scheduler cycles; real cycles' overhead (5 assets, baseline, paper)",
     "backtest": "`llmtrader backtest` of BTC, ETH, SOL over every 1h candle (baseline), wall time; growth",
+    "serve": "`llmtrader serve` on 1,000,000 asset-decision rows: API list p99, resident memory; --help imports",
+    "arena": "an arena of 5 recorded models replayed over BTC, ETH, SOL 1h (~6,150 steps each), wall time",
 }
 
 

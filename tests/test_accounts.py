@@ -189,7 +189,10 @@ def test_bad_values_name_the_account_key_and_the_file(tmp_path: Path) -> None:
 def test_unknown_keys_and_bad_names(tmp_path: Path) -> None:
     path = write(tmp_path, "[accounts.main]\nlevrage = 3\n")
     message = config_error(path)
-    assert f"[accounts.main] in {path}: unknown key 'levrage'; an account may set: assets" in message
+    assert (
+        f"[accounts.main] in {path}: unknown key 'levrage' (did you mean 'leverage'?); an account may set: assets"
+        in message
+    )
     path = write(tmp_path, "[accounts.main]\ndb = 'x.db'\n")
     assert "unknown key 'db'" in config_error(path)
     path = write(tmp_path, '[accounts.main]\nenv.llm_key = "X"\n')

@@ -91,12 +91,12 @@ def test_paper_round_trip_decide_positions_show_close(
     (row,) = positions(runner)
     assert row["symbol"] == "BTCUSDT" and row["side"] == "long" and row["leverage"] == 2
     assert Decimal(row["size"]) > 0 and Decimal(row["size"]) % Decimal("0.001") == 0
-    assert Decimal(row["stop_loss"]) == sl_base + TICK
-    assert Decimal(row["take_profit"]) == tp_base
-    assert row["stop_loss_order"] == f"lt_{opened}_BTCUSDT_sl"
-    assert row["take_profit_order"] == f"lt_{opened}_BTCUSDT_tp"
+    assert Decimal(row["sl_price"]) == sl_base + TICK
+    assert Decimal(row["tp_price"]) == tp_base
+    assert row["sl_order_id"] == f"lt_{opened}_BTCUSDT_sl"
+    assert row["tp_order_id"] == f"lt_{opened}_BTCUSDT_tp"
     table = invoke(runner, "positions")
-    assert table.exit_code == 0 and "BTCUSDT" in table.stdout and row["stop_loss"] in table.stdout
+    assert table.exit_code == 0 and "BTCUSDT" in table.stdout and row["sl_price"] in table.stdout
     assert "no stop-loss" not in table.stderr
 
     record = show(runner, opened)
@@ -107,7 +107,7 @@ def test_paper_round_trip_decide_positions_show_close(
         ("tp", "acknowledged"),
     ]
     sl_order = record["orders"][1]
-    assert sl_order["request"]["stopPrice"] == row["stop_loss"] and sl_order["request"]["closePosition"] == "true"
+    assert sl_order["request"]["stopPrice"] == row["sl_price"] and sl_order["request"]["closePosition"] == "true"
     amendments = [e["message"] for e in record["events"] if e["kind"] == "amendment"]
     assert any(m.startswith("sl: stopPrice") and "tickSize 0.1" in m for m in amendments)
 
@@ -241,7 +241,9 @@ def test_paper_reset_sets_the_balance_and_is_refused_in_live_mode(
 ) -> None:
     fake_llm.push(answer(decision(long_btc(fake_aster), asset("ETHUSDT"))))
     assert decide(runner)[0] == 0 and len(positions(runner)) == 1
-    result = invoke(runner, "paper", "reset", "--balance", "2500")
+    refused = invoke(runner, "paper", "reset", "--balance", "2500")  # no terminal, a position open: not without --yes
+    assert refused.exit_code == 2 and "BTCUSDT (long" in refused.stderr and "--yes" in refused.stderr
+    result = invoke(runner, "paper", "reset", "--balance", "2500", "--yes")
     assert result.exit_code == 0, result.output
     assert "paper account 'default' reset to 2,500.00 USD" in result.stdout
     book = paper_book(paper)
@@ -308,7 +310,7 @@ def test_live_decide_with_yes_sends_signed_orders_and_no_secret_anywhere(
     ]
     # the positions the venue reports carry the protective orders just placed
     (row,) = positions(runner)
-    assert row["symbol"] == "BTCUSDT" and row["stop_loss_order"] == f"lt_{out['decision_id']}_BTCUSDT_sl"
+    assert row["symbol"] == "BTCUSDT" and row["sl_order_id"] == f"lt_{out['decision_id']}_BTCUSDT_sl"
 
     secrets = [*secrets_of(SIGNER_KEY), TEST_KEY]
     for secret in secrets:
@@ -390,7 +392,7 @@ def test_positions_warns_about_a_position_without_a_stop(live: Path, runner: Cli
     assert "warning" in result.stderr and "a position has no stop-loss on the venue" in result.stderr
     (row,) = positions(runner)
     assert row["symbol"] == "BTCUSDT" and row["side"] == "long" and Decimal(row["size"]) == Decimal("0.01")
-    assert row["stop_loss"] is None and row["stop_loss_order"] is None and row["take_profit"] is None
+    assert row["sl_price"] is None and row["sl_order_id"] is None and row["tp_price"] is None
     assert fake_aster.order_posts() == []  # reading positions never sends an order
     assert history(runner) == []
 

@@ -201,6 +201,10 @@ def test_a_reconcile_that_found_the_orders_agreeing_looks_again_when_the_venue_o
 
     async def agent(services: Services) -> list[list[str]]:
         log = services.store.execution_log("default", "live", clock.now_ms)
+        # An entry of llmtrader's rests below the mark: the targets are its, not stale ones reconcile cancels.
+        await services.exchange.place_order(OrderRequest("ETHUSDT", Side.BUY, OrderType.LIMIT, "lt_e_ETHUSDT_en",
+                                                         quantity=Decimal("0.1"), price=Decimal(100),
+                                                         time_in_force="GTC"))  # fmt: skip
         for cid, price in (("lt_a_ETHUSDT_tp", 5000), ("lt_b_ETHUSDT_tp", 5100)):
             row = log.order_sending(decision_id=cid[3], symbol="ETHUSDT", leg="tp", request=target(cid, price))
             state = await services.exchange.place_order(target(cid, price))

@@ -169,7 +169,7 @@ def test_a_stop_filled_at_the_venue_starts_the_cooldown_whatever_the_prompt_show
     assert entry["newClientOrderId"].startswith(f"lt_{out['decision_id']}")
     assert fake_aster.positions(USER) == {}
     [(outcome, _)] = cycles(quiet_strategy)
-    assert outcome == "held"
+    assert outcome == "risk_veto"  # the model's long was refused by the cooldown: a veto, not a hold
     [(status, reasons)] = rows(
         quiet_strategy,
         "SELECT a.status, a.reasons FROM asset_decisions a JOIN cycles c ON c.decision_id = a.decision_id "

@@ -166,7 +166,7 @@ def test_decide_and_run_agree_on_an_accounts_mode(
     assert json.loads(result.stdout)["mode"] == "live"
     # With [accounts] tables, decide acts on one of them, never on the top-level settings.
     result = invoke(runner, config, "decide", "--dry-run")
-    assert result.exit_code == 2 and "account 'default' is not configured" in result.stderr
+    assert result.exit_code == 2 and "several accounts (main, side): choose one with --account" in result.stderr
 
 
 def test_doctor_checks_every_account(

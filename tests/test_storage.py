@@ -69,14 +69,30 @@ EXPECTED_SCHEMA = {
     "trading_versions": ["account", "n"],
     "venue_transfers": ["id", "account", "tran_id", "asset", "amount", "time_ms"],
     "adoptions": ["id", "account", "mode", "symbol", "amount", "entry_price", "time_ms"],
+    "positions_snapshots": ["id", "account", "mode", "time_ms", "positions"],
+    "control_requests": ["id", "account", "action", "source", "requested_at", "status", "done_at", "result"],
+    "notify_outbox": [
+        "id", "dedupe_key", "kind", "account", "ref_table", "ref_id", "payload", "created_at_ms", "status",
+        "done_at_ms",
+    ],
+    "notify_deliveries": [
+        "outbox_id", "target", "status", "attempts", "next_attempt_ms", "last_error", "updated_at_ms",
+    ],
+    "agent_pauses": ["account", "paused_at_ms", "reason"],
     "_sqlite_migrations": ["id", "migration_set", "name", "applied_at"],
 }  # fmt: skip
 EXPECTED_TRIGGERS = {
     "orders_insert_version", "orders_update_version", "paper_fills_insert_version", "venue_fills_insert_version",
+    "paper_fills_notify", "venue_fills_notify", "execution_events_notify", "guard_events_notify", "cycles_notify",
+    "venue_cache_insert_notify", "venue_cache_update_notify",
 }  # fmt: skip
 EXPECTED_INDEXES = {
-    "decisions": {("created_at",), ("account", "created_at")},
-    "asset_decisions": {("symbol", "created_at"), ("action", "created_at"), ("decision_id",)},
+    "decisions": {
+        ("created_at",),
+        ("account", "created_at"),
+        ("account", "model_latency_ms", "prompt_tokens", "completion_tokens", "cost_usd"),
+    },
+    "asset_decisions": {("symbol", "created_at"), ("action", "created_at"), ("decision_id",), ("account", "status")},
     "llm_calls": {("decision_id",)},
     "orders": {
         ("client_order_id",),
@@ -97,6 +113,10 @@ EXPECTED_INDEXES = {
     "model_answers": {("request_hash",)},
     "venue_transfers": {("account", "tran_id"), ("account", "time_ms")},
     "adoptions": {("account", "mode", "time_ms")},
+    "positions_snapshots": {("account", "time_ms")},
+    "control_requests": {("account", "status")},
+    "notify_outbox": {("dedupe_key",), ("status", "id")},
+    "notify_deliveries": {("status", "updated_at_ms")},
 }
 
 
@@ -152,7 +172,7 @@ def test_migrations_are_named_recorded_and_idempotent(store: Store) -> None:
     assert applied == migration_names() == [
         "m001_decisions", "m002_venue_cache", "m003_execution", "m004_paper", "m005_strategies",
         "m006_venue_history", "m007_guards", "m008_cycles", "m009_backtests", "m010_trading_versions",
-        "m011_transfers_adoptions",
+        "m011_transfers_adoptions", "m012_web", "m013_notify_outbox",
     ]  # fmt: skip
     store.close()
     Store(store.path).close()  # opening again applies nothing new

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 # Libraries that log every request or job run at INFO; the cycle summary says what matters.
-CHATTY_LIBRARIES = ("httpx", "httpcore", "openai", "apscheduler")
+CHATTY_LIBRARIES = ("httpx", "httpx2", "httpcore", "openai", "apscheduler")  # httpx2: the model client's HTTP
 # The name our handlers carry, so that reconfiguring replaces exactly them.
 _HANDLER_NAME = "llmtrader"
 

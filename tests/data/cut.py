@@ -46,9 +46,9 @@ WINDOWS: dict[tuple[tuple[str, ...], str], tuple[tuple[str, str], ...]] = {
         ("2025-11-27 00:00", "2025-12-17 00:00"),
     ),
     (("ETHUSDT", "SOLUSDT"), "15m"): (OCTOBER, ("2025-11-27 00:00", "2025-12-17 00:00")),
-    (OTHERS, "15m"): (OCTOBER, ("2025-12-13 00:00", "2025-12-17 00:00")),
+    (OTHERS, "15m"): (OCTOBER, ("2025-12-11 00:00", "2025-12-17 00:00")),
     # 5m: the 300 candles of the scalping strategy before the anchor.
-    (MAIN, "5m"): (("2025-12-14 00:00", "2025-12-16 12:00"),),
+    (MAIN, "5m"): (("2025-12-13 00:00", "2025-12-16 12:00"),),
     # funding: every event before 2026 (BTC from 2025-09-19, ETH from 2025-09-27).
     (MAIN, "funding"): (("2025-01-01 00:00", "2026-01-01 00:00"),),
 }

@@ -396,29 +396,31 @@ def result_json(result: DownloadResult) -> dict[str, Any]:
     }
 
 
+def result_rows(result: DownloadResult) -> tuple[str, list[str], list[list[str]]]:
+    """The download summary as (title, headers, rows): one row per file, rows added and held, first and last
+    time (UTC), holes in the candles; every cell a short token, never to be split."""
+    title = f"Downloaded {result.interval} candles up to {_short_time(result.until_ms)} UTC"
+    headers = ["symbol", "file", "added", "rows", "first (UTC)", "last (UTC)", "gaps"]
+    rows = []
+    for f in result.files:
+        gaps = "-" if f.gaps is None else (f"{f.gaps} ({f.missing} missing)" if f.gaps else "0")
+        rows.append(
+            [f.symbol, f.path.name, f"{f.rows_added:,}", f"{f.rows_total:,}", _short_time(f.first_ms),
+             _short_time(f.last_ms), gaps]
+        )  # fmt: skip
+    return title, headers, rows
+
+
 def result_table(result: DownloadResult) -> Table:
     """One row per file: rows added and held, first and last time (UTC), holes in the candles."""
     from rich.table import Table
 
-    table = Table(title=f"Downloaded {result.interval} candles up to {_short_time(result.until_ms)} UTC")
-    table.add_column("symbol")
-    table.add_column("file", no_wrap=True)
-    table.add_column("added", justify="right")
-    table.add_column("rows", justify="right")
-    table.add_column("first (UTC)", no_wrap=True)
-    table.add_column("last (UTC)", no_wrap=True)
-    table.add_column("gaps", justify="right")
-    for f in result.files:
-        gaps = "-" if f.gaps is None else (f"{f.gaps} ({f.missing} missing)" if f.gaps else "0")
-        table.add_row(
-            f.symbol,
-            f.path.name,
-            f"{f.rows_added:,}",
-            f"{f.rows_total:,}",
-            _short_time(f.first_ms),
-            _short_time(f.last_ms),
-            f"[yellow]{gaps}[/]" if f.gaps else gaps,
-        )
+    title, headers, rows = result_rows(result)
+    table = Table(title=title)
+    for header in headers:
+        table.add_column(header, no_wrap=True, justify="right" if header in ("added", "rows", "gaps") else "left")
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

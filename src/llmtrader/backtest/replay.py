@@ -41,6 +41,7 @@ from llmtrader.core.market import AssetMarket, Candles, MarketSnapshot
 from llmtrader.core.records import new_decision_id
 from llmtrader.core.times import DAY_MS, INTERVAL_MS
 from llmtrader.errors import ConfigError, DataError, ModelError
+from llmtrader.llm.baseline import BaselineClient
 from llmtrader.llm.port import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
 from llmtrader.storage import backtests as runs
 from llmtrader.storage.backtests import StoredAnswer, run_records
@@ -91,6 +92,8 @@ class BacktestSpec:
     max_position_usd: float | None = None  # overrides MAX_POSITION_SIZE_USD
     replay_of: str | None = None
     max_cost_usd: float | None = None
+    arena: str | None = None  # the arena the run is a contestant of (llmtrader.arena)
+    arena_key: str | None = None  # the market its contestants faced: see llmtrader.arena.run.market_key
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -757,11 +760,13 @@ async def run_backtest(
     notes: Sequence[str] = (),
     progress: Progress | None = None,
     should_stop: Callable[[], str | None] | None = None,
+    references: Mapping[str, Any] | None = None,
 ) -> BacktestResult:
     """Step ``history`` through the scheduled agent's cycle (see the module docstring), recording everything in
     ``store`` under the account ``run_id``, and store the run's figures. ``client`` decides (wrap a model
     in :class:`RecordingClient` so that the run can be replayed). ``should_stop`` is asked after each step:
     a reason stops the run there (Ctrl-C, the model budget), and the figures cover the steps done.
+    ``references`` joins the figures (the baseline's return under the same strategy: ``baseline_pct``).
     """
     from llmtrader.cycle.compose import build_services
     from llmtrader.cycle.run import run_cycle
@@ -844,6 +849,8 @@ async def run_backtest(
             exchange.save_state()
             runs.write_equity(store, run_id, [s.row() for s in samples])
             metrics = summarize(store, run_id, spec, history, samples, exchange) if samples else None
+            if metrics is not None:
+                metrics.update(references or {})
             runs.finish_run(store, run_id, status=status, notes=all_notes, metrics=metrics,
                             steps_done=len(samples), now_ms=int(time.time() * 1000))  # fmt: skip
         except Exception:
@@ -907,6 +914,51 @@ def buy_and_hold(history: History, interval: str, symbols: Sequence[str], first:
     return out
 
 
+# One definition of each figure, named in every report that shows it.
+FIGURE_DEFINITIONS = {
+    "sharpe": "annualised (x sqrt 365) mean over standard deviation of the daily returns of the equity at each "
+    "UTC day's last step",
+    "max_drawdown": "largest fall of the equity marked to market at every step from its running peak, in % of "
+    "that peak",
+    "exposure": "gross notional of the open positions at mark over the equity, averaged over the steps",
+    "slippage": "what the fills at market, stop and target lost against the mark they were triggered at",
+}
+
+
+def slippage_usd(fills: Sequence[Any], slip: float) -> float:
+    """What the simulated slippage cost: each fill at market, stop or target executed ``slip`` (a fraction)
+    against the taker, so the difference to the unslipped price, times the quantity."""
+    total = 0.0
+    for f in fills:
+        if f.reason not in ("market", "stop_loss", "take_profit"):
+            continue  # limits fill at their own price; a liquidation is the venue's
+        notional = float(f.qty) * float(f.price)
+        buy = str(getattr(f.side, "value", f.side)).upper() == "BUY"
+        total += notional * slip / (1 + slip) if buy else notional * slip / (1 - slip)
+    return total
+
+
+def buy_and_hold_curve(
+    history: History, interval: str, symbols: Sequence[str], start_usd: float, samples: Sequence[Sample]
+) -> list[list[float]]:
+    """The equal-weight buy-and-hold reference as [time ms, equity USD] at the first step and at each UTC
+    day's last step (the points the daily Sharpe reads): ``start_usd`` split equally at the first step's
+    closes and held, no fees, no funding."""
+    times = [samples[0].time_ms]
+    day_end: dict[int, int] = {}
+    for s in samples:
+        day_end[s.time_ms // DAY_MS] = s.time_ms
+    times += [t for t in day_end.values() if t != times[0]]
+    at = np.asarray(times, dtype=np.int64)
+    total = np.zeros(len(at))
+    for symbol in symbols:
+        close = history.series[(symbol, interval)].close
+        index = np.searchsorted(history.close_times[(symbol, interval)], at, "right") - 1
+        total += close[np.maximum(index, 0)] / close[max(int(index[0]), 0)]
+    values = total / len(symbols) * start_usd
+    return [[int(t), float(v)] for t, v in zip(at.tolist(), values.tolist(), strict=True)]
+
+
 def summarize(
     store: Store,
     run_id: str,
@@ -928,6 +980,7 @@ def summarize(
     gains = sum((float(t.net_pnl) for t in wins), 0.0)
     losses = -sum((float(t.net_pnl) for t in closed if not t.is_win), 0.0)
     fees = sum((float(f.fee) for f in history_rows.fills), 0.0)
+    slippage = slippage_usd(history_rows.fills, float(exchange.book.config.slippage))
     funding = -sum((float(f.amount) for f in history_rows.funding), 0.0)
     reasons: dict[str, int] = {}
     for f in history_rows.fills:
@@ -944,6 +997,7 @@ def summarize(
         "end_equity_usd": end,
         "total_return_pct": (end / start - 1) * 100,
         "buy_and_hold_pct": buy_and_hold(history, spec.interval, spec.symbols, samples[0].time_ms, samples[-1].time_ms),
+        "buy_and_hold_curve": buy_and_hold_curve(history, spec.interval, spec.symbols, start, samples),
         "sharpe": daily_sharpe(start, samples),
         "max_drawdown_pct": max_drawdown_pct([start, *equity]),
         "trades": len(closed),
@@ -953,7 +1007,12 @@ def summarize(
         "exposure_time_pct": in_market / len(samples) * 100,
         "avg_gross_exposure_pct": float(np.mean(exposure) * 100) if exposure else 0.0,
         "fees_usd": fees,
+        "slippage_usd": slippage,
         "funding_usd": funding,
+        "flat_pct": 0.0,  # the third reference: cash, never traded
+        # The second: the baseline under the same strategy (this run when it is the baseline; else given).
+        **({"baseline_pct": (end / start - 1) * 100} if spec.model == "baseline" else {}),
+        "definitions": FIGURE_DEFINITIONS,
         "funding_settlements": exchange.funding_events,
         "fills_by_reason": reasons,
         "model_cost_usd": float(cost),
@@ -1067,6 +1126,16 @@ def open_backtests(settings: Settings) -> Store:
     from llmtrader.storage.store import Store
 
     return Store(backtest_db_path(settings), durable=False)
+
+
+async def baseline_reference(settings: Settings, spec: BacktestSpec, history: History, store: Store) -> dict[str, Any]:
+    """Run the baseline on the same steps, strategy and limits as ``spec`` (a run of its own), and return the
+    reference figures for the run of ``spec``: ``baseline_pct`` and ``baseline_run``."""
+    run_id = new_run_id()
+    mine = replace(spec, model="baseline", replay_of=None, max_cost_usd=None)
+    result = await run_backtest(settings, mine, history, store, BaselineClient(), run_id=run_id,
+                                notes=["the baseline reference of a backtest of the same steps"])  # fmt: skip
+    return {"baseline_pct": result.metrics.get("total_return_pct"), "baseline_run": run_id}
 
 
 def budget_stop(client: DecisionClient, max_cost_usd: float | None) -> Callable[[], str | None]:

@@ -18,22 +18,32 @@ app = typer.Typer(
     name="llmtrader",
     help="An LLM trading agent for crypto perpetual futures, with risk limits enforced in code.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no Python types (<bool>, <list[str]>) and no mid-sentence boxes
 )
-config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(config_app, name="config")
-paper_app = typer.Typer(help="The paper account (the default trading mode).", no_args_is_help=True)
+paper_app = typer.Typer(
+    help="The paper account (the default trading mode).", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(paper_app, name="paper")
 strategy_app = typer.Typer(
-    help="Strategies: list, show, validate, choose one per account, compare A/B arms.", no_args_is_help=True
+    help="Strategies: list, show, validate, choose one per account, compare A/B arms.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(strategy_app, name="strategy")
 
 backtest_app = typer.Typer(
-    help="Replay history through the agent's own cycle: run (with --data or --replay), list, show."
+    help="Replay history through the agent's own cycle: run (with --data or --replay), list, show.",
+    rich_markup_mode=None,
 )
 app.add_typer(backtest_app, name="backtest")
+notify_app = typer.Typer(help="Notifications: test the URLs of NOTIFY_URLS.", no_args_is_help=True)
+app.add_typer(notify_app, name="notify")
+arena_app = typer.Typer(help="Several models on exactly the same history, side by side: run, list, show.")
+app.add_typer(arena_app, name="arena")
 
 T = TypeVar("T")
 # Global options, for commands to use: log_json is None (terminal decides), or True with --log-json.
@@ -125,13 +135,42 @@ def _account_settings(overrides: dict[str, Any], *, live: bool = False) -> Any:
     settings = _settings({**overrides, "trading_mode": "live" if live else None})
     if not settings.accounts:
         return settings
-    if settings.account not in settings.accounts:
-        raise ConfigError(
-            f"account {settings.account!r} is not configured; the config's accounts are "
-            f"{', '.join(settings.accounts)}: choose one with --account (or LLMTRADER_ACCOUNT)"
-        )
+    name = _chosen_account(settings)
     flags = {k: v for k, v in overrides.items() if k not in _PROCESS_FLAGS}
-    return settings_for_account(settings, settings.account, flags=flags)
+    return settings_for_account(settings, name, flags=flags)
+
+
+def _chosen_account(settings: Any) -> str:
+    """The account a command acts on. With [accounts.*] tables and no account named (--account,
+    LLMTRADER_ACCOUNT, the file's ``account``), never an undefined ``default``: the only account, or the
+    one a person picks on a terminal; otherwise an error listing them. A named account must be configured."""
+    from llmtrader.config.accounts import account_names, require_account
+
+    names = account_names(settings)
+    if settings.account in names:
+        return str(settings.account)
+    named = settings.account != "default"  # the built-in default: nobody chose it
+    if named or not settings.accounts:
+        require_account(settings, settings.account)  # ConfigError listing the accounts
+    if len(names) == 1:
+        return names[0]
+    listed = ", ".join(names)
+    if _interactive():
+        choice = str(typer.prompt(f"Which account? ({listed})", err=True)).strip()
+        require_account(settings, choice)
+        return choice
+    raise ConfigError(f"the config has several accounts ({listed}): choose one with --account (or LLMTRADER_ACCOUNT)")
+
+
+def _settings_of_account(account: str | None, flags: dict[str, Any] | None = None) -> Any:
+    """The read-only effective settings of one account (--account, else the one :func:`_chosen_account`
+    gives): its own mode, strategy and limits, for the commands that only read. ``flags`` (a command's
+    options) are checked as settings and win over the account's table."""
+    from llmtrader.config.accounts import settings_for_account
+
+    settings = _settings({**(flags or {}), "account": account}, read_only=True)
+    name = _chosen_account(settings)
+    return settings_for_account(settings, name, flags=flags) if settings.accounts else settings
 
 
 def _interactive() -> bool:
@@ -167,15 +206,29 @@ def _with_store(settings: Any, fn: Callable[[Any], T]) -> T:
         store.close()
 
 
-def _parse_since(value: str | None) -> str | None:
+_RELATIVE_UNITS = {"m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
+
+
+def _parse_since(value: str | None, flag: str = "--since") -> str | None:
+    """A date, an ISO date-time (UTC unless it says), or a time ago: 30m, 12h, 1d, 2w."""
     if value is None:
         return None
+    import re
+    import time
+
     from llmtrader.core.times import iso_utc
 
+    text = value.strip()
+    ago = re.fullmatch(r"(\d+)\s*([mhdw])", text.lower())
+    if ago is not None:
+        seconds = int(ago.group(1)) * _RELATIVE_UNITS[ago.group(2)]
+        return iso_utc(int((time.time() - seconds) * 1000))
     try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"--since {value!r} is not a date: use YYYY-MM-DD or an ISO date-time") from None
+        raise ConfigError(
+            f"{flag} {value!r} is not a date: use YYYY-MM-DD, an ISO date-time, or a time ago like 30m, 12h, 1d, 2w"
+        ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return iso_utc(int(parsed.timestamp() * 1000))
@@ -220,9 +273,11 @@ def decide(
             render.warning(note)
 
         def confirm(record: Any, report: Any) -> bool:
-            render.decision_table(record)
-            render.live_confirmation(record, report)  # last: only validated values between it and the question
-            return typer.confirm("Execute this decision on AsterDEX with REAL money?", default=False)
+            # With --json, stdout holds only the final document: the question goes to the terminal (stderr).
+            shown = render.err_console if as_json else render.console
+            render.decision_table(record, target=shown)
+            render.live_confirmation(record, report, target=shown)  # last: only validated values before the question
+            return typer.confirm("Execute this decision on AsterDEX with REAL money?", default=False, err=as_json)
 
         lock = RunLock(settings.db, settings.account)
 
@@ -239,7 +294,9 @@ def decide(
                 await close_services(services)
 
         try:
-            result = asyncio.run(go())
+            asking = services.client.model if not (trades_live and not yes) else None  # a question needs the screen
+            with _spinner(f"{asking} is deciding" if asking else None):
+                result = asyncio.run(go())
         except (ModelError, VenueError) as exc:
             if as_json:
                 typer.echo(json.dumps(render.failure_json(exc)))
@@ -258,11 +315,16 @@ def decide(
 def history(
     symbol: str | None = typer.Option(None, "--symbol", help="Only decisions on this symbol."),
     action: str | None = typer.Option(None, "--action", help="Only asset decisions with this action."),
-    since: str | None = typer.Option(None, "--since", help="Only decisions at or after this date (UTC)."),
+    since: str | None = typer.Option(
+        None, "--since", help="Only decisions at or after this time: a date (UTC), or a time ago like 1d, 12h."
+    ),
+    until: str | None = typer.Option(None, "--until", help="Only decisions before this time (same forms)."),
+    account: str | None = typer.Option(None, "--account", "-a", help="Only this account's decisions."),
+    run_id: str | None = typer.Option(None, "--run", help="Only the decisions of this backtest run."),
     limit: int = typer.Option(20, "--limit", "-n", min=1, max=100_000, help="At most this many decisions."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
 ) -> None:
-    """List recorded decisions, newest first."""
+    """List recorded decisions, newest first, with their mode, execution and account."""
 
     def body() -> None:
         from llmtrader.config.file import resolve_db_path
@@ -279,18 +341,59 @@ def history(
                 raise ConfigError(f"--symbol: {exc}") from None
         actions = ("buy", "sell", "hold", "adjust_position", "close_position", "adjust_orders")
         if action is not None and action not in actions:
-            raise ConfigError(f"--action {action!r} is not an action; accepted: {', '.join(actions)}")
+            from llmtrader.core.textfmt import suggestion
+
+            raise ConfigError(
+                f"--action {action!r} is not an action{suggestion(action, actions)}; accepted: {', '.join(actions)}"
+            )
+        if account is not None:
+            _settings_of_account(account)  # an account the config does not define is an error
         since_iso = _parse_since(since)
-        conn = open_reader(resolve_db_path(_state["config"], os.environ))
-        rows = [] if conn is None else read_history(conn, symbol=sym, action=action, since=since_iso, limit=limit)
+        until_iso = _parse_since(until, "--until")
+        if run_id is not None:
+            rows = _backtest_history(run_id, sym, action, since_iso, until_iso, limit)
+        else:
+            conn = open_reader(resolve_db_path(_state["config"], os.environ))
+            rows = (
+                []
+                if conn is None
+                else read_history(
+                    conn, symbol=sym, action=action, since=since_iso, limit=limit, account=account, until=until_iso
+                )
+            )
         if as_json:
             sys.stdout.write(json.dumps(rows, default=str) + "\n")
             return
         from llmtrader.cli import render
 
-        render.history_table(rows)
+        filtered = any(x is not None for x in (symbol, action, since, until, account, run_id))
+        render.history_table(rows, filtered=filtered)
 
     guarded(body)
+
+
+def _backtest_history(
+    run_id: str, symbol: str | None, action: str | None, since: str | None, until: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """The decisions of one backtest run (its own database), as ``history`` lists them."""
+    from llmtrader.backtest.replay import backtest_db_path, open_backtests
+    from llmtrader.storage import backtests as runs
+    from llmtrader.storage.reader import history as read_history
+    from llmtrader.storage.store import open_reader
+
+    settings = _settings(read_only=True)
+    store = open_backtests(settings)
+    try:
+        run = runs.get_run(store, run_id)  # NotFoundError naming the newest runs
+    finally:
+        store.close()
+    conn = open_reader(backtest_db_path(settings))
+    if conn is None:
+        return []
+    try:
+        return read_history(conn, symbol=symbol, action=action, since=since, limit=limit, account=run.id, until=until)
+    finally:
+        conn.close()
 
 
 @app.command()
@@ -315,7 +418,11 @@ def show(
             return
         from llmtrader.cli import render
 
-        render.record_view(record)
+        if sys.stdout.isatty() and _interactive():  # a long record: through the pager (PAGER, else less)
+            with render.console.pager(styles=True):
+                render.record_view(record)
+        else:
+            render.record_view(record)
 
     guarded(body)
 
@@ -346,11 +453,7 @@ def stats(
 
         if by is not None and by not in GROUP_BY:
             raise ConfigError(f"--by {by!r} is not a grouping; accepted: {', '.join(GROUP_BY)}")
-        from llmtrader.config.accounts import settings_for_account
-
-        settings = _settings({"account": account}, read_only=True)
-        if settings.account in settings.accounts:  # the account's own mode (another name: a backtest run)
-            settings = settings_for_account(settings, settings.account)
+        settings = _settings_of_account(account)  # the account's own mode; an unknown account is an error
         since_iso = _parse_since(since)
         result = _with_store(
             settings,
@@ -408,7 +511,7 @@ def download(
             parse_time_ms,
             progress_wanted,
             result_json,
-            result_table,
+            result_rows,
         )
         from llmtrader.config.settings import parse_symbols
         from llmtrader.exchange.asterdex_market import AsterMarketData
@@ -435,7 +538,8 @@ def download(
             return
         from llmtrader.cli import render
 
-        render.console.print(result_table(result))
+        title, headers, rows = result_rows(result)  # a table when it fits, else one block per file
+        render.show_rows(title, headers, rows, lead=2, right=("added", "rows"))
 
     guarded(body)
 
@@ -458,7 +562,7 @@ def positions(
         from llmtrader.cli import render
 
         render.positions_table(rows, mode)
-        if any(r["stop_loss"] is None for r in rows):
+        if any(r["sl_price"] is None for r in rows):
             render.warning("a position has no stop-loss on the venue: close it or let the next cycle re-arm it")
 
     guarded(body)
@@ -492,35 +596,86 @@ def close(
         if not yes and not _interactive():
             raise ConfigError("close sends orders: run it on a terminal to confirm, or pass --yes")
 
+        held: dict[str, Any] = {}  # the positions as they were just before closing: the question, the PnL
+        where: list[str] = []
+
         def confirm(targets: list[str]) -> bool:
             from llmtrader.core.formatting import safe_text
 
-            shown = safe_text(", ".join(targets), multiline=False)  # the venue's symbols, right in the question
-            return typer.confirm(f"Close {shown} at market and cancel their orders?", default=False)
+            parts = []
+            for symbol in targets:
+                p = held.get(symbol)
+                if p is None:
+                    parts.append(symbol)
+                    continue
+                notional = p.size * p.mark_price
+                parts.append(f"{symbol} ({p.side} {p.size.normalize():f}, notional {notional:,.2f} USD)")
+            shown = safe_text(", ".join(parts), multiline=False)  # the venue's symbols, right in the question
+            question = f"Close {shown} at market and cancel their orders, {where[0]}?"
+            return typer.confirm(question, default=False, err=as_json)
 
         async def closing(services: Any) -> Any:
             lock = RunLock(services.settings.db, services.settings.account)
             lock.acquire(command="close")  # one trader per account: refused beside a running agent
             try:
                 await require_one_way(services)
+                live_money = services.settings.trading_mode == "live"
+                where.append("with REAL money on AsterDEX" if live_money else "on the paper account")
+                held.update({p.symbol: p for p in await services.exchange.positions()})
                 return await close_positions(services, symbols, confirm=None if yes else confirm)
             finally:
                 lock.release()
 
         result = _run_with_services(closing, overrides={"account": account}, live=live)
+        closed = _closed_pnl(result.execution, held)
         if as_json:
-            typer.echo(json.dumps(render.decision_json(result.record, result.execution), default=str))
+            data = render.decision_json(result.record, result.execution)
+            data["closed"] = closed
+            typer.echo(json.dumps(data, default=str))
             return
         if not result.record.symbols:
             render.console.print("No open positions: nothing to close.")
             return
         if result.execution is not None:
             render.execution_table(result.execution)
+        for c in closed:
+            render.console.print(
+                f"{c['symbol']}: closed {c['size']} at {c['exit_price']}, realised PnL "
+                f"{c['realized_pnl_usd']:+,.2f} USD before fees"
+            )
         render.console.print(f"Recorded as {result.record.id}; execution {result.record.execution}.")
         if result.record.execution not in ("executed", "declined"):
             raise typer.Exit(1)
 
     guarded(body)
+
+
+def _closed_pnl(execution: Any, held: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per closed position: the size filled, the average exit and the realised PnL before fees, from the
+    position's entry (as it was just before closing) and the close's fills."""
+    from decimal import Decimal
+
+    out: list[dict[str, Any]] = []
+    if execution is None:
+        return out
+    for a in execution.assets:
+        position = held.get(a.symbol)
+        filled = [leg.state for leg in a.legs if leg.state is not None and leg.state.executed_qty > 0]
+        if position is None or not filled:
+            continue
+        qty = sum((f.executed_qty for f in filled), Decimal(0))
+        exit_price = sum((f.executed_qty * f.avg_price for f in filled), Decimal(0)) / qty
+        sign = 1 if position.side == "long" else -1
+        pnl = (exit_price - position.entry_price) * qty * sign
+        out.append(
+            {
+                "symbol": a.symbol,
+                "size": format(qty.normalize(), "f"),
+                "exit_price": float(exit_price),
+                "realized_pnl_usd": round(float(pnl), 2),
+            }
+        )
+    return out
 
 
 @app.command()
@@ -554,43 +709,69 @@ def paper_reset(
     balance: float | None = typer.Option(
         None, "--balance", help="Starting balance in USD (default PAPER_BALANCE_USD)."
     ),
+    account: str | None = typer.Option(None, "--account", "-a", help="The account (default: the configured one)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (needed without a terminal to drop positions)."),
 ) -> None:
-    """Start the paper account afresh: the balance, no positions, no orders (history is kept)."""
+    """Start the paper account afresh: the balance, no positions, no orders (history is kept). Asks first on
+    a terminal, naming the open positions it drops."""
 
     def body() -> None:
         from decimal import Decimal
 
         from llmtrader.exchange.paper import PaperExchange
 
-        overrides = {"paper_balance_usd": balance} if balance is not None else None
-        settings = _account_settings(overrides or {})
+        overrides: dict[str, Any] = {"account": account}
+        if balance is not None:
+            overrides["paper_balance_usd"] = balance
+        settings = _account_settings(overrides)
         if settings.trading_mode == "live":
             raise ConfigError("paper reset: TRADING_MODE is live; the paper account is not in use")
 
-        async def reset(services: Any) -> None:
+        async def reset(services: Any) -> bool:
             assert isinstance(services.exchange, PaperExchange)
+            open_now = await services.exchange.positions()
+            dropped = ", ".join(f"{p.symbol} ({p.side} {p.size.normalize():f})" for p in open_now)
+            if not yes:
+                if _interactive():
+                    drops = f", dropping its open positions {dropped}" if dropped else ""
+                    question = (
+                        f"Reset paper account {settings.account!r} to {settings.paper_balance_usd:,.2f} USD{drops}?"
+                    )
+                    if not typer.confirm(question, default=False):
+                        return False
+                elif dropped:
+                    raise ConfigError(
+                        f"paper reset would drop the open positions {dropped}: run it on a terminal to confirm, "
+                        "or pass --yes"
+                    )
             await services.exchange.reset(Decimal(str(settings.paper_balance_usd)))
+            return True
 
-        _run_with_services(reset, overrides=overrides)
+        if not _run_with_services(reset, overrides=overrides):
+            typer.echo("not confirmed: the paper account is unchanged")
+            raise typer.Exit(1)
         typer.echo(f"paper account {settings.account!r} reset to {settings.paper_balance_usd:,.2f} USD")
 
     guarded(body)
 
 
 @strategy_app.command("list")
-def strategy_list(as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
+def strategy_list(
+    account: str | None = typer.Option(None, "--account", "-a", help="The account (default: the configured one)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
+) -> None:
     """Every available strategy (built-in and yours), its key limits, and the one in force for the account."""
 
     def body() -> None:
         from llmtrader.cli import render
         from llmtrader.cycle.engine import strategy_catalog
 
-        settings = _settings(read_only=True)
+        settings = _settings_of_account(account)
         entries, in_force, source = _with_store(settings, lambda store: strategy_catalog(store, settings))
         if as_json:
             typer.echo(json.dumps(render.catalog_json(entries)))
             return
-        render.strategies_table(entries, settings.account, in_force, source)
+        render.strategies_table(entries, settings.account, in_force, source, leverage_cap=settings.leverage)
 
     guarded(body)
 
@@ -599,6 +780,7 @@ def strategy_list(as_json: bool = typer.Option(False, "--json", help="Print a JS
 def strategy_show(
     name: str | None = typer.Argument(None, help="A strategy name (default: the one in force)."),
     symbols: str | None = typer.Option(None, "--symbols", "-s", help="Comma list of symbols (default: ASSETS)."),
+    account: str | None = typer.Option(None, "--account", "-a", help="The account (default: the configured one)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """A strategy's limits and its prompt rendered on current data. No model call; nothing is recorded."""
@@ -610,7 +792,7 @@ def strategy_show(
         async def preview(services: Any) -> tuple[Any, Any]:
             return await preview_strategy(services, name, services.settings.assets), services.settings
 
-        prepared, settings = _run_with_services(preview, overrides={"assets": symbols})
+        prepared, settings = _run_with_services(preview, overrides={"assets": symbols, "account": account})
         if as_json:
             typer.echo(json.dumps(render.preview_json(prepared, settings), default=str))
             return
@@ -646,7 +828,7 @@ def strategy_use(
         from llmtrader.core.times import SystemClock
         from llmtrader.cycle.engine import choose_strategy
 
-        settings = _settings({"account": account}, read_only=True)
+        settings = _settings_of_account(account)
         choice = _with_store(
             settings,
             lambda store: choose_strategy(store, settings, name, via="cli", now_ms=SystemClock().now_ms()),
@@ -671,7 +853,7 @@ def strategy_ab(
         from llmtrader.storage.reader import compare_arms
         from llmtrader.storage.store import open_reader
 
-        settings = _settings({"account": account}, read_only=True)
+        settings = _settings_of_account(account)
         since_iso = _parse_since(since)
         arms = [a.name for a in settings.ab.arms] if settings.ab is not None else None
         until = iso_utc(SystemClock().now_ms())
@@ -701,9 +883,9 @@ def run(
 
     Exit 0 after a clean stop, or with --once when every account's cycle was recorded (whatever it
     decided); 3 with --once when a position may be open without a stop-loss; 1 when a cycle had to be
-    abandoned; 2 when an account cannot start (a live account without
-    its credentials, a bad setting, an account another `llmtrader run` is running).
-    """
+    abandoned, or with --once when a cycle could not reach the venue or the model; 2 when an account cannot
+    start (a live account without its credentials, a bad setting, an account another `llmtrader run` is
+    running)."""
 
     def body() -> int:
         import asyncio
@@ -755,6 +937,38 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
     guarded(body)
 
 
+@app.command()
+def serve(
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to bind (not loopback: needs LLMTRADER_SERVE_TOKEN)."
+    ),
+    port: int = typer.Option(8787, "--port", min=1, max=65535, help="Port to listen on."),
+    account: list[str] | None = typer.Option(
+        None, "--account", "-a", help="Serve this account (repeat for several; default: every configured one)."
+    ),
+    allow_control: bool = typer.Option(
+        False, "--allow-control", help="Allow pause, resume and close-all from the page and API (with the token)."
+    ),
+) -> None:
+    """The dashboard, JSON API (/api/v1), live stream and /metrics: a reader of the database, beside `run`.
+    Needs no venue or model credentials. Binds to 127.0.0.1 unless told otherwise."""
+
+    def body() -> None:
+        from llmtrader.web.server import run_server
+
+        settings = _settings(read_only=True)
+        run_server(
+            settings,
+            host=host,
+            port=port,
+            accounts=account,
+            allow_control=allow_control,
+            log_level="debug" if _state["log_level"] == "debug" else "warning",
+        )
+
+    guarded(body)
+
+
 @config_app.command("show")
 def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Print the effective settings, every secret redacted."""
@@ -766,8 +980,11 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON."
             typer.echo(json.dumps(data, default=str))
             return
         from llmtrader.cli import render
+        from llmtrader.config.load import setting_sources
 
-        render.settings_table(data)
+        path, sources = setting_sources(_state["config"])
+        render.console.print(render.untrusted(f"config file: {path}" if path else "config file: none (defaults)"))
+        render.settings_table(data, sources)
 
     guarded(body)
 
@@ -839,6 +1056,9 @@ def backtest(
     ),
     max_cost: float | None = typer.Option(None, "--max-cost", help="Stop once the model cost reaches this, USD."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Call a paid model without asking (needed with no terminal)."),
+    account: str | None = typer.Option(
+        None, "--account", "-a", help="Start from this account's settings (strategy, limits, model)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Step through history with the same cycle as `run`: context (only candles closed by then), decision,
@@ -856,6 +1076,7 @@ def backtest(
             RecordingClient,
             ReplayClient,
             Request,
+            baseline_reference,
             budget_stop,
             build_spec,
             load_history,
@@ -888,7 +1109,11 @@ def backtest(
             replay=replay,
             max_cost_usd=max_cost,
         )
-        settings = _settings(read_only=True)
+        # The run's limits get the checks of the settings they stand for (--leverage 0, 500, --balance 0).
+        limits = {"leverage": leverage, "paper_balance_usd": balance, "max_position_size_usd": max_position}
+        settings = _settings_of_account(account, {k: v for k, v in limits.items() if v is not None})
+        if max_cost is not None and max_cost <= 0:
+            raise ConfigError(f"--max-cost {max_cost:g} is not a budget: give a positive amount of USD")
         store = open_backtests(settings)
         try:
             spec, chosen = build_spec(settings, request, store)
@@ -916,7 +1141,7 @@ def backtest(
                     )
                     if not _interactive():
                         raise ConfigError(f"{question} Pass --yes to go ahead without a terminal.")
-                    if not typer.confirm(f"{question} Go ahead?", default=False):
+                    if not typer.confirm(f"{question} Go ahead?", default=False, err=as_json):
                         raise typer.Exit(1)
             interrupted: list[str] = []
             budget = budget_stop(client, spec.max_cost_usd)
@@ -929,10 +1154,14 @@ def backtest(
                 # Ctrl-C ends the run after the step in progress: what ran is stored with its figures.
                 loop.add_signal_handler(signal.SIGINT, lambda: interrupted.append("interrupted"))
                 try:
+                    # The baseline under the same strategy, the reference a model's figures sit beside.
+                    refs = None
+                    if spec.model != "baseline":
+                        refs = await baseline_reference(settings, spec, history, store)
                     with _progress_bar(len(history.steps)) as advance:
                         return await run_backtest(
                             settings, spec, history, store, client, run_id=run_id, notes=notes,
-                            progress=advance, should_stop=should_stop,
+                            progress=advance, should_stop=should_stop, references=refs,
                         )  # fmt: skip
                 finally:
                     loop.remove_signal_handler(signal.SIGINT)
@@ -946,6 +1175,32 @@ def backtest(
             store.close()
 
     guarded(body)
+
+
+def _spinner(label: str | None) -> Any:
+    """A spinner with the elapsed time on stderr while the model thinks, for a person only (a terminal, not
+    CI); nothing with ``label`` None."""
+    import contextlib
+
+    from llmtrader.backtest.download import progress_wanted
+
+    @contextlib.contextmanager
+    def spin() -> Any:
+        if label is None or not progress_wanted():
+            yield
+            return
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        from llmtrader.core.formatting import safe_text
+
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+            progress.add_task(escape(safe_text(label, multiline=False)), total=None)
+            yield
+
+    return spin()
 
 
 def _progress_bar(total: int) -> Any:
@@ -1043,6 +1298,218 @@ def backtest_show(
     guarded(body)
 
 
+@arena_app.callback(invoke_without_command=True)
+def arena(
+    ctx: typer.Context,
+    data: Path | None = typer.Option(None, "--data", "-d", file_okay=False, help="Directory of CSV data files."),
+    models: str | None = typer.Option(None, "--models", "-m", help="Comma list of model ids (baseline joins)."),
+    symbols: str | None = typer.Option(None, "--symbols", "-s", help="Comma list of symbols (default: ASSETS)."),
+    start: str | None = typer.Option(None, "--from", help="First decision time, UTC (default: the data's start)."),
+    end: str | None = typer.Option(None, "--to", help="Last decision time, UTC (default: the data's end)."),
+    interval: str | None = typer.Option(None, "--interval", "-i", help="Decision interval (default: the strategy's)."),
+    strategy: str | None = typer.Option(None, "--strategy", help="Strategy (default: LLMTRADER_STRATEGY)."),
+    timeframes: str | None = typer.Option(None, "--timeframes", help="Comma list shown instead of the strategy's."),
+    balance: float | None = typer.Option(None, "--balance", help="Starting balance, USD (default: PAPER_BALANCE_USD)."),
+    max_cost: float | None = typer.Option(None, "--max-cost", help="Stop a model once its cost reaches this, USD."),
+    concurrency: int = typer.Option(2, "--concurrency", min=1, max=32, help="Model calls in flight per endpoint."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Call paid models without asking (needed with no terminal)."),
+    live: bool = typer.Option(False, "--live", help="The leaderboard of the configured paper accounts instead."),
+    since: str | None = typer.Option(None, "--since", help="With --live: from this date (UTC)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of tables."),
+) -> None:
+    """Every model steps through exactly the same candles with the same strategy, limits, fees and balance;
+    recorded answers are replayed for free, so only new models are called. Shows the leaderboard."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def body() -> None:
+        import asyncio
+
+        from llmtrader.arena import board, figures
+        from llmtrader.arena.run import estimates, market_key, plan, run_arena
+        from llmtrader.backtest.download import parse_time_ms
+        from llmtrader.backtest.replay import Request, build_spec, load_history, open_backtests
+        from llmtrader.cli import render
+        from llmtrader.config.settings import parse_symbols
+        from llmtrader.cycle.compose import build_client
+
+        if live:
+            raise ConfigError("arena --live is not available yet: compare paper accounts with `llmtrader stats`")
+        if data is None or not models:
+            raise ConfigError("arena needs --data DIR and --models A,B (model ids; baseline always takes part)")
+        wanted = [m.strip() for m in models.split(",") if m.strip()]
+        try:
+            chosen_symbols = tuple(parse_symbols(symbols)) if symbols else None
+        except ValueError as exc:
+            raise ConfigError(f"--symbols: {exc}") from None
+        frames = tuple(t.strip() for t in timeframes.split(",") if t.strip()) if timeframes else None
+        request = Request(
+            data=str(data), symbols=chosen_symbols, interval=interval, strategy=strategy, timeframes=frames,
+            start_ms=parse_time_ms(start, "--from") if start else None,
+            end_ms=parse_time_ms(end, "--to") if end else None, model="baseline", balance_usd=balance,
+        )  # fmt: skip
+        settings = _settings(read_only=True)
+        store = open_backtests(settings)
+        try:
+            spec, loaded = build_spec(settings, request, store)
+            history = load_history(spec, loaded)
+            key = market_key(spec, history)
+            entries = plan(store, key, wanted)
+            costs = estimates(settings, entries, len(history.steps), loaded, spec, history.timeframes)
+            if costs:
+                lines = [
+                    f"{c.model}: {c.calls} calls x ~{c.prompt_tokens} prompt tokens = "
+                    + (f"~{c.cost_usd:.2f} USD" if c.cost_usd is not None else "price unknown")
+                    for c in costs
+                ]
+                question = (
+                    "This arena calls " + "; ".join(lines)
+                    + (f" (each stops at --max-cost {max_cost:g} USD)." if max_cost else " (no --max-cost).")
+                )  # fmt: skip
+                if not yes:
+                    if not _interactive():
+                        raise ConfigError(f"{question} Pass --yes to go ahead without a terminal.")
+                    if not typer.confirm(f"{question} Go ahead?", default=False):
+                        raise typer.Exit(1)
+                elif not as_json:
+                    render.warning(question)
+
+            def make_client(model: str) -> Any:
+                client, _ = build_client(
+                    settings.model_copy(update={"llm_model": model, "trading_mode": "paper"}), model_explicit=True
+                )
+                return client
+
+            arena_id, _ = asyncio.run(
+                run_arena(
+                    settings,
+                    spec,
+                    history,
+                    store,
+                    entries,
+                    make_client,
+                    key=key,
+                    concurrency=concurrency,
+                    max_cost_usd=max_cost,
+                )
+            )
+            doc = board.leaderboard(store, arena_id)
+            if as_json:
+                typer.echo(json.dumps(doc))
+            else:
+                figures.view(doc)
+        finally:
+            store.close()
+
+    guarded(body)
+
+
+@arena_app.command("list")
+def arena_list(
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many arenas, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
+) -> None:
+    """The stored arenas, newest first, with their contestants."""
+
+    def body() -> None:
+        from rich.text import Text
+
+        from llmtrader.backtest.replay import open_backtests
+        from llmtrader.core.formatting import safe_text
+        from llmtrader.storage import arena as arenas
+
+        store = open_backtests(_settings(read_only=True))
+        try:
+            rows = arenas.list_arenas(store, limit)
+        finally:
+            store.close()
+        if as_json:
+            typer.echo(json.dumps(rows))
+            return
+        from rich.console import Console
+
+        out = Console(width=80)
+        if not rows:
+            out.print("No arena yet: run `llmtrader arena --data DIR --models A,B`.")
+        for r in rows:
+            out.print(Text(safe_text(f"{r['arena']}  {r['created_at'][:16]}  {', '.join(r['models'])}")))
+
+    guarded(body)
+
+
+@arena_app.command("show")
+def arena_show(
+    arena_id: str = typer.Argument(..., metavar="ID", help="An arena id from `arena list`, or 'latest'."),
+    html_file: Path | None = typer.Option(None, "--html", help="Write a self-contained HTML report to FILE."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """One arena's leaderboard, chart and references; --html writes the report to a file."""
+
+    def body() -> None:
+        from llmtrader.arena import board, figures
+        from llmtrader.backtest.replay import open_backtests
+
+        store = open_backtests(_settings(read_only=True))
+        try:
+            doc = board.leaderboard(store, arena_id)
+            if html_file is not None:
+                html_file.write_text(figures.html_report(doc, figures.trade_lists(store, doc)), encoding="utf-8")
+        finally:
+            store.close()
+        if as_json:
+            typer.echo(json.dumps(doc))
+        else:
+            figures.view(doc)
+            if html_file is not None:
+                typer.echo(f"wrote {html_file}")
+
+    guarded(body)
+
+
+def _plain_metavars(command: Any) -> None:
+    """Name every option's value after the option (--since SINCE) rather than its Python type (<str>)."""
+    for param in command.params:
+        option = getattr(param, "param_type_name", "") == "option"
+        if option and not getattr(param, "is_flag", False) and param.metavar is None:
+            longest = max(param.opts, key=len).lstrip("-")
+            param.metavar = longest.upper().replace("-", "_")
+    for sub in getattr(command, "commands", {}).values():
+        _plain_metavars(sub)
+
+
 def main() -> None:
     """Console-script entry point."""
-    app()
+    import typer.main
+
+    command = typer.main.get_command(app)
+    _plain_metavars(command)
+    command(prog_name="llmtrader")
+
+
+# ---- notify (llmtrader.notify) ----------------------------------------------------------------------------
+
+
+@notify_app.command("test")
+def notify_test(
+    url: list[str] = typer.Option(None, "--url", help="An Apprise URL to test instead of NOTIFY_URLS (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Send a test message to each notification URL and report each result (exit 1 when one failed)."""
+
+    def body() -> None:
+        import textwrap
+
+        from llmtrader.core.formatting import safe_text
+        from llmtrader.notify.probe import test_results
+
+        results = test_results(url or None, _state["config"])
+        if as_json:
+            typer.echo(json.dumps({"results": results, "ok": all(r["ok"] for r in results)}))
+        else:
+            for r in results:
+                line = f"{r['target']}: " + ("sent" if r["ok"] else f"FAILED: {r['error']}")
+                typer.echo(textwrap.fill(safe_text(line, multiline=False), width=80, subsequent_indent="    "))
+        if not all(r["ok"] for r in results):
+            raise typer.Exit(1)
+
+    guarded(body)

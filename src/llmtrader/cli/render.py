@@ -14,6 +14,9 @@ from rich.table import Table
 from rich.text import Text
 
 from llmtrader.core.formatting import fmt, safe_text
+from llmtrader.core.json_views import CENT, _money, _ratio
+from llmtrader.core.json_views import backtest_json as backtest_json  # `--json` of `backtest show`
+from llmtrader.core.json_views import stats_json as stats_json  # `--json` of `stats`
 from llmtrader.core.records import DecisionRecord
 from llmtrader.core.times import iso_utc
 from llmtrader.errors import LLMTraderError, ModelError
@@ -52,6 +55,77 @@ def untrusted(value: object, style: str = "", *, multiline: bool = True) -> Text
 
 def warning(message: str) -> None:
     err_console.print(Panel(untrusted(message, "bold yellow"), title="warning", border_style="yellow"))
+
+
+# ---- fitting the terminal ---------------------------------------------------------------------------------
+# Every table cell holds a short token (an id, a symbol, a number, a date, a status) that is never split: a
+# table is printed only when its columns fit the terminal unwrapped; otherwise the same rows are printed
+# stacked, one record per block, its fields packed onto lines of the terminal's width. Free text (reasons,
+# notes, rationales) goes under the table, where it wraps between words.
+
+
+def _cell(value: str | Text) -> Text:
+    return value if isinstance(value, Text) else Text(value)
+
+
+def _fits(table: Table, target: Console | None = None) -> bool:
+    """True when ``table`` fits the terminal with no cell wrapped."""
+    target = target or console
+    wanted = target.measure(table, options=target.options.update(max_width=100_000)).maximum
+    return wanted <= target.width
+
+
+def pack(fields: Sequence[str | Text], width: int, indent: int = 2, lead: str | Text = "") -> list[Text]:
+    """Fields packed onto lines of at most ``width`` cells, a line broken only between two fields (so no
+    field, an id, a number or a date with its time, is ever split); lines after the first are indented."""
+    lines: list[Text] = []
+    line = _cell(lead).copy()
+    for field in fields:
+        piece = _cell(field)
+        if not piece.plain:
+            continue
+        sep = "  " if line.plain.strip() else ""
+        if line.plain.strip() and line.cell_len + len(sep) + piece.cell_len > width:
+            lines.append(line)
+            line = Text(" " * indent)
+            sep = ""
+        line.append(sep)
+        line.append_text(piece)
+    if line.plain.strip():
+        lines.append(line)
+    return lines
+
+
+def show_rows(
+    title: str | Text,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str | Text]],
+    *,
+    lead: int = 1,
+    right: Sequence[str] = (),
+    target: Console | None = None,
+) -> None:
+    """A table of short tokens, or the same rows stacked when the table would not fit unwrapped: the first
+    ``lead`` cells start a record's line, the others follow as "Header value" fields."""
+    target = target or console
+    table = Table(title=title)
+    for header in headers:
+        table.add_column(header, no_wrap=True, justify="right" if header in right else "left")
+    for row in rows:
+        table.add_row(*row)
+    if _fits(table, target):
+        target.print(table)
+        return
+    target.print(title if isinstance(title, Text) else Text(title), style="bold")
+    for row in rows:
+        head = Text("  ").join(_cell(c) for c in row[:lead] if _cell(c).plain)
+        fields = [
+            Text.assemble((f"{h} ", "dim"), _cell(c))
+            for h, c in zip(headers[lead:], row[lead:], strict=False)
+            if _cell(c).plain not in ("", "-")
+        ]
+        for line in pack(fields, target.width, lead=head):
+            target.print(line, no_wrap=True, overflow="fold")
 
 
 def _num(value: Any, digits: int = 7) -> str:
@@ -138,34 +212,26 @@ def failure_json(exc: LLMTraderError) -> dict[str, Any]:
     return {"decision_id": exc.decision_id, "outcome": outcome, "error": str(exc)}
 
 
-def _validation_cell(status: str, reasons: list[str]) -> Text:
-    text = untrusted(status, STATUS_STYLE.get(status, ""))
-    for reason in reasons:
-        text.append_text(untrusted(f"\n- {reason}", "dim"))
-    return text
-
-
 def execution_table(report: ExecutionReport) -> None:
-    """What was sent for each asset, and what became of it; emergencies stand out."""
-    table = Table(title="Execution")
-    for column in ("Symbol", "Action", "Outcome", "Orders", "Notes"):
-        table.add_column(column, overflow="fold")
+    """What was sent for each asset, and what became of it; emergencies stand out. One block per asset
+    (its legs one a line, its notes under them), so an order's description wraps between words only."""
+    console.print(Text("Execution", style="bold"))
     for a in report.assets:
-        orders = Text()
-        for i, leg in enumerate(a.legs):
-            if i:
-                orders.append("\n")
-            orders.append_text(untrusted(f"{leg.name}: {leg.description} "))
-            orders.append_text(untrusted(leg.status, LEG_STYLE.get(leg.status, "")))
-            if leg.state is not None and leg.state.executed_qty > 0:
-                orders.append(f" {leg.state.executed_qty.normalize():f} @ {leg.state.avg_price.normalize():f}")
-            if leg.code is not None:
-                orders.append_text(untrusted(f" (code {leg.code}: {leg.message})", "red"))
-        table.add_row(
-            untrusted(a.symbol), untrusted(a.action), untrusted(a.outcome, EXECUTION_STYLE.get(a.outcome, "")),
-            orders, untrusted("\n".join(a.notes)),
+        console.print(
+            Text.assemble(untrusted(a.symbol, "bold", multiline=False), "  ", untrusted(a.action, multiline=False),
+                          "  ", untrusted(a.outcome, EXECUTION_STYLE.get(a.outcome, ""), multiline=False))
         )  # fmt: skip
-    console.print(table)
+        for leg in a.legs:
+            line = Text("  ")
+            line.append_text(untrusted(f"{leg.name}: {leg.description} ", multiline=False))
+            line.append_text(untrusted(leg.status, LEG_STYLE.get(leg.status, "")))
+            if leg.state is not None and leg.state.executed_qty > 0:
+                line.append(f" {leg.state.executed_qty.normalize():f} @ {leg.state.avg_price.normalize():f}")
+            if leg.code is not None:
+                line.append_text(untrusted(f" (code {leg.code}: {leg.message})", "red", multiline=False))
+            console.print(line)
+        for note in a.notes:
+            console.print(untrusted(f"  note: {note}", "dim"))
     for a in report.assets:
         if a.emergency:
             emergency_panel(a.symbol, [n for n in a.notes if n.startswith("emergency")])
@@ -178,31 +244,49 @@ def emergency_panel(symbol: str, lines: list[str]) -> None:
     err_console.print(untrusted(f"EMERGENCY on {symbol}: {body}", "bold red"))
 
 
-def decision_table(rec: DecisionRecord, execution: ExecutionReport | None = None) -> None:
+def _reasons_under(assets: Sequence[Any], target: Console | None = None) -> None:
+    """The validator's reasons, under the table: one line per reason, wrapping between words."""
+    target = target or console
+    for a in assets:
+        symbol = a["symbol"] if isinstance(a, dict) else a.symbol
+        reasons = (a.get("reasons") or []) if isinstance(a, dict) else a.reasons
+        for reason in reasons:
+            target.print(Text.assemble(untrusted(f"{symbol}: ", "bold", multiline=False), untrusted(reason, "dim")))
+
+
+def _entry_cell(action: str, entry: Any) -> str:
+    return _num(entry) if entry is not None else ("market" if action in ("buy", "sell") else "-")
+
+
+def decision_table(
+    rec: DecisionRecord, execution: ExecutionReport | None = None, *, target: Console | None = None
+) -> None:
+    out = target or console
     arm = f", A/B arm {rec.arm}" if rec.arm else ""
     title = untrusted(f"Decision {rec.id} ({rec.model}, strategy {rec.strategy}{arm}, {rec.mode})", multiline=False)
-    table = Table(title=title)
-    for column in ("Symbol", "Action", "Alloc USD", "Lev", "Entry", "TP", "SL", "Conf", "Validation"):
-        table.add_column(column, overflow="fold")
-    for a in rec.assets:
-        table.add_row(
-            untrusted(a.symbol),
-            untrusted(a.action),
+    rows: list[list[str | Text]] = [
+        [
+            untrusted(a.symbol, multiline=False),
+            untrusted(a.action, multiline=False),
             _num(a.allocation_usd),
-            str(a.leverage) if a.leverage is not None else "-",
-            _num(a.entry_price) if a.entry_price is not None else ("market" if a.action in ("buy", "sell") else "-"),
+            f"{a.leverage}x" if a.leverage is not None else "-",
+            _entry_cell(a.action, a.entry_price),
             _num(a.tp_price),
             _num(a.sl_price),
             _num(a.confidence, 2),
-            _validation_cell(a.status, a.reasons),
-        )
-    console.print(table)
+            untrusted(a.status, STATUS_STYLE.get(a.status, ""), multiline=False),
+        ]
+        for a in rec.assets
+    ]
+    headers = ["Symbol", "Action", "Margin USD", "Lev", "Entry", "TP", "SL", "Conf", "Validation"]
+    show_rows(title, headers, rows, lead=2, right=("Margin USD", "Entry", "TP", "SL", "Conf"), target=out)
+    _reasons_under(rec.assets, out)
     if rec.portfolio_rationale:
-        console.print(Panel(untrusted(rec.portfolio_rationale), title="Portfolio rationale"))
+        out.print(Panel(untrusted(rec.portfolio_rationale), title="Portfolio rationale"))
     for note in rec.notes:
-        console.print(_note(note))
+        out.print(_note(note))
     cost = f"${rec.cost_usd:.4f}" if rec.cost_usd is not None else "unknown"
-    console.print(
+    out.print(
         f"outcome [bold {OUTCOME_STYLE.get(rec.outcome, '')}]{rec.outcome}[/]; tokens {rec.prompt_tokens} in, "
         f"{rec.completion_tokens} out; cost {cost}; re-asks {rec.reasks}; latency {rec.latency_ms} ms"
     )
@@ -216,14 +300,15 @@ def decision_table(rec: DecisionRecord, execution: ExecutionReport | None = None
     }.get(state, f"execution {state} ({rec.mode})")
     line = Text(f"Recorded as {rec.id}; ")
     line.append(reason, style=EXECUTION_STYLE.get(state, ""))
-    console.print(line)
+    out.print(line)
 
 
-def live_confirmation(rec: DecisionRecord, report: ValidationReport) -> None:
+def live_confirmation(rec: DecisionRecord, report: ValidationReport, *, target: Console | None = None) -> None:
     """What a live ``decide`` is about to send, printed right above its question: built only from the
     validated, typed values of each executable asset decision (no model text), so nothing the model wrote
     can stand between this block and the question or pass for it."""
-    console.print(Rule(Text("About to execute on AsterDEX with REAL money", style="bold red")))
+    out = target or console
+    out.print(Rule(Text("About to execute on AsterDEX with REAL money", style="bold red")))
     margin = 0.0
     for v in report.assets:
         d = v.final
@@ -252,8 +337,8 @@ def live_confirmation(rec: DecisionRecord, report: ValidationReport) -> None:
             lines = [f"CLOSE {symbol}: the whole position at market, reduce-only"]
         else:
             lines = [f"NEW ORDERS {symbol}: {stops}"]
-        console.print(Text("\n".join(lines)))
-    console.print(Text(f"Total margin of new and resized positions: {margin:,.2f} USD", style="bold"))
+        out.print(Text("\n".join(lines)))
+    out.print(Text(f"Total margin of new and resized positions: {margin:,.2f} USD", style="bold"))
 
 
 def _note(note: str) -> Text:
@@ -265,45 +350,78 @@ def _strategy_cell(row: dict[str, Any]) -> Text:
     return untrusted(f"{row.get('strategy') or '-'}" + (f" (arm {arm})" if arm else ""))
 
 
-def history_table(rows: list[dict[str, Any]]) -> None:
+def _execution_word(row: dict[str, Any]) -> Text:
+    """What became of a decision's orders, in words: executed, dry run, declined, failed, ..."""
+    state = row.get("execution") or ("dry_run" if row.get("dry_run") else "")
+    words = {"dry_run": "dry run", "nothing": "nothing to do", "": "-"}
+    return Text(words.get(state, state), style=EXECUTION_STYLE.get(state, ""))
+
+
+def history_table(rows: list[dict[str, Any]], *, filtered: bool = False) -> None:
     if not rows:
-        console.print("No decisions recorded yet.")
+        console.print("No decision matches these filters." if filtered else "No decisions recorded yet.")
         return
-    table = Table(title="Decisions, newest first")
-    for column in (
-        "Time (UTC)",
-        "ID",
-        "Model",
-        "Strategy",
-        "Outcome",
-        "Symbol",
-        "Action",
-        "Status",
-        "Alloc",
-        "Lev",
-        "Conf",
-        "Trade",
-    ):
-        table.add_column(column, overflow="fold")
+    title = "Decisions, newest first"
+    headers = ["Time (UTC)", "ID", "Account", "Mode", "Outcome", "Execution", "Model", "Strategy",
+               "Symbol", "Action", "Status", "Margin", "Lev", "Conf", "Trade"]  # fmt: skip
+    table_rows: list[list[str | Text]] = []
     for row in rows:
         assets = row["assets"] or [{}]
         for i, a in enumerate(assets):
             first = i == 0
-            table.add_row(
-                row["created_at"][:19].replace("T", " ") if first else "",
-                untrusted(row["decision_id"]) if first else "",
-                untrusted(row["model"]) if first else "",
-                _strategy_cell(row) if first else "",
-                untrusted(row["outcome"], OUTCOME_STYLE.get(row["outcome"], "")) if first else "",
-                untrusted(a.get("symbol", "-")),
-                untrusted(a.get("action", "-")),
-                untrusted(a.get("status", "-"), STATUS_STYLE.get(a.get("status", ""), "")),
-                _num(a.get("allocation_usd")),
-                str(a.get("leverage") or "-"),
-                _num(a.get("confidence"), 2),
-                _trade_cell(a.get("trade")),
-            )
-    console.print(table)
+            decision: list[str | Text] = [
+                row["created_at"][:16].replace("T", " "),
+                untrusted(row["decision_id"], multiline=False),
+                untrusted(row.get("account") or "-", multiline=False),
+                untrusted(row.get("mode") or "-", multiline=False),
+                untrusted(row["outcome"], OUTCOME_STYLE.get(row["outcome"], ""), multiline=False),
+                _execution_word(row),
+                untrusted(row["model"], multiline=False),
+                _strategy_cell(row),
+            ]
+            table_rows.append([
+                *(decision if first else [""] * len(decision)),
+                untrusted(a.get("symbol", "-"), multiline=False), untrusted(a.get("action", "-"), multiline=False),
+                untrusted(a.get("status", "-"), STATUS_STYLE.get(a.get("status", ""), ""), multiline=False),
+                _num(a.get("allocation_usd")), f"{a['leverage']}x" if a.get("leverage") else "-",
+                _num(a.get("confidence"), 2), _trade_cell(a.get("trade")),
+            ])  # fmt: skip
+    table = Table(title=title)
+    for header in headers:
+        table.add_column(header, no_wrap=True, justify="right" if header in ("Margin", "Conf", "Trade") else "left")
+    for cells in table_rows:
+        table.add_row(*cells)
+    if _fits(table):
+        console.print(table)
+        return
+    # Narrow: a decision's line (time, id, what became of it), then one indented line per asset decision.
+    console.print(Text(title, style="bold"))
+    for row in rows:
+        head = [
+            Text(row["created_at"][:16].replace("T", " ")),
+            untrusted(row["decision_id"], "bold", multiline=False),
+            untrusted(f"{row.get('account') or '-'} ({row.get('mode') or '-'})", multiline=False),
+            untrusted(row["outcome"], OUTCOME_STYLE.get(row["outcome"], ""), multiline=False),
+            _execution_word(row),
+            untrusted(row["model"], "dim", multiline=False),
+            _strategy_cell(row),
+        ]
+        for line in pack(head, console.width, indent=2):
+            console.print(line, no_wrap=True, overflow="fold")
+        for a in row["assets"]:
+            fields: list[str | Text] = [
+                untrusted(a.get("symbol", "-"), multiline=False), untrusted(a.get("action", "-"), multiline=False),
+                untrusted(a.get("status", "-"), STATUS_STYLE.get(a.get("status", ""), ""), multiline=False),
+            ]  # fmt: skip
+            if a.get("allocation_usd"):
+                lev = f" at {a['leverage']}x" if a.get("leverage") else ""
+                fields.append(f"margin {_num(a.get('allocation_usd'))}{lev}")
+            if a.get("confidence") is not None:
+                fields.append(f"conf {_num(a.get('confidence'), 2)}")
+            if a.get("trade") is not None:
+                fields.append(Text.assemble("trade ", _trade_cell(a.get("trade"))))
+            for line in pack(fields, console.width, indent=6, lead="    "):
+                console.print(line, no_wrap=True, overflow="fold")
 
 
 def _trade_cell(trade: dict[str, Any] | None) -> Text:
@@ -341,29 +459,19 @@ def record_view(rec: dict[str, Any]) -> None:
     if rec.get("raw_response"):
         console.print(Panel(untrusted(rec["raw_response"]), title="Raw response"))
     if rec.get("assets"):
-        table = Table(title="Validation")
-        for column in (
-            "Symbol",
-            "Action",
-            "Alloc USD",
-            "Lev",
-            "Entry",
-            "TP",
-            "SL",
-            "Conf",
-            "Mark",
-            "Validation",
-        ):
-            table.add_column(column, overflow="fold")
-        for a in rec["assets"]:
-            table.add_row(
-                untrusted(a["symbol"]), untrusted(a["action"]), _num(a.get("allocation_usd")),
-                str(a.get("leverage") or "-"),
-                _num(a.get("entry_price")), _num(a.get("tp_price")), _num(a.get("sl_price")),
+        rows: list[list[str | Text]] = [
+            [
+                untrusted(a["symbol"], multiline=False), untrusted(a["action"], multiline=False),
+                _num(a.get("allocation_usd")), f"{a['leverage']}x" if a.get("leverage") else "-",
+                _entry_cell(a["action"], a.get("entry_price")), _num(a.get("tp_price")), _num(a.get("sl_price")),
                 _num(a.get("confidence"), 2), _num(a.get("mark_price")),
-                _validation_cell(a["status"], a.get("reasons") or []),
-            )  # fmt: skip
-        console.print(table)
+                untrusted(a["status"], STATUS_STYLE.get(a["status"], ""), multiline=False),
+            ]
+            for a in rec["assets"]
+        ]  # fmt: skip
+        headers = ["Symbol", "Action", "Margin USD", "Lev", "Entry", "TP", "SL", "Conf", "Mark", "Validation"]
+        show_rows("Validation", headers, rows, lead=2, right=("Margin USD", "Entry", "TP", "SL", "Conf", "Mark"))
+        _reasons_under(rec["assets"])
     for note in rec.get("notes") or []:
         console.print(_note(note))
     if rec.get("parse_errors"):
@@ -376,61 +484,71 @@ def record_view(rec: dict[str, Any]) -> None:
         emergency_panel(emergencies[0]["symbol"] or "-", [e["message"] for e in emergencies])
     orders = rec.get("orders") or []
     if orders:
-        table = Table(title=f"Orders (execution: {rec.get('execution') or '-'})")
-        for column in ("Time", "Symbol", "Leg", "Client order id", "Request", "Status", "Filled", "Venue answer"):
-            table.add_column(column, overflow="fold")
+        # One block per order: its tokens on a line (never split), the request and the venue's answer under it.
+        console.print(Text(f"Orders (execution: {rec.get('execution') or '-'})", style="bold"))
         for o in orders:
             request = o.get("request") or {}
             shown = " ".join(
                 str(request.get(k)) for k in ("side", "type", "quantity", "price", "stopPrice") if request.get(k)
             )
-            filled = f"{o['executed_qty']} @ {o['avg_price']}" if o.get("executed_qty") not in (None, "0") else "-"
+            filled = f"{o['executed_qty']} @ {o['avg_price']}" if o.get("executed_qty") not in (None, "0") else ""
             answer = (
                 f"{o['venue_code']}: {o['venue_message']}"
                 if o.get("venue_code") is not None
                 else (o.get("venue_message") or "")
             )
-            table.add_row(
-                o["created_at"][11:19], untrusted(o["symbol"]), untrusted(o["leg"]), untrusted(o["client_order_id"]),
-                untrusted(shown), untrusted(o["status"], LEG_STYLE.get(o["status"], "")), untrusted(filled),
-                untrusted(answer),
-            )  # fmt: skip
-        console.print(table)
+            fields: list[str | Text] = [
+                o["created_at"][11:19], untrusted(o["symbol"], "bold", multiline=False),
+                untrusted(o["leg"], multiline=False),
+                untrusted(o["status"], LEG_STYLE.get(o["status"], ""), multiline=False),
+                untrusted(filled, multiline=False),
+                untrusted(o["client_order_id"], "dim", multiline=False),
+            ]  # fmt: skip
+            for line in pack(fields, console.width, indent=4):
+                console.print(line, no_wrap=True, overflow="fold")
+            if shown:
+                console.print(untrusted(f"    request: {shown}", multiline=False))
+            if answer:
+                console.print(untrusted(f"    venue: {answer}", "dim"))
     if events:
-        table = Table(title="Execution events")
-        for column in ("Time", "Symbol", "Kind", "Message"):
-            table.add_column(column, overflow="fold")
+        console.print(Text("Execution events", style="bold"))
         for e in events:
             style = "bold red" if e["kind"] == "emergency" else ("yellow" if e["kind"] == "rejection" else "")
-            table.add_row(
-                e["created_at"][11:19],
-                untrusted(e["symbol"] or "-"),
-                untrusted(e["kind"], style),
-                untrusted(e["message"]),
-            )
-        console.print(table)
+            console.print(
+                Text.assemble(
+                    e["created_at"][11:19] + "  ", untrusted(e["symbol"] or "-", multiline=False), "  ",
+                    untrusted(e["kind"], style, multiline=False), ": ", untrusted(e["message"]),
+                )
+            )  # fmt: skip
     calls = rec.get("llm_calls") or []
     if calls:
-        table = Table(title="Model calls")
-        for column in ("#", "Format", "Tokens in/out", "Cost", "Latency ms", "Finish", "Error"):
-            table.add_column(column, overflow="fold")
+        call_rows: list[list[str | Text]] = []
         for c in calls:
             call_cost = c.get("cost_usd")
-            table.add_row(
-                str(c["attempt"]), untrusted(c.get("response_format") or "-"),
+            call_rows.append([
+                str(c["attempt"]), untrusted(c.get("response_format") or "-", multiline=False),
                 f"{c.get('prompt_tokens', 0)}/{c.get('completion_tokens', 0)}",
                 f"${call_cost:.4f}" if isinstance(call_cost, (int, float)) else "-",
-                str(c.get("latency_ms")), untrusted(c.get("finish_reason") or "-"), untrusted(c.get("error") or ""),
-            )  # fmt: skip
-        console.print(table)
+                f"{c.get('latency_ms')} ms", untrusted(c.get("finish_reason") or "-", multiline=False),
+            ])  # fmt: skip
+        show_rows("Model calls", ["#", "Format", "Tokens in/out", "Cost", "Latency", "Finish"], call_rows, lead=1)
+        for c in calls:
+            if c.get("error"):
+                console.print(Text.assemble(f"call {c['attempt']}: ", untrusted(c["error"], "red")))
 
 
-def settings_table(data: dict[str, Any]) -> None:
+def settings_table(data: dict[str, Any], sources: dict[str, str] | None = None) -> None:
+    """Each setting, its value (secrets redacted) and where it came from (file, env NAME, default)."""
     table = Table(title="Effective settings (secrets redacted)")
-    table.add_column("Setting")
+    table.add_column("Setting", no_wrap=True)
     table.add_column("Value", overflow="fold")
+    if sources is not None:
+        table.add_column("From", no_wrap=True)
     for key, value in data.items():
-        table.add_row(key, untrusted(json.dumps(value) if not isinstance(value, str) else value))
+        cells: list[str | Text] = [key, untrusted(json.dumps(value) if not isinstance(value, str) else value)]
+        if sources is not None:
+            cells.append(untrusted(sources.get(key, "-"), multiline=False))
+        table.add_row(*cells)
     console.print(table)
 
 
@@ -438,18 +556,19 @@ def positions_table(rows: list[dict[str, Any]], mode: str) -> None:
     if not rows:
         console.print(f"No open positions ({mode}).")
         return
-    table = Table(title=f"Open positions ({mode})")
-    for column in ("Symbol", "Side", "Size", "Entry", "Mark", "Unrealized PnL", "Liq. price", "Lev", "Stop", "Target"):
-        table.add_column(column, overflow="fold")
+    cells: list[list[str | Text]] = []
     for p in rows:
-        pnl = float(p["unrealized_pnl"])
-        stop = p["stop_loss"] or Text("NONE", style="bold white on red")
-        table.add_row(
-            *(untrusted(p[k]) for k in ("symbol", "side", "size", "entry_price", "mark_price")),
-            Text(f"{pnl:+.2f}", style="green" if pnl >= 0 else "red"), untrusted(p["liquidation_price"] or "-"),
-            str(p["leverage"]), stop if isinstance(stop, Text) else untrusted(stop), untrusted(p["take_profit"] or "-"),
-        )  # fmt: skip
-    console.print(table)
+        pnl = Decimal(str(p["unrealized_pnl"]))
+        stop = untrusted(p["sl_price"], multiline=False) if p["sl_price"] else Text("NONE", style="bold white on red")
+        cells.append([
+            *(untrusted(p[k], multiline=False) for k in ("symbol", "side", "size", "entry_price", "mark_price")),
+            Text(usd(pnl, sign=True), style="green" if pnl >= 0 else "red"),
+            untrusted(p["liquidation_price"] or "-", multiline=False), f"{p['leverage']}x", stop,
+            untrusted(p["tp_price"] or "-", multiline=False),
+        ])  # fmt: skip
+    headers = ["Symbol", "Side", "Size", "Entry", "Mark", "Unrealized PnL", "Liq. price", "Lev", "Stop", "Target"]
+    right = ("Size", "Entry", "Mark", "Unrealized PnL", "Liq. price", "Stop", "Target")
+    show_rows(f"Open positions ({mode})", headers, cells, lead=3, right=right)
 
 
 def checklist(checks: list[Any]) -> None:
@@ -484,25 +603,42 @@ def catalog_json(entries: list[CatalogEntry]) -> list[dict[str, Any]]:
     return out
 
 
-def strategies_table(entries: list[CatalogEntry], account: str, in_force: str, source: str) -> None:
-    """Every available strategy with its key limits; the one in force marked; a broken file with its error."""
+def strategies_table(
+    entries: list[CatalogEntry], account: str, in_force: str, source: str, *, leverage_cap: int | None = None
+) -> None:
+    """Every available strategy with the limits in force (the strategy's, capped by the settings'
+    ``leverage``); the one in force marked; descriptions and a broken file's error under the table."""
     how = "chosen with `strategy use`" if source == "chosen" else "the configured `strategy`"
-    table = Table(title=f"Strategies (account {account}: {in_force}, {how})")
-    for column in ("", "Name", "Source", "Interval", "Timeframes", "Max lev", "Min conf", "Min R/R", "Description"):
-        table.add_column(column, overflow="fold")
+    rows: list[list[str | Text]] = []
     for e in entries:
-        mark = Text("*", style="bold green") if e.in_force else ""
+        mark: str | Text = Text("*", style="bold green") if e.in_force else ""
         st = e.strategy
         if st is None:
-            table.add_row(mark, untrusted(e.name), e.source, "-", "-", "-", "-", "-", untrusted(e.error or "", "red"))
+            rows.append([mark, untrusted(e.name, multiline=False), e.source, Text("broken", style="red"),
+                         "-", "-", "-", "-"])  # fmt: skip
             continue
-        table.add_row(
-            mark, untrusted(e.name), e.source, untrusted(st.interval), untrusted(", ".join(st.timeframes)),
-            str(st.limits.max_leverage), fmt(st.limits.min_confidence), fmt(st.limits.min_reward_risk),
-            untrusted(st.description),
-        )  # fmt: skip
-    console.print(table)
-    console.print(f"* in force for account {account}; switch with `llmtrader strategy use NAME`.")
+        lev = st.limits.max_leverage if leverage_cap is None else min(st.limits.max_leverage, leverage_cap)
+        rows.append([
+            mark, untrusted(e.name, multiline=False), e.source, untrusted(st.interval, multiline=False),
+            untrusted(",".join(st.timeframes), multiline=False), f"{lev}x", fmt(st.limits.min_confidence),
+            fmt(st.limits.min_reward_risk),
+        ])  # fmt: skip
+    headers = ["", "Name", "Source", "Every", "Timeframes", "Lev", "Conf", "R/R"]  # Lev, Conf, R/R: the limits
+    show_rows(f"Strategies (account {account}: {in_force}, {how})", headers, rows, lead=2)
+    for e in entries:
+        text = e.error if e.strategy is None else e.strategy.description
+        if text:
+            style = "red" if e.strategy is None else "dim"
+            console.print(Text.assemble(untrusted(f"{e.name}: ", "bold", multiline=False), untrusted(text, style)))
+    cap = (
+        f" Lev (maximum leverage) is capped by the settings' leverage ({leverage_cap}x)."
+        if leverage_cap is not None
+        else ""
+    )
+    console.print(
+        f"* in force for account {account}; switch with `llmtrader strategy use NAME`. Every: the decision "
+        f"interval; Conf, R/R: the minimum confidence and reward/risk.{cap}"
+    )
     names = {e.name: e for e in entries}
     if in_force not in names:
         warning(f"account {account} uses strategy {in_force!r}, which is not available: choose another one")
@@ -590,150 +726,6 @@ def ab_table(result: dict[str, Any]) -> None:
 
 
 # ---- stats ---------------------------------------------------------------------------------------------
-# In `stats --json`, USD amounts are strings holding the exact decimal figure (a sum over the recorded
-# fills and funding, never rounded; trailing zeros dropped), so every cent can be checked; per-unit model
-# costs (a division) are rounded to a millionth of a dollar. Ratios, shares and percentages are numbers;
-# durations are ms. The terminal shows cents, rounded half up.
-CENT = Decimal("0.01")
-MONEY_NOTE = "USD amounts are strings holding the exact decimal sums of the recorded fills and funding"
-
-
-def _money(value: Decimal | None) -> str | None:
-    """An exact amount as a plain decimal string: '-161.875', '0', '10000' (no exponent, no trailing zeros)."""
-    return None if value is None else format(value.normalize(), "f")
-
-
-def _ratio(value: Decimal | None) -> float | None:
-    return None if value is None else float(value)
-
-
-def trading_json(t: TradingStats) -> dict[str, Any]:
-    """The trading figures of ``stats --json`` (the equity curve apart)."""
-    return {
-        "trades": t.trades,
-        "wins": t.wins,
-        "losses": t.losses,
-        "breakeven": t.breakeven,
-        "win_rate": t.win_rate,
-        "gross_pnl_usd": _money(t.gross_pnl),
-        "fees_usd": _money(t.fees),
-        "liquidation_fees_usd": _money(t.liquidation_fees),
-        "funding_usd": _money(t.funding),
-        "net_pnl_usd": _money(t.net_pnl),
-        "winning_pnl_usd": _money(t.winning_pnl),
-        "losing_pnl_usd": _money(t.losing_pnl),
-        "profit_factor": _ratio(t.profit_factor),
-        "best_trade_usd": _money(t.best_trade),
-        "worst_trade_usd": _money(t.worst_trade),
-        "sharpe": t.sharpe,
-        "equity_start_usd": _money(t.equity_start),
-        "equity_end_usd": _money(t.equity_end),
-        "max_drawdown_usd": _money(t.max_drawdown_usd),
-        "max_drawdown_pct": t.max_drawdown_pct,
-        "avg_hold_ms": t.avg_hold_ms,
-        "exposure": t.exposure,
-        "exposure_ms": t.exposure_ms,
-        "liquidations": t.liquidations,
-        "open_trades": t.open_trades,
-        "trades_opened": t.trades_opened,
-        "adopted_trades": t.adopted,
-    }
-
-
-def decisions_json(q: DecisionStats) -> dict[str, Any]:
-    """The decision-quality figures of ``stats --json``."""
-    return {
-        "decisions": q.decisions,
-        "dry_runs": q.dry_runs,
-        "manual_closes": q.manual,
-        "outcomes": q.outcomes,
-        "executions": q.executions,
-        "model_errors": q.model_errors,
-        "venue_errors": q.venue_errors,
-        "asset_decisions": q.asset_decisions,
-        "accepted": q.accepted,
-        "amended": q.amended,
-        "rejected": q.rejected,
-        "accepted_share": q.accepted_share,
-        "amended_share": q.amended_share,
-        "rejected_share": q.rejected_share,
-        "reasks": q.reasks,
-        "decisions_reasked": q.decisions_reasked,
-        "latency_p50_ms": q.latency_p50_ms,
-        "latency_p95_ms": q.latency_p95_ms,
-        "model_latency_p50_ms": q.model_latency_p50_ms,
-        "model_latency_p95_ms": q.model_latency_p95_ms,
-        "prompt_tokens": q.prompt_tokens,
-        "completion_tokens": q.completion_tokens,
-        "tokens_per_decision": q.tokens_per_decision,
-        "cost_usd": _money(q.cost_usd),
-        "decisions_without_cost": q.decisions_without_cost,
-        "cost_per_decision_usd": _money(q.cost_per_decision_usd),
-        "cost_per_trade_usd": _money(q.cost_per_trade_usd),
-    }
-
-
-def calibration_json(buckets: Sequence[CalibrationBucket]) -> list[dict[str, Any]]:
-    return [
-        {
-            "bucket": b.label,
-            "low": _ratio(b.low),
-            "high": _ratio(b.high),
-            "trades": b.trades,
-            "wins": b.wins,
-            "hit_rate": b.hit_rate,
-            "mean_confidence": b.mean_confidence,
-        }
-        for b in buckets
-    ]
-
-
-def _iso(ms: int | None) -> str | None:
-    return None if ms is None else iso_utc(ms)
-
-
-def stats_json(s: AccountStats) -> dict[str, Any]:
-    """The ``stats --json`` object: every figure, the equity curve, and the groups of ``--by``."""
-    return {
-        "account": s.account,
-        "mode": s.mode,
-        "period": {
-            "start": _iso(s.start_ms),
-            "end": _iso(s.end_ms),
-            "start_ms": s.start_ms,
-            "end_ms": s.end_ms,
-            "since": _iso(s.since_ms),
-            "reset": _iso(s.reset_ms),
-        },
-        "money": MONEY_NOTE,
-        "note": None if s.trading.trades else "no closed trades yet",
-        "starting_balance_usd": _money(s.starting_balance),
-        "trading": trading_json(s.trading),
-        "decisions": decisions_json(s.decisions),
-        "calibration": calibration_json(s.calibration),
-        "equity_curve": [
-            {
-                "time": iso_utc(p.time_ms),
-                "time_ms": p.time_ms,
-                "equity_usd": _money(p.equity),
-                "drawdown_usd": _money(p.drawdown_usd),
-                "drawdown_pct": p.drawdown_pct,
-                "symbol": p.symbol,
-                "net_pnl_usd": _money(p.net_pnl),
-            }
-            for p in s.trading.curve
-        ],
-        "by": s.by,
-        "groups": [
-            {
-                "key": g.key,
-                "trading": trading_json(g.trading),
-                "decisions": decisions_json(g.decisions),
-                "calibration": calibration_json(g.calibration),
-            }
-            for g in s.groups
-        ],
-    }
 
 
 def usd(value: Decimal | None, sign: bool = False) -> str:
@@ -1042,6 +1034,11 @@ def status_view(rows: list[dict[str, Any]]) -> None:
         kill, circuit = _guard_lines(row["guards"])
         table.add_row("kill switches", kill)
         table.add_row("circuit breaker", circuit)
+        notes = row.get("notifications")  # llmtrader.notify: deliveries that failed or wait for a retry
+        if notes and (notes["failed"] or notes["retrying"]):
+            cell = Text(f"{notes['failed']} failed, {notes['retrying']} retrying, {notes['pending']} pending", "yellow")
+            cell.append_text(untrusted(f"\n{notes['last_error']}", "dim"))
+            table.add_row("notifications", cell)
         console.print(table)
 
 
@@ -1054,36 +1051,6 @@ def _pct_text(value: Any, digits: int = 2) -> str:
 
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "-"
-
-
-def backtest_json(run: Any, equity: Sequence[tuple[int, float, float, int]], changes: Sequence[Any]) -> dict[str, Any]:
-    """A stored run as one JSON object: its specification, status, figures, notes, equity samples and, for a
-    replay, the asset decisions the validator judged differently."""
-    return {
-        "run": run.id,
-        "created_at": run.created_at,
-        "finished_at": run.finished_at,
-        "status": run.status,
-        "replay_of": run.replay_of,
-        "steps_done": run.steps_done,
-        "spec": run.spec,
-        "metrics": run.metrics,
-        "notes": run.notes,
-        "equity": [
-            {"time": iso_utc(t), "time_ms": t, "equity_usd": e, "gross_usd": g, "positions": n} for t, e, g, n in equity
-        ],
-        "verdict_changes": [
-            {
-                "time": iso_utc(c.time_ms),
-                "symbol": c.symbol,
-                "action": c.action,
-                "before": c.before,
-                "after": c.after,
-                "reasons": c.reasons,
-            }
-            for c in changes
-        ],
-    }
 
 
 def backtest_view(
@@ -1120,7 +1087,10 @@ def backtest_view(
             ("Profit factor", _opt(m.get("profit_factor"))),
             ("Time in the market", f"{m['exposure_time_pct']:.1f}% of steps"),
             ("Average gross exposure", f"{m['avg_gross_exposure_pct']:.1f}% of equity"),
+            ("Flat (cash)", _pct_text(m.get("flat_pct", 0.0))),
+            *([("Baseline (same strategy)", _pct_text(m["baseline_pct"]))] if "baseline_pct" in m else []),
             ("Fees paid", f"{fmt(m['fees_usd'])} USD"),
+            *([("Slippage paid", f"{fmt(m['slippage_usd'])} USD")] if "slippage_usd" in m else []),
             ("Funding paid (net)", f"{fmt(m['funding_usd'])} USD ({m['funding_settlements']} settlements)"),
             ("Model cost", f"{fmt(m['model_cost_usd'])} USD ({m['model_decisions']} decisions)"),
             ("Cycles", _counts(m.get("cycles", {}))),
@@ -1137,6 +1107,8 @@ def backtest_view(
         if lines:
             target.print("Equity (USD, marked to market at every step)", highlight=False)
             target.print("\n".join(lines), highlight=False, markup=False)
+        for name, text in m.get("definitions", {}).items():
+            target.print(untrusted(f"{name}: {text}", "dim"))
         for event in m.get("guard_events", [])[:10]:
             target.print(untrusted(f"guard {event['time'][:16]} {event['kind']}: {event['message']}", "yellow"))
     for note in run.notes:

@@ -23,9 +23,19 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "account": ("LLMTRADER_ACCOUNT",),
     "ab": (),  # a table of arms: the config file only
     "accounts": (),  # [accounts.NAME] tables: the config file only
+    "notify": (),  # [notify]: the config file only (the URLs, which hold tokens, are NOTIFY_URLS)
 }
 # Settings that may only come from the environment: secrets never live in a config file.
-ENV_ONLY = frozenset({"llm_api_key", "asterdex_signer_private_key", "asterdex_api_key", "asterdex_api_secret"})
+ENV_ONLY = frozenset(
+    {
+        "llm_api_key",
+        "asterdex_signer_private_key",
+        "asterdex_api_key",
+        "asterdex_api_secret",
+        "notify_urls",
+        "telegram_bot_token",
+    }
+)
 
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{5,24}$")
@@ -35,7 +45,10 @@ def normalize_symbol(raw: str) -> str:
     """Upper-case and check one symbol; raise ValueError naming what is accepted."""
     symbol = raw.strip().upper()
     if not SYMBOL_RE.match(symbol):
-        raise ValueError(f"malformed symbol {raw!r}: accepted are 5 to 24 letters and digits, like BTCUSDT")
+        # A bare base asset (btc) is the usual near miss: its USDT perpetual is what was meant.
+        guess = f"{symbol}USDT" if symbol.isalnum() and SYMBOL_RE.match(f"{symbol}USDT") else None
+        hint = f" (did you mean {guess}?)" if guess else ""
+        raise ValueError(f"malformed symbol {raw!r}{hint}: accepted are 5 to 24 letters and digits, like BTCUSDT")
     return symbol
 
 

@@ -3,6 +3,7 @@ accounts checked, and one clear error naming the setting and where its value cam
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,7 +17,12 @@ from llmtrader.config.settings import Settings, _load_context, _LoadContext, ins
 from llmtrader.errors import ConfigError
 
 # Command-line flags whose name differs from the setting they override.
-FLAG_NAMES = {"assets": "--symbols", "llm_model": "--model"}
+FLAG_NAMES = {
+    "assets": "--symbols",
+    "llm_model": "--model",
+    "paper_balance_usd": "--balance",
+    "max_position_size_usd": "--max-position-usd",
+}
 
 
 def _describe_source(
@@ -56,8 +62,10 @@ def _format_validation_error(
             parts.append(f"unknown key {path!r} ({where})")
             continue
         if err.get("type") == "extra_forbidden":
+            close = difflib.get_close_matches(name.lower(), list(Settings.model_fields), n=1, cutoff=0.75)
+            hint = f" did you mean {close[0]!r}?" if close else ""  # a near miss (intervall) named first
             known = ", ".join(sorted(Settings.model_fields))
-            parts.append(f"unknown setting {name!r} ({where}); known settings: {known}")
+            parts.append(f"unknown setting {name!r} ({where});{hint} known settings: {known}")
             continue
         shown = shown_value(name, err.get("input"))
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
@@ -137,6 +145,26 @@ def _apply_live_opt_in(
         f"this process was not started for live trading: set {_MODE_VARIABLE}=live in its environment or pass "
         f"--live ({_MODE_VARIABLE}=paper runs every account on paper)"
     )
+
+
+def setting_sources(
+    config_path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[Path | None, dict[str, str]]:
+    """The config file read (None: none) and where each setting's value comes from: ``file``,
+    ``env NAME`` or ``default`` (for ``config show``)."""
+    env = os.environ if environ is None else environ
+    path = resolve_config_path(config_path, env)
+    toml = read_config_file(path) if path is not None else {}
+    sources: dict[str, str] = {}
+    for name in Settings.model_fields:
+        found = env_value(name, env)
+        if found is not None:
+            sources[name] = f"env {found[0]}"
+        elif name in toml:
+            sources[name] = "file"
+        else:
+            sources[name] = "default"
+    return path, sources
 
 
 def load_settings(

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -134,6 +134,51 @@ class ABTest(BaseModel):
         return 0 if arm_fraction(decision_id) < self.split else 1
 
 
+# ---- [notify]: which events go to which notification URL (the URLs themselves: NOTIFY_URLS, env only) ----
+NotifyEvent = Literal[
+    "trade_opened", "trade_closed", "emergency", "kill_switch", "circuit", "failed_cycles", "venue_ban",
+    "agent", "daily_summary", "test",
+]  # fmt: skip
+NOTIFY_EVENTS: tuple[str, ...] = get_args(NotifyEvent)
+NotifyLevel = Literal["info", "warning", "critical"]
+
+
+class NotifyTarget(BaseModel):
+    """``[notify.urls.N]``: what the N-th URL of NOTIFY_URLS (counting from 1) receives."""
+
+    model_config = ConfigDict(extra="forbid")
+    events: list[NotifyEvent] | None = Field(None, description="Events sent (none: [notify].events).")
+    min_level: NotifyLevel | None = Field(None, description="Lowest level sent (none: [notify].min_level).")
+
+
+class NotifyConfig(BaseModel):
+    """The ``[notify]`` table (config file only): events, minimum level, per-URL choices, retries."""
+
+    model_config = ConfigDict(extra="forbid")
+    events: list[NotifyEvent] = Field(default_factory=lambda: list(NOTIFY_EVENTS))  # type: ignore[arg-type]
+    min_level: NotifyLevel = Field("info", description="Lowest level sent: info, warning or critical.")
+    urls: dict[Annotated[str, Field(pattern=r"^[1-9][0-9]{0,2}$")], NotifyTarget] = Field(default_factory=dict)
+    failed_cycles: int = Field(3, ge=1, le=1000, description="Failed cycles in a row that are told, once a streak.")
+    max_attempts: int = Field(8, ge=1, le=100, description="Attempts per message and URL before it counts failed.")
+    retry_max_wait_s: float = Field(300, ge=1, le=86_400, description="Longest wait between two attempts.")
+    timeout_s: float = Field(10, gt=0, le=120, description="Timeout of one send.")
+    telegram_chat_ids: list[int] = Field(default_factory=list, description="Chats the Telegram commands answer.")
+    telegram_control: bool = Field(False, description="Allow /pause, /resume and /closeall (with a confirmation).")
+    telegram_base_url: str = Field("https://api.telegram.org/bot", description="The Bot API base URL.")
+
+    @field_validator("telegram_base_url")
+    @classmethod
+    def _bot_api_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http(s) URL such as https://api.telegram.org/bot")
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+            raise ValueError("the bot token travels over http:// only to this machine: use https://")
+        return value
+
+
 ACCOUNT_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
 # An environment variable's name: what an account's env.* keys hold (never a value).
 ENV_VAR_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
@@ -180,6 +225,7 @@ class AccountEnv(BaseModel):
     asterdex_signer_private_key: str | None = Field(None, pattern=ENV_VAR_NAME_PATTERN)
     asterdex_api_key: str | None = Field(None, pattern=ENV_VAR_NAME_PATTERN)
     asterdex_api_secret: str | None = Field(None, pattern=ENV_VAR_NAME_PATTERN)
+    notify_urls: str | None = Field(None, pattern=ENV_VAR_NAME_PATTERN)
 
     def named(self) -> dict[str, str]:
         """Setting name -> environment variable name, for the credentials this account names."""
@@ -203,8 +249,12 @@ class AccountConfig(BaseModel):
     def _known_keys(self) -> AccountConfig:
         unknown = sorted(set(self.model_extra or {}) - set(ACCOUNT_KEYS))
         if unknown:
+            import difflib
+
+            close = [m for k in unknown for m in difflib.get_close_matches(k, ACCOUNT_KEYS, n=1, cutoff=0.75)]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(
-                f"unknown key {', '.join(repr(k) for k in unknown)}; an account may set: "
+                f"unknown key {', '.join(repr(k) for k in unknown)}{hint}; an account may set: "
                 f"{', '.join(ACCOUNT_KEYS)}, and env.* (the names of its credentials' environment variables)"
             )
         return self
@@ -296,6 +346,9 @@ class Settings(BaseSettings):
     asterdex_signer_private_key: SecretStr | None = Field(None, description="V3: the agent wallet's key.")
     asterdex_api_key: SecretStr | None = Field(None, description="V1 legacy API key.")
     asterdex_api_secret: SecretStr | None = Field(None, description="V1 legacy API secret.")
+    notify_urls: SecretStr | None = Field(None, description="Apprise URLs of the notifications (NOTIFY_URLS).")
+    telegram_bot_token: SecretStr | None = Field(None, description="The Telegram bot answering commands.")
+    notify: NotifyConfig = Field(default_factory=NotifyConfig, description="[notify] (config file only).")
     accounts: dict[Annotated[str, Field(pattern=ACCOUNT_NAME_PATTERN)], AccountConfig] = Field(
         default_factory=dict, description="[accounts.NAME] tables (config file only); none: one account."
     )

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from llmtrader.config.file import user_config_path
 from llmtrader.core.strategy import Strategy
 from llmtrader.errors import StrategyError
 
@@ -87,8 +88,17 @@ def _strategy_files(directory: Path) -> list[Path]:
     return listed
 
 
+def default_user_dir() -> Path:
+    """Where the user's strategies are found without a ``strategies_dir`` setting: ``strategies`` beside the
+    user's config.toml (XDG on Linux: ~/.config/llmtrader/strategies), as config.example.toml suggests."""
+    return user_config_path().parent / "strategies"
+
+
 def available_strategies(user_dir: Path | None) -> dict[str, Path]:
-    """Strategy names and their files; the user's directory shadows the built-in ones."""
+    """Strategy names and their files; the user's directory (``strategies_dir``, else the one of
+    :func:`default_user_dir` when it exists) shadows the built-in ones."""
+    if user_dir is None and default_user_dir().is_dir():
+        user_dir = default_user_dir()
     found: dict[str, Path] = {}
     for directory in (builtin_dir(), user_dir):
         if directory is not None:

@@ -17,12 +17,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from llmtrader.config.accounts import VENUE_KEYS, all_account_settings, credential_problems, settings_for_account
 from llmtrader.config.load import load_settings
 from llmtrader.config.settings import Settings
 from llmtrader.core.market import check_symbols
 from llmtrader.errors import ConfigError, LLMTraderError, VenueError
 from llmtrader.exchange.asterdex_market import AsterMarketData
 from llmtrader.llm.probe import probe_models
+from llmtrader.notify.checks import delivery_check, url_checks
 
 CLOCK_WARN_MS = 1000
 CLOCK_FAIL_MS = 5000
@@ -206,7 +208,6 @@ def ignored_variables(settings: Settings, environ: Mapping[str, str]) -> list[st
     """Environment variables that are set but that llmtrader ignores, each with the reason: an unknown
     ``LLMTRADER_*`` name, a misnamed documented one, a model key shadowed by another, or top-level venue
     credentials where [accounts.NAME] tables name their own. Names only: values are never shown."""
-    from llmtrader.config.accounts import VENUE_KEYS
     from llmtrader.config.file import env_names, env_value
 
     known = {name for field in Settings.model_fields for name in env_names(field)} | _OTHER_VARIABLES
@@ -237,8 +238,6 @@ def ignored_variables(settings: Settings, environ: Mapping[str, str]) -> list[st
 async def _account_checks(settings: Settings, name: str, environ: Mapping[str, str]) -> list[Check]:
     """One account of an [accounts.NAME] config: mode, strategy, symbols, credentials (one signed read),
     model; every check named with the account."""
-    from llmtrader.config.accounts import credential_problems, settings_for_account
-
     try:
         account = settings_for_account(settings, name, environ)
     except ConfigError as exc:
@@ -292,7 +291,7 @@ async def run_checks(
             return checks + tail
         for name in settings.accounts:
             checks += await _account_checks(settings, name, env)
-        return checks + tail
+        return checks + _notify_checks(settings, env) + tail
     checks = [Check("config", "ok", f"mode {settings.trading_mode}, assets {', '.join(settings.assets)}")]
     database = _database(settings)
     checks.append(_strategy(settings) if database.status == "ok" else Check("strategy", "fail", "no database"))
@@ -303,4 +302,21 @@ async def run_checks(
         if checks[-1].status == "ok" and (mode := await _position_mode(settings, market)) is not None:
             checks.append(mode)
     checks.append(await _model(settings))
-    return checks + tail
+    return checks + _notify_checks(settings, env) + tail
+
+
+def _notify_checks(settings: Settings, environ: Mapping[str, str]) -> list[Check]:
+    """The notification URLs parse (each account's), and no delivery failed (llmtrader.notify)."""
+    from llmtrader.storage.store import open_reader
+
+    try:
+        found = url_checks(all_account_settings(settings, environ))
+    except ConfigError as exc:
+        return [Check("notify", "fail", str(exc))]
+    conn = open_reader(settings.db)
+    try:
+        delivery = delivery_check(conn)
+    finally:
+        if conn is not None:
+            conn.close()
+    return [Check(n, s, d) for n, s, d in [*found, *([delivery] if delivery else [])]]  # type: ignore[arg-type]

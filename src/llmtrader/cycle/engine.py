@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -38,9 +38,10 @@ from llmtrader.core.risk import (
     validate_decision,
 )
 from llmtrader.core.strategy import Strategy
+from llmtrader.core.textfmt import at_precision
 from llmtrader.core.times import INTERVAL_MS, Clock
 from llmtrader.core.trades import PerformanceSummary, TradeLedger, TradeSummary
-from llmtrader.cycle.execution import ExecutionReport, ExecutionSettings, execute
+from llmtrader.cycle.execution import ExecutionReport, ExecutionSettings, execute, ours
 from llmtrader.errors import (
     ConfigError,
     LLMTraderError,
@@ -51,6 +52,7 @@ from llmtrader.errors import (
     VenueError,
 )
 from llmtrader.exchange.base import (
+    ZERO,
     Exchange,
     MarketData,
     OrderState,
@@ -73,7 +75,7 @@ from llmtrader.storage.store import Store
 from llmtrader.storage.venue_history import HistorySource, sync_venue_history
 
 # The record of a decision by a client that reads no prompt (the baseline) says so in place of the prompt.
-NO_PROMPT_NOTE = "{model} reads no prompt: none was rendered (`llmtrader strategy preview` shows a model's)"
+NO_PROMPT_NOTE = "{model} reads no prompt: none was rendered (`llmtrader strategy show` shows a model's)"
 
 
 @dataclass(frozen=True)
@@ -867,7 +869,9 @@ async def _ask_model(
     """Call the model and fill ``record`` with the answer; a ModelError is recorded (and reported to the
     cycle's circuit breaker) before it is raised."""
     try:
-        request = DecisionRequest(system=prepared.system, user=prepared.user, context=prepared.context)
+        request = DecisionRequest(
+            system=prepared.system, user=prepared.user, context=prepared.context, inputs=prepared.inputs
+        )
         answer = await client.decide(request)
     except ModelError as exc:
         if hooks is not None and hooks.on_model_result is not None:
@@ -939,12 +943,18 @@ async def close_positions(
     ``note``), so that every order links to an audit record."""
     exchange = services.exchange
     started = time.monotonic()
-    positions = await exchange.positions()
+    positions, orders = await together(exchange, exchange.positions(), exchange.open_orders())
     open_symbols = [p.symbol for p in positions]
+    # llmtrader's resting limit entries (never the owner's orders) are cancelled by a close too: one filling
+    # after the kill switch or a close by hand would open what was just closed.
+    resting = {
+        o.symbol for o in orders if o.type == OrderType.LIMIT and ours(o) and not (o.reduce_only or o.close_position)
+    }
     if symbols is None:
-        targets = open_symbols
+        scope = {*open_symbols, *services.settings.assets}
+        targets = open_symbols + sorted(s for s in resting if s in scope and s not in open_symbols)
     else:
-        missing = [s for s in symbols if s not in open_symbols]
+        missing = [s for s in symbols if s not in open_symbols and s not in resting]
         if missing:
             raise NotFoundError(
                 f"no open position on {', '.join(missing)} ({exchange.mode}); open: {', '.join(open_symbols) or 'none'}"
@@ -954,8 +964,15 @@ async def close_positions(
     if not targets:
         record.execution = "nothing"
         return DecideResult(record=record, report=None)
-    marks = await exchange.mark_prices(targets)
+    try:
+        marks = await exchange.mark_prices(targets)
+    except VenueError:
+        # Closing must not wait for the mark feed: the positions just read carry their marks.
+        marks = {p.symbol: p.mark_price for p in positions if p.symbol in targets and p.mark_price > 0}
+        if len(marks) < len([s for s in targets if s in open_symbols]):
+            raise
     record.marks = {s: float(m) for s, m in marks.items()}
+    marks = {**{s: ZERO for s in targets}, **marks}  # a symbol with only an entry to cancel needs no mark
     rationale = "closed by hand" if by == "manual" else note
     validations = [_accepted(s, Action.CLOSE_POSITION, rationale) for s in targets]
     if confirm is not None and not confirm(targets):
@@ -974,7 +991,14 @@ async def protect_positions(services: Services, stops: Mapping[str, float], *, n
     started = time.monotonic()
     targets = list(stops)
     record = _record_without_model(services, targets, by="reconcile", note=note)
-    marks = await services.exchange.mark_prices(targets)
+    try:
+        marks = await services.exchange.mark_prices(targets)
+    except VenueError:
+        # The stop must not wait for the mark feed: the positions carry their marks.
+        held = await services.exchange.positions()
+        marks = {p.symbol: p.mark_price for p in held if p.symbol in stops and p.mark_price > 0}
+        if len(marks) < len(targets):
+            raise
     record.marks = {s: float(m) for s, m in marks.items()}
     validations = [_accepted(s, Action.ADJUST_ORDERS, note, sl_price=stops[s]) for s in targets]
     return await _execute_without_model(services, record, validations, marks, started)
@@ -1050,10 +1074,13 @@ async def _execute_without_model(
             unrecorded = unrecorded or exc
             rules = await services.market.exchange_info()
     except VenueError as exc:
-        if unrecorded is None:
-            services.store.set_execution(record.id, "failed")
-        exc.decision_id = record.id
-        raise
+        if all(v.final is not None and v.final.action is Action.CLOSE_POSITION for v in validations):
+            rules = {}  # a close is sent as it is (reduce-only, the position's size): no rule fits it
+        else:
+            if unrecorded is None:
+                services.store.set_execution(record.id, "failed")
+            exc.decision_id = record.id
+            raise
     try:
         execution = await _execute_recorded(services, record, validations, rules, marks)
     except StoreError as exc:
@@ -1070,24 +1097,32 @@ async def position_rows(services: Services) -> tuple[str, list[dict[str, str | i
     """Open positions with their protective orders, as plain rows (strings keep the venue's precision)."""
     exchange = services.exchange
     positions, orders = await together(exchange, exchange.positions(), exchange.open_orders())
+    rules = await exchange.rules() if positions else {}
     rows: list[dict[str, str | int | None]] = []
     for p in positions:
         stop, target = protective_orders(p, orders)
+        rule = rules.get(p.symbol)
+
+        def price(value: Decimal, rule: Any = rule) -> str:
+            # An averaged entry or a computed liquidation price has many decimals: shown at the tick.
+            return at_precision(value, rule.tick_size) if rule is not None else dec_str(value)
+
         rows.append(
             {
                 "symbol": p.symbol,
                 "side": p.side,
-                "size": dec_str(p.size),
-                "entry_price": dec_str(p.entry_price),
-                "mark_price": dec_str(p.mark_price),
-                "unrealized_pnl": dec_str(p.unrealized_pnl),
-                "liquidation_price": dec_str(p.liquidation_price) if p.liquidation_price is not None else None,
+                "size": at_precision(p.size, rule.step_size) if rule is not None else dec_str(p.size),
+                "entry_price": price(p.entry_price),
+                "mark_price": price(p.mark_price),
+                "unrealized_pnl": at_precision(p.unrealized_pnl, Decimal("0.01")),
+                "liquidation_price": price(p.liquidation_price) if p.liquidation_price is not None else None,
                 "leverage": p.leverage,
                 "margin_type": p.margin_type,
-                "stop_loss": dec_str(stop.stop_price) if stop is not None else None,
-                "stop_loss_order": stop.client_order_id if stop is not None else None,
-                "take_profit": dec_str(target.stop_price) if target is not None else None,
-                "take_profit_order": target.client_order_id if target is not None else None,
+                # the names `decide --json` uses for a decision's stop and target (docs/json.md)
+                "sl_price": dec_str(stop.stop_price) if stop is not None else None,
+                "sl_order_id": stop.client_order_id if stop is not None else None,
+                "tp_price": dec_str(target.stop_price) if target is not None else None,
+                "tp_order_id": target.client_order_id if target is not None else None,
             }
         )
     return exchange.mode, rows

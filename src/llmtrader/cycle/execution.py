@@ -186,6 +186,7 @@ class _Run:
         self.decision_id = decision_id
         self.rules = rules
         self.marks = marks
+        self.decided_marks = marks  # the marks the decision was validated at (``marks`` becomes the fresh ones)
         self.settings = settings
         self.sleep: Sleep = sleep or asyncio.sleep
         self.store_errors: list[str] = []
@@ -502,15 +503,34 @@ class _Run:
                 continue
             await self.cancel_order(ex, order.client_order_id, f"{order.type} {order.client_order_id}")
 
-    async def cancel_resting_entries(self, ex: AssetExecution) -> None:
+    async def cancel_resting_entries(self, ex: AssetExecution, why: str = "superseded") -> None:
         """A new opening supersedes the symbol's resting limit entries: stacked entries could fill
         together beyond the position limit that each one respected. (Open orders were read with the
-        account, so this costs a request only when there is something to cancel.) Only llmtrader's."""
-        for order in self.open_orders.get(ex.symbol, []):
-            if order.type == OrderType.LIMIT and not (order.reduce_only or order.close_position) and ours(order):
-                await self.cancel_order(
-                    ex, order.client_order_id, f"resting entry {order.client_order_id} (superseded)"
-                )
+        account, so this costs a request only when there is something to cancel.) Only llmtrader's.
+        A close cancels them too (``why``): none may fill after it."""
+        for order in _resting_entries(self, ex.symbol):
+            await self.cancel_order(ex, order.client_order_id, f"resting entry {order.client_order_id} ({why})")
+
+    async def close_flat(self, ex: AssetExecution) -> None:
+        """A close where no position was open: llmtrader's resting entries of the symbol are cancelled, so that
+        none fills after a close (the kill switch's, or one by hand), then the stops and targets placed for them.
+        An entry that filled (even in part) before its cancel left a position: that is closed."""
+        await self.cancel_resting_entries(ex, "closed")
+        try:
+            position = await self.current_position(ex)
+        except VenueError as exc:
+            ex.outcome = "failed"
+            self.note(ex, "error", f"cannot read the position after cancelling the resting entries: {exc}")
+            return
+        if position is not None:
+            await self.close(ex, position)
+            return
+        cancelled = sum(1 for leg in ex.legs if leg.name == "cancel")
+        if cancelled < len(_resting_entries(self, ex.symbol)):
+            ex.outcome = "failed"  # an entry may still rest: its stop stays with it
+            return
+        await self.cancel_protective(ex, kinds=(OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET))
+        ex.outcome = "executed"
 
     # ---- plans ------------------------------------------------------------------------------
     async def configure(self, ex: AssetExecution, d: AssetDecision) -> tuple[Leg, Leg]:
@@ -586,6 +606,7 @@ class _Run:
         # A buy on a long (a sell on a short) adds: the new stop and target replace the old ones (protect).
         adding = before is not None and before.side == ("long" if side is Side.BUY else "short")
         resting = entry.type is OrderType.LIMIT and entry_leg.status in ("acknowledged", "partially_filled")
+        resting = resting or unknown  # an entry whose outcome is unknown may be resting, or land later
         sl_leg, tp_leg = await self.protect(ex, side, d.sl_price, d.tp_price, resizable=not (adding and resting))
         if sl_leg is None or sl_leg.status not in ("acknowledged", "filled"):
             why = "no stop-loss price" if sl_leg is None else f"stop-loss {sl_leg.status}: {sl_leg.message}"
@@ -655,6 +676,8 @@ class _Run:
         if result.status != "filled":
             ex.outcome = "rejected" if result.status == "rejected" else "failed"
             self.note(ex, "rejection", f"close {req.describe()}: {result.status} {result.message or ''}".strip())
+            # Whatever became of the close, no resting entry of llmtrader's may add to the position after it.
+            await self.cancel_resting_entries(ex, "closing")
             return
         await self.cancel_protective(ex)
         ex.outcome = "executed"
@@ -665,7 +688,13 @@ class _Run:
         """New stop and/or target first (each cancels the old ones once acknowledged); when the new stop is
         not acknowledged and no stop covers the whole position, flatten."""
         side = Side.BUY if position.amount > 0 else Side.SELL
-        sl_leg, tp_leg = await self.protect(ex, side, sl, tp, leg_suffix="n")
+        # An entry resting on the position's side adds to it when it fills: a reduce-only replacement sized now
+        # would not cover that part, so the closePosition order (which does) is kept where one must give way.
+        resting = any(
+            o.type == OrderType.LIMIT and o.side is side and not (o.reduce_only or o.close_position)
+            for o in self.open_orders.get(ex.symbol, [])
+        )
+        sl_leg, tp_leg = await self.protect(ex, side, sl, tp, leg_suffix="n", resizable=not resting)
         failed = []
         if sl_leg is not None and sl_leg.status not in ("acknowledged", "filled"):
             if await self.has_cover(ex) is False:
@@ -704,6 +733,18 @@ class _Run:
             )
             fitted = self.prepare(ex, leg, req)
         else:
+            decided = self.decided_marks.get(ex.symbol, mark)
+            if Decimal(str(d.allocation_usd)) * position.leverage / decided <= position.size:
+                # Validated as a reduction at the decided mark (no check an addition must pass was made): the
+                # mark of now must not turn it into an addition.
+                ex.outcome = "rejected"
+                self.note(
+                    ex,
+                    "rejection",
+                    f"not added: the decision reduces the position at the mark {dec_str(decided)} it was checked at; "
+                    f"at the mark of now, {dec_str(mark)}, it would add",
+                )
+                return
             if d.sl_price is None and not await self.has_stop(ex, side):
                 ex.outcome = "rejected"
                 self.note(ex, "rejection", "not added: the position has no stop-loss and the decision gives none")
@@ -737,6 +778,15 @@ class _Run:
             if ex.outcome != "executed":
                 return
         ex.outcome = "executed" if result.status != "unknown" else "partial"
+
+
+def _resting_entries(run: _Run, symbol: str) -> list[OrderState]:
+    """llmtrader's limit entries resting on ``symbol``, as the open orders were read before the first order."""
+    return [
+        o
+        for o in run.open_orders.get(symbol, [])
+        if o.type == OrderType.LIMIT and not (o.reduce_only or o.close_position) and ours(o)
+    ]
 
 
 def _levels_crossed(side: Side, mark: Decimal, d: AssetDecision) -> str | None:
@@ -831,6 +881,8 @@ async def execute(
         try:
             if d.action in (Action.BUY, Action.SELL):
                 await run.open(ex, d, available, configured[d.symbol])
+            elif position is None and d.action is Action.CLOSE_POSITION and _resting_entries(run, d.symbol):
+                await run.close_flat(ex)
             elif position is None:
                 ex.outcome = "rejected"
                 run.note(ex, "rejection", f"{d.action.value}: no open position on {d.symbol} at the venue")

@@ -52,12 +52,16 @@ from llmtrader.cycle.engine import (
     arm_strategy,
     close_positions,
     decide,
+    position_rows,
     protect_positions,
     sync_live_history,
 )
 from llmtrader.cycle.execution import covers, ours
 from llmtrader.errors import ConfigError, ModelError, NotFoundError, StrategyError, VenueError
 from llmtrader.exchange.base import OrderState, OrderType, Side, VenuePosition, dec_str, together
+from llmtrader.logs import cycle_summary, get_logger
+from llmtrader.storage import web as controls
+from llmtrader.storage import web as snapshots
 from llmtrader.storage.facts import AccountFacts, account_facts, day_start_baseline, trading_version, transfers_since
 
 if TYPE_CHECKING:
@@ -102,6 +106,7 @@ class CycleResult:
     equity_usd: float | None = None
     cached: bool = False  # the decision reused a cached answer (no model call)
     unprotected: list[str] = field(default_factory=list)  # symbols that may be open without a stop-loss
+    unreachable: str | None = None  # "venue" or "model": the cycle could not reach it (run --once exits 1)
 
     @property
     def duration_ms(self) -> int:
@@ -111,12 +116,15 @@ class CycleResult:
 # ---- the cycle ------------------------------------------------------------------------------------------
 
 
-async def run_cycle(services: Services, *, now_ms: int | None = None, dry_run: bool = False) -> CycleResult:
+async def run_cycle(
+    services: Services, *, now_ms: int | None = None, dry_run: bool = False, served: bool = False
+) -> CycleResult:
     """Run one cycle of the account of ``services`` (see the module docstring) and record it.
 
     ``now_ms`` is the cycle's time for the guards and the record (default: the services' clock). ``dry_run``
     sends no order at all: reconcile only reports the stops it would re-arm, the drawdown switch closes
-    nothing, and the decision is recorded as a dry run.
+    nothing, and the decision is recorded as a dry run. ``served`` (the scheduled agent, not a backtest) also
+    carries out the control requests of ``llmtrader serve`` and records the positions at the cycle's end.
 
     The expected failures (the venue, the model, a broken strategy) are outcomes, never raised. Anything
     else (a StoreError: the audit trail is gone; a bug) is recorded as skipped when the store still allows,
@@ -128,7 +136,9 @@ async def run_cycle(services: Services, *, now_ms: int | None = None, dry_run: b
     result = CycleResult(settings.account, now, now, SKIPPED, None, None)
     fields: dict[str, Any] = {}
     try:
-        await _cycle(services, result, now, dry_run, fields)
+        await _cycle(services, result, now, dry_run, fields, served)
+        if served:
+            await _snapshot_positions(services)
         _flag_unprotected(result)
     except BaseException as exc:
         result.outcome = SKIPPED
@@ -188,8 +198,6 @@ def _record(store: Store, result: CycleResult) -> None:
 def _log(result: CycleResult, fields: dict[str, Any]) -> None:
     import logging
 
-    from llmtrader.logs import cycle_summary, get_logger
-
     level = logging.WARNING if "error" in result.outcome or "reject" in result.outcome else logging.INFO
     if result.outcome == UNPROTECTED:
         level = logging.ERROR
@@ -210,7 +218,9 @@ def _log(result: CycleResult, fields: dict[str, Any]) -> None:
     )
 
 
-async def _cycle(services: Services, result: CycleResult, now: int, dry_run: bool, fields: dict[str, Any]) -> None:
+async def _cycle(
+    services: Services, result: CycleResult, now: int, dry_run: bool, fields: dict[str, Any], served: bool = False
+) -> None:
     settings, store = services.settings, services.store
     name = settings.account
     gs = GuardSettings.from_settings(settings)
@@ -221,13 +231,16 @@ async def _cycle(services: Services, result: CycleResult, now: int, dry_run: boo
         await _reconcile(services, now, result.reconcile, dry_run=dry_run, unprotected=result.unprotected)
     except VenueError as exc:
         result.reason = f"reconcile failed, positions left as they are: {exc}"
+        result.unreachable = "venue"
         return
     try:
         account = await account_state(services)
     except VenueError as exc:
         result.reason = f"the account cannot be read: {exc}"
+        result.unreachable = "venue"
         return
     result.equity_usd = account.equity_usd
+    paused = await _carry_out_controls(services, result, dry_run) if served else None
     # The venue's history (live): the closes that filled there while no one looked (for the cooldown and the
     # minimum hold) and the deposits and withdrawals (for the kill switches' baselines), whatever the strategy
     # shows the model. When it cannot be read, the decision holds openings (engine.decide).
@@ -248,19 +261,21 @@ async def _cycle(services: Services, result: CycleResult, now: int, dry_run: boo
     if verdict.events or verdict.new_state != state:  # unchanged state: nothing to write
         store.save_guard_state(name, verdict.new_state, verdict.events, now_ms=now)
     if verdict.events:
-        from llmtrader.logs import get_logger
-
         logger = get_logger("llmtrader.cycle")
         for event in verdict.events:
             logger.warning("guard", account=name, kind=event.kind, message=event.message)
     blocked = list(zip(verdict.blocked_by, verdict.reasons, strict=False))
     if verdict.close_all:
         result.reason = "; ".join(verdict.reasons)
-        if account.positions:
+        if account.positions or not dry_run:  # with no position, llmtrader's resting entries are still cancelled
             await _close_all(services, result, dry_run)
         return
     if not verdict.allow_decision:
         result.reason = "; ".join(verdict.reasons)
+        return
+
+    if paused is not None:  # after reconcile and the guards: a paused account is still protected
+        result.reason = paused
         return
 
     # 3. Decide, with the guards and the cache.
@@ -288,6 +303,7 @@ async def _cycle(services: Services, result: CycleResult, now: int, dry_run: boo
         decided = await decide(services, settings.assets, dry_run=dry_run, hooks=hooks)
     except ModelError as exc:
         result.outcome, result.reason, result.decision_id = MODEL_ERROR, str(exc), exc.decision_id
+        result.unreachable = "model"
         return
     except VenueError as exc:
         result.decision_id = exc.decision_id
@@ -295,6 +311,7 @@ async def _cycle(services: Services, result: CycleResult, now: int, dry_run: boo
             result.outcome, result.reason = EXCHANGE_REJECT, f"execution did not start: {exc}"
         else:
             result.reason = f"the venue could not be read for the decision: {exc}"
+            result.unreachable = "venue"
         return
     except ConfigError as exc:  # a strategy that no longer loads, a symbol no longer listed
         result.reason = str(exc)
@@ -334,13 +351,57 @@ async def _close_all(services: Services, result: CycleResult, dry_run: bool) -> 
         result.reason = f"{result.reason}; closing: {closed.execution.summary}: {'; '.join(problems)}"
 
 
+# ---- serve's control requests and positions snapshot (llmtrader.web reads them; storage m012_web) --------
+
+
+async def _carry_out_controls(services: Services, result: CycleResult, dry_run: bool) -> str | None:
+    """Carry out the pending control requests of the dashboard (``serve --allow-control``), oldest first:
+    close_all closes every position at market as `close --all` does (recorded as a decision by "control");
+    pause and resume are marked done. Returns why the cycle must not decide (the account is paused), or None."""
+    store, name = services.store, services.settings.account
+    for request in controls.pending_controls(store, name):
+        status, said = "done", f"{request['action']} carried out"
+        if request["action"] == "close_all":
+            note = f"closed at market from {request['source']} (control request {request['id']})"
+            if dry_run:
+                status, said = "failed", "dry run: the positions are not closed"
+            else:
+                try:
+                    closed = await close_positions(services, None, by="control", note=note)
+                except VenueError as exc:
+                    status, said = "failed", f"closing failed: {exc}"
+                else:
+                    result.unprotected += closed.execution.unprotected if closed.execution is not None else []
+                    said = f"decision {closed.record.id}: {closed.record.execution}"
+                    if closed.execution is not None and closed.execution.summary != "executed":
+                        status = "failed"
+        controls.finish_control(store, request["id"], status=status, result=said, now_ms=services.clock.now_ms())
+    return controls.is_paused(store, name)
+
+
+async def _snapshot_positions(services: Services) -> None:
+    """Record the open positions with their stops and targets as the cycle leaves them (for ``serve``); a
+    venue that cannot be read now only costs the snapshot."""
+    try:
+        mode, rows = await position_rows(services)
+    except VenueError as exc:
+        get_logger("llmtrader.cycle").warning("positions snapshot skipped", reason=str(exc))
+        return
+    snapshots.record_positions(
+        services.store, account=services.settings.account, mode=mode, time_ms=services.clock.now_ms(), rows=rows
+    )
+
+
 def _outcome(decided: DecideResult, openings_refused: str | None) -> tuple[str, str | None]:
     """The outcome of a recorded decision, and why."""
     record, execution, report = decided.record, decided.execution, decided.report
     if record.outcome == "all_rejected":
         rejected = [] if report is None else [f"{v.symbol}: {'; '.join(v.reasons[:2])}" for v in report.assets]
         return RISK_VETO, "every asset decision was rejected: " + " | ".join(rejected)
+    vetoed = [] if report is None else [v for v in report.assets if v.status.value == "rejected" and v.action != "hold"]
     if execution is None:
+        if vetoed and record.execution != "dry_run" and not openings_refused:  # the risk checks said no
+            return RISK_VETO, "rejected: " + " | ".join(f"{v.symbol}: {'; '.join(v.reasons[:2])}" for v in vetoed)
         why = "dry run" if record.execution == "dry_run" else None
         return HELD, why or (f"openings refused: {openings_refused}" if openings_refused else None)
     summary = execution.summary
@@ -374,6 +435,8 @@ async def reconcile(services: Services, now_ms: int, *, dry_run: bool = False) -
       :data:`MAX_ORDER_CHECKS` lookups per cycle).
     - Duplicate protective orders llmtrader placed (two stops, or two targets, on one position) are cancelled
       but the newest covering one; the owner's own orders are never touched.
+    - Stops and targets llmtrader placed on a symbol with no position and no llmtrader entry resting (what a
+      filled stop leaves of its target, and the reverse) are cancelled, each recorded as a ``cancel`` event.
 
     Raises VenueError when the positions or open orders cannot be read, or no stop could be sent.
     """
@@ -398,9 +461,15 @@ async def _reconcile(
     protector = None
     lost: list[str] = [] if unprotected is None else unprotected
     if naked:  # protection first: it must not wait for the order lookups below
-        protector = await _protect(services, naked, unknown, facts, notes, lost, dry_run=dry_run)
+        try:
+            protector = await _protect(services, naked, unknown, facts, notes, lost, dry_run=dry_run)
+        except VenueError:
+            # No stop could be sent (the mark or the rules could not be read): they stay open without one.
+            lost.extend(p.symbol for p in naked if p.symbol not in lost)
+            raise
     rearmed = {p.symbol for p in naked}
     await _cancel_duplicates(services, positions, orders, notes, dry_run, stops_replaced=rearmed)
+    await _cancel_stale_protection(services, positions, orders, notes, dry_run)
     marked = await _mark_orders(services, orders, notes, skip_decision=protector)
     if unknown and marked:  # an entry whose answer was lost may just have been found filled
         facts = account_facts(store, name, horizon)
@@ -518,6 +587,54 @@ async def _cancel_duplicates(
                 message = f"cancelled the {what}"
                 log.event(decision_id=None, symbol=p.symbol, kind="cancel", message=message)
                 notes.append(message)
+
+
+async def _cancel_stale_protection(
+    services: Services, positions: list[VenuePosition], orders: Sequence[OrderState], notes: list[str], dry_run: bool
+) -> None:
+    """Cancel llmtrader's stops and targets left on symbols with no position and no entry of llmtrader's resting
+    (a stop that filled leaves its target, and the reverse): on a venue keeping one closePosition order per side,
+    a stale one turns the next entry's stop into -4130. A resting entry's protection stays; the owner's orders
+    are never touched. Sent first, recorded after: a store that cannot write raises once they are sent."""
+    held = {p.symbol for p in positions}
+    entries = {o.symbol for o in orders if ours(o) and not (o.reduce_only or o.close_position)}
+    stale = [
+        o
+        for o in orders
+        if ours(o)
+        and o.type in (OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET)
+        and (o.close_position or o.reduce_only)
+        and o.symbol not in held
+        and o.symbol not in entries
+    ]
+    if not stale:
+        return
+    if dry_run:
+        notes.extend(f"dry run: would cancel the stale {o.type} {o.client_order_id} of {o.symbol}" for o in stale)
+        return
+    exchange = services.exchange
+    try:
+        # An entry may have filled between the reads of the positions and the orders: its stop must stay.
+        held = {p.symbol for p in await exchange.positions()}
+    except VenueError as exc:
+        notes.append(f"stale stops and targets left for the next cycle: the positions cannot be read again: {exc}")
+        return
+    done: list[tuple[str, str]] = []
+    for order in stale:
+        if order.symbol in held:
+            continue
+        what = f"stale {order.type} {order.client_order_id} of {order.symbol} (no position, no entry resting)"
+        try:
+            state = await exchange.cancel_order(order.symbol, order.client_order_id)
+        except VenueError as exc:
+            notes.append(f"cannot cancel the {what}: {exc}")
+            continue
+        message = f"cancelled the {what}" if state is not None else f"the {what} was already filled or gone"
+        done.append((order.symbol, message))
+        notes.append(message)
+    log = services.store.execution_log(services.settings.account, exchange.mode, services.clock.now_ms)
+    for symbol, message in done:
+        log.event(decision_id=None, symbol=symbol, kind="cancel", message=message)
 
 
 async def _emergency_close(services: Services, symbol: str, reason: str) -> str:

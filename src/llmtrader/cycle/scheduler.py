@@ -46,12 +46,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
+from llmtrader.config.accounts import account_names, credential_problems, require_account, settings_for_account
+from llmtrader.config.strategies import load_strategy
 from llmtrader.core.times import INTERVAL_MS
-from llmtrader.errors import ConfigError, CredentialsError
-from llmtrader.storage.reader import Connection, _guard_state, _paper_positions
+from llmtrader.errors import ConfigError, CredentialsError, LLMTraderError
+from llmtrader.notify.checks import outbox_health
+from llmtrader.notify.delivery import open_notifier
+from llmtrader.notify.telegram import TelegramCommands
+from llmtrader.storage.outbox import paused_reason
+from llmtrader.storage.reader import (
+    Connection,
+    _guard_state,
+    _paper_positions,
+    last_cycles,
+    session_summary,
+    strategy_choice,
+)
 
 if TYPE_CHECKING:
     from structlog.stdlib import BoundLogger
@@ -74,6 +87,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Local model servers (Ollama, vLLM) take any key: bootstrap.build_client uses "local" for them.
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 NO_MODEL_KEY = "baseline (no model key)"
+T = TypeVar("T")
 
 
 class CycleFn(Protocol):
@@ -153,8 +167,6 @@ def start_problems(settings: Settings, name: str, account: Settings) -> list[str
     variables unset, no or partial venue credentials, no model key. Empty for a sound account. For a
     paper account these are only warnings (it needs no venue key, and decides with baseline rules
     without a model key); the caller decides."""
-    from llmtrader.config.accounts import credential_problems
-
     problems = credential_problems(settings, name)
     if account.trading_mode != "live":
         return problems
@@ -193,8 +205,6 @@ def select_accounts(settings: Settings, names: Sequence[str] | None = None) -> S
     every problem of every account, naming the environment variables. A paper account's problems are
     returned as warnings.
     """
-    from llmtrader.config.accounts import account_names, require_account, settings_for_account
-
     chosen = list(dict.fromkeys(names)) if names else account_names(settings)
     for name in chosen:
         require_account(settings, name)
@@ -264,7 +274,16 @@ class Scheduler:
         self._stop: asyncio.Event | None = None
         self._stopping = False
         self._forced = False
+        self.failures: list[str] = []  # why a `--once` cycle could not reach the venue or the model
         self._closed = False
+        # llmtrader.notify: why an account's cycles are held (an account paused from Telegram), None: not held.
+        self.hold: Callable[[Store, str], str | None] | None = None
+
+    async def exclusive(self, account: str, fn: Callable[[Services], Awaitable[T]]) -> T:
+        """Run ``fn`` with the account's services while no cycle of it runs (a close asked from Telegram)."""
+        acc = self._accounts[account]
+        async with acc.lock:
+            return await fn(acc.services)
 
     @property
     def accounts(self) -> list[str]:
@@ -292,6 +311,10 @@ class Scheduler:
         if self._stopping:
             self.log.info("cycle not started: the agent is stopping", account=account)
             return None
+        why = self.hold(acc.services.store, account) if self.hold is not None else None  # notify: /pause
+        if why is not None:
+            self.log.info("cycle skipped: the account is paused", account=account)
+            return self._record_skip(acc.services.store, account, now_ms=now, reason=why)
         if acc.lock.locked():
             self.log.warning("cycle skipped: the previous cycle is still running", account=account)
             try:
@@ -452,7 +475,8 @@ class Scheduler:
     async def serve_once(self, *, signals: Sequence[signal.Signals] = STOP_SIGNALS) -> int:
         """``run --once``: one cycle per account, concurrently, then close. A signal lets the cycles
         finish (a second one cancels them). Returns 3 when a cycle left a position that may be open without
-        a stop-loss, else 0 when every account's cycle was recorded (whatever its outcome), else 1."""
+        a stop-loss, else 1 when a cycle was not recorded or could not reach the venue or the model (cron
+        and ``make run`` users see the failure; :attr:`failures` says why), else 0 (whatever was decided)."""
         from llmtrader.cycle.run import UNPROTECTED
 
         with self._handling(signals):
@@ -460,9 +484,14 @@ class Scheduler:
                 results = await self.run_once()
             finally:
                 await self.close()
+        self.failures = [
+            f"account {r.account!r}: the cycle could not reach the {r.unreachable}: {r.reason}"
+            for r in results
+            if r is not None and getattr(r, "unreachable", None) is not None  # a cycle function's own result type
+        ]
         if any(r is not None and r.outcome == UNPROTECTED for r in results):
             return 3
-        return 0 if all(r is not None for r in results) else 1
+        return 0 if all(r is not None for r in results) and not self.failures else 1
 
 
 # ---- The command ----------------------------------------------------------------------------------------
@@ -473,7 +502,6 @@ def last_cycle_times(conn: Connection | None) -> dict[str, int | None]:
     if conn is None:
         return {}
     from llmtrader.core.times import ms_of_iso
-    from llmtrader.storage.reader import last_cycles
 
     return {name: ms_of_iso(row["started_at"]) for name, row in last_cycles(conn).items()}
 
@@ -593,11 +621,14 @@ async def run_agent(
         try:
             for name, settings in selection.accounts.items():
                 built[name] = build_services(settings, clock=clock)
+                chosen, _ = strategy_in_force(built[name].store, settings)
+                interval = cycle_interval(settings, chosen)
+                if interval != settings.interval:  # the strategy's own interval (swing: every 4h)
+                    built[name].settings = settings.model_copy(update={"interval": interval})
             for services in built.values():  # a live account in hedge mode cannot place a stop: refused now
                 await require_one_way(services)
-            cycle: CycleFn = run_cycle
-            if dry_run:
-                cycle = partial(run_cycle, dry_run=True)
+            # served: carry out serve's control requests and record a positions snapshot each cycle
+            cycle: CycleFn = partial(run_cycle, dry_run=dry_run, served=True)
             scheduler = Scheduler(
                 built, cycle=cycle, record_skip=record_skipped_cycle, close_services=close_services, clock=clock,
                 offset_s=offset_s,
@@ -625,18 +656,116 @@ async def run_agent(
             # A live account's start is a WARNING: real orders follow, and it must stand out in the journal.
             start = log.warning if settings.trading_mode == "live" else log.info
             start("start", **{k: v for k, v in fields.items() if v is not None})
-        if once:
-            return await scheduler.serve_once()
-        conn = open_reader(db)
+        # ---- notify: the outbox's delivery task runs beside the scheduler (llmtrader.notify.delivery) ----
+        notifier = open_notifier(db, {name: s.settings for name, s in built.items()}, clock.now_ms)
+        if notifier is not None:
+            notifier.agent("started", "one cycle per account (--once)" if once else "scheduled cycles")
+            notifier.start()
+        telegram = start_telegram(built, scheduler, clock, poll=not once)
+        code = 1
         try:
-            last = last_cycle_times(conn)
-        finally:
-            if conn is not None:
-                conn.close()
-        return await scheduler.serve(last_cycle_ms=last)
+            # ---- end notify ----
+            if once:
+                code = await scheduler.serve_once()
+                for failure in scheduler.failures:  # prominently, beside the log lines
+                    say(failure)
+                return code
+            conn = open_reader(db)
+            try:
+                last = last_cycle_times(conn)
+            finally:
+                if conn is not None:
+                    conn.close()
+            code = await scheduler.serve(last_cycle_ms=last)
+            _log_session(log, db, list(built), now)
+            return code
+        finally:  # ---- notify ----
+            if telegram is not None:
+                await telegram.close()
+            if notifier is not None:
+                notifier.agent("stopped", f"exit code {code}", clean=code == 0)
+                await notifier.close(flush_s=notifier.config.timeout_s)
     finally:
         for lock in locks:
             lock.release()
+
+
+def start_telegram(built: Mapping[str, Services], scheduler: Scheduler, clock: Clock, *, poll: bool) -> Any:
+    """Accounts paused from Telegram are held by the scheduler; with ``poll``, TELEGRAM_BOT_TOKEN and an
+    allow-list, llmtrader.notify.telegram answers commands beside it (/closeall under the cycle lock)."""
+    from llmtrader.cycle.engine import close_positions
+    from llmtrader.logs import get_logger
+    from llmtrader.storage.store import Store
+
+    log = get_logger("llmtrader.scheduler")
+
+    def hold(store: Store, account: str) -> str | None:
+        try:
+            return paused_reason(store.db.conn, account)
+        except Exception:  # an unreadable pause must not stop a cycle that may have stops to arm
+            log.exception("the pause of the account could not be read; the cycle runs", account=account)
+            return None
+
+    scheduler.hold = hold
+    first = next(iter(built.values())).settings
+    if not poll or first.telegram_bot_token is None or not first.notify.telegram_chat_ids:
+        return None
+
+    async def close_all(account: str, note: str) -> str:
+        async def close(services: Services) -> str:
+            done = await close_positions(services, None, by="manual", note=note)
+            return "nothing was open" if done.execution is None else f"closed (decision {done.record.id})"
+
+        result: str = await scheduler.exclusive(account, close)
+        return result
+
+    try:
+        commands = TelegramCommands(
+            Store(first.db), {name: s.settings for name, s in built.items()}, now_ms=clock.now_ms,
+            close_all=close_all,
+        )  # fmt: skip
+    except Exception:
+        log.exception("Telegram commands are off: they could not be set up")
+        return None
+    commands.start()
+    return commands
+
+
+def cycle_interval(settings: Settings, strategy: str | None = None) -> str:
+    """How often an account decides: its ``interval`` setting when one was given (file, environment, an
+    account table), else the interval of its strategy in force (``strategy``, else the configured one), as a
+    backtest does; the setting's default when the strategy does not load (the cycle reports why)."""
+    if "interval" in settings.model_fields_set:
+        return str(settings.interval)
+    try:
+        return str(load_strategy(strategy or settings.strategy, settings.strategies_dir).interval)
+    except LLMTraderError:
+        return str(settings.interval)
+
+
+def _log_session(log: Any, db: Path, accounts: list[str], since_ms: int) -> None:
+    """The session summary when `run` stops: per account, cycles by outcome, fills, realised PnL after fees,
+    model cost. A summary that cannot be read is only logged as such: the agent has stopped cleanly."""
+    from llmtrader.storage.store import open_reader
+
+    try:
+        conn = open_reader(db)
+        if conn is None:
+            return
+        try:
+            rows = session_summary(conn, accounts, since_ms)
+        finally:
+            conn.close()
+    except Exception:
+        log.exception("the session summary could not be read")
+        return
+    for row in rows:
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(row["outcomes"].items())) or "none"
+        log.info(
+            f"session: {row['cycles']} cycles ({outcomes}), {row['fills']} fills, realised PnL "
+            f"{row['realized_pnl_usd']} USD after fees, model cost {row['model_cost_usd']:.4f} USD",
+            account=row["account"],
+        )
 
 
 # ---- Status ---------------------------------------------------------------------------------------------
@@ -652,17 +781,18 @@ def agent_status(
     (``None``): asking the venue is ``llmtrader positions``. Equity is the one the last cycle saw.
     ``conn`` None (no database yet) gives every account with nothing run.
     """
-    from llmtrader.config.accounts import account_names, settings_for_account
     from llmtrader.core.guards import describe
     from llmtrader.core.times import iso_utc
-    from llmtrader.storage.reader import last_cycles, strategy_choice
 
     names = account_names(settings)
     cycles = last_cycles(conn, names) if conn is not None else {}
+    notify_health = outbox_health(conn) if conn is not None else None
     out: list[dict[str, Any]] = []
     for name in names:
         account = settings_for_account(settings, name)
         chosen = strategy_choice(conn, name) if conn is not None else None
+        interval = cycle_interval(account, chosen)
+        account = account.model_copy(update={"interval": interval}) if interval != account.interval else account
         last = cycles.get(name)
         pid = RunLock(account.db, name).holder()
         positions = None
@@ -685,6 +815,7 @@ def agent_status(
                 "equity_usd": last["equity_usd"] if last is not None else None,
                 "open_positions": positions,
                 "guards": describe(_guard_state(conn, name), now_ms),
+                "notifications": notify_health,  # llmtrader.notify: the outbox (the same for every account)
             }
         )
     return out

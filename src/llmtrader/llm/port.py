@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llmtrader.core.context import DecisionContext
 from llmtrader.core.decision import LenientDecision, decision_json_schema
+
+if TYPE_CHECKING:
+    from llmtrader.core.risk import RiskInputs
 
 MODES = ("json_schema", "json_object", "text")
 
@@ -20,6 +23,9 @@ class DecisionRequest:
     system: str
     user: str
     context: DecisionContext
+    # The facts the validator will judge the answer with (cooldowns, holds, DCA schedule): a rule-based
+    # client reads them to stay inside the limits; a model never sees them (they are not part of the hash).
+    inputs: RiskInputs | None = None
 
 
 @dataclass

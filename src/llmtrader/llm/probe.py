@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,3 +34,19 @@ async def probe_models(base_url: str, api_key: str, timeout_s: float) -> ModelsP
     except (ValueError, AttributeError):
         return ModelsProbe(None, resp.status_code, None)
     return ModelsProbe(None, resp.status_code, ids)
+
+
+def listed_prices(base_url: str, api_key: str, models: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """USD per prompt and completion token of each of ``models`` the endpoint's model list prices
+    (OpenRouter's ``pricing``); empty when the list cannot be read (it is optional)."""
+    prices: dict[str, tuple[float, float]] = {}
+    try:
+        reply = httpx.get(f"{base_url}/models", headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
+        if reply.status_code == 200:
+            for item in reply.json().get("data", []):
+                pricing = item.get("pricing") if isinstance(item, dict) else None
+                if item.get("id") in models and isinstance(pricing, dict):
+                    prices[str(item["id"])] = (float(pricing["prompt"]), float(pricing["completion"]))
+    except Exception:  # the list is optional: the price table, or "unknown", stands in
+        pass
+    return prices

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from llmtrader.core.guards import GuardState
-from llmtrader.core.times import ms_of_iso
+from llmtrader.core.times import iso_utc, ms_of_iso
 from llmtrader.core.trades import ADOPTED_REASON, FundingEvent, Trade, TradeFill, decision_id_of, reconstruct_trades
 from llmtrader.errors import NotFoundError, StoreError
 
@@ -36,14 +36,29 @@ def _row(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def _matching_ids(
-    conn: sqlite3.Connection, symbol: str | None, action: str | None, since: str | None, limit: int
+    conn: sqlite3.Connection,
+    symbol: str | None,
+    action: str | None,
+    since: str | None,
+    limit: int,
+    account: str | None = None,
+    until: str | None = None,
 ) -> list[str]:
     if symbol is None and action is None:
         sql = "SELECT id AS decision_id FROM decisions"
         params: list[Any] = []
+        conds = []
         if since:
-            sql += " WHERE created_at >= ?"
+            conds.append("created_at >= ?")
             params.append(since)
+        if until:
+            conds.append("created_at < ?")
+            params.append(until)
+        if account is not None:
+            conds.append("account = ?")
+            params.append(account)
+        if conds:
+            sql += " WHERE " + " AND ".join(conds)
         sql += " ORDER BY created_at DESC LIMIT ?"
         return [r["decision_id"] for r in conn.execute(sql, [*params, limit])]
     where, params = [], []
@@ -56,6 +71,12 @@ def _matching_ids(
     if since:
         where.append("created_at >= ?")
         params.append(since)
+    if until:
+        where.append("created_at < ?")
+        params.append(until)
+    if account is not None:
+        where.append("decision_id IN (SELECT id FROM decisions WHERE account = ?)")
+        params.append(account)
     sql = f"SELECT decision_id FROM asset_decisions WHERE {' AND '.join(where)} ORDER BY created_at DESC"
     ids: dict[str, None] = {}  # insertion-ordered set
     for r in conn.execute(sql, params):  # lazily, newest first, stopping at `limit` decisions
@@ -72,9 +93,12 @@ def history(
     action: str | None = None,
     since: str | None = None,
     limit: int = 20,
+    account: str | None = None,
+    until: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Decisions newest first; with a symbol or action filter, only the matching asset rows."""
-    ids = _matching_ids(conn, symbol, action, since, limit)
+    """Decisions newest first; with a symbol or action filter, only the matching asset rows; ``account``
+    and ``until`` (excluded) narrow it further."""
+    ids = _matching_ids(conn, symbol, action, since, limit, account, until)
     if not ids:
         return []
     marks = ",".join("?" * len(ids))
@@ -273,6 +297,7 @@ def show(conn: sqlite3.Connection, decision_id: str) -> dict[str, Any]:
         raise NotFoundError(f"{decision_id!r} matches more than one decision; give more of the id")
     record = _row(rows[0])
     record["decision_id"] = record.pop("id")
+    record["dry_run"] = bool(record.get("dry_run"))  # a boolean in JSON, as in `decide --json`
     record["prompt"] = {"system": record.pop("system_prompt"), "user": record.pop("user_prompt")}
     record["assets"] = [
         _row(r)
@@ -316,7 +341,7 @@ def strategy_choice(conn: sqlite3.Connection, account: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-PNL_NOTE = "PnL per arm is not computed yet: it comes with the statistics from stored fills (a later issue)."
+PNL_NOTE = "PnL per arm is not in this comparison: `llmtrader stats --by arm` shows it, from the recorded fills."
 
 
 def compare_arms(
@@ -499,3 +524,39 @@ def _guard_state(conn: sqlite3.Connection | None, account: str) -> Any:
     if conn is not None:
         row = conn.execute("SELECT state FROM guard_state WHERE account = ?", [account]).fetchone()
     return GuardState.from_json(json.loads(row[0]) if row is not None else None)
+
+
+def session_summary(conn: sqlite3.Connection, accounts: Sequence[str], since_ms: int) -> list[dict[str, Any]]:
+    """What a `run` session did per account since ``since_ms``: cycles by outcome, fills, realised PnL after
+    fees (paper and live fills, exact decimal strings), and the model cost of its decisions."""
+    since = iso_utc(since_ms)
+    out = []
+    for account in accounts:
+        outcomes = {
+            str(r[0]): int(r[1])
+            for r in conn.execute(
+                "SELECT outcome, count(*) FROM cycles WHERE account = ? AND started_at >= ? GROUP BY outcome",
+                [account, since],
+            )
+        }
+        fills, pnl = 0, Decimal(0)
+        for table in ("paper_fills", "venue_fills"):
+            for realized, fee in conn.execute(
+                f"SELECT realized_pnl, fee FROM {table} WHERE account = ? AND time_ms >= ?", [account, since_ms]
+            ):
+                fills += 1
+                pnl += Decimal(realized or "0") - Decimal(fee or "0")
+        cost = conn.execute(
+            "SELECT sum(cost_usd) FROM decisions WHERE account = ? AND created_at >= ?", [account, since]
+        ).fetchone()[0]
+        out.append(
+            {
+                "account": account,
+                "cycles": sum(outcomes.values()),
+                "outcomes": outcomes,
+                "fills": fills,
+                "realized_pnl_usd": format(pnl.normalize(), "f") if fills else "0",
+                "model_cost_usd": float(cost or 0.0),
+            }
+        )
+    return out

@@ -1,0 +1,153 @@
+"""An arena of 5 recorded models replayed: BTC, ETH and SOL over every 1h candle of ../shared/data (about
+6,150 steps each), plus the baseline every arena runs. Target: under 30 s of wall time.
+
+The 5 models are recorded first (not timed): a deterministic client that reads each rendered prompt like a
+model and answers from it (holds, and now and then a buy with a stop and a target), wrapped in the same
+recorder as a real model, each on the arena's market. The timed figure is :func:`llmtrader.arena.run.run_arena`
+over those recordings (every answer replayed from the database, nothing called), in this process, with the
+data read and the indicators computed once for the arena. Beside it: 5 replays of the same recordings as
+sequential backtests (``backtest --replay``, each reading the data itself), and the ratio of the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import OUT, Result, perp_dir, result
+
+TARGET_S = 30.0
+RUNS = 1  # each figure is one run: the whole bench takes minutes on 2 cores
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+MODELS = tuple(f"bench/model-{i}" for i in range(5))
+
+
+class PromptReader:
+    """A stand-in model that reads the prompt: it buys the first symbol whose 1h RSI line it finds below a
+    threshold of its own, with a 2 % stop and a 4 % target; otherwise it holds."""
+
+    base_url = "bench:local"
+    reads_prompt = True
+
+    def __init__(self, model: str, threshold: float) -> None:
+        self.model = model
+        self.threshold = threshold
+
+    async def decide(self, request: Any) -> Any:
+        from llmtrader.core.decision import salvage_decision
+        from llmtrader.llm.port import CallRecord, ModelAnswer
+
+        ctx = request.context
+        assets = []
+        bought = False
+        for symbol in ctx.symbols:
+            rsi = ctx.assets[symbol].frames["1h"].indicators.get("rsi14")
+            mark = ctx.assets[symbol].mark_price
+            entry: dict[str, Any] = {"symbol": symbol, "action": "hold", "rationale": "wait", "allocation_usd": 0,
+                                     "leverage": 1, "confidence": 0.5, "risk_level": "low"}  # fmt: skip
+            if not bought and rsi is not None and rsi < self.threshold and f"## {symbol}" in request.user:
+                entry.update(action="buy", allocation_usd=500, leverage=2, tp_price=round(mark * 1.04, 2),
+                             sl_price=round(mark * 0.98, 2), confidence=0.6, rationale="oversold")  # fmt: skip
+                bought = True
+            assets.append(entry)
+        answer = {"assets": assets, "portfolio_rationale": "bench", "total_allocation_usd": 0,
+                  "portfolio_risk_level": "low"}  # fmt: skip
+        text = json.dumps(answer)
+        call = CallRecord(attempt=1, response_format="json_schema", raw_response=text, prompt_tokens=3000,
+                          completion_tokens=300, cost_usd=0.0, latency_ms=0)  # fmt: skip
+        return ModelAnswer(text, salvage_decision(answer), [call], 0, "json_schema")
+
+
+def _setup(tmp: Path) -> tuple[Any, Any, Any, Any, str]:
+    from llmtrader.arena.run import market_key
+    from llmtrader.backtest.replay import BacktestSpec, load_history
+    from llmtrader.config.settings import settings_from_values
+    from llmtrader.config.strategies import load_strategy
+    from llmtrader.storage.store import Store
+
+    settings = settings_from_values({"db": str(tmp / "llmtrader.db")})
+    spec = BacktestSpec(data_dir=str(perp_dir()), symbols=SYMBOLS, interval="1h", strategy="default",
+                        model="baseline", balance_usd=10_000, timeframes=("1h", "4h"))  # fmt: skip
+    history = load_history(spec, load_strategy("default"))
+    store = Store(tmp / "backtests.db", durable=False)
+    return settings, spec, history, store, market_key(spec, history)
+
+
+def _record(settings: Any, spec: Any, history: Any, store: Any, key: str) -> dict[str, str]:
+    from dataclasses import replace
+
+    from llmtrader.backtest.replay import RecordingClient, new_run_id, run_backtest
+
+    sources = {}
+    for i, model in enumerate(MODELS):
+        run_id = new_run_id()
+        client = RecordingClient(PromptReader(model, 30 + 3 * i), store, run_id)
+        mine = replace(spec, model=model, arena_key=key)
+        asyncio.run(run_backtest(settings, mine, history, store, client, run_id=run_id))
+        sources[model] = run_id
+    return sources
+
+
+def _arena(settings: Any, spec: Any, history: Any, store: Any, key: str) -> tuple[float, float, int]:
+    from llmtrader.arena.run import plan, run_arena
+
+    entries = plan(store, key, MODELS)
+    assert all(e.source is not None for e in entries if e.model != "baseline")
+
+    def never(model: str) -> Any:
+        from llmtrader.llm.baseline import BaselineClient
+
+        if model == "baseline":
+            return BaselineClient()
+        raise AssertionError(f"the arena called {model}")
+
+    started, cpu = time.perf_counter(), time.process_time()
+    _, outcomes = asyncio.run(run_arena(settings, spec, history, store, entries, never, key=key))
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return elapsed, cpu, sum(o.result.steps_done for o in outcomes)
+
+
+def _sequential(settings: Any, spec: Any, store: Any, sources: dict[str, str]) -> float:
+    """5 backtest replays one after the other, each reading the data itself (as 5 `backtest --replay` do)."""
+    from dataclasses import replace
+
+    from llmtrader.backtest.replay import ReplayClient, load_history, new_run_id, run_backtest
+    from llmtrader.config.strategies import load_strategy
+
+    started = time.perf_counter()
+    for model, source in sources.items():
+        history = load_history(spec, load_strategy("default"))
+        run_id = new_run_id()
+        client = ReplayClient(store, source, run_id)
+        asyncio.run(run_backtest(settings, replace(spec, model=model, replay_of=source), history, store, client,
+                                 run_id=run_id))  # fmt: skip
+    return time.perf_counter() - started
+
+
+def run() -> list[Result]:
+    OUT.mkdir(parents=True, exist_ok=True)
+    arena_s, arena_cpu, sequential_s, steps = [], [], [], 0
+    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+        settings, spec, history, store, key = _setup(Path(tmp))
+        try:
+            sources = _record(settings, spec, history, store, key)
+            for _ in range(RUNS):
+                elapsed, cpu, steps = _arena(settings, spec, history, store, key)
+                arena_s.append(elapsed)
+                arena_cpu.append(cpu)
+                sequential_s.append(_sequential(settings, spec, store, sources))
+        finally:
+            store.close()
+    per_model = len(history.steps)
+    ratio = [a / s for a, s in zip(arena_s, sequential_s, strict=True)]
+    return [
+        result("arena replay, 5 models + baseline", arena_s, "s", TARGET_S,
+               f"{per_model} steps each, {steps} in all, nothing called"),
+        result("  arena replay, CPU time of the process", arena_cpu, "s", None, "less sensitive to other load"),
+        result("  5 sequential backtest replays", sequential_s, "s", None, "the same answers, data read each time"),
+        result("  arena / 5 sequential replays", ratio, "x", None, "the arena also runs the baseline"),
+    ]  # fmt: skip

@@ -16,7 +16,7 @@ LOCAL_IMPORTS_OUTSIDE_CLI = 63
 # The same in web/, notify/ and arena/, counted apart: they came from main (merged into the re-layering) with
 # their lazy imports as written there; a ratchet too, lower it as they are moved to the top of their modules.
 OPTIONAL_PACKAGES = ("web/", "notify/", "arena/")
-LOCAL_IMPORTS_OPTIONAL = 64
+LOCAL_IMPORTS_OPTIONAL = 62
 HEAVY = ("pandas", "httpx", "openai", "pydantic_settings", "sqlite3", "sqlite_utils", "structlog", "typer", "rich")
 
 

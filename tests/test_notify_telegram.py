@@ -1,6 +1,6 @@
 """Telegram commands (llmtrader.notify.telegram) against a loopback fake of the Bot API: the allow-list, the
-read commands, and /pause and /resume that act only on the confirmation button, recorded, and honoured by
-``run``."""
+read commands, and /pause and /resume that act only on the confirmation button, recorded as control
+requests (serve's), and honoured by ``run``."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def test_commands_from_a_chat_not_on_the_allow_list_change_nothing(
     telegram.press(STRANGER, nonce)  # ...and a stranger presses it
     asyncio.run(_poll(cmds))
     assert telegram.sent(STRANGER) == [] and len(telegram.sent()) == 1
-    assert rows(paper, "SELECT * FROM agent_pauses") == []
+    assert rows(paper, "SELECT * FROM control_requests") == []
     assert rows(paper, "SELECT * FROM guard_events") == []
     assert "not on the allow-list" in caplog.text
 
@@ -102,12 +102,14 @@ def test_pause_acts_on_the_button_only_and_run_holds_until_resume(
     cmds = commands(paper)
     telegram.send_command(ALLOWED, "/pause")
     asyncio.run(_poll(cmds))
-    assert rows(paper, "SELECT * FROM agent_pauses") == []  # asked, not done
+    assert rows(paper, "SELECT * FROM control_requests") == []  # asked, not done
     nonce = telegram.sent(ALLOWED)[-1]["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
     telegram.press(ALLOWED, nonce)
     asyncio.run(_poll(cmds))
     assert telegram.sent(ALLOWED)[-1]["text"] == "default: paused"
-    assert [e["kind"] for e in rows(paper, "SELECT kind FROM guard_events")] == ["telegram_pause"]
+    assert [(c["action"], c["source"], c["status"]) for c in rows(paper, "SELECT * FROM control_requests")] == [
+        ("pause", f"telegram (chat {ALLOWED})", "pending")
+    ]
     telegram.press(ALLOWED, nonce)  # a nonce is good once
     asyncio.run(_poll(cmds))
     assert "unknown or expired" in telegram.sent(ALLOWED)[-1]["text"]
@@ -115,8 +117,9 @@ def test_pause_acts_on_the_button_only_and_run_holds_until_resume(
     runner = CliRunner()
     assert runner.invoke(app, ["run", "--once"]).exit_code == 0
     (held,) = rows(paper, "SELECT outcome, reason FROM cycles")
-    assert held["outcome"] == "skipped" and held["reason"].startswith("paused from Telegram")
+    assert held["outcome"] == "skipped" and held["reason"].startswith(f"paused from telegram (chat {ALLOWED})")
     assert fake_llm.requests == []
+    assert [c["status"] for c in rows(paper, "SELECT status FROM control_requests")] == ["done"]
 
     telegram.send_command(ALLOWED, "/resume")
     asyncio.run(_poll(cmds))
@@ -126,6 +129,9 @@ def test_pause_acts_on_the_button_only_and_run_holds_until_resume(
     assert telegram.sent(ALLOWED)[-1]["text"] == "default: resumed"
     assert runner.invoke(app, ["run", "--once"]).exit_code == 0
     assert [c["outcome"] for c in rows(paper, "SELECT outcome FROM cycles ORDER BY id")] == ["skipped", "held"]
+    assert [(c["action"], c["status"]) for c in rows(paper, "SELECT * FROM control_requests ORDER BY id")] == [
+        ("pause", "done"), ("resume", "done"),
+    ]  # fmt: skip
 
 
 def test_control_commands_are_off_unless_the_config_enables_them(
@@ -137,7 +143,7 @@ def test_control_commands_are_off_unless_the_config_enables_them(
     poll(paper)
     (reply,) = telegram.sent(ALLOWED)
     assert "is off" in reply["text"] and reply.get("reply_markup") is None
-    assert rows(paper, "SELECT * FROM guard_events") == []
+    assert rows(paper, "SELECT * FROM control_requests") == []
 
 
 def test_closeall_runs_the_close_on_confirmation_and_the_loop_answers_in_the_background(
@@ -169,6 +175,10 @@ def test_closeall_runs_the_close_on_confirmation_and_the_loop_answers_in_the_bac
             await cmds.close()
 
     asyncio.run(go())
-    assert closed == [("default", f"closed from Telegram (chat {ALLOWED}) with /closeall")]
+    assert closed == [("default", f"closed at market from telegram (chat {ALLOWED}) with /closeall")]
     assert telegram.sent(ALLOWED)[-1]["text"] == "default: nothing was open"
-    assert [e["kind"] for e in rows(paper, "SELECT kind FROM guard_events")] == ["telegram_closeall"]
+    # the audit row serve's close_all leaves, marked done at once (never pending: the agent would close again)
+    audit = rows(paper, "SELECT action, source, status, result FROM control_requests")
+    assert [tuple(c.values()) for c in audit] == [
+        ("close_all", f"telegram (chat {ALLOWED})", "done", "nothing was open")
+    ]

@@ -78,7 +78,6 @@ EXPECTED_SCHEMA = {
     "notify_deliveries": [
         "outbox_id", "target", "status", "attempts", "next_attempt_ms", "last_error", "updated_at_ms",
     ],
-    "agent_pauses": ["account", "paused_at_ms", "reason"],
     "_sqlite_migrations": ["id", "migration_set", "name", "applied_at"],
 }  # fmt: skip
 EXPECTED_TRIGGERS = {

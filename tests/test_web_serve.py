@@ -133,7 +133,7 @@ def test_status_positions_equity_and_health(server: Server, seeded: Path) -> Non
     snap = server.json("/api/v1/positions?account=" + row["account"])
     [pos] = snap["positions"]
     assert pos["symbol"] == "BTCUSDT" and pos["side"] == "long"
-    assert pos["stop_loss"] is not None and pos["take_profit"] is not None and pos["entry_price"]
+    assert pos["sl_price"] is not None and pos["tp_price"] is not None and pos["entry_price"]
     assert snap["time"] and snap["mode"] == "paper"
     assert db_rows(seeded, "SELECT count(*) FROM positions_snapshots") == [(3,)]  # one per cycle
 
@@ -372,6 +372,8 @@ def test_the_dashboard_in_a_real_browser_at_390_pixels(server: Server) -> None:
             assert page.locator(".equity-chart canvas").count() > 0  # the seeded equity, drawn
             assert page.locator(".price-chart canvas").count() > 0
             assert "BTCUSDT" in page.locator("table.positions").inner_text()
+            stop = page.locator("table.positions tbody tr td:nth-child(6)").first.inner_text()
+            assert float(stop) > 0  # the seeded long shows its stop price (not NONE, not blank)
             assert page.locator("ul.decisions li[data-id]").count() == 3
             assert page.locator(".equity-now").inner_text().endswith(" USD")
             assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the phone

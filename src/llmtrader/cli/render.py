@@ -1031,6 +1031,10 @@ def status_view(rows: list[dict[str, Any]]) -> None:
         if last is not None and last["outcome"] == "unprotected":
             # The reason names the symbols left open without a stop (see llmtrader.cycle).
             table.add_row("UNPROTECTED", Text(str(last["reason"] or "a position has no stop-loss"), style="bold red"))
+        if row.get("paused"):  # from serve or Telegram: positions still protected, no decision
+            cell = untrusted(str(row["paused"]), "bold yellow")
+            cell.append("\nstops still kept; no decision until resumed")
+            table.add_row("PAUSED", cell)
         kill, circuit = _guard_lines(row["guards"])
         table.add_row("kill switches", kill)
         table.add_row("circuit breaker", circuit)

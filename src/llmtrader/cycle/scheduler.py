@@ -56,7 +56,6 @@ from llmtrader.errors import ConfigError, CredentialsError, LLMTraderError
 from llmtrader.notify.checks import outbox_health
 from llmtrader.notify.delivery import open_notifier
 from llmtrader.notify.telegram import TelegramCommands
-from llmtrader.storage.outbox import paused_reason
 from llmtrader.storage.reader import (
     Connection,
     _guard_state,
@@ -65,6 +64,7 @@ from llmtrader.storage.reader import (
     session_summary,
     strategy_choice,
 )
+from llmtrader.storage.web import pause_of
 
 if TYPE_CHECKING:
     from structlog.stdlib import BoundLogger
@@ -276,8 +276,6 @@ class Scheduler:
         self._forced = False
         self.failures: list[str] = []  # why a `--once` cycle could not reach the venue or the model
         self._closed = False
-        # llmtrader.notify: why an account's cycles are held (an account paused from Telegram), None: not held.
-        self.hold: Callable[[Store, str], str | None] | None = None
 
     async def exclusive(self, account: str, fn: Callable[[Services], Awaitable[T]]) -> T:
         """Run ``fn`` with the account's services while no cycle of it runs (a close asked from Telegram)."""
@@ -311,10 +309,6 @@ class Scheduler:
         if self._stopping:
             self.log.info("cycle not started: the agent is stopping", account=account)
             return None
-        why = self.hold(acc.services.store, account) if self.hold is not None else None  # notify: /pause
-        if why is not None:
-            self.log.info("cycle skipped: the account is paused", account=account)
-            return self._record_skip(acc.services.store, account, now_ms=now, reason=why)
         if acc.lock.locked():
             self.log.warning("cycle skipped: the previous cycle is still running", account=account)
             try:
@@ -691,29 +685,21 @@ async def run_agent(
 
 
 def start_telegram(built: Mapping[str, Services], scheduler: Scheduler, clock: Clock, *, poll: bool) -> Any:
-    """Accounts paused from Telegram are held by the scheduler; with ``poll``, TELEGRAM_BOT_TOKEN and an
-    allow-list, llmtrader.notify.telegram answers commands beside it (/closeall under the cycle lock)."""
+    """With ``poll``, TELEGRAM_BOT_TOKEN and an allow-list, llmtrader.notify.telegram answers commands beside
+    the scheduler (/closeall under the cycle lock). Its /pause and /resume are control requests, carried out
+    by the cycle as serve's are: a paused account is still reconciled and guarded, it only makes no decision."""
     from llmtrader.cycle.engine import close_positions
     from llmtrader.logs import get_logger
     from llmtrader.storage.store import Store
 
     log = get_logger("llmtrader.scheduler")
-
-    def hold(store: Store, account: str) -> str | None:
-        try:
-            return paused_reason(store.db.conn, account)
-        except Exception:  # an unreadable pause must not stop a cycle that may have stops to arm
-            log.exception("the pause of the account could not be read; the cycle runs", account=account)
-            return None
-
-    scheduler.hold = hold
     first = next(iter(built.values())).settings
     if not poll or first.telegram_bot_token is None or not first.notify.telegram_chat_ids:
         return None
 
     async def close_all(account: str, note: str) -> str:
         async def close(services: Services) -> str:
-            done = await close_positions(services, None, by="manual", note=note)
+            done = await close_positions(services, None, by="control", note=note)  # as serve's close_all
             return "nothing was open" if done.execution is None else f"closed (decision {done.record.id})"
 
         result: str = await scheduler.exclusive(account, close)
@@ -815,6 +801,8 @@ def agent_status(
                 "equity_usd": last["equity_usd"] if last is not None else None,
                 "open_positions": positions,
                 "guards": describe(_guard_state(conn, name), now_ms),
+                # who paused it and when (serve or Telegram: control_requests), None: not paused
+                "paused": pause_of(conn, name) if conn is not None else None,
                 "notifications": notify_health,  # llmtrader.notify: the outbox (the same for every account)
             }
         )

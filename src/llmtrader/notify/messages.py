@@ -222,7 +222,7 @@ def _closed(conn: Connection, account: str, mode: str, trade: Trade) -> Message:
             reason = "emergency close"
         elif by == "guards":
             reason = "kill switch"
-        elif by in ("manual", "reconcile"):
+        elif by in ("manual", "reconcile", "control"):  # control: close_all from serve or Telegram
             reason = str(by)
         elif by is None:
             reason = "manual"

@@ -4,7 +4,11 @@ Only the chats of ``[notify].telegram_chat_ids`` are answered; a message or butt
 chat changes nothing, gets no answer, and is logged. Read commands: ``/status``, ``/positions``, ``/pnl``,
 ``/daily``, ``/last``. With ``[notify].telegram_control = true`` also ``/pause``, ``/resume`` and
 ``/closeall``: each first answers with a confirmation button (valid two minutes, once), and only the press
-of that button acts; every action is recorded as a guard event of the account (the audit trail).
+of that button acts. Every action is a control request of the account (``control_requests``, the audit trail
+of ``llmtrader serve`` too, its source ``telegram (chat <id>)``): /pause and /resume are carried out by the
+agent's next cycle exactly as the dashboard's are (a paused account is still reconciled and its guards still
+act; it only makes no decision), and /closeall closes at once, under the account's cycle lock, recorded done
+or failed.
 
 Replies are plain text (no parse mode), so model text and venue messages cannot become markup; control
 characters are removed and every secret value masked. The bot token is TELEGRAM_BOT_TOKEN (environment
@@ -20,8 +24,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from llmtrader.core.redact import redact, secrets_of
 from llmtrader.notify.messages import DAY_MS, clean, daily_message, money
 from llmtrader.storage import outbox
+from llmtrader.storage import web as controls
 
 if TYPE_CHECKING:
     from llmtrader.config.settings import Settings
@@ -57,7 +63,6 @@ class TelegramCommands:
     ) -> None:
         from telegram import Bot
 
-        from llmtrader.core.redact import secrets_of
         from llmtrader.logs import get_logger
 
         first = next(iter(accounts.values()))
@@ -123,8 +128,6 @@ class TelegramCommands:
     # ---- one update ------------------------------------------------------------------------------------
 
     def _safe(self, text: str) -> str:
-        from llmtrader.core.redact import redact
-
         return redact(clean(text, REPLY_MAX, multiline=True), self.secrets)
 
     async def _reply(self, chat_id: int, text: str, markup: Any = None) -> None:
@@ -160,7 +163,7 @@ class TelegramCommands:
             return
         nonce = random.token_hex(8)
         self._pending[nonce] = _Pending(command, chat_id, self.now_ms() + CONFIRM_MS)
-        what = {"pause": "Pause every account (no new cycle until /resume)",
+        what = {"pause": "Pause every account (stops still kept, no decision until /resume)",
                 "resume": "Resume every paused account",
                 "closeall": "CLOSE EVERY POSITION of every account now"}[command]  # fmt: skip
         button = InlineKeyboardButton(f"Confirm /{command}", callback_data=f"confirm:{nonce}")
@@ -176,29 +179,33 @@ class TelegramCommands:
         await self._reply(chat_id, await self.act(pending.command, chat_id))
 
     async def act(self, command: str, chat_id: int) -> str:
-        """Carry out a confirmed control command for every account; each change recorded as a guard event."""
+        """Carry out a confirmed control command for every account, each recorded as a control request (as
+        ``serve`` records them): pause and resume pending for the agent's next cycle, closeall done or failed."""
         conn = self.store.db.conn
         now = self.now_ms()
+        source = f"telegram (chat {chat_id})"
         lines = []
         for name in self.accounts:
-            if command == "pause":
-                reason = f"paused from Telegram (chat {chat_id}): send /resume to go on"
-                changed = outbox.set_paused(conn, name, reason, now_ms=now, event=reason)
-                lines.append(f"{name}: {'paused' if changed else 'already paused'}")
-            elif command == "resume":
-                event = f"resumed from Telegram (chat {chat_id})"
-                changed = outbox.set_paused(conn, name, None, now_ms=now, event=event)
-                lines.append(f"{name}: {'resumed' if changed else 'was not paused'}")
-            else:
-                note = f"closed from Telegram (chat {chat_id}) with /closeall"
-                outbox.record_control(conn, name, "telegram_closeall", note, now_ms=now)
-                if self.close_all is None:
-                    lines.append(f"{name}: closing is not available in this process")
+            if command in ("pause", "resume"):
+                paused = controls.pause_of(conn, name) is not None
+                if paused == (command == "pause"):
+                    lines.append(f"{name}: {'already paused' if paused else 'was not paused'}")
                     continue
+                controls.request_control(conn, account=name, action=command, source=source, now_ms=now)
+                lines.append(f"{name}: {'paused' if command == 'pause' else 'resumed'}")
+                continue
+            note = f"closed at market from {source} with /closeall"
+            status, said = "failed", "closing is not available in this process"
+            if self.close_all is not None:
                 try:
-                    lines.append(f"{name}: {await self.close_all(name, note)}")
+                    status, said = "done", await self.close_all(name, note)
                 except Exception as exc:
-                    lines.append(f"{name}: closing failed: {exc}")
+                    said = f"closing failed: {exc}"
+            said = redact(said, self.secrets)  # a venue's error text goes to the store: no secret with it
+            controls.request_control(
+                conn, account=name, action="close_all", source=source, now_ms=self.now_ms(), status=status, result=said
+            )
+            lines.append(f"{name}: {said}")
         return "\n".join(lines)
 
     # ---- read commands ---------------------------------------------------------------------------------
@@ -221,8 +228,10 @@ class TelegramCommands:
         conn = self.store.db.conn
         last = last_cycles(conn, [name]).get(name)
         guards = describe(self.store.load_guard_state(name), self.now_ms())
-        paused = outbox.paused_reason(conn, name)
+        paused = controls.pause_of(conn, name)
         lines = [f"{name} ({settings.trading_mode}){' PAUSED' if paused else ''}"]
+        if paused:
+            lines.append(f"{clean(paused, 120)}: stops still kept, no decision until /resume")
         if last is None:
             lines.append("no cycle yet")
         else:

@@ -477,10 +477,6 @@ def m013_notify_outbox(db: Database) -> None:
         not_null={"status", "attempts", "updated_at_ms"},
     )
     db.table("notify_deliveries").create_index(["status", "updated_at_ms"])
-    # An account paused from Telegram (/pause): its scheduled cycles are skipped, recorded, until /resume.
-    db.table("agent_pauses").create(
-        {"account": str, "paused_at_ms": int, "reason": str}, pk="account", not_null={"paused_at_ms", "reason"}
-    )
     now = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 
     def outbox(kind: str, account: str, ref_table: str, ref_id: str, key: str, payload: str = "NULL") -> str:

@@ -146,45 +146,6 @@ def health_if_migrated(conn: sqlite3.Connection) -> dict[str, Any] | None:
         return None
 
 
-# ---- pauses (Telegram /pause and /resume), each recorded as a guard event ----------------------------------
-
-
-def paused_reason(conn: sqlite3.Connection, account: str) -> str | None:
-    """Why the account is paused (None: it is not)."""
-    row = conn.execute("SELECT reason FROM agent_pauses WHERE account = ?", [account]).fetchone()
-    return None if row is None else str(row[0])
-
-
-def set_paused(conn: sqlite3.Connection, account: str, reason: str | None, *, now_ms: int, event: str) -> bool:
-    """Pause (``reason``) or resume (None) the account, and append ``event`` to its guard events, all or
-    nothing; False when nothing changed (already paused, or not paused)."""
-    with conn:
-        if reason is None:
-            changed = conn.execute("DELETE FROM agent_pauses WHERE account = ?", [account]).rowcount
-            kind = "telegram_resume"
-        else:
-            changed = conn.execute(
-                "INSERT OR IGNORE INTO agent_pauses (account, paused_at_ms, reason) VALUES (?, ?, ?)",
-                [account, now_ms, reason],
-            ).rowcount
-            kind = "telegram_pause"
-        if changed:
-            conn.execute(
-                "INSERT INTO guard_events (account, kind, message, created_at) VALUES (?, ?, ?, ?)",
-                [account, kind, event, iso_utc(now_ms)],
-            )
-    return bool(changed)
-
-
-def record_control(conn: sqlite3.Connection, account: str, kind: str, message: str, *, now_ms: int) -> None:
-    """An audit event of a command from Telegram (``guard_events``)."""
-    with conn:
-        conn.execute(
-            "INSERT INTO guard_events (account, kind, message, created_at) VALUES (?, ?, ?, ?)",
-            [account, kind, message, iso_utc(now_ms)],
-        )
-
-
 def last_decision(conn: sqlite3.Connection, account: str) -> dict[str, Any] | None:
     """The account's newest decision with its asset rows (``assets``)."""
     found = _rows(

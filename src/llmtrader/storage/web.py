@@ -68,7 +68,13 @@ def finish_control(store: Store, request_id: int, *, status: str, result: str, n
 
 def is_paused(store: Store, account: str) -> str | None:
     """Who paused ``account`` and when (its latest pause or resume request is a pause), or None."""
-    row = store.db.conn.execute(
+    return pause_of(store.db.conn, account)
+
+
+def pause_of(conn: sqlite3.Connection, account: str) -> str | None:
+    """:func:`is_paused` on a plain connection: the one source of a pause, whoever asked for it (the
+    dashboard, its API or Telegram), for the cycle, ``status`` and Telegram's /status alike."""
+    row = conn.execute(
         "SELECT action, source, requested_at FROM control_requests "
         "WHERE account = ? AND action IN ('pause', 'resume') ORDER BY id DESC LIMIT 1",
         [account],

@@ -51,7 +51,7 @@ SCHEMA: dict[str, Any] = {
     "security": [{"bearer": []}],
     "paths": {
         "/api/v1/status": _get(
-            "Per account: alive, mode, strategy, model, last and next cycle, guards (`status --json`)"
+            "Per account: alive, mode, strategy, model, last and next cycle, guards, paused (`status --json`)"
         ),
         "/api/v1/decisions": _get(
             "Decisions newest first (`history --json` rows) with next_cursor",

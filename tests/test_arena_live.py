@@ -5,6 +5,7 @@ screen fits 80 columns and says which figures a live arena has not."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmtrader.cli import app
+from llmtrader.logs import reset_logging
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, asked_symbols, asset, completion, decision
 
@@ -26,6 +28,13 @@ llm_model = "fake/alpha"
 llm_model = "fake/beta"
 paper_balance_usd = 5000
 """
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_log_handlers() -> Iterator[None]:
+    """`run` configures logging onto CliRunner's stderr, which is closed once the invocation returns."""
+    yield
+    reset_logging()
 
 
 def trader(body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:

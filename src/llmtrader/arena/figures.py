@@ -51,8 +51,12 @@ def terminal_chart(curves: dict[str, list[list[float]]], width: int = WIDTH, hei
     grid = [[" "] * cols for _ in range(height)]
     markers: dict[str, str] = {}
     for name, points in curves.items():
-        own = len([n for n in markers if n not in ("flat", "buy-and-hold")])
-        mark = "-" if name == "flat" else "=" if name == "buy-and-hold" else MARKERS[own % len(MARKERS)]
+        own = len([n for n in markers if n not in ("flat", "buy-and-hold", "baseline")])
+        others = MARKERS[1:]  # "B" is the baseline's alone
+        mark = (
+            "-" if name == "flat" else "=" if name == "buy-and-hold" else "B" if name == "baseline"
+            else others[own % len(others)]
+        )  # fmt: skip
         markers[name] = mark
         times = np.array([p[0] for p in points], dtype=np.float64)
         values = np.array([p[1] for p in points], dtype=np.float64)
@@ -86,6 +90,10 @@ def _num(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
 
 
+def _pct_of(value: Any, digits: int = 2) -> str:
+    return _num(value, digits) + "%" if isinstance(value, (int, float)) else "-"
+
+
 def _edge(edge: dict[str, Any]) -> str:
     ci = edge.get("ci95_pct")
     if ci is None:
@@ -103,9 +111,9 @@ def tables(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
             _pct(c["return_pct"]),
             _pct(c["excess_over_buy_and_hold_pct"]),
             _num(c["sharpe"]),
-            _num(c["max_drawdown_pct"]) + "%",
+            _pct_of(c["max_drawdown_pct"]),
             str(c["trades"]),
-            _num(c["win_rate"] * 100 if c["win_rate"] is not None else None, 0) + "%",
+            _pct_of(c["win_rate"] * 100 if c["win_rate"] is not None else None, 0),
             _num(c["profit_factor"]),
         ]
         for c in doc["contestants"]
@@ -116,7 +124,7 @@ def tables(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
             _pct(bh["return_pct"]),
             "+0.00%",
             _num(bh["sharpe"]),
-            _num(bh["max_drawdown_pct"]) + "%",
+            _pct_of(bh["max_drawdown_pct"]),
             "-",
             "-",
             "-",
@@ -177,12 +185,23 @@ def view(doc: dict[str, Any]) -> None:
 
     console = Console(width=min(WIDTH, Console().width))
     spec = doc["spec"]
-    console.print(Text(f"arena {doc['arena']} · {doc['created_at'][:16]}"))
-    what = (
-        f"{', '.join(spec['symbols'])} · {spec['interval']} · strategy {spec['strategy']} · "
-        f"{spec['balance_usd']:g} USD · {doc['days']} days"
-    )
-    console.print(Text(safe_text(what)))
+    if doc.get("live"):
+        since = f" since {doc['since'][:10]}" if doc.get("since") else ""
+        console.print(Text(f"live paper accounts{since} · to {(doc['created_at'] or '')[:16]}"))
+        what = (
+            f"{', '.join(spec['symbols']) or 'no symbol in common'} · {spec['interval']} · "
+            f"strategy {spec['strategy']} · {doc['days']} days"
+        )
+        console.print(Text(safe_text(what)))
+        for name, model in spec["accounts"].items():
+            console.print(Text(safe_text(f"  {name}: {model}", multiline=False)))
+    else:
+        console.print(Text(f"arena {doc['arena']} · {doc['created_at'][:16]}"))
+        what = (
+            f"{', '.join(spec['symbols'])} · {spec['interval']} · strategy {spec['strategy']} · "
+            f"{spec['balance_usd']:g} USD · {doc['days']} days"
+        )
+        console.print(Text(safe_text(what)))
     for title, columns, rows in tables(doc):
         table = Table(title=title, title_justify="left")
         for i, column in enumerate(columns):
@@ -205,7 +224,18 @@ def view(doc: dict[str, Any]) -> None:
             )
         if c["stop_reason"]:
             console.print(Text(safe_text(f"{c['model']}: {c['stop_reason']}"), style="yellow"))
-    console.print("Equity (USD, marked to market at every step; buy-and-hold at each day's end)")
+    if doc.get("live"):
+        missing = ", ".join(k.removesuffix("_usd").removesuffix("_pct") for k in doc["not_available_live"])
+        console.print(Text(f"Not available live (shown as -): {missing}", style="dim"))
+        skipped = doc.get("skipped_accounts") or []
+        if skipped:
+            console.print(Text(safe_text(f"Not paper, left out: {', '.join(skipped)}"), style="dim"))
+        console.print(
+            f"Equity (USD, as each decision saw it, scaled to a start of {spec['balance_usd']:,.0f}; "
+            "buy-and-hold at the marks they saw)"
+        )
+    else:
+        console.print("Equity (USD, marked to market at every step; buy-and-hold at each day's end)")
     for line in terminal_chart(curves_of(doc)):
         console.print(Text(line), highlight=False)
     for name, text in doc["definitions"].items():

@@ -1334,7 +1334,32 @@ def arena(
         from llmtrader.cycle.compose import build_client
 
         if live:
-            raise ConfigError("arena --live is not available yet: compare paper accounts with `llmtrader stats`")
+            import time
+
+            from llmtrader.arena import live as live_arena
+            from llmtrader.config.accounts import all_account_settings
+            from llmtrader.core.times import ms_of_iso
+
+            if data is not None or models:
+                raise ConfigError("arena --live reads the configured paper accounts: drop --data and --models")
+            configured = _settings(read_only=True)
+            since_iso = _parse_since(since)
+            doc = _with_store(
+                configured,
+                lambda store: live_arena.leaderboard(
+                    store,
+                    all_account_settings(configured),
+                    now_ms=int(time.time() * 1000),
+                    since_ms=ms_of_iso(since_iso) if since_iso is not None else None,
+                ),
+            )
+            if as_json:
+                typer.echo(json.dumps(doc))
+            else:
+                figures.view(doc)
+            return
+        if since is not None:
+            raise ConfigError("--since goes with --live (a backtest arena takes --from and --to)")
         if data is None or not models:
             raise ConfigError("arena needs --data DIR and --models A,B (model ids; baseline always takes part)")
         wanted = [m.strip() for m in models.split(",") if m.strip()]

@@ -93,3 +93,14 @@ def opening_rationales(store: Store, run_id: str) -> list[tuple[int, str, str]]:
         [run_id],
     ).fetchall()
     return [(int(r[0]), str(r[1]), str(r[2] or "")) for r in rows]
+
+
+def paper_decision_marks(store: Store, account: str) -> list[tuple[Any, Any, Any]]:
+    """(created_at, equity_usd, marks JSON) of the account's paper decisions but manual closes, oldest first
+    (``arena --live``)."""
+    rows = store.db.execute(
+        "SELECT created_at, equity_usd, marks FROM decisions WHERE account = ? AND mode = 'paper' "
+        "AND outcome != 'manual' ORDER BY created_at, id",
+        [account],
+    ).fetchall()
+    return [tuple(r) for r in rows]

@@ -101,14 +101,25 @@ def history(
     ids = _matching_ids(conn, symbol, action, since, limit, account, until)
     if not ids:
         return []
+    return decisions_with_assets(conn, ids, symbol=symbol, action=action)
+
+
+DECISION_COLUMNS = (
+    "id, created_at, account, mode, strategy, arm, model, outcome, error, portfolio_rationale, "
+    "prompt_tokens, completion_tokens, cost_usd, latency_ms, execution"
+)
+
+
+def decisions_with_assets(
+    conn: sqlite3.Connection, ids: list[str], *, symbol: str | None = None, action: str | None = None
+) -> list[dict[str, Any]]:
+    """The decisions ``ids``, in that order, each with its asset rows (only those of ``symbol``/``action``
+    when given) and each asset's trade outcome: what `history` and serve's decision pages list."""
+    if not ids:
+        return []
     marks = ",".join("?" * len(ids))
     decisions = {
-        r["id"]: r
-        for r in conn.execute(
-            "SELECT id, created_at, account, mode, strategy, arm, model, outcome, error, portfolio_rationale, "
-            f"prompt_tokens, completion_tokens, cost_usd, latency_ms, execution FROM decisions WHERE id IN ({marks})",
-            ids,
-        )
+        r["id"]: r for r in conn.execute(f"SELECT {DECISION_COLUMNS} FROM decisions WHERE id IN ({marks})", ids)
     }
     asset_sql = f"SELECT decision_id, {ASSET_COLUMNS} FROM asset_decisions WHERE decision_id IN ({marks})"
     params: list[Any] = list(ids)

@@ -17,16 +17,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 from llmtrader.core.times import iso_utc, ms_of_iso
 from llmtrader.errors import ConfigError, StoreError
-from llmtrader.storage.reader import ASSET_COLUMNS, _row, trade_outcomes
+from llmtrader.storage.reader import decisions_with_assets
 
 if TYPE_CHECKING:
     from llmtrader.storage.store import Store
 
 CONTROL_ACTIONS = ("pause", "resume", "close_all")
-_DECISION_COLUMNS = (
-    "id, created_at, account, mode, strategy, arm, model, outcome, error, portfolio_rationale, "
-    "prompt_tokens, completion_tokens, cost_usd, latency_ms, execution"
-)
 
 
 # ---- written by the agent (the cycle) ------------------------------------------------------------------
@@ -203,32 +199,7 @@ def decision_page(
     ids = [k for k, _ in keys]
     if not ids:
         return [], None
-    marks = ",".join("?" * len(ids))
-    decisions = {
-        r["id"]: r for r in conn.execute(f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE id IN ({marks})", ids)
-    }
-    asset_sql = f"SELECT decision_id, {ASSET_COLUMNS} FROM asset_decisions WHERE decision_id IN ({marks})"
-    asset_params: list[Any] = list(ids)
-    if symbol is not None:
-        asset_sql += " AND +symbol = ?"
-        asset_params.append(symbol)
-    if action is not None:
-        asset_sql += " AND +action = ?"
-        asset_params.append(action)
-    assets: dict[str, list[dict[str, Any]]] = {}
-    for r in conn.execute(asset_sql + " ORDER BY id", asset_params):
-        item = _row(r)
-        assets.setdefault(item.pop("decision_id"), []).append(item)
-    outcomes = trade_outcomes(
-        conn, [dict(decisions[i]) for i in ids], {i: [a["symbol"] for a in assets.get(i, [])] for i in ids}
-    )
-    out = []
-    for decision_id in ids:
-        d = dict(decisions[decision_id])
-        rows = assets.get(decision_id, [])
-        for a in rows:
-            a["trade"] = outcomes.get((decision_id, a["symbol"]))
-        out.append({"decision_id": d.pop("id"), **d, "assets": rows})
+    out = decisions_with_assets(conn, ids, symbol=symbol, action=action)
     last = keys[-1]
     return out, (encode_cursor(last[1], last[0]) if more else None)
 

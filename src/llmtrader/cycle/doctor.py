@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from llmtrader.config.accounts import VENUE_KEYS, all_account_settings, credential_problems, settings_for_account
 from llmtrader.config.load import load_settings
@@ -25,6 +25,10 @@ from llmtrader.errors import ConfigError, LLMTraderError, VenueError
 from llmtrader.exchange.asterdex_market import AsterMarketData
 from llmtrader.llm.probe import probe_models
 from llmtrader.notify.checks import delivery_check, url_checks
+
+if TYPE_CHECKING:
+    from llmtrader.exchange.asterdex import AsterDexExchange
+    from llmtrader.exchange.credentials import Credentials
 
 CLOCK_WARN_MS = 1000
 CLOCK_FAIL_MS = 5000
@@ -109,19 +113,7 @@ async def _credentials(settings: Settings, market: AsterMarketData) -> Check:
         if settings.trading_mode == "live":
             return Check("credentials", "fail", "live mode needs venue credentials; none are set")
         return Check("credentials", "ok", "paper mode: no venue credentials needed (none set)")
-    from llmtrader.exchange.asterdex import AsterDexExchange
-
-    async def no_rules() -> dict[str, object]:
-        return {}
-
-    exchange = AsterDexExchange(
-        market,
-        credentials,
-        rules=no_rules,  # type: ignore[arg-type]
-        timeout_s=settings.http_timeout_s,
-        chain_id=settings.asterdex_chain_id,
-        recv_window_ms=settings.asterdex_recv_window_ms,
-    )
+    exchange = _signed_client(settings, market, credentials)
     try:
         balance = await exchange.balance()
     except VenueError as exc:
@@ -136,6 +128,24 @@ async def _credentials(settings: Settings, market: AsterMarketData) -> Check:
     )
 
 
+def _signed_client(settings: Settings, market: AsterMarketData, credentials: Credentials) -> AsterDexExchange:
+    """An AsterDEX client for doctor's signed reads (a balance, the position mode): it never orders, so it
+    needs no exchange rules."""
+    from llmtrader.exchange.asterdex import AsterDexExchange
+
+    async def no_rules() -> dict[str, object]:
+        return {}
+
+    return AsterDexExchange(
+        market,
+        credentials,
+        rules=no_rules,  # type: ignore[arg-type]
+        timeout_s=settings.http_timeout_s,
+        chain_id=settings.asterdex_chain_id,
+        recv_window_ms=settings.asterdex_recv_window_ms,
+    )
+
+
 async def _position_mode(settings: Settings, market: AsterMarketData) -> Check | None:
     """The account's position mode: llmtrader trades one-way mode only (in hedge mode the venue refuses its
     orders and stops with -4061). None without venue credentials (nothing to ask)."""
@@ -145,19 +155,7 @@ async def _position_mode(settings: Settings, market: AsterMarketData) -> Check |
         return None  # the credentials check says why
     if credentials is None:
         return None
-    from llmtrader.exchange.asterdex import AsterDexExchange
-
-    async def no_rules() -> dict[str, object]:
-        return {}
-
-    exchange = AsterDexExchange(
-        market,
-        credentials,
-        rules=no_rules,  # type: ignore[arg-type]
-        timeout_s=settings.http_timeout_s,
-        chain_id=settings.asterdex_chain_id,
-        recv_window_ms=settings.asterdex_recv_window_ms,
-    )
+    exchange = _signed_client(settings, market, credentials)
     try:
         hedge = await exchange.hedge_mode()
     except VenueError as exc:

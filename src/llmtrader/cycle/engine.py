@@ -56,7 +56,6 @@ from llmtrader.exchange.base import (
     Exchange,
     MarketData,
     OrderState,
-    OrderStatus,
     OrderType,
     Side,
     VenuePosition,
@@ -96,9 +95,6 @@ class CycleCache:
     rules: tuple[str, dict[str, SymbolRules]] | None = None
     # the account's trades as of a history version, and the figures shown (trade_feedback)
     trade_feedback: _Feedback | None = None
-    # reconcile's last pass that found the orders as the store believes: the trading version and the venue's
-    # open orders (client order id, status) it saw; a pass that sees the same skips the order checks
-    orders_agree: tuple[int, frozenset[tuple[str, OrderStatus]]] | None = None
 
 
 @dataclass

@@ -62,7 +62,7 @@ from llmtrader.exchange.base import OrderState, OrderType, Side, VenuePosition, 
 from llmtrader.logs import cycle_summary, get_logger
 from llmtrader.storage import web as controls
 from llmtrader.storage import web as snapshots
-from llmtrader.storage.facts import AccountFacts, account_facts, day_start_baseline, trading_version, transfers_since
+from llmtrader.storage.facts import AccountFacts, account_facts, day_start_baseline, transfers_since
 
 if TYPE_CHECKING:
     from llmtrader.storage.store import Store
@@ -728,19 +728,13 @@ async def _mark_orders(
     returns how many were marked."""
     exchange, store, clock = services.exchange, services.store, services.clock
     name, mode = services.settings.account, exchange.mode
-    # When neither the order rows (any process's writes move the version) nor the venue's open orders changed
-    # since a pass that found everything as the store believes, this pass would find the same: skipped.
-    seen = (trading_version(store, name), frozenset((o.client_order_id, o.status) for o in open_orders))
-    if services.cache.orders_agree == seen:
-        return 0
+    # Every pass compares the rows with what the venue lists now: reconcile trusts the venue, not a memo.
     rows = store.pending_orders(name, mode)
     if not rows:
-        services.cache.orders_agree = seen
         return 0
     log = store.execution_log(name, mode, clock.now_ms)
     listed = {o.client_order_id: o for o in open_orders}
     checked = later = marked = 0
-    looked_up = False  # a row the venue did not list was looked up (found open, or not found): check again
     for row in rows:
         if row["decision_id"] is not None and row["decision_id"] == skip_decision:
             continue  # sent by this reconcile, after the open orders were read
@@ -751,7 +745,6 @@ async def _mark_orders(
                 later += 1
                 continue
             checked += 1
-            looked_up = True
             try:
                 state = await exchange.query_order(symbol, cid)
             except VenueError as exc:
@@ -773,6 +766,4 @@ async def _mark_orders(
         notes.append(message)
     if later:
         notes.append(f"{later} more order(s) the store believes open are looked up at the next cycles")
-    if not marked and not later and not looked_up and skip_decision is None:
-        services.cache.orders_agree = seen
     return marked

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -26,9 +26,10 @@ from llmtrader.config.strategies import load_strategy
 from llmtrader.core.decision import lenient_from_decision, parse_decision
 from llmtrader.core.times import Clock
 from llmtrader.cycle.compose import build_services, close_services
-from llmtrader.cycle.engine import Services
+from llmtrader.cycle.engine import Services, decide
 from llmtrader.cycle.run import CycleResult, run_cycle
-from llmtrader.errors import ModelError
+from llmtrader.errors import ExecutionNotStarted, ModelError, VenueUnavailable
+from llmtrader.exchange.base import VenuePosition
 from llmtrader.exchange.paper import PaperConfig
 from llmtrader.exchange.simulated import SimulatedExchange
 from llmtrader.llm.port import CallRecord, DecisionRequest, ModelAnswer
@@ -56,9 +57,12 @@ class InProcessModel:
     def __init__(self, plan: list[dict[str, dict[str, Any]] | ModelError]) -> None:
         self.plan = list(plan)
         self.requests: list[DecisionRequest] = []
+        self.while_deciding: Callable[[], None] | None = None  # what happens elsewhere while the model thinks
 
     async def decide(self, request: DecisionRequest) -> ModelAnswer:
         self.requests.append(request)
+        if self.while_deciding is not None:
+            self.while_deciding()
         planned = self.plan.pop(0)
         if isinstance(planned, ModelError):
             raise planned
@@ -66,6 +70,17 @@ class InProcessModel:
         parsed, _ = parse_decision(text)
         call = CallRecord(attempt=1, response_format="json_schema", raw_response=text, cost_usd=0.0)
         return ModelAnswer(text, lenient_from_decision(parsed), [call], 0, "json_schema")
+
+
+class InProcessExchange(SimulatedExchange):
+    """The simulated paper book, whose account reads fail once ``down`` is set (the venue went away)."""
+
+    down = False
+
+    async def positions(self) -> list[VenuePosition]:
+        if self.down:
+            raise VenueUnavailable("the venue did not answer /fapi/v3/positionRisk (503)")
+        return await super().positions()
 
 
 class StepClock:
@@ -84,7 +99,7 @@ class Pipeline:
     def __init__(self, settings: Settings, history: History, client: InProcessModel) -> None:
         self.store = Store(settings.db)
         self.clock = StepClock(START + STEP_OFFSET_MS)
-        self.exchange = SimulatedExchange(
+        self.exchange = InProcessExchange(
             self.store, history.tapes, history.rules, account=settings.account, balance=Decimal(10_000),
             config=PaperConfig(taker_fee=Decimal("0.00035"), slippage_bps=Decimal(2)), start_ms=self.clock.now,
         )  # fmt: skip
@@ -196,3 +211,41 @@ def test_a_model_failure_is_recorded_and_counted_without_an_order(
         again = pipeline.cycle()
         assert again.outcome == "held" and len(client.requests) == 2
         assert pipeline.store.load_guard_state(pipeline.services.settings.account).circuit.failures == 0
+
+
+def test_an_execution_that_cannot_start_is_an_exchange_reject_with_nothing_sent(
+    pipeline_parts: tuple[Settings, History],
+) -> None:
+    """The account is read again right before the first order of an opening; when that read fails, nothing is
+    sent: the cycle ends as exchange_reject ("execution did not start: ..."), the decision stays recorded with
+    execution 'failed', and the venue is not counted as unreachable (its first reads answered)."""
+    client = InProcessModel([])
+    with make_pipeline(pipeline_parts, client) as pipeline:
+        client.plan.append({"BTCUSDT": long_btc(pipeline.mark("BTCUSDT"))})
+        client.while_deciding = lambda: setattr(pipeline.exchange, "down", True)
+        result = pipeline.cycle()
+        assert result.outcome == "exchange_reject" and result.unreachable is None
+        assert result.reason == ("execution did not start: the venue did not answer /fapi/v3/positionRisk (503)")
+        assert pipeline.rows("SELECT outcome, execution FROM decisions WHERE id = ?", result.decision_id) == [
+            ("decided", "failed")
+        ]
+        assert pipeline.rows("SELECT id FROM orders") == [] and pipeline.exchange.book.positions() == []
+
+
+def test_decide_raises_execution_not_started_from_the_venue_error(pipeline_parts: tuple[Settings, History]) -> None:
+    """``decide`` (the ``llmtrader decide`` use case) tells an execution that did not start apart by its type:
+    ExecutionNotStarted, a VenueError with the venue error's message and exit code, raised from it, naming
+    the recorded decision."""
+    client = InProcessModel([])
+    with make_pipeline(pipeline_parts, client) as pipeline:
+        client.plan.append({"BTCUSDT": long_btc(pipeline.mark("BTCUSDT"))})
+        client.while_deciding = lambda: setattr(pipeline.exchange, "down", True)
+        with pytest.raises(ExecutionNotStarted) as raised:
+            asyncio.run(decide(pipeline.services, SYMBOLS, dry_run=False))
+        exc = raised.value
+        assert isinstance(exc.__cause__, VenueUnavailable)
+        assert str(exc) == str(exc.__cause__) == "the venue did not answer /fapi/v3/positionRisk (503)"
+        assert exc.exit_code == exc.__cause__.exit_code == 1
+        assert exc.decision_id is not None
+        assert pipeline.rows("SELECT execution FROM decisions WHERE id = ?", exc.decision_id) == [("failed",)]
+        assert pipeline.rows("SELECT id FROM orders") == []

@@ -57,7 +57,7 @@ from llmtrader.cycle.engine import (
     sync_live_history,
 )
 from llmtrader.cycle.execution import covers, ours
-from llmtrader.errors import ConfigError, ModelError, NotFoundError, StrategyError, VenueError
+from llmtrader.errors import ConfigError, ExecutionNotStarted, ModelError, NotFoundError, StrategyError, VenueError
 from llmtrader.exchange.base import OrderState, OrderType, Side, VenuePosition, dec_str, together
 from llmtrader.logs import cycle_summary, get_logger
 from llmtrader.storage import web as controls
@@ -305,13 +305,14 @@ async def _cycle(
         result.outcome, result.reason, result.decision_id = MODEL_ERROR, str(exc), exc.decision_id
         result.unreachable = "model"
         return
+    except ExecutionNotStarted as exc:
+        result.decision_id = exc.decision_id
+        result.outcome, result.reason = EXCHANGE_REJECT, f"execution did not start: {exc}"
+        return
     except VenueError as exc:
         result.decision_id = exc.decision_id
-        if hooks.stage == "execute":
-            result.outcome, result.reason = EXCHANGE_REJECT, f"execution did not start: {exc}"
-        else:
-            result.reason = f"the venue could not be read for the decision: {exc}"
-            result.unreachable = "venue"
+        result.reason = f"the venue could not be read for the decision: {exc}"
+        result.unreachable = "venue"
         return
     except ConfigError as exc:  # a strategy that no longer loads, a symbol no longer listed
         result.reason = str(exc)

@@ -191,9 +191,8 @@ def test_orders_the_venue_no_longer_has_are_marked(live: Path, clock: Clock, fak
 def test_a_reconcile_that_found_the_orders_agreeing_looks_again_when_the_venue_or_the_store_changes(
     live: Path, clock: Clock, fake_aster: FakeAster
 ) -> None:
-    """One agent (one set of services) reconciles every cycle. After a pass that found every order as the
-    store believes, the next pass skips the rows only while neither side changed: an order cancelled at the
-    venue, or a row another process rewrote, is looked at again."""
+    """One agent (one set of services) reconciles every cycle, and every pass compares the rows with the
+    venue: an order cancelled at the venue, or a row another process rewrote, is marked at the next pass."""
 
     def target(cid: str, price: int) -> OrderRequest:
         return OrderRequest("ETHUSDT", Side.SELL, OrderType.TAKE_PROFIT_MARKET, cid, stop_price=Decimal(price),

@@ -102,6 +102,17 @@ class OrderOutcomeUnknown(VenueError):
         self.client_order_id = client_order_id
 
 
+class ExecutionNotStarted(VenueError):
+    """A recorded decision's execution did not start: the account could not be read (again) right before the
+    first order, so nothing was sent. The decision stays recorded (execution ``failed``) and the cycle ends as
+    ``exchange_reject``. The venue's error is the cause (``__cause__``): same message and exit code."""
+
+    def __init__(self, cause: VenueError) -> None:
+        super().__init__(str(cause))
+        self.exit_code = cause.exit_code
+        self.decision_id = cause.decision_id
+
+
 class VenueBanned(VenueRejected):
     """HTTP 418: the venue banned this IP for ignoring 429s. Trading on the account stops at once."""
 

@@ -44,6 +44,7 @@ from llmtrader.core.trades import PerformanceSummary, TradeLedger, TradeSummary
 from llmtrader.cycle.execution import ExecutionReport, ExecutionSettings, execute, ours
 from llmtrader.errors import (
     ConfigError,
+    ExecutionNotStarted,
     LLMTraderError,
     ModelError,
     NotFoundError,
@@ -56,7 +57,6 @@ from llmtrader.exchange.base import (
     Exchange,
     MarketData,
     OrderState,
-    OrderStatus,
     OrderType,
     Side,
     VenuePosition,
@@ -96,9 +96,6 @@ class CycleCache:
     rules: tuple[str, dict[str, SymbolRules]] | None = None
     # the account's trades as of a history version, and the figures shown (trade_feedback)
     trade_feedback: _Feedback | None = None
-    # reconcile's last pass that found the orders as the store believes: the trading version and the venue's
-    # open orders (client order id, status) it saw; a pass that sees the same skips the order checks
-    orders_agree: tuple[int, frozenset[tuple[str, OrderStatus]]] | None = None
 
 
 @dataclass
@@ -154,8 +151,8 @@ class CycleHooks:
     - ``on_model_result(ok, error)``: called right after each model call (``ok`` False on a ModelError);
     - ``history``: the venue's history as the cycle synced it before its guards (not synced again).
 
-    ``stage`` is written by :func:`decide` as it goes (prepare, model, validate, execute), so that a
-    VenueError can be told apart: before the decision (a read failed) or at execution (nothing was sent).
+    A VenueError from :func:`decide` is a read that failed before the decision; at execution, when nothing
+    was sent, it is an :class:`~llmtrader.errors.ExecutionNotStarted` raised from it.
     """
 
     account: AccountState | None = None
@@ -164,7 +161,6 @@ class CycleHooks:
     openings_refused: str | None = None
     cache_ttl_ms: int = 0
     on_model_result: Callable[[bool, str | None], None] | None = None
-    stage: str = "prepare"
     history: HistoryRead | None = None  # the cycle synced the venue's history before its guards
 
 
@@ -720,8 +716,6 @@ async def decide(
         if error is not None:
             error.decision_id = record.id
 
-    if hooks is not None:
-        hooks.stage = "prepare"
     prompted = reads_prompt(client)
     try:
         prepared = await prepare(
@@ -771,13 +765,9 @@ async def decide(
         record.portfolio_rationale = decision.portfolio_rationale
         record.notes.append(f"cached: reuses decision {cached[0]}")
     else:
-        if hooks is not None:
-            hooks.stage = "model"
         answer = await _ask_model(services, client, prepared, record, finish, hooks)
         decision = answer.decision
 
-    if hooks is not None:
-        hooks.stage = "validate"
     report = validate_decision(
         decision, symbols=symbols, marks=record.marks, account=account, limits=limits, inputs=prepared.inputs
     )
@@ -798,15 +788,13 @@ async def decide(
     elif confirm is not None and not confirm(record, report):
         record.execution = "declined"
     if record.execution is None:
-        if hooks is not None:
-            hooks.stage = "execute"
         try:
             report = await _recheck_caps(services, prepared, report, record)
         except VenueError as exc:
             record.execution = "failed"
             record.notes.append(f"execution did not start: the positions could not be read again: {exc}")
             finish("decided", exc)
-            raise
+            raise ExecutionNotStarted(exc) from exc
         if not any(v.executable and v.final is not None and v.final.action.value != "hold" for v in report.assets):
             record.execution = "nothing"
     finish("all_rejected" if report.all_rejected else "decided")
@@ -823,8 +811,6 @@ async def decide(
     cached_from = cached[0] if cached is not None else None
     if record.execution is not None:
         return DecideResult(record=record, report=report, cached_from=cached_from)
-    if hooks is not None:
-        hooks.stage = "execute"
     marks = {s: Decimal(str(m)) for s, m in record.marks.items()}
     execution = await _execute_recorded(services, record, report.assets, snapshot.rules, marks)
     return DecideResult(record=record, report=report, execution=execution, cached_from=cached_from)
@@ -924,7 +910,7 @@ async def _execute_recorded(
         services.store.set_execution(record.id, "failed")
         log.event(decision_id=record.id, symbol=None, kind="error", message=f"execution did not start: {exc}")
         exc.decision_id = record.id
-        raise
+        raise ExecutionNotStarted(exc) from exc
     record.execution = execution.summary
     services.store.set_execution(record.id, execution.summary)
     return execution

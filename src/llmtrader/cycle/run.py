@@ -57,12 +57,12 @@ from llmtrader.cycle.engine import (
     sync_live_history,
 )
 from llmtrader.cycle.execution import covers, ours
-from llmtrader.errors import ConfigError, ModelError, NotFoundError, StrategyError, VenueError
+from llmtrader.errors import ConfigError, ExecutionNotStarted, ModelError, NotFoundError, StrategyError, VenueError
 from llmtrader.exchange.base import OrderState, OrderType, Side, VenuePosition, dec_str, together
 from llmtrader.logs import cycle_summary, get_logger
 from llmtrader.storage import web as controls
 from llmtrader.storage import web as snapshots
-from llmtrader.storage.facts import AccountFacts, account_facts, day_start_baseline, trading_version, transfers_since
+from llmtrader.storage.facts import AccountFacts, account_facts, day_start_baseline, transfers_since
 
 if TYPE_CHECKING:
     from llmtrader.storage.store import Store
@@ -305,13 +305,14 @@ async def _cycle(
         result.outcome, result.reason, result.decision_id = MODEL_ERROR, str(exc), exc.decision_id
         result.unreachable = "model"
         return
+    except ExecutionNotStarted as exc:
+        result.decision_id = exc.decision_id
+        result.outcome, result.reason = EXCHANGE_REJECT, f"execution did not start: {exc}"
+        return
     except VenueError as exc:
         result.decision_id = exc.decision_id
-        if hooks.stage == "execute":
-            result.outcome, result.reason = EXCHANGE_REJECT, f"execution did not start: {exc}"
-        else:
-            result.reason = f"the venue could not be read for the decision: {exc}"
-            result.unreachable = "venue"
+        result.reason = f"the venue could not be read for the decision: {exc}"
+        result.unreachable = "venue"
         return
     except ConfigError as exc:  # a strategy that no longer loads, a symbol no longer listed
         result.reason = str(exc)
@@ -728,19 +729,13 @@ async def _mark_orders(
     returns how many were marked."""
     exchange, store, clock = services.exchange, services.store, services.clock
     name, mode = services.settings.account, exchange.mode
-    # When neither the order rows (any process's writes move the version) nor the venue's open orders changed
-    # since a pass that found everything as the store believes, this pass would find the same: skipped.
-    seen = (trading_version(store, name), frozenset((o.client_order_id, o.status) for o in open_orders))
-    if services.cache.orders_agree == seen:
-        return 0
+    # Every pass compares the rows with what the venue lists now: reconcile trusts the venue, not a memo.
     rows = store.pending_orders(name, mode)
     if not rows:
-        services.cache.orders_agree = seen
         return 0
     log = store.execution_log(name, mode, clock.now_ms)
     listed = {o.client_order_id: o for o in open_orders}
     checked = later = marked = 0
-    looked_up = False  # a row the venue did not list was looked up (found open, or not found): check again
     for row in rows:
         if row["decision_id"] is not None and row["decision_id"] == skip_decision:
             continue  # sent by this reconcile, after the open orders were read
@@ -751,7 +746,6 @@ async def _mark_orders(
                 later += 1
                 continue
             checked += 1
-            looked_up = True
             try:
                 state = await exchange.query_order(symbol, cid)
             except VenueError as exc:
@@ -773,6 +767,4 @@ async def _mark_orders(
         notes.append(message)
     if later:
         notes.append(f"{later} more order(s) the store believes open are looked up at the next cycles")
-    if not marked and not later and not looked_up and skip_decision is None:
-        services.cache.orders_agree = seen
     return marked

@@ -8,6 +8,7 @@ one it talks to; paper trading is an adapter, not a flag.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -348,7 +349,16 @@ async def together(exchange: object, /, *aws: Awaitable[Any]) -> tuple[Any, ...]
     awaited one after another in the given order, which gives the same results without a task per request.
     """
     if getattr(exchange, "in_memory", False):
-        return tuple([await a for a in aws])
+        results = []
+        for i, a in enumerate(aws):
+            try:
+                results.append(await a)
+            except BaseException:
+                for left in aws[i + 1 :]:  # as gather would, leave no request un-awaited (no RuntimeWarning)
+                    if inspect.iscoroutine(left):
+                        left.close()
+                raise
+        return tuple(results)
     return tuple(await asyncio.gather(*aws))
 
 

@@ -597,6 +597,7 @@ def close(
             raise ConfigError("close sends orders: run it on a terminal to confirm, or pass --yes")
 
         held: dict[str, Any] = {}  # the positions as they were just before closing: the question, the PnL
+        rules: dict[str, Any] = {}  # their symbols' tick and step: the exit price and size shown at them
         where: list[str] = []
 
         def confirm(targets: list[str]) -> bool:
@@ -622,12 +623,14 @@ def close(
                 live_money = services.settings.trading_mode == "live"
                 where.append("with REAL money on AsterDEX" if live_money else "on the paper account")
                 held.update({p.symbol: p for p in await services.exchange.positions()})
+                if held:
+                    rules.update(await services.exchange.rules())  # the close reads them too (cached)
                 return await close_positions(services, symbols, confirm=None if yes else confirm)
             finally:
                 lock.release()
 
         result = _run_with_services(closing, overrides={"account": account}, live=live)
-        closed = _closed_pnl(result.execution, held)
+        closed = _closed_pnl(result.execution, held, rules)
         if as_json:
             data = render.decision_json(result.record, result.execution)
             data["closed"] = closed
@@ -638,9 +641,13 @@ def close(
             return
         if result.execution is not None:
             render.execution_table(result.execution)
+        from llmtrader.core.textfmt import readable
+
         for c in closed:
+            rule = rules.get(c["symbol"])
+            exit_at = readable(c["exit_price"], rule.tick_size if rule is not None else None)
             render.console.print(
-                f"{c['symbol']}: closed {c['size']} at {c['exit_price']}, realised PnL "
+                f"{c['symbol']}: closed {c['size']} at {exit_at}, realised PnL "
                 f"{c['realized_pnl_usd']:+,.2f} USD before fees"
             )
         render.console.print(f"Recorded as {result.record.id}; execution {result.record.execution}.")
@@ -650,10 +657,13 @@ def close(
     guarded(body)
 
 
-def _closed_pnl(execution: Any, held: dict[str, Any]) -> list[dict[str, Any]]:
+def _closed_pnl(execution: Any, held: dict[str, Any], rules: dict[str, Any]) -> list[dict[str, Any]]:
     """Per closed position: the size filled, the average exit and the realised PnL before fees, from the
-    position's entry (as it was just before closing) and the close's fills."""
+    position's entry (as it was just before closing) and the close's fills. The averaged exit is rounded
+    to the symbol's tick (8 decimals when its rules are unknown), the size shown at its lot step."""
     from decimal import Decimal
+
+    from llmtrader.core.textfmt import at_precision, json_price
 
     out: list[dict[str, Any]] = []
     if execution is None:
@@ -667,11 +677,12 @@ def _closed_pnl(execution: Any, held: dict[str, Any]) -> list[dict[str, Any]]:
         exit_price = sum((f.executed_qty * f.avg_price for f in filled), Decimal(0)) / qty
         sign = 1 if position.side == "long" else -1
         pnl = (exit_price - position.entry_price) * qty * sign
+        rule = rules.get(a.symbol)
         out.append(
             {
                 "symbol": a.symbol,
-                "size": format(qty.normalize(), "f"),
-                "exit_price": float(exit_price),
+                "size": at_precision(qty, rule.step_size) if rule is not None else format(qty.normalize(), "f"),
+                "exit_price": json_price(exit_price, rule.tick_size if rule is not None else None),
                 "realized_pnl_usd": round(float(pnl), 2),
             }
         )

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 console = Console()
 err_console = Console(stderr=True)
-STATUS_STYLE = {"accepted": "green", "amended": "yellow", "rejected": "red"}
+STATUS_STYLE = {"accepted": "green", "amended": "yellow", "rejected": "red", "declined": "yellow"}
 OUTCOME_STYLE = {"decided": "green", "all_rejected": "yellow", "model_error": "red", "venue_error": "red"}
 EXECUTION_STYLE = {
     "executed": "green",

@@ -1503,12 +1503,16 @@ def arena_show(
 
 
 def _plain_metavars(command: Any) -> None:
-    """Name every option's value after the option (--since SINCE) rather than its Python type (<str>)."""
+    """Name every option's value after the option (--since SINCE) rather than its Python type (<str>), and
+    every argument by its name alone (SYMBOL, not 'symbol <str>')."""
     for param in command.params:
-        option = getattr(param, "param_type_name", "") == "option"
-        if option and not getattr(param, "is_flag", False) and param.metavar is None:
+        kind = getattr(param, "param_type_name", "")
+        if kind == "option" and not getattr(param, "is_flag", False) and param.metavar is None:
             longest = max(param.opts, key=len).lstrip("-")
             param.metavar = longest.upper().replace("-", "_")
+        elif kind == "argument":
+            param.metavar = param.metavar or param.name.upper()
+            param.display_type_rich = lambda ctx: None  # typer's '<str>' after the name: a Python type
     for sub in getattr(command, "commands", {}).values():
         _plain_metavars(sub)
 

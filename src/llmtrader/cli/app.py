@@ -362,7 +362,9 @@ def history(
                 )
             )
         if as_json:
-            sys.stdout.write(json.dumps(rows, default=str) + "\n")
+            from llmtrader.cli.render import json_nulls
+
+            sys.stdout.write(json.dumps([json_nulls(r) for r in rows], default=str) + "\n")
             return
         from llmtrader.cli import render
 
@@ -414,7 +416,9 @@ def show(
             raise NotFoundError(f"no decision with id {decision_id!r} (no database yet)")
         record = read_show(conn, decision_id)
         if as_json:
-            sys.stdout.write(json.dumps(record, default=str) + "\n")
+            from llmtrader.cli.render import json_nulls
+
+            sys.stdout.write(json.dumps(json_nulls(record), default=str) + "\n")
             return
         from llmtrader.cli import render
 

@@ -184,6 +184,18 @@ def execution_json(report: ExecutionReport | None) -> list[dict[str, Any]]:
     ]
 
 
+# Stored as '-' on a record no model made (a close by hand, reconcile): null in --json, never "-".
+_DASHED = ("strategy", "base_url")
+
+
+def json_nulls(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` (a stored decision as --json prints it) with its '-' placeholders as None."""
+    for key in _DASHED:
+        if row.get(key) == "-":
+            row[key] = None
+    return row
+
+
 def decision_json(rec: DecisionRecord, execution: ExecutionReport | None = None) -> dict[str, Any]:
     """The ``decide --json`` object."""
     return {
@@ -195,7 +207,7 @@ def decision_json(rec: DecisionRecord, execution: ExecutionReport | None = None)
         "executed": rec.execution in ("executed", "partial", "emergency"),
         "execution": rec.execution,
         "orders": execution_json(execution),
-        "strategy": rec.strategy,
+        "strategy": None if rec.strategy == "-" else rec.strategy,
         "arm": rec.arm,
         "model": rec.model,
         "equity_usd": rec.equity_usd,

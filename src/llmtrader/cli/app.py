@@ -1173,7 +1173,7 @@ def backtest(
                     refs = None
                     if spec.model != "baseline":
                         refs = await baseline_reference(settings, spec, history, store)
-                    with _progress_bar(len(history.steps)) as advance:
+                    with _progress_bar(len(history.steps), spec.model) as advance:
                         return await run_backtest(
                             settings, spec, history, store, client, run_id=run_id, notes=notes,
                             progress=advance, should_stop=should_stop, references=refs,
@@ -1218,8 +1218,9 @@ def _spinner(label: str | None) -> Any:
     return spin()
 
 
-def _progress_bar(total: int) -> Any:
-    """A progress bar on stderr for a person (not in CI, not without a terminal); yields the step callback."""
+def _progress_bar(total: int, model: str) -> Any:
+    """A progress bar on stderr for a person (not in CI, not without a terminal), with a spinner, the model
+    and the elapsed time, so a slow model call shows it is still thinking; yields the step callback."""
     import contextlib
 
     from llmtrader.backtest.download import progress_wanted
@@ -1230,13 +1231,25 @@ def _progress_bar(total: int) -> Any:
             yield None
             return
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.markup import escape
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
+        from llmtrader.core.formatting import safe_text
+
+        label = escape(safe_text(f"backtest {model}", multiline=False))
         with Progress(
-            TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=Console(stderr=True),
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
         ) as progress:  # fmt: skip
-            task = progress.add_task("steps", total=total)
+            task = progress.add_task(label, total=total)
             done = [0]
 
             def advance(step: int, of: int) -> None:

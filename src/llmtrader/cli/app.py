@@ -620,6 +620,8 @@ def close(
             return typer.confirm(question, default=False, err=as_json)
 
         async def closing(services: Any) -> Any:
+            import contextlib
+
             lock = RunLock(services.settings.db, services.settings.account)
             lock.acquire(command="close")  # one trader per account: refused beside a running agent
             try:
@@ -627,9 +629,12 @@ def close(
                 live_money = services.settings.trading_mode == "live"
                 where.append("with REAL money on AsterDEX" if live_money else "on the paper account")
                 held.update({p.symbol: p for p in await services.exchange.positions()})
+                closing_done = await close_positions(services, symbols, confirm=None if yes else confirm)
                 if held:
-                    rules.update(await services.exchange.rules())  # the close reads them too (cached)
-                return await close_positions(services, symbols, confirm=None if yes else confirm)
+                    # Only to show the exit at the tick, after the close: never a reason for it to fail.
+                    with contextlib.suppress(LLMTraderError):
+                        rules.update(await services.exchange.rules())
+                return closing_done
             finally:
                 lock.release()
 

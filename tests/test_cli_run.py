@@ -129,7 +129,7 @@ def test_status_of_two_accounts_from_the_database(clean_env: Path, runner: CliRu
 
     human = runner.invoke(app, ["--config", str(config), "status"])
     assert human.exit_code == 0, human.output
-    for text in ("Account alpha", "Account beta", "traded", "STOPPED", "open", "abc123", "9876.5"):
+    for text in ("Account alpha", "Account beta", "traded", "STOPPED", "open", "abc123", "9,876.50"):
         assert text in human.stdout, text
 
 

@@ -362,7 +362,9 @@ def history(
                 )
             )
         if as_json:
-            sys.stdout.write(json.dumps(rows, default=str) + "\n")
+            from llmtrader.cli.render import json_nulls
+
+            sys.stdout.write(json.dumps([json_nulls(r) for r in rows], default=str) + "\n")
             return
         from llmtrader.cli import render
 
@@ -414,7 +416,9 @@ def show(
             raise NotFoundError(f"no decision with id {decision_id!r} (no database yet)")
         record = read_show(conn, decision_id)
         if as_json:
-            sys.stdout.write(json.dumps(record, default=str) + "\n")
+            from llmtrader.cli.render import json_nulls
+
+            sys.stdout.write(json.dumps(json_nulls(record), default=str) + "\n")
             return
         from llmtrader.cli import render
 
@@ -597,6 +601,7 @@ def close(
             raise ConfigError("close sends orders: run it on a terminal to confirm, or pass --yes")
 
         held: dict[str, Any] = {}  # the positions as they were just before closing: the question, the PnL
+        rules: dict[str, Any] = {}  # their symbols' tick and step: the exit price and size shown at them
         where: list[str] = []
 
         def confirm(targets: list[str]) -> bool:
@@ -615,6 +620,8 @@ def close(
             return typer.confirm(question, default=False, err=as_json)
 
         async def closing(services: Any) -> Any:
+            import contextlib
+
             lock = RunLock(services.settings.db, services.settings.account)
             lock.acquire(command="close")  # one trader per account: refused beside a running agent
             try:
@@ -622,12 +629,17 @@ def close(
                 live_money = services.settings.trading_mode == "live"
                 where.append("with REAL money on AsterDEX" if live_money else "on the paper account")
                 held.update({p.symbol: p for p in await services.exchange.positions()})
-                return await close_positions(services, symbols, confirm=None if yes else confirm)
+                closing_done = await close_positions(services, symbols, confirm=None if yes else confirm)
+                if held:
+                    # Only to show the exit at the tick, after the close: never a reason for it to fail.
+                    with contextlib.suppress(LLMTraderError):
+                        rules.update(await services.exchange.rules())
+                return closing_done
             finally:
                 lock.release()
 
         result = _run_with_services(closing, overrides={"account": account}, live=live)
-        closed = _closed_pnl(result.execution, held)
+        closed = _closed_pnl(result.execution, held, rules)
         if as_json:
             data = render.decision_json(result.record, result.execution)
             data["closed"] = closed
@@ -638,9 +650,13 @@ def close(
             return
         if result.execution is not None:
             render.execution_table(result.execution)
+        from llmtrader.core.textfmt import readable
+
         for c in closed:
+            rule = rules.get(c["symbol"])
+            exit_at = readable(c["exit_price"], rule.tick_size if rule is not None else None)
             render.console.print(
-                f"{c['symbol']}: closed {c['size']} at {c['exit_price']}, realised PnL "
+                f"{c['symbol']}: closed {c['size']} at {exit_at}, realised PnL "
                 f"{c['realized_pnl_usd']:+,.2f} USD before fees"
             )
         render.console.print(f"Recorded as {result.record.id}; execution {result.record.execution}.")
@@ -650,10 +666,13 @@ def close(
     guarded(body)
 
 
-def _closed_pnl(execution: Any, held: dict[str, Any]) -> list[dict[str, Any]]:
+def _closed_pnl(execution: Any, held: dict[str, Any], rules: dict[str, Any]) -> list[dict[str, Any]]:
     """Per closed position: the size filled, the average exit and the realised PnL before fees, from the
-    position's entry (as it was just before closing) and the close's fills."""
+    position's entry (as it was just before closing) and the close's fills. The averaged exit is rounded
+    to the symbol's tick (8 decimals when its rules are unknown), the size shown at its lot step."""
     from decimal import Decimal
+
+    from llmtrader.core.textfmt import at_precision, json_price
 
     out: list[dict[str, Any]] = []
     if execution is None:
@@ -667,11 +686,12 @@ def _closed_pnl(execution: Any, held: dict[str, Any]) -> list[dict[str, Any]]:
         exit_price = sum((f.executed_qty * f.avg_price for f in filled), Decimal(0)) / qty
         sign = 1 if position.side == "long" else -1
         pnl = (exit_price - position.entry_price) * qty * sign
+        rule = rules.get(a.symbol)
         out.append(
             {
                 "symbol": a.symbol,
-                "size": format(qty.normalize(), "f"),
-                "exit_price": float(exit_price),
+                "size": at_precision(qty, rule.step_size) if rule is not None else format(qty.normalize(), "f"),
+                "exit_price": json_price(exit_price, rule.tick_size if rule is not None else None),
                 "realized_pnl_usd": round(float(pnl), 2),
             }
         )
@@ -1158,7 +1178,7 @@ def backtest(
                     refs = None
                     if spec.model != "baseline":
                         refs = await baseline_reference(settings, spec, history, store)
-                    with _progress_bar(len(history.steps)) as advance:
+                    with _progress_bar(len(history.steps), spec.model) as advance:
                         return await run_backtest(
                             settings, spec, history, store, client, run_id=run_id, notes=notes,
                             progress=advance, should_stop=should_stop, references=refs,
@@ -1203,8 +1223,9 @@ def _spinner(label: str | None) -> Any:
     return spin()
 
 
-def _progress_bar(total: int) -> Any:
-    """A progress bar on stderr for a person (not in CI, not without a terminal); yields the step callback."""
+def _progress_bar(total: int, model: str) -> Any:
+    """A progress bar on stderr for a person (not in CI, not without a terminal), with a spinner, the model
+    and the elapsed time, so a slow model call shows it is still thinking; yields the step callback."""
     import contextlib
 
     from llmtrader.backtest.download import progress_wanted
@@ -1215,13 +1236,25 @@ def _progress_bar(total: int) -> Any:
             yield None
             return
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.markup import escape
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
+        from llmtrader.core.formatting import safe_text
+
+        label = escape(safe_text(f"backtest {model}", multiline=False))
         with Progress(
-            TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=Console(stderr=True),
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
         ) as progress:  # fmt: skip
-            task = progress.add_task("steps", total=total)
+            task = progress.add_task(label, total=total)
             done = [0]
 
             def advance(step: int, of: int) -> None:
@@ -1492,12 +1525,16 @@ def arena_show(
 
 
 def _plain_metavars(command: Any) -> None:
-    """Name every option's value after the option (--since SINCE) rather than its Python type (<str>)."""
+    """Name every option's value after the option (--since SINCE) rather than its Python type (<str>), and
+    every argument by its name alone (SYMBOL, not 'symbol <str>')."""
     for param in command.params:
-        option = getattr(param, "param_type_name", "") == "option"
-        if option and not getattr(param, "is_flag", False) and param.metavar is None:
+        kind = getattr(param, "param_type_name", "")
+        if kind == "option" and not getattr(param, "is_flag", False) and param.metavar is None:
             longest = max(param.opts, key=len).lstrip("-")
             param.metavar = longest.upper().replace("-", "_")
+        elif kind == "argument":
+            param.metavar = param.metavar or param.name.upper()
+            param.display_type_rich = lambda ctx: None  # typer's '<str>' after the name: a Python type
     for sub in getattr(command, "commands", {}).values():
         _plain_metavars(sub)
 

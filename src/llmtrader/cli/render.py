@@ -18,6 +18,7 @@ from llmtrader.core.json_views import CENT, _money, _ratio
 from llmtrader.core.json_views import backtest_json as backtest_json  # `--json` of `backtest show`
 from llmtrader.core.json_views import stats_json as stats_json  # `--json` of `stats`
 from llmtrader.core.records import DecisionRecord
+from llmtrader.core.textfmt import readable
 from llmtrader.core.times import iso_utc
 from llmtrader.errors import LLMTraderError, ModelError
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 console = Console()
 err_console = Console(stderr=True)
-STATUS_STYLE = {"accepted": "green", "amended": "yellow", "rejected": "red"}
+STATUS_STYLE = {"accepted": "green", "amended": "yellow", "rejected": "red", "declined": "yellow"}
 OUTCOME_STYLE = {"decided": "green", "all_rejected": "yellow", "model_error": "red", "venue_error": "red"}
 EXECUTION_STYLE = {
     "executed": "green",
@@ -132,6 +133,28 @@ def _num(value: Any, digits: int = 7) -> str:
     return fmt(float(value), digits) if isinstance(value, (int, float)) else "-"
 
 
+def _price(value: Any) -> str:
+    """A price from a decision or the store, where the symbol's tick is not at hand: by magnitude (six
+    significant digits, two to eight decimals; core.textfmt.readable)."""
+    return readable(value) if isinstance(value, (int, float, Decimal, str)) and not isinstance(value, bool) else "-"
+
+
+def _usd_cell(value: Any) -> str:
+    """A USD amount to the cent; '-' when unknown."""
+    if not isinstance(value, (int, float, Decimal, str)) or isinstance(value, bool):
+        return "-"
+    try:
+        return usd(Decimal(str(value)))
+    except ArithmeticError:  # not a number (a store row's '-'): shown as unknown
+        return "-"
+
+
+def _decimal8(value: Decimal) -> str:
+    """An exact decimal string rounded to 8 decimals, trailing zeros dropped: '114219.13333333'."""
+    shown = value.quantize(Decimal("1e-8"), ROUND_HALF_UP).normalize()
+    return format(shown, "f")
+
+
 def execution_json(report: ExecutionReport | None) -> list[dict[str, Any]]:
     if report is None:
         return []
@@ -150,7 +173,8 @@ def execution_json(report: ExecutionReport | None) -> list[dict[str, Any]]:
                     "code": leg.code,
                     "message": leg.message,
                     "executed_qty": str(leg.state.executed_qty) if leg.state else None,
-                    "avg_price": str(leg.state.avg_price) if leg.state else None,
+                    # the venue's average: a division, rounded to 8 decimals (no tick is at hand here)
+                    "avg_price": _decimal8(leg.state.avg_price) if leg.state else None,
                 }
                 for leg in a.legs
             ],
@@ -158,6 +182,18 @@ def execution_json(report: ExecutionReport | None) -> list[dict[str, Any]]:
         }
         for a in report.assets
     ]
+
+
+# Stored as '-' on a record no model made (a close by hand, reconcile): null in --json, never "-".
+_DASHED = ("strategy", "base_url")
+
+
+def json_nulls(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` (a stored decision as --json prints it) with its '-' placeholders as None."""
+    for key in _DASHED:
+        if row.get(key) == "-":
+            row[key] = None
+    return row
 
 
 def decision_json(rec: DecisionRecord, execution: ExecutionReport | None = None) -> dict[str, Any]:
@@ -171,7 +207,7 @@ def decision_json(rec: DecisionRecord, execution: ExecutionReport | None = None)
         "executed": rec.execution in ("executed", "partial", "emergency"),
         "execution": rec.execution,
         "orders": execution_json(execution),
-        "strategy": rec.strategy,
+        "strategy": None if rec.strategy == "-" else rec.strategy,
         "arm": rec.arm,
         "model": rec.model,
         "equity_usd": rec.equity_usd,
@@ -226,7 +262,7 @@ def execution_table(report: ExecutionReport) -> None:
             line.append_text(untrusted(f"{leg.name}: {leg.description} ", multiline=False))
             line.append_text(untrusted(leg.status, LEG_STYLE.get(leg.status, "")))
             if leg.state is not None and leg.state.executed_qty > 0:
-                line.append(f" {leg.state.executed_qty.normalize():f} @ {leg.state.avg_price.normalize():f}")
+                line.append(f" {leg.state.executed_qty.normalize():f} @ {readable(leg.state.avg_price)}")
             if leg.code is not None:
                 line.append_text(untrusted(f" (code {leg.code}: {leg.message})", "red", multiline=False))
             console.print(line)
@@ -255,7 +291,7 @@ def _reasons_under(assets: Sequence[Any], target: Console | None = None) -> None
 
 
 def _entry_cell(action: str, entry: Any) -> str:
-    return _num(entry) if entry is not None else ("market" if action in ("buy", "sell") else "-")
+    return _price(entry) if entry is not None else ("market" if action in ("buy", "sell") else "-")
 
 
 def decision_table(
@@ -268,11 +304,11 @@ def decision_table(
         [
             untrusted(a.symbol, multiline=False),
             untrusted(a.action, multiline=False),
-            _num(a.allocation_usd),
+            _usd_cell(a.allocation_usd),
             f"{a.leverage}x" if a.leverage is not None else "-",
             _entry_cell(a.action, a.entry_price),
-            _num(a.tp_price),
-            _num(a.sl_price),
+            _price(a.tp_price),
+            _price(a.sl_price),
             _num(a.confidence, 2),
             untrusted(a.status, STATUS_STYLE.get(a.status, ""), multiline=False),
         ]
@@ -315,12 +351,12 @@ def live_confirmation(rec: DecisionRecord, report: ValidationReport, *, target: 
         if not v.executable or d is None or d.action.value == "hold":
             continue
         action, symbol = d.action.value, safe_text(d.symbol, multiline=False)
-        stops = f"stop-loss {_num(d.sl_price)}, take-profit {_num(d.tp_price)}"
+        stops = f"stop-loss {_price(d.sl_price)}, take-profit {_price(d.tp_price)}"
         if action in ("buy", "sell"):
             notional = d.allocation_usd * d.leverage
             reference = d.entry_price or rec.marks.get(d.symbol)
-            size = _num(notional / reference, 6) if reference else "-"
-            entry = f"limit {_num(d.entry_price)}" if d.entry_price is not None else "at market"
+            size = _price(notional / reference) if reference else "-"
+            entry = f"limit {_price(d.entry_price)}" if d.entry_price is not None else "at market"
             lines = [
                 f"{action.upper()} {symbol}: size about {size} {entry}",
                 f"  notional {notional:,.2f} USD, leverage {d.leverage}x, margin {d.allocation_usd:,.2f} USD",
@@ -383,7 +419,7 @@ def history_table(rows: list[dict[str, Any]], *, filtered: bool = False) -> None
                 *(decision if first else [""] * len(decision)),
                 untrusted(a.get("symbol", "-"), multiline=False), untrusted(a.get("action", "-"), multiline=False),
                 untrusted(a.get("status", "-"), STATUS_STYLE.get(a.get("status", ""), ""), multiline=False),
-                _num(a.get("allocation_usd")), f"{a['leverage']}x" if a.get("leverage") else "-",
+                _usd_cell(a.get("allocation_usd")), f"{a['leverage']}x" if a.get("leverage") else "-",
                 _num(a.get("confidence"), 2), _trade_cell(a.get("trade")),
             ])  # fmt: skip
     table = Table(title=title)
@@ -415,7 +451,7 @@ def history_table(rows: list[dict[str, Any]], *, filtered: bool = False) -> None
             ]  # fmt: skip
             if a.get("allocation_usd"):
                 lev = f" at {a['leverage']}x" if a.get("leverage") else ""
-                fields.append(f"margin {_num(a.get('allocation_usd'))}{lev}")
+                fields.append(f"margin {_usd_cell(a.get('allocation_usd'))}{lev}")
             if a.get("confidence") is not None:
                 fields.append(f"conf {_num(a.get('confidence'), 2)}")
             if a.get("trade") is not None:
@@ -441,7 +477,7 @@ def record_view(rec: dict[str, Any]) -> None:
             f"id {rec['decision_id']}   time {rec['created_at']}   account {rec['account']}   mode {rec['mode']}"
             f"{'   dry run' if rec.get('dry_run') else ''}",
             f"strategy {_strategy_cell(rec)}   model {rec['model']}   endpoint {rec['base_url']}   "
-            f"equity {_num(rec.get('equity_usd'))} USD",
+            f"equity {_usd_cell(rec.get('equity_usd'))} USD",
             f"outcome {rec['outcome']}   execution {rec.get('execution') or '-'}   "
             f"tokens {rec.get('prompt_tokens')} in / {rec.get('completion_tokens')} out   "
             f"cost {f'${cost:.4f}' if isinstance(cost, (int, float)) else 'unknown'}   "
@@ -462,9 +498,9 @@ def record_view(rec: dict[str, Any]) -> None:
         rows: list[list[str | Text]] = [
             [
                 untrusted(a["symbol"], multiline=False), untrusted(a["action"], multiline=False),
-                _num(a.get("allocation_usd")), f"{a['leverage']}x" if a.get("leverage") else "-",
-                _entry_cell(a["action"], a.get("entry_price")), _num(a.get("tp_price")), _num(a.get("sl_price")),
-                _num(a.get("confidence"), 2), _num(a.get("mark_price")),
+                _usd_cell(a.get("allocation_usd")), f"{a['leverage']}x" if a.get("leverage") else "-",
+                _entry_cell(a["action"], a.get("entry_price")), _price(a.get("tp_price")), _price(a.get("sl_price")),
+                _num(a.get("confidence"), 2), _price(a.get("mark_price")),
                 untrusted(a["status"], STATUS_STYLE.get(a["status"], ""), multiline=False),
             ]
             for a in rec["assets"]
@@ -678,7 +714,9 @@ def strategy_view(prepared: Prepared, settings: Settings) -> None:
         for key, value in data[section].items():
             table.add_row(f"{section}.{key}", json.dumps(value))
     caps = data["settings_caps"]
-    table.add_row("settings caps", f"leverage {caps['leverage']}, position {fmt(caps['max_position_size_usd'])} USD")
+    table.add_row(
+        "settings caps", f"leverage {caps['leverage']}, position {_usd_cell(caps['max_position_size_usd'])} USD"
+    )
     console.print(table)
     console.print(Panel(untrusted(prepared.system), title="Prompt: system"))
     console.print(Panel(untrusted(prepared.user), title=f"Prompt: user (data as of {data['as_of']})"))
@@ -1022,7 +1060,7 @@ def status_view(rows: list[dict[str, Any]]) -> None:
             "next cycle", row["next_cycle"] if row["running"] else f"{row['next_cycle']} (if it runs by then)"
         )
         equity = row["equity_usd"]
-        table.add_row("equity", f"{fmt(equity)} USD (at the last cycle)" if equity is not None else "-")
+        table.add_row("equity", f"{_usd_cell(equity)} USD (at the last cycle)" if equity is not None else "-")
         positions = row["open_positions"]
         table.add_row(
             "open positions",
@@ -1080,7 +1118,7 @@ def backtest_view(
         table.add_column("figure")
         table.add_column("value", justify="right")
         rows = [
-            ("Equity", f"{fmt(m['start_equity_usd'])} -> {fmt(m['end_equity_usd'])} USD"),
+            ("Equity", f"{_usd_cell(m['start_equity_usd'])} -> {_usd_cell(m['end_equity_usd'])} USD"),
             ("Total return", _pct_text(m["total_return_pct"])),
             ("Buy and hold (equal weights)", _pct_text(bh.get("portfolio"))),
             *((f"  buy and hold {s}", _pct_text(v)) for s, v in bh.items() if s != "portfolio"),
@@ -1093,9 +1131,9 @@ def backtest_view(
             ("Average gross exposure", f"{m['avg_gross_exposure_pct']:.1f}% of equity"),
             ("Flat (cash)", _pct_text(m.get("flat_pct", 0.0))),
             *([("Baseline (same strategy)", _pct_text(m["baseline_pct"]))] if "baseline_pct" in m else []),
-            ("Fees paid", f"{fmt(m['fees_usd'])} USD"),
-            *([("Slippage paid", f"{fmt(m['slippage_usd'])} USD")] if "slippage_usd" in m else []),
-            ("Funding paid (net)", f"{fmt(m['funding_usd'])} USD ({m['funding_settlements']} settlements)"),
+            ("Fees paid", f"{_usd_cell(m['fees_usd'])} USD"),
+            *([("Slippage paid", f"{_usd_cell(m['slippage_usd'])} USD")] if "slippage_usd" in m else []),
+            ("Funding paid (net)", f"{_usd_cell(m['funding_usd'])} USD ({m['funding_settlements']} settlements)"),
             ("Model cost", f"{fmt(m['model_cost_usd'])} USD ({m['model_decisions']} decisions)"),
             ("Cycles", _counts(m.get("cycles", {}))),
             ("Validation (non-hold)", _counts(m.get("asset_decisions", {}))),

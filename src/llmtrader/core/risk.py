@@ -31,6 +31,8 @@ class Status(StrEnum):
     ACCEPTED = "accepted"
     AMENDED = "amended"
     REJECTED = "rejected"
+    # Not a validator verdict: an order no model decided (a close by hand) that the person answered no to.
+    DECLINED = "declined"
 
 
 @dataclass

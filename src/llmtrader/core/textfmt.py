@@ -44,3 +44,38 @@ def suggestion(value: str, choices: Iterable[str]) -> str:
     """' (did you mean X?)' for a near miss, else ''."""
     best = did_you_mean(value, choices)
     return f" (did you mean {best}?)" if best is not None and best != value else ""
+
+
+def readable(value: Decimal | float | int | str | None, step: Decimal | None = None) -> str:
+    """A price or size for people: at the decimals of ``step`` (the symbol's tick or lot step) when it is
+    known, else by magnitude: six significant digits, at most eight decimals, trailing zeros dropped down to
+    two decimals, plain notation (114219.1333333 -> '114219.13', 25.5 -> '25.50', 0.000123456789 ->
+    '0.00012346'); '-' when unknown."""
+    if value is None or isinstance(value, bool):
+        return "-"
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value))
+    except InvalidOperation:
+        return "-"
+    if not number.is_finite():
+        return str(number).lower()
+    if step is not None and step > 0:
+        return at_precision(number, step)
+    if number == 0:
+        return "0"
+    magnitude = number.adjusted()  # floor(log10(|value|))
+    places = min(8, max(2, 5 - magnitude))
+    text = at_precision(number, Decimal(1).scaleb(-places))
+    while "." in text and len(text) - text.index(".") > 3 and text.endswith("0"):  # keep two decimals
+        text = text[:-1]
+    return text
+
+
+def json_price(value: Decimal | float | None, step: Decimal | None = None) -> float | None:
+    """A computed price (an averaged entry or exit) for --json: rounded to the venue's tick when known,
+    else to 8 decimals, so no division tail like 114219.1333333333333333333333 reaches the document."""
+    if value is None:
+        return None
+    number = value if isinstance(value, Decimal) else Decimal(str(value))
+    places = decimals_of(step) if step is not None and step > 0 else 8
+    return float(number.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP))

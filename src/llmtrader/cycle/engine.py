@@ -963,6 +963,7 @@ async def close_positions(
     validations = [_accepted(s, Action.CLOSE_POSITION, rationale) for s in targets]
     if confirm is not None and not confirm(targets):
         record.execution = "declined"
+        validations = [replace(v, status=Status.DECLINED) for v in validations]  # answered no: not "accepted"
     return await _execute_without_model(services, record, validations, marks, started)
 
 

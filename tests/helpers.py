@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import time
+from pathlib import Path
+from typing import Any
+
+from llmtrader.config.load import load_settings
+from llmtrader.cycle.compose import build_services, close_services
+from llmtrader.exchange.base import OrderRequest
 
 
 class FakeClock:
@@ -20,3 +28,26 @@ class FakeClock:
 
     def advance(self, ms: int) -> None:
         self.now += ms
+
+
+def rows(db: Path, sql: str, *params: Any) -> list[dict[str, Any]]:
+    """The rows of one query on the database at ``db``, as dicts."""
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+def place(order: OrderRequest) -> None:
+    """Send one order through the project's own venue client, as the account's owner could by hand."""
+
+    async def go() -> None:
+        services = build_services(load_settings(), need_model=False)
+        try:
+            await services.exchange.place_order(order)
+        finally:
+            await close_services(services)
+
+    asyncio.run(go())

@@ -8,7 +8,6 @@ and asserts on the fake's orders and positions and on the store.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import re
@@ -24,14 +23,13 @@ from typer.testing import CliRunner
 
 from llmtrader.cli import render
 from llmtrader.cli.app import app
-from llmtrader.config.load import load_settings
-from llmtrader.cycle.compose import build_services, close_services
 from llmtrader.exchange.base import OrderRequest, OrderType, Side
 from llmtrader.logs import reset_logging
 from llmtrader.storage.store import Store
 from tests.conftest import USER
 from tests.fakes.aster import FakeAster, Order
 from tests.fakes.llm import FakeLLM, answer, asset, decision
+from tests.helpers import place, rows
 
 CONDITIONAL = ("STOP_MARKET", "TAKE_PROFIT_MARKET")
 
@@ -50,15 +48,6 @@ def invoke(runner: CliRunner, *args: str) -> Any:
 def decide(runner: CliRunner) -> tuple[int, dict[str, Any]]:
     result = invoke(runner, "decide", "--yes", "--json")
     return result.exit_code, json.loads(result.stdout)
-
-
-def rows(db: Path, sql: str, *params: Any) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, params)]
-    finally:
-        conn.close()
 
 
 def levels(fake: FakeAster, symbol: str = "BTCUSDT", **kw: float) -> dict[str, Any]:
@@ -198,19 +187,6 @@ def test_a_resting_entry_whose_stop_is_refused_while_flat_is_cancelled_and_repor
 
 
 # ---- safety 5: llmtrader cancels only orders it placed -----------------------------------------------------
-
-
-def place(order: OrderRequest) -> None:
-    """Send one order through the project's own venue client, as the account's owner could by hand."""
-
-    async def go() -> None:
-        services = build_services(load_settings(), need_model=False)
-        try:
-            await services.exchange.place_order(order)
-        finally:
-            await close_services(services)
-
-    asyncio.run(go())
 
 
 def stop(cid: str, level: float, *, qty: str | None = None, kind: OrderType = OrderType.STOP_MARKET) -> OrderRequest:

@@ -4,9 +4,7 @@ Only llmtrader's orders (client ids ``lt_``) are ever cancelled; the owner's sta
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sqlite3
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -16,13 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from llmtrader.cli.app import app
-from llmtrader.config.load import load_settings
-from llmtrader.cycle.compose import build_services, close_services
 from llmtrader.exchange.base import OrderRequest, OrderType, Side
 from llmtrader.logs import reset_logging
 from tests.conftest import USER
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision
+from tests.helpers import place, rows
 
 
 @pytest.fixture(autouse=True)
@@ -38,28 +35,6 @@ def invoke(runner: CliRunner, *args: str) -> Any:
 
 def run_once(runner: CliRunner) -> Any:
     return invoke(runner, "--log-json", "run", "--once")
-
-
-def rows(db: Path, sql: str, *params: Any) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, params)]
-    finally:
-        conn.close()
-
-
-def place(order: OrderRequest) -> None:
-    """Send one order through the project's own venue client, as llmtrader (or the owner) could."""
-
-    async def go() -> None:
-        services = build_services(load_settings(), need_model=False)
-        try:
-            await services.exchange.place_order(order)
-        finally:
-            await close_services(services)
-
-    asyncio.run(go())
 
 
 def limit_buy(fake: FakeAster, symbol: str, cid: str) -> OrderRequest:

@@ -3,7 +3,6 @@ the fake venue and the fake model, asserting on the fake's positions and orders.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from decimal import Decimal
@@ -14,13 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from llmtrader.cli.app import app
-from llmtrader.config.load import load_settings
-from llmtrader.cycle.compose import build_services, close_services
 from llmtrader.exchange.base import OrderRequest, OrderType, Side
 from llmtrader.logs import reset_logging
 from tests.conftest import USER
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import Behaviour, FakeLLM, answer, asset, decision
+from tests.helpers import place
 
 
 @pytest.fixture(autouse=True)
@@ -32,19 +30,6 @@ def _no_leftover_log_handlers() -> Iterator[None]:
 def decide(runner: CliRunner) -> tuple[int, dict[str, Any]]:
     result = runner.invoke(app, ["decide", "--yes", "--json"], env={"COLUMNS": "200"})
     return result.exit_code, json.loads(result.stdout)
-
-
-def place(order: OrderRequest) -> None:
-    """Send one order through the project's own venue client, as the account's owner could by hand."""
-
-    async def go() -> None:
-        services = build_services(load_settings(), need_model=False)
-        try:
-            await services.exchange.place_order(order)
-        finally:
-            await close_services(services)
-
-    asyncio.run(go())
 
 
 def while_thinking(fake: FakeAster, symbol: str, mark: Decimal, then: Behaviour) -> Behaviour:

@@ -97,6 +97,14 @@ def test_a_url_with_credentials_is_refused_and_never_shown(name: str, tmp_path: 
     assert PASSWORD not in redact(f"GET {url}/models") and "api.example.com/v1/models" in redact(f"GET {url}/models")
 
 
+@pytest.mark.parametrize("name", ["LLM_BASE_URL", "ASTERDEX_BASE_URL"])
+@pytest.mark.parametrize("tail", [f"?api_key={PASSWORD}", f"?x=1&token={PASSWORD}", f"#{PASSWORD}"])
+def test_a_url_with_a_query_string_or_fragment_is_refused_and_never_shown(name: str, tail: str) -> None:
+    message = config_error(None, {name: f"https://api.example.com/v1{tail}"})
+    assert name in message and "query string" in message and "https://host/v1" in message
+    assert PASSWORD not in message and "\n" not in message.strip()
+
+
 def test_config_show_with_a_credential_url_prints_no_password(clean_env: Path, runner: CliRunner) -> None:
     result = runner.invoke(app, ["config", "show"], env={"LLM_BASE_URL": f"https://u:{PASSWORD}@h.example/v1"})
     assert result.exit_code == 2 and PASSWORD not in result.output

@@ -59,10 +59,12 @@ def is_loopback_host(host: str | None) -> bool:
 
 
 def has_url_credentials(value: Any) -> bool:
-    """True when ``value`` is a URL with a ``user[:password]@`` part."""
+    """True when ``value`` is a URL with a ``user[:password]@`` part, or with a query string or fragment
+    (where a key such as ``?api_key=...`` would travel)."""
     if not isinstance(value, str) or "://" not in value:
         return False
-    return "@" in value.split("://", 1)[1].split("/", 1)[0]
+    rest = value.split("://", 1)[1]
+    return "@" in rest.split("/", 1)[0] or "?" in rest or "#" in rest
 
 
 def shown_value(name: str, value: Any) -> str:
@@ -400,8 +402,13 @@ class Settings(BaseSettings):
             raise ValueError("expected an http(s) URL, like https://host/path")
         if has_url_credentials(value):
             # The URL would be printed, stored with every decision and logged: credentials never go in it.
+            if "@" in value.split("://", 1)[1].split("/", 1)[0]:
+                raise ValueError(
+                    "a URL with credentials (user:password@) is refused; give the key in the environment instead"
+                )
             raise ValueError(
-                "a URL with credentials (user:password@) is refused; give the key in the environment instead"
+                "a URL with a query string or fragment (?... or #...) is refused: a key there would be logged "
+                "and stored; give the base URL only, like https://host/v1, and the key in the environment"
             )
         try:
             _ = urlsplit(value).port  # a bad port or IPv6 address fails here, not at the first request

@@ -53,7 +53,7 @@ from urllib.parse import urlparse
 
 from llmtrader.config.accounts import account_names, credential_problems, require_account, settings_for_account
 from llmtrader.config.strategies import load_strategy
-from llmtrader.core.times import INTERVAL_MS
+from llmtrader.core.times import INTERVAL_MS, iso_utc
 from llmtrader.errors import ConfigError, CredentialsError, LLMTraderError
 from llmtrader.notify.checks import outbox_health
 from llmtrader.notify.delivery import open_notifier
@@ -374,8 +374,6 @@ class Scheduler:
             job = f"cycle:{account}"
             self._aps.modify_job(job, misfire_grace_time=math.ceil(interval_ms(interval) / 1000))
             self._aps.reschedule_job(job, trigger=trigger_for(interval, self.offset_s))
-        from llmtrader.core.times import iso_utc
-
         self.log.info(
             f"interval changed from {was} to {interval} (the strategy in force): cycles follow it",
             account=account, interval=interval, next_cycle=iso_utc(self.next_fire_ms(account)),
@@ -875,10 +873,7 @@ def start_telegram(built: Mapping[str, Services], scheduler: Scheduler, clock: C
 def interval_in_force(store: Store, settings: Settings) -> str:
     """How often the account of ``settings`` (as configured) decides now: :func:`cycle_interval` of its
     strategy in force (the one chosen with ``strategy use``, else the configured one)."""
-    from llmtrader.cycle.engine import strategy_in_force
-
-    chosen, _ = strategy_in_force(store, settings)
-    return cycle_interval(settings, chosen)
+    return cycle_interval(settings, store.strategy_choice(settings.account))
 
 
 def cycle_interval(settings: Settings, strategy: str | None = None) -> str:

@@ -10,6 +10,7 @@ terminal: the log lines (stderr) stay what a journal and a pipe read.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -210,8 +211,6 @@ def terminal_reporter(width: int | None = None) -> Callable[[Services, CycleResu
                     record = None
                 finally:
                     conn.close()
-        import shutil
-
         columns = width if width is not None else min(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
         typer.echo(cycle_line(result, record, cached_rules(services), width=columns))
 

@@ -910,7 +910,7 @@ def run(
     def body() -> int:
         import asyncio
 
-        from llmtrader.cli import render
+        from llmtrader.cli import cycleline, render
         from llmtrader.core.redact import secrets_of
         from llmtrader.cycle.scheduler import run_agent, select_accounts
         from llmtrader.logs import configure_logging
@@ -921,7 +921,11 @@ def run(
         configure_logging(
             json=_state["log_json"], log_file=_state["log_file"], level=_state["log_level"], secrets=secrets
         )
-        code: int = asyncio.run(run_agent(selection, once=once, dry_run=dry_run, warn=render.warning))
+        # On a terminal, one readable line per cycle on stdout (the log lines go to stderr either way).
+        on_cycle = cycleline.terminal_reporter() if sys.stdout.isatty() else None
+        code: int = asyncio.run(
+            run_agent(selection, once=once, dry_run=dry_run, warn=render.warning, on_cycle=on_cycle)
+        )
         return code
 
     code = guarded(body)

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import json
 import math
 import os
 import signal
@@ -51,7 +53,7 @@ from urllib.parse import urlparse
 
 from llmtrader.config.accounts import account_names, credential_problems, require_account, settings_for_account
 from llmtrader.config.strategies import load_strategy
-from llmtrader.core.times import INTERVAL_MS
+from llmtrader.core.times import INTERVAL_MS, iso_utc
 from llmtrader.errors import ConfigError, CredentialsError, LLMTraderError
 from llmtrader.notify.checks import outbox_health
 from llmtrader.notify.delivery import open_notifier
@@ -242,6 +244,12 @@ class Scheduler:
     account's services, built by the caller and closed by :meth:`close` with ``close_services``.
     ``clock`` gives the time of each fire. :meth:`fire` is what the APScheduler job calls (through
     :meth:`launch`) and what tests call directly.
+
+    ``interval_of(account)`` gives the interval in force of an account now (its strategy may be changed with
+    ``strategy use`` while the agent runs): re-read after each of its cycles, and a change reschedules it
+    (:meth:`follow_interval`). ``on_schedule(account, interval)`` is told the interval each account is
+    scheduled with, at the start and at every change (the agent records it for ``status``).
+    ``on_cycle(services, result)`` is told each cycle's result (``run`` on a terminal prints a line).
     """
 
     def __init__(
@@ -255,6 +263,9 @@ class Scheduler:
         offset_s: float = DEFAULT_OFFSET_S,
         stop_timeout_s: float = STOP_TIMEOUT_S,
         logger: BoundLogger | None = None,
+        interval_of: Callable[[str], str] | None = None,
+        on_schedule: Callable[[str, str], None] | None = None,
+        on_cycle: Callable[[Services, CycleResult], None] | None = None,
     ) -> None:
         from llmtrader.logs import get_logger
 
@@ -276,6 +287,9 @@ class Scheduler:
         self._forced = False
         self.failures: list[str] = []  # why a `--once` cycle could not reach the venue or the model
         self._closed = False
+        self._interval_of = interval_of
+        self._on_schedule = on_schedule
+        self._on_cycle = on_cycle
 
     async def exclusive(self, account: str, fn: Callable[[Services], Awaitable[T]]) -> T:
         """Run ``fn`` with the account's services while no cycle of it runs (a close asked from Telegram)."""
@@ -312,16 +326,68 @@ class Scheduler:
         if acc.lock.locked():
             self.log.warning("cycle skipped: the previous cycle is still running", account=account)
             try:
-                return self._record_skip(acc.services.store, account, now_ms=now, reason=OVERLAP_REASON)
+                skipped = self._record_skip(acc.services.store, account, now_ms=now, reason=OVERLAP_REASON)
             except Exception:
                 self.log.exception("the skipped cycle could not be recorded", account=account)
                 return None
+            self._report(acc, skipped)
+            return skipped
         async with acc.lock:
             try:
-                return await self._cycle(acc.services, now_ms=now)
+                result = await self._cycle(acc.services, now_ms=now)
             except Exception:  # never BaseException: a cancellation must go through
                 self.log.exception("cycle failed", account=account)
-                return None
+                result = None
+            self.follow_interval(account)  # before the lock is free: the next fire sees the new interval
+        if result is not None:
+            self._report(acc, result)
+        return result
+
+    def _report(self, acc: _Account, result: CycleResult) -> None:
+        """Tell ``on_cycle`` the result; a failure to show it never reaches the agent."""
+        if self._on_cycle is None:
+            return
+        try:
+            self._on_cycle(acc.services, result)
+        except Exception:
+            self.log.exception("the cycle line could not be shown", account=acc.name)
+
+    def follow_interval(self, account: str) -> str | None:
+        """Re-read the interval in force of ``account`` (``interval_of``); when it changed (a ``strategy use``
+        of a strategy with another interval), its later cycles follow it: its settings take the new interval
+        and its job is rescheduled. Logged once, at the change. Returns the new interval, else None."""
+        if self._interval_of is None:
+            return None
+        acc = self._accounts[account]
+        try:
+            interval = self._interval_of(account)
+            _offset_ms(interval, self.offset_s)
+        except Exception:  # a store that cannot be read now: the schedule stays as it is
+            self.log.exception("the interval in force could not be read", account=account)
+            return None
+        was = acc.settings.interval
+        if interval == was:
+            return None
+        acc.settings = acc.settings.model_copy(update={"interval": interval})
+        acc.services.settings = acc.services.settings.model_copy(update={"interval": interval})
+        if self._aps is not None and not self._aps_stopped:
+            job = f"cycle:{account}"
+            self._aps.modify_job(job, misfire_grace_time=math.ceil(interval_ms(interval) / 1000))
+            self._aps.reschedule_job(job, trigger=trigger_for(interval, self.offset_s))
+        self.log.info(
+            f"interval changed from {was} to {interval} (the strategy in force): cycles follow it",
+            account=account, interval=interval, next_cycle=iso_utc(self.next_fire_ms(account)),
+        )  # fmt: skip
+        self._scheduled(account, interval)
+        return interval
+
+    def _scheduled(self, account: str, interval: str) -> None:
+        if self._on_schedule is None:
+            return
+        try:
+            self._on_schedule(account, interval)
+        except Exception:
+            self.log.exception("the schedule could not be recorded", account=account)
 
     async def run_once(self, now_ms: int | None = None) -> list[CycleResult | None]:
         """One cycle of every account, concurrently, in account order; each is isolated from the others'
@@ -370,6 +436,8 @@ class Scheduler:
             )
         aps.start()
         self._aps = aps
+        for name, acc in self._accounts.items():
+            self._scheduled(name, acc.settings.interval)
         if last_cycle_ms is not None:
             now = self.clock.now_ms()
             for name, acc in self._accounts.items():
@@ -501,11 +569,21 @@ def last_cycle_times(conn: Connection | None) -> dict[str, int | None]:
 
 
 class RunLock:
-    """One agent per account and database: an exclusive ``flock`` on ``<db>.<account>.run.lock`` while
-    ``run`` runs (``--once`` too), so a second ``run`` (a manual one beside the service, a cron job that
-    overlaps) cannot trade the same account twice. The kernel releases it when the process dies, so a
-    crash never leaves a stale lock. The file holds the holder's pid, for the error and for ``status``.
+    """One agent per account and database: an exclusive lock on ``<db>.<account>.run.lock`` while ``run``
+    runs (``--once`` too), so a second ``run`` (a manual one beside the service, a cron job that overlaps)
+    cannot trade the same account twice. The kernel releases it when the process dies, so a crash never
+    leaves a stale lock. The file holds the holder's pid (for the error and for ``status``) and, once the
+    agent has scheduled its cycles, its schedule (:meth:`record_schedule`).
+
+    On Linux the lock is an open-file-description lock (``F_OFD_SETLK``): :meth:`holder` asks the kernel
+    who holds it (``F_OFD_GETLK``) without taking any lock itself, so a ``status`` at any instant never makes
+    the agent's lock attempt fail. (A shared ``flock`` probe did: the agent starting during that probe was
+    refused as if another agent ran.) Elsewhere it is a ``flock``, probed with a brief shared lock.
     """
+
+    # The schedule line is padded to this many bytes and rewritten in place: the file never shrinks or
+    # grows, so a reader never sees it half truncated (a torn line fails to parse and reads as unknown).
+    _SCHEDULE_BYTES = 160
 
     def __init__(self, db: Path, account: str) -> None:
         # Keyed by the database's resolved path: a symlink (or a relative path) to the same file is the same lock.
@@ -513,20 +591,17 @@ class RunLock:
         self.path = real.with_name(f"{real.name}.{account}.run.lock")
         self.account = account
         self._fd: int | None = None
+        self._head = b""
 
     def acquire(self, *, command: str | None = None) -> None:
         """Take the lock, or raise ConfigError (exit 2) naming the pid that holds it. ``command`` (``decide``,
         ``close``): a command that trades the account once, refused beside a running agent."""
-        import fcntl
-
         from llmtrader.privatefiles import make_private_dirs, private_opener
 
         make_private_dirs(self.path.parent)
         fd = private_opener(str(self.path), os.O_RDWR | os.O_CREAT)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        if not _try_lock(fd):
+            holder = os.pread(fd, 32, 0).decode(errors="replace").partition("\n")[0].strip() or "unknown"
             os.close(fd)
             if command is not None:
                 raise ConfigError(
@@ -538,13 +613,23 @@ class RunLock:
                 f"account {self.account!r} is already run by another llmtrader process (pid {holder}, lock "
                 f"{self.path}): stop it first (systemctl stop llmtrader), or run other accounts with --account"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        self._head = f"{os.getpid()}\n".encode()
+        # Written over the old text, then cut to length: a reader never finds the file empty while it is held.
+        os.pwrite(fd, self._head, 0)
+        os.ftruncate(fd, len(self._head))
         self._fd = fd
+
+    def record_schedule(self, interval: str, offset_s: float) -> None:
+        """Record (beside the pid) the interval and cycle offset the agent schedules this account with now,
+        for ``status`` to show the running agent's next cycle rather than the caller's configuration."""
+        if self._fd is None:
+            return
+        line = json.dumps({"interval": interval, "offset_s": offset_s}).encode()
+        os.pwrite(self._fd, self._head + line.ljust(self._SCHEDULE_BYTES) + b"\n", 0)
 
     def release(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor releases the flock
+            os.close(self._fd)  # closing the descriptor releases the lock
             self._fd = None
 
     @contextlib.contextmanager
@@ -558,23 +643,83 @@ class RunLock:
             self.release()
 
     def holder(self) -> int | None:
-        """The pid of the process running this account now, or None (read-only: creates nothing)."""
-        import fcntl
+        """The pid of the process running this account now, or None (read-only: creates nothing, locks
+        nothing on Linux; -1 when the holder's pid cannot be read)."""
+        held = self._read()
+        if held is None:
+            return None
+        first = held.partition("\n")[0].strip()
+        return int(first) if first.isdigit() else -1
 
+    def schedule(self) -> tuple[str, float] | None:
+        """The interval and cycle offset the running agent recorded (:meth:`record_schedule`), or None: no
+        agent runs the account, or it recorded none (``run --once``), or the record cannot be read."""
+        held = self._read()
+        if held is None:
+            return None
+        try:
+            data = json.loads(held.partition("\n")[2] or "null")
+            interval, offset_s = data["interval"], float(data["offset_s"])
+            interval_ms(interval)
+        except (ValueError, TypeError, KeyError, ConfigError):
+            return None
+        return str(interval), offset_s
+
+    def _read(self) -> str | None:
+        """The file's text while another descriptor holds the lock, else None."""
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return None
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                text = os.read(fd, 32).decode(errors="replace").strip()
-                return int(text) if text.isdigit() else -1
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
+            if not _is_locked(fd):
+                return None
+            return os.pread(fd, 32 + self._SCHEDULE_BYTES + 1, 0).decode(errors="replace")
         finally:
             os.close(fd)
+
+
+def _flock_struct(kind: int) -> bytes:
+    """A ``struct flock`` for the whole file (64-bit offsets, as the OFD commands always take them)."""
+    import struct
+
+    return struct.pack("hhqqi", kind, os.SEEK_SET, 0, 0, 0) + bytes(4)
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the exclusive lock on ``fd`` without waiting; False when another descriptor holds it."""
+    import fcntl
+
+    if hasattr(fcntl, "F_OFD_SETLK"):
+        try:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock_struct(fcntl.F_WRLCK))
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _is_locked(fd: int) -> bool:
+    """Whether another descriptor holds the lock of ``fd``'s file. With OFD locks, a query that takes no lock."""
+    import fcntl
+    import struct
+
+    if hasattr(fcntl, "F_OFD_GETLK"):
+        answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _flock_struct(fcntl.F_RDLCK))
+        kind: int = struct.unpack_from("h", answer)[0]
+        return kind != fcntl.F_UNLCK
+    try:  # no OFD locks (macOS): a brief shared flock, which may make an agent starting at that instant fail
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
 
 
 async def run_agent(
@@ -585,6 +730,7 @@ async def run_agent(
     clock: Clock | None = None,
     warn: Callable[[str], None] | None = None,
     offset_s: float = DEFAULT_OFFSET_S,
+    on_cycle: Callable[[Services, CycleResult], None] | None = None,
 ) -> int:
     """``llmtrader run``: lock every selected account (:class:`RunLock`), build its services, log a start
     line per account, then run one cycle each (``once``) or the schedule until a signal. Returns the exit
@@ -592,7 +738,12 @@ async def run_agent(
     recorded (whatever its outcome), else 1.
 
     ``warn`` shows start-up warnings prominently (the baseline fallback of a paper account without a
-    model key). An error building an account's services stops the start, after closing those built.
+    model key). ``on_cycle`` is told each cycle's result (``run`` on a terminal prints one line per cycle).
+    An error building an account's services stops the start, after closing those built.
+
+    Each account's interval follows its strategy in force: a ``strategy use`` while the agent runs takes effect
+    from the account's next cycle. The agent records its schedule in the account's :class:`RunLock` file, for
+    ``status``.
     """
     from llmtrader.core.times import SystemClock, iso_utc
     from llmtrader.cycle.compose import build_services, close_services
@@ -607,7 +758,8 @@ async def run_agent(
     for message in selection.warnings:
         say(message)
     db = next(iter(selection.accounts.values())).db  # one database for every account
-    locks = [RunLock(db, name) for name in selection.accounts]
+    held = {name: RunLock(db, name) for name in selection.accounts}
+    locks = list(held.values())
     built: dict[str, Services] = {}
     try:
         for lock in locks:
@@ -615,8 +767,7 @@ async def run_agent(
         try:
             for name, settings in selection.accounts.items():
                 built[name] = build_services(settings, clock=clock)
-                chosen, _ = strategy_in_force(built[name].store, settings)
-                interval = cycle_interval(settings, chosen)
+                interval = interval_in_force(built[name].store, settings)
                 if interval != settings.interval:  # the strategy's own interval (swing: every 4h)
                     built[name].settings = settings.model_copy(update={"interval": interval})
             for services in built.values():  # a live account in hedge mode cannot place a stop: refused now
@@ -625,7 +776,9 @@ async def run_agent(
             cycle: CycleFn = partial(run_cycle, dry_run=dry_run, served=True)
             scheduler = Scheduler(
                 built, cycle=cycle, record_skip=record_skipped_cycle, close_services=close_services, clock=clock,
-                offset_s=offset_s,
+                offset_s=offset_s, on_cycle=on_cycle,
+                interval_of=lambda name: interval_in_force(built[name].store, selection.accounts[name]),
+                on_schedule=lambda name, interval: held[name].record_schedule(interval, offset_s),
             )  # fmt: skip
         except BaseException:
             for services in built.values():
@@ -717,6 +870,12 @@ def start_telegram(built: Mapping[str, Services], scheduler: Scheduler, clock: C
     return commands
 
 
+def interval_in_force(store: Store, settings: Settings) -> str:
+    """How often the account of ``settings`` (as configured) decides now: :func:`cycle_interval` of its
+    strategy in force (the one chosen with ``strategy use``, else the configured one)."""
+    return cycle_interval(settings, store.strategy_choice(settings.account))
+
+
 def cycle_interval(settings: Settings, strategy: str | None = None) -> str:
     """How often an account decides: its ``interval`` setting when one was given (file, environment, an
     account table), else the interval of its strategy in force (``strategy``, else the configured one), as a
@@ -762,7 +921,8 @@ def agent_status(
 ) -> list[dict[str, Any]]:
     """``llmtrader status``: per account, from the database only (plain sqlite3, no venue or model call).
 
-    ``running``: an agent holds the account's :class:`RunLock` now (``pid``: which process).
+    ``running``: an agent holds the account's :class:`RunLock` now (``pid``: which process); ``interval`` and
+    ``next_cycle`` are then the ones that agent recorded it schedules with (else those of the configuration).
     Open positions are the paper account's as last saved; for a live account they are not known here
     (``None``): asking the venue is ``llmtrader positions``. Equity is the one the last cycle saw.
     ``conn`` None (no database yet) gives every account with nothing run.
@@ -780,7 +940,13 @@ def agent_status(
         interval = cycle_interval(account, chosen)
         account = account.model_copy(update={"interval": interval}) if interval != account.interval else account
         last = cycles.get(name)
-        pid = RunLock(account.db, name).holder()
+        lock = RunLock(account.db, name)
+        pid = lock.holder()
+        # A running agent's own schedule (its strategy's interval, its offset), not the caller's configuration.
+        scheduled = lock.schedule() if pid is not None else None
+        if scheduled is not None:
+            account = account.model_copy(update={"interval": scheduled[0]})
+        offset = scheduled[1] if scheduled is not None else offset_s
         positions = None
         if account.trading_mode == "paper":
             positions = (_paper_positions(conn, name) if conn is not None else None) or 0
@@ -797,7 +963,7 @@ def agent_status(
                 "interval": account.interval,
                 "assets": list(account.assets),
                 "last_cycle": _cycle_json(last) if last is not None else None,
-                "next_cycle": iso_utc(next_fire_ms(now_ms, account.interval, offset_s)),
+                "next_cycle": iso_utc(next_fire_ms(now_ms, account.interval, offset)),
                 "equity_usd": last["equity_usd"] if last is not None else None,
                 "open_positions": positions,
                 "guards": describe(_guard_state(conn, name), now_ms),

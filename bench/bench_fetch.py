@@ -1,7 +1,7 @@
 """Market-data fetch for 10 assets with 50 ms added to every venue request: at most 3 round trips.
 
 The fake venue (tests/fakes/aster.py) runs on loopback and sleeps ``LATENCY_S`` before answering each
-request. The timed part is what ``engine.decide`` does before building the context: ``market_snapshot``
+request. The timed part is what ``engine.prepare`` does before building the context: ``market_snapshot``
 (exchangeInfo from the store's cache or the venue, then cached), ``check_symbols`` and
 ``AsterMarketData.snapshot`` with the strategy's timeframes (15m, 1h, 4h) and 200 candles. A fresh
 ``AsterMarketData`` (so fresh connections) is used for every run, as in one CLI process.
@@ -86,7 +86,7 @@ def _services(store: Any, base_url: str) -> Any:
 
 
 async def _fetch(store: Any, base_url: str, out: list[Any]) -> float:
-    """One fetch as engine.decide does it: its wall time; the snapshot is appended to ``out``.
+    """One fetch as engine.prepare does it: its wall time; the snapshot is appended to ``out``.
 
     (The snapshot is not returned: on Python 3.11 ``asyncio.run`` formats the repr of the main task,
     result included, on the way out, and the repr of numpy arrays is slow.)

@@ -26,7 +26,8 @@ from llmtrader.config.strategies import load_strategy
 from llmtrader.core.decision import lenient_from_decision, parse_decision
 from llmtrader.core.times import Clock
 from llmtrader.cycle.compose import build_services, close_services
-from llmtrader.cycle.engine import Services, decide
+from llmtrader.cycle.decide import decide
+from llmtrader.cycle.engine import Services
 from llmtrader.cycle.run import CycleResult, run_cycle
 from llmtrader.errors import ExecutionNotStarted, ModelError, VenueUnavailable
 from llmtrader.exchange.base import VenuePosition

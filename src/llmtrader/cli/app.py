@@ -256,7 +256,7 @@ def decide(
 
         from llmtrader.cli import render
         from llmtrader.cycle.compose import build_services, close_services
-        from llmtrader.cycle.engine import decide as run_decide
+        from llmtrader.cycle.decide import decide as run_decide
         from llmtrader.cycle.engine import require_one_way
         from llmtrader.cycle.scheduler import RunLock
         from llmtrader.errors import ModelError, VenueError

@@ -47,7 +47,7 @@ The contract of a cycle (``llmtrader run``), in this order, for one account
    cycle as skipped (kill switch) and stop here.
 5. ``not verdict.allow_decision``: record the cycle as skipped (kill switch: the model budget) and stop:
    positions keep their stops and targets at the venue.
-6. Build the context (``engine.prepare``); ``key = context_key(cache_context(...))`` from what it holds;
+6. Build the context (``decide.prepare_draft``); ``key = context_key(cache_context(...))`` from what it holds;
    ``hit = store.cached_decision(key, now_ms=now)``. On a hit, reuse ``hit.answer`` (the parsed decision)
    instead of a model call: validate it with the current marks, account and limits like a fresh one, apply
    step 8, execute, and record a new decision with no ``llm_calls`` rows, ``cost_usd`` NULL and a note
@@ -55,8 +55,9 @@ The contract of a cycle (``llmtrader run``), in this order, for one account
    runs from the model call).
 7. ``not verdict.allow_model_call`` (circuit open, or a rate limit reached): record the cycle as skipped
    with ``verdict.reasons`` (``verdict.blocked_by`` says which) and stop.
-8. Call the model (``engine.decide``). Then ``state, events = record_model_result(verdict.new_state,
-   ok=..., now_ms=clock.now_ms(), settings=gs, error=...)`` and save them: ``ok`` is False exactly when the
+8. Call the model (``decide.ask_model``: it returns the outcome). Then ``state, events =
+   record_model_result(verdict.new_state, ok=..., now_ms=clock.now_ms(), settings=gs, error=...)`` and save
+   them, before a failed decision is recorded: ``ok`` is False exactly when the
    model gave no usable answer (``ModelError``; outcome ``model_error``), True for any answer (decided or
    all rejected). A venue error before the call is not a model result. If ``not verdict.allow_openings``,
    pass the validation report through :func:`refuse_openings` before executing (only reductions and

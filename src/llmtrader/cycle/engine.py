@@ -1,7 +1,10 @@
-"""The decision pipeline: snapshot, context, prompt, model, validation, record.
+"""What a decision is made of: the services, the venue's rules, the market and account snapshot, the strategy
+in force, the prepared prompt (:func:`prepare`), the execution of a recorded decision, and the decisions made
+without a model (closes, stops re-armed).
 
-Only this orchestrator does I/O in sequence; context building and validation are pure. Whatever
-happens after the symbols are accepted is recorded before the function returns or raises.
+The steps of one decision, in order, are in :mod:`llmtrader.cycle.decide`; one scheduled cycle, in
+:mod:`llmtrader.cycle.run`. Context building and validation are pure; only those orchestrators do I/O in
+sequence.
 """
 
 from __future__ import annotations
@@ -15,27 +18,20 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from llmtrader.config.settings import Settings
 from llmtrader.config.strategies import available_strategies, builtin_dir, load_strategy
 from llmtrader.core.account import AccountState, Position
 from llmtrader.core.context import DecisionContext, build_context, render_prompt
-from llmtrader.core.decision import Action, AssetDecision, LenientDecision, RiskLevel
+from llmtrader.core.decision import Action, AssetDecision, RiskLevel
 from llmtrader.core.filters import SymbolRules
-from llmtrader.core.guards import cache_context, context_key, refuse_openings
 from llmtrader.core.limits import Limits
 from llmtrader.core.market import MarketSnapshot, check_symbols
-from llmtrader.core.records import AssetRow, CallRow, DecisionRecord, new_decision_id
+from llmtrader.core.records import AssetRow, DecisionRecord, new_decision_id
 from llmtrader.core.risk import (
-    RECHECK_PREFIX,
     AssetValidation,
     RiskInputs,
     Status,
     ValidationReport,
-    adds_risk,
-    recheck_caps,
-    validate_decision,
 )
 from llmtrader.core.strategy import Strategy
 from llmtrader.core.textfmt import at_precision
@@ -45,8 +41,6 @@ from llmtrader.cycle.execution import ExecutionReport, ExecutionSettings, execut
 from llmtrader.errors import (
     ConfigError,
     ExecutionNotStarted,
-    LLMTraderError,
-    ModelError,
     NotFoundError,
     StoreError,
     StrategyError,
@@ -63,7 +57,7 @@ from llmtrader.exchange.base import (
     dec_str,
     together,
 )
-from llmtrader.llm.port import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
+from llmtrader.llm.port import DecisionClient
 from llmtrader.storage.facts import (
     account_facts,
     account_history,
@@ -73,9 +67,6 @@ from llmtrader.storage.facts import (
 )
 from llmtrader.storage.store import Store
 from llmtrader.storage.venue_history import HistorySource, sync_venue_history
-
-# The record of a decision by a client that reads no prompt (the baseline) says so in place of the prompt.
-NO_PROMPT_NOTE = "{model} reads no prompt: none was rendered (`llmtrader strategy show` shows a model's)"
 
 
 @dataclass(frozen=True)
@@ -124,47 +115,14 @@ class Services:
 
 @dataclass
 class DecideResult:
-    """A decision and what became of it. ``skipped``: the cycle's guards refused the model call and no cached
-    decision applied, so nothing was recorded (the record is the unstored draft). ``cached_from``: the id of
-    the earlier decision whose answer was reused without a model call."""
+    """A decision and what became of it (:func:`llmtrader.cycle.decide.decide`, or a decision made without a
+    model: a close, a stop re-armed)."""
 
     record: DecisionRecord
     report: ValidationReport | None
     execution: ExecutionReport | None = None
-    skipped: str | None = None
-    cached_from: str | None = None
 
 
-@dataclass
-class CycleHooks:
-    """What a scheduled cycle (:mod:`llmtrader.cycle.run`) adds to :func:`decide`; ``llmtrader decide`` passes none.
-
-    Set by the cycle from its guards' verdict (see the contract in :mod:`llmtrader.core.guards`):
-
-    - ``account``: the account as the cycle read it for its guards, so that it is not read a second time;
-    - ``allow_model_call`` False: no new model call (circuit open, rate limit): a cached decision may still be
-      reused, otherwise the decision is skipped with ``model_call_refused`` and nothing is recorded;
-    - ``openings_refused``: a reason (the daily loss or drawdown switch): openings and increases are rejected
-      with it after validation (:func:`llmtrader.core.guards.refuse_openings`), closes and reductions pass;
-    - ``cache_ttl_ms`` > 0: the decision cache is on: an identical context reuses an earlier answer, and a
-      usable new answer is stored for that long;
-    - ``on_model_result(ok, error)``: called right after each model call (``ok`` False on a ModelError);
-    - ``history``: the venue's history as the cycle synced it before its guards (not synced again).
-
-    A VenueError from :func:`decide` is a read that failed before the decision; at execution, when nothing
-    was sent, it is an :class:`~llmtrader.errors.ExecutionNotStarted` raised from it.
-    """
-
-    account: AccountState | None = None
-    allow_model_call: bool = True
-    model_call_refused: str | None = None
-    openings_refused: str | None = None
-    cache_ttl_ms: int = 0
-    on_model_result: Callable[[bool, str | None], None] | None = None
-    history: HistoryRead | None = None  # the cycle synced the venue's history before its guards
-
-
-Confirm = Callable[[DecisionRecord, ValidationReport], bool]
 ConfirmClose = Callable[[list[str]], bool]
 
 
@@ -616,29 +574,7 @@ def execution_settings(settings: Settings) -> ExecutionSettings:
     )
 
 
-def _call_rows(calls: Sequence[object]) -> list[CallRow]:
-    rows = []
-    for c in calls:
-        if isinstance(c, CallRecord):
-            rows.append(
-                CallRow(
-                    attempt=c.attempt,
-                    response_format=c.response_format,
-                    raw_response=c.raw_response,
-                    error=c.error,
-                    prompt_tokens=c.prompt_tokens,
-                    completion_tokens=c.completion_tokens,
-                    reasoning_tokens=c.reasoning_tokens,
-                    cost_usd=c.cost_usd,
-                    latency_ms=c.latency_ms,
-                    finish_reason=c.finish_reason,
-                    generation_id=c.generation_id,
-                )
-            )
-    return rows
-
-
-def _asset_row(v: AssetValidation, marks: dict[str, float]) -> AssetRow:
+def asset_row(v: AssetValidation, marks: dict[str, float]) -> AssetRow:
     source = v.final.model_dump(mode="json") if v.final is not None else (v.proposed or {})
 
     def num(key: str) -> float | None:
@@ -664,237 +600,15 @@ def _asset_row(v: AssetValidation, marks: dict[str, float]) -> AssetRow:
     )
 
 
-async def decide(
-    services: Services,
-    symbols: Sequence[str],
-    *,
-    dry_run: bool,
-    confirm: Confirm | None = None,
-    hooks: CycleHooks | None = None,
-) -> DecideResult:
-    """One portfolio decision for ``symbols``: recorded whatever its outcome, then executed unless
-    ``dry_run`` (or ``confirm`` declines). Every order and event of the execution is recorded as it happens.
-
-    The strategy is resolved now (:func:`resolve_strategy`); under an A/B test the decision's arm, derived
-    from its id, picks the client and may pick the strategy, and is recorded with it.
-
-    ``hooks`` (the scheduled cycle only) add the guards and the decision cache: see :class:`CycleHooks`.
-    Without them, a decision always asks the model and never reuses an answer.
-
-    Raises UnknownSymbolError (nothing recorded, no model call) for symbols the venue does not list
-    (bad input, not a decision), StrategyError (nothing recorded) when the strategy does not load,
-    and VenueError or ModelError after recording the failed decision.
-    """
-    settings, clock = services.settings, services.clock
-    started = time.monotonic()
-    symbols = tuple(symbols)
-    now = clock.now_ms()
-    decision_id = new_decision_id(now)
-    arm = choose_arm(services, decision_id)
-    client = arm.client if arm is not None else services.client
-    strategy = arm_strategy(services, arm)
-    record = DecisionRecord(
-        id=decision_id,
-        created_at_ms=now,
-        account=settings.account,
-        mode=settings.trading_mode,
-        dry_run=dry_run,
-        strategy=strategy.name,
-        model=client.model,
-        base_url=client.base_url,
-        symbols=list(symbols),
-        outcome="pending",
-        notes=list(arm.notes if arm is not None else services.notes),
-        arm=arm.name if arm is not None else None,
-    )
-
-    def finish(outcome: str, error: LLMTraderError | None = None) -> None:
-        record.outcome = outcome
-        record.error = str(error) if error is not None else None
-        record.latency_ms = int((time.monotonic() - started) * 1000)
-        services.store.record_decision(record)
-        if error is not None:
-            error.decision_id = record.id
-
-    prompted = reads_prompt(client)
-    try:
-        prepared = await prepare(
-            services,
-            strategy,
-            symbols,
-            now,
-            account=hooks.account if hooks is not None else None,
-            prompt=prompted,
-            history=hooks.history if hooks is not None else None,
-        )
-    except VenueError as exc:
-        finish("venue_error", exc)
-        raise
-    snapshot, account, limits = prepared.snapshot, prepared.account, prepared.limits
-    record.as_of_ms = snapshot.as_of_ms
-    record.marks = {s: a.mark_price for s, a in snapshot.assets.items()}
-    record.equity_usd = account.equity_usd
-    record.notes += prepared.notes
-    if prompted:
-        record.system_prompt, record.user_prompt = prepared.system, prepared.user
-    else:
-        record.notes.append(NO_PROMPT_NOTE.format(model=client.model))
-
-    cache_key: str | None = None
-    cached: tuple[str, LenientDecision] | None = None
-    if hooks is not None and hooks.cache_ttl_ms > 0:
-        cache_key = context_key(
-            cache_context(
-                account_name=settings.account,
-                symbols=symbols,
-                snapshot=snapshot,
-                account=account,
-                strategy=strategy,
-                model=client.model,
-                base_url=client.base_url,
-                arm=arm.name if arm is not None else None,
-            )
-        )
-        cached = _cached_answer(services.store, cache_key, now)
-    if hooks is not None and cached is None and not hooks.allow_model_call:
-        return DecideResult(record=record, report=None, skipped=hooks.model_call_refused or "no model call allowed")
-
-    if cached is not None:
-        decision = cached[1]
-        record.parsed = decision.model_dump(mode="json")
-        record.portfolio_rationale = decision.portfolio_rationale
-        record.notes.append(f"cached: reuses decision {cached[0]}")
-    else:
-        answer = await _ask_model(services, client, prepared, record, finish, hooks)
-        decision = answer.decision
-
-    report = validate_decision(
-        decision, symbols=symbols, marks=record.marks, account=account, limits=limits, inputs=prepared.inputs
-    )
-    if hooks is not None and hooks.openings_refused:
-        report = refuse_openings(report, account, hooks.openings_refused)
-        record.notes.append(f"openings and increases refused: {hooks.openings_refused}")
-    if prepared.history.problem is not None:
-        held = f"openings held: {prepared.history.problem}, and a close found there would start a cooldown"
-        report = refuse_openings(report, account, held)
-        record.notes.append(held)
-    record.notes += report.notes
-    record.assets = [_asset_row(v, record.marks) for v in report.assets]
-    executable = [v for v in report.assets if v.executable and v.final is not None and v.final.action.value != "hold"]
-    if dry_run:
-        record.execution = "dry_run"
-    elif not executable:
-        record.execution = "nothing"
-    elif confirm is not None and not confirm(record, report):
-        record.execution = "declined"
-    if record.execution is None:
-        try:
-            report = await _recheck_caps(services, prepared, report, record)
-        except VenueError as exc:
-            record.execution = "failed"
-            record.notes.append(f"execution did not start: the positions could not be read again: {exc}")
-            finish("decided", exc)
-            raise ExecutionNotStarted(exc) from exc
-        if not any(v.executable and v.final is not None and v.final.action.value != "hold" for v in report.assets):
-            record.execution = "nothing"
-    finish("all_rejected" if report.all_rejected else "decided")
-    if hooks is not None and cache_key is not None and cached is None and record.parsed is not None:
-        # The TTL runs from the model call; a reused answer is never stored again.
-        services.store.cache_decision(
-            cache_key,
-            account=settings.account,
-            decision_id=record.id,
-            answer=record.parsed,
-            now_ms=now,
-            ttl_ms=hooks.cache_ttl_ms,
-        )
-    cached_from = cached[0] if cached is not None else None
-    if record.execution is not None:
-        return DecideResult(record=record, report=report, cached_from=cached_from)
-    marks = {s: Decimal(str(m)) for s, m in record.marks.items()}
-    execution = await _execute_recorded(services, record, report.assets, snapshot.rules, marks)
-    return DecideResult(record=record, report=report, execution=execution, cached_from=cached_from)
-
-
-async def _recheck_caps(
-    services: Services, prepared: Prepared, report: ValidationReport, record: DecisionRecord
-) -> ValidationReport:
-    """Right before sending a decision that opens or adds, read the positions and balance again and re-apply
-    every cap to them (:func:`llmtrader.core.risk.recheck_caps`): whatever traded on the account since the
-    decision was validated counts. ``record`` gets the amended asset rows and notes. Raises VenueError when
-    the account cannot be read (nothing is sent then)."""
-    held = {p.symbol: p for p in prepared.account.positions}
-    if not any(adds_risk(v, held) for v in report.assets):
-        return report
-    fresh = await account_state(services)
-    report = recheck_caps(report, marks=record.marks, account=fresh, limits=prepared.limits, inputs=prepared.inputs)
-    record.notes += [n for n in report.notes if n.startswith(RECHECK_PREFIX) and n not in record.notes]
-    record.assets = [_asset_row(v, record.marks) for v in report.assets]
-    return report
-
-
-def _cached_answer(store: Store, key: str, now: int) -> tuple[str, LenientDecision] | None:
-    """The decision stored under ``key`` and its id, unless it expired (or no longer parses: then a miss)."""
-    hit = store.cached_decision(key, now_ms=now)
-    if hit is None:
-        return None
-    try:
-        return hit.decision_id, LenientDecision.model_validate(hit.answer)
-    except ValidationError:
-        return None
-
-
-async def _ask_model(
-    services: Services,
-    client: DecisionClient,
-    prepared: Prepared,
-    record: DecisionRecord,
-    finish: Callable[[str, LLMTraderError | None], None],
-    hooks: CycleHooks | None,
-) -> ModelAnswer:
-    """Call the model and fill ``record`` with the answer; a ModelError is recorded (and reported to the
-    cycle's circuit breaker) before it is raised."""
-    try:
-        request = DecisionRequest(
-            system=prepared.system, user=prepared.user, context=prepared.context, inputs=prepared.inputs
-        )
-        answer = await client.decide(request)
-    except ModelError as exc:
-        if hooks is not None and hooks.on_model_result is not None:
-            hooks.on_model_result(False, str(exc))
-        record.calls = _call_rows(exc.calls)
-        record.prompt_tokens = sum(c.prompt_tokens for c in record.calls)
-        record.completion_tokens = sum(c.completion_tokens for c in record.calls)
-        costs = [c.cost_usd for c in record.calls if c.cost_usd is not None]
-        record.cost_usd = sum(costs) if costs else None
-        record.model_latency_ms = sum(c.latency_ms for c in record.calls)
-        record.raw_response = next((c.raw_response for c in reversed(record.calls) if c.raw_response), None)
-        finish("model_error", exc)
-        raise
-    if hooks is not None and hooks.on_model_result is not None:
-        hooks.on_model_result(True, None)
-    record.calls = _call_rows(answer.calls)
-    record.raw_response = answer.raw_response
-    record.parsed = answer.decision_json
-    record.parse_errors = answer.parse_errors
-    record.portfolio_rationale = answer.decision.portfolio_rationale
-    record.response_format = answer.response_format
-    record.reasks = answer.reasks
-    record.prompt_tokens = answer.prompt_tokens
-    record.completion_tokens = answer.completion_tokens
-    record.cost_usd = answer.cost_usd
-    record.model_latency_ms = answer.latency_ms
-    return answer
-
-
-async def _execute_recorded(
+async def execute_recorded(
     services: Services,
     record: DecisionRecord,
     validations: Sequence[AssetValidation],
     rules: dict[str, SymbolRules],
     marks: dict[str, Decimal],
 ) -> ExecutionReport:
-    """Execute a recorded decision; its execution outcome is stored whatever happens."""
+    """Execute a recorded decision (a model's, :func:`llmtrader.cycle.decide.execute_decision`, or one made
+    without a model); its execution outcome is stored whatever happens."""
     log = services.store.execution_log(services.settings.account, services.exchange.mode, services.clock.now_ms)
     try:
         execution = await execute(
@@ -1043,7 +757,7 @@ async def _execute_without_model(
     (disk full, read-only, locked) does not hold them back; its error is raised once they were sent.
     """
     report = ValidationReport(assets=validations)
-    record.assets = [_asset_row(v, record.marks) for v in validations]
+    record.assets = [asset_row(v, record.marks) for v in validations]
     record.latency_ms = int((time.monotonic() - started) * 1000)
     unrecorded: StoreError | None = None
     try:
@@ -1069,7 +783,7 @@ async def _execute_without_model(
             exc.decision_id = record.id
             raise
     try:
-        execution = await _execute_recorded(services, record, validations, rules, marks)
+        execution = await execute_recorded(services, record, validations, rules, marks)
     except StoreError as exc:
         unrecorded = unrecorded or exc
     if unrecorded is not None:

@@ -9,9 +9,11 @@ The steps follow the contract in :mod:`llmtrader.core.guards`, in this order:
 2. **Guards**: the account is read, the live venue's history synced (closes that filled there, deposits and
    withdrawals; when it cannot be read, the decision holds openings), every guard checked, and their state
    and events saved at once. The drawdown stop closes everything; a stop or the model budget skips the cycle.
-3. **Decide** through :func:`llmtrader.cycle.engine.decide` with :class:`~llmtrader.cycle.engine.CycleHooks`:
-   an identical context reuses a cached decision without a model call; an open circuit or a rate limit skips the cycle
-   otherwise; the daily loss switch refuses openings; each model call's result feeds the circuit breaker.
+3. **Decide**, step by step (:mod:`llmtrader.cycle.decide`): the draft and the prepared prompt; an identical
+   context reuses a cached decision without a model call; an open circuit or a rate limit skips the cycle
+   otherwise; the model's outcome is returned, and the cycle records it in the guard state (the circuit
+   breaker) before a failed decision is recorded; the daily loss switch refuses openings; the decision is
+   validated, its caps re-checked, recorded, and executed.
 4. **Record** the cycle (the ``cycles`` table), whatever happened, with one outcome:
 
    - ``traded``: something was executed (execution executed, partial, or emergency);
@@ -42,21 +44,32 @@ from typing import TYPE_CHECKING, Any
 
 from llmtrader.core.formatting import fmt
 from llmtrader.core.guards import GuardSettings, check_guards, record_model_result, transfers_from_ms
+from llmtrader.core.records import DecisionRecord
+from llmtrader.core.risk import ValidationReport
 from llmtrader.core.strategy import StrategyLimits
 from llmtrader.core.times import HOUR_MS, day_start_ms
+from llmtrader.cycle.decide import (
+    ask_model,
+    cache_key,
+    cached_answer,
+    execute_decision,
+    open_draft,
+    prepare_draft,
+    recheck_caps,
+    record_decision,
+    record_model_error,
+    validate,
+)
 from llmtrader.cycle.engine import (
-    CycleHooks,
-    DecideResult,
     Services,
     account_state,
     arm_strategy,
     close_positions,
-    decide,
     position_rows,
     protect_positions,
     sync_live_history,
 )
-from llmtrader.cycle.execution import covers, ours
+from llmtrader.cycle.execution import ExecutionReport, covers, ours
 from llmtrader.errors import ConfigError, ExecutionNotStarted, ModelError, NotFoundError, StrategyError, VenueError
 from llmtrader.exchange.base import OrderState, OrderType, Side, VenuePosition, dec_str, together
 from llmtrader.logs import cycle_summary, get_logger
@@ -243,7 +256,7 @@ async def _cycle(
     paused = await _carry_out_controls(services, result, dry_run) if served else None
     # The venue's history (live): the closes that filled there while no one looked (for the cooldown and the
     # minimum hold) and the deposits and withdrawals (for the kill switches' baselines), whatever the strategy
-    # shows the model. When it cannot be read, the decision holds openings (engine.decide).
+    # shows the model. When it cannot be read, the decision holds openings (decide.validate).
     history = await sync_live_history(services)
 
     # 2. Guards: checked, then their state and events saved at once, before anything else can fail.
@@ -278,38 +291,12 @@ async def _cycle(
         result.reason = paused
         return
 
-    # 3. Decide, with the guards and the cache.
-    guard_state = verdict.new_state
-
-    def on_model_result(ok: bool, error: str | None) -> None:
-        nonlocal guard_state
-        at = services.clock.now_ms()
-        new_state, events = record_model_result(guard_state, ok=ok, now_ms=at, settings=gs, error=error)
-        if events or new_state != guard_state:
-            store.save_guard_state(name, new_state, events, now_ms=at)
-        guard_state = new_state
-
-    openings = "; ".join(r for b, r in blocked if b in _OPENING_BLOCKERS)
-    hooks = CycleHooks(
-        account=account,
-        allow_model_call=verdict.allow_model_call,
-        model_call_refused="; ".join(r for b, r in blocked if b in _MODEL_BLOCKERS) or None,
-        openings_refused=openings or None,
-        cache_ttl_ms=gs.decision_cache_ttl_ms,
-        on_model_result=on_model_result,
-        history=history,
-    )
+    # 3. The draft of the decision (its id, A/B arm, client and strategy), then the market read, the context
+    #    built and the prompt rendered, on the account and history read above (not read again).
     try:
-        decided = await decide(services, settings.assets, dry_run=dry_run, hooks=hooks)
-    except ModelError as exc:
-        result.outcome, result.reason, result.decision_id = MODEL_ERROR, str(exc), exc.decision_id
-        result.unreachable = "model"
-        return
-    except ExecutionNotStarted as exc:
-        result.decision_id = exc.decision_id
-        result.outcome, result.reason = EXCHANGE_REJECT, f"execution did not start: {exc}"
-        return
-    except VenueError as exc:
+        draft = open_draft(services, settings.assets, dry_run=dry_run)
+        prepared = await prepare_draft(services, draft, account=account, history=history)
+    except VenueError as exc:  # the decision is recorded as venue_error
         result.decision_id = exc.decision_id
         result.reason = f"the venue could not be read for the decision: {exc}"
         result.unreachable = "venue"
@@ -317,17 +304,56 @@ async def _cycle(
     except ConfigError as exc:  # a strategy that no longer loads, a symbol no longer listed
         result.reason = str(exc)
         return
-    if decided.skipped is not None:
-        result.reason = decided.skipped
+
+    # 4. The answer: a cached one for an identical context, else the model's if the guards allow a call.
+    key = cache_key(services, draft, prepared) if gs.decision_cache_ttl_ms > 0 else None
+    cached = cached_answer(services, draft, key) if key is not None else None
+    if cached is None and not verdict.allow_model_call:  # nothing is recorded
+        result.reason = "; ".join(r for b, r in blocked if b in _MODEL_BLOCKERS) or "no model call allowed"
         return
-    record = decided.record
+    if cached is not None:
+        decision = cached
+    else:
+        asked = await ask_model(draft, prepared)  # the answer, or the ModelError: returned, not raised
+        # The cycle counts the model's result in its guard state (the circuit breaker) at once, before a failed
+        # decision is recorded.
+        at = services.clock.now_ms()
+        failed = isinstance(asked, ModelError)
+        counted, events = record_model_result(
+            verdict.new_state, ok=not failed, now_ms=at, settings=gs, error=str(asked) if failed else None
+        )
+        if events or counted != verdict.new_state:
+            store.save_guard_state(name, counted, events, now_ms=at)
+        if isinstance(asked, ModelError):
+            record_model_error(services, draft, asked)
+            result.outcome, result.reason, result.decision_id = MODEL_ERROR, str(asked), draft.record.id
+            result.unreachable = "model"
+            return
+        decision = asked.decision
+
+    # 5. Validate (openings refused by the daily loss or drawdown switch), re-check the caps on the account
+    #    read again, record the decision (a new answer cached), and execute what survived.
+    openings = "; ".join(r for b, r in blocked if b in _OPENING_BLOCKERS) or None
+    report = validate(draft, prepared, decision, openings_refused=openings)
+    cache = (key, gs.decision_cache_ttl_ms) if key is not None and cached is None else None  # a new answer
+    try:
+        report = await recheck_caps(services, draft, prepared, report)
+        record_decision(services, draft, report, cache=cache)
+        execution = await execute_decision(services, draft, prepared, report)
+    except ExecutionNotStarted as exc:  # the decision is recorded, execution failed
+        result.decision_id = exc.decision_id
+        result.outcome, result.reason = EXCHANGE_REJECT, f"execution did not start: {exc}"
+        return
+
+    # 6. The outcome.
+    record = draft.record
     result.decision_id = record.id
-    result.cached = decided.cached_from is not None
-    result.outcome, result.reason = _outcome(decided, openings or None)
+    result.cached = cached is not None
+    result.outcome, result.reason = _outcome(record, report, execution, openings)
     fields.update(model=record.model, cost_usd=record.cost_usd)
-    if decided.execution is not None:
-        result.unprotected += decided.execution.unprotected
-        fields["orders"] = sum(1 for a in decided.execution.assets for leg in a.legs if leg.client_order_id)
+    if execution is not None:
+        result.unprotected += execution.unprotected
+        fields["orders"] = sum(1 for a in execution.assets for leg in a.legs if leg.client_order_id)
 
 
 async def _close_all(services: Services, result: CycleResult, dry_run: bool) -> None:
@@ -393,13 +419,14 @@ async def _snapshot_positions(services: Services) -> None:
     )
 
 
-def _outcome(decided: DecideResult, openings_refused: str | None) -> tuple[str, str | None]:
+def _outcome(
+    record: DecisionRecord, report: ValidationReport, execution: ExecutionReport | None, openings_refused: str | None
+) -> tuple[str, str | None]:
     """The outcome of a recorded decision, and why."""
-    record, execution, report = decided.record, decided.execution, decided.report
     if record.outcome == "all_rejected":
-        rejected = [] if report is None else [f"{v.symbol}: {'; '.join(v.reasons[:2])}" for v in report.assets]
+        rejected = [f"{v.symbol}: {'; '.join(v.reasons[:2])}" for v in report.assets]
         return RISK_VETO, "every asset decision was rejected: " + " | ".join(rejected)
-    vetoed = [] if report is None else [v for v in report.assets if v.status.value == "rejected" and v.action != "hold"]
+    vetoed = [v for v in report.assets if v.status.value == "rejected" and v.action != "hold"]
     if execution is None:
         if vetoed and record.execution != "dry_run" and not openings_refused:  # the risk checks said no
             return RISK_VETO, "rejected: " + " | ".join(f"{v.symbol}: {'; '.join(v.reasons[:2])}" for v in vetoed)

@@ -287,6 +287,32 @@ def test_daily_loss_switch_refuses_openings(
     assert [e["kind"] for e in rows(paper, "SELECT kind FROM guard_events")] == ["daily_loss_stop"]
 
 
+def test_the_daily_loss_switch_cancels_llmtraders_resting_entries_and_leaves_the_owners(
+    live: Path, clock: Clock, fake_aster: FakeAster, fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entry resting from an earlier decision would open a position when it fills, after the switch
+    tripped: it is cancelled; the owner's own order (no llmtrader client id) is left alone."""
+
+    def entry(cid: str) -> OrderRequest:
+        return OrderRequest("ETHUSDT", Side.BUY, OrderType.LIMIT, cid, quantity=Decimal("0.1"), price=Decimal(100),
+                            time_in_force="GTC")  # fmt: skip
+
+    async def place(services: Services) -> None:
+        await services.exchange.place_order(entry("lt_e_ETHUSDT_en"))
+        await services.exchange.place_order(entry("owners-own-order"))
+
+    with_services(clock, place)
+    monkeypatch.setenv("DAILY_LOSS_KILL_PCT", "5")
+    midnight = clock.now - clock.now % DAY_MS
+    seed_equity(live, 10_600, midnight - 3_600_000)
+    result = cycle(clock)
+    assert (result.reason or "").startswith("openings refused: daily loss switch")
+    assert [o.client_order_id for o in fake_aster.open_orders(USER)] == ["owners-own-order"]
+    assert any(n.startswith("cancelled the resting entry lt_e_ETHUSDT_en of ETHUSDT") for n in result.reconcile)
+    events = rows(live, "SELECT kind, symbol, message FROM execution_events WHERE kind = 'cancel'")
+    assert [(e["symbol"], "lt_e_ETHUSDT_en" in e["message"]) for e in events] == [("ETHUSDT", True)]
+
+
 def test_drawdown_closes_everything_and_holds_until_resume(
     live: Path, clock: Clock, fake_aster: FakeAster, fake_llm: FakeLLM
 ) -> None:

@@ -278,6 +278,9 @@ async def _cycle(
         for event in verdict.events:
             logger.warning("guard", account=name, kind=event.kind, message=event.message)
     blocked = list(zip(verdict.blocked_by, verdict.reasons, strict=False))
+    if not verdict.allow_openings and not verdict.close_all:
+        # The daily loss switch: no opening, and none of llmtrader's entries resting from earlier may fill now.
+        await _cancel_resting_entries(services, result.reconcile, dry_run, why="the daily loss switch is on")
     if verdict.close_all:
         result.reason = "; ".join(verdict.reasons)
         if account.positions or not dry_run:  # with no position, llmtrader's resting entries are still cancelled
@@ -615,6 +618,39 @@ async def _cancel_duplicates(
                 message = f"cancelled the {what}"
                 log.event(decision_id=None, symbol=p.symbol, kind="cancel", message=message)
                 notes.append(message)
+
+
+async def _cancel_resting_entries(services: Services, notes: list[str], dry_run: bool, *, why: str) -> None:
+    """Cancel llmtrader's limit entries resting on any symbol (they would open or add when they fill) while
+    openings are refused. Their stops and targets stay until reconcile finds them stale (an entry that filled
+    in the meantime keeps its protection). The owner's orders are never touched. A venue that cannot be read
+    or cancel is noted; the next cycle tries again."""
+    exchange = services.exchange
+    try:
+        orders = await exchange.open_orders()
+    except VenueError as exc:
+        notes.append(f"resting entries not checked ({why}): the open orders cannot be read: {exc}")
+        return
+    entries = [o for o in orders if ours(o) and o.type == OrderType.LIMIT and not (o.reduce_only or o.close_position)]
+    if dry_run:
+        notes.extend(
+            f"dry run: would cancel the resting entry {o.client_order_id} of {o.symbol} ({why})" for o in entries
+        )
+        return
+    done: list[tuple[str, str]] = []
+    for order in entries:
+        what = f"resting entry {order.client_order_id} of {order.symbol} ({why})"
+        try:
+            state = await exchange.cancel_order(order.symbol, order.client_order_id)
+        except VenueError as exc:
+            notes.append(f"cannot cancel the {what}: {exc}")
+            continue
+        message = f"cancelled the {what}" if state is not None else f"the {what} was already filled or gone"
+        done.append((order.symbol, message))
+        notes.append(message)
+    log = services.store.execution_log(services.settings.account, exchange.mode, services.clock.now_ms)
+    for symbol, message in done:
+        log.event(decision_id=None, symbol=symbol, kind="cancel", message=message)
 
 
 async def _cancel_stale_protection(

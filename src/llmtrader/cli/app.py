@@ -1526,9 +1526,15 @@ def arena_show(
 
 def _plain_metavars(command: Any) -> None:
     """Name every option's value after the option (--since SINCE) rather than its Python type (<str>), and
-    every argument by its name alone (SYMBOL, not 'symbol <str>')."""
+    every argument by its name alone (SYMBOL, not 'symbol <str>'); a number's range in words ('1 to 32', not
+    '1<=x<=32')."""
     for param in command.params:
         kind = getattr(param, "param_type_name", "")
+        low, high = getattr(param, "min", None), getattr(param, "max", None)
+        if low is not None or high is not None:
+            words = f"{low} to {high}" if low is not None and high is not None else None
+            words = words or (f"at least {low}" if low is not None else f"at most {high}")
+            param._get_number_range_help_str = lambda words=words: words  # typer's 'x>=1': a Python expression
         if kind == "option" and not getattr(param, "is_flag", False) and param.metavar is None:
             longest = max(param.opts, key=len).lstrip("-")
             param.metavar = longest.upper().replace("-", "_")

@@ -13,6 +13,8 @@ from decimal import Decimal
 from typing import Any
 
 from llmtrader.core.guards import GuardState
+from llmtrader.core.json_views import number, usd
+from llmtrader.core.textfmt import json_price
 from llmtrader.core.times import iso_utc, ms_of_iso
 from llmtrader.core.trades import ADOPTED_REASON, FundingEvent, Trade, TradeFill, decision_id_of, reconstruct_trades
 from llmtrader.errors import NotFoundError, StoreError
@@ -240,8 +242,8 @@ def trade_outcomes(
             "side": trade.side,
             "opened_ms": trade.opened_ms,
             "closed_ms": trade.closed_ms,
-            # exact, as a string: a sum over the fills and funding of the trade
-            "net_pnl_usd": None if trade.is_open else format(trade.net_pnl.normalize(), "f"),
+            # a sum over the fills and funding of the trade, at the cent
+            "net_pnl_usd": None if trade.is_open else usd(trade.net_pnl),
             "closing_reason": trade.closing_reason,
         }
 
@@ -334,6 +336,9 @@ def show(conn: sqlite3.Connection, decision_id: str) -> dict[str, Any]:
             [record["decision_id"]],
         )
     ]
+    for order in record["orders"]:  # stored as the venue's decimal text: numbers in --json (docs/json.md)
+        order["executed_qty"] = number(order["executed_qty"])
+        order["avg_price"] = json_price(order["avg_price"]) if order["executed_qty"] else None
     record["events"] = [
         dict(r)
         for r in conn.execute(

@@ -881,11 +881,11 @@ def strategy_ab(
         until = iso_utc(SystemClock().now_ms())
         conn = open_reader(settings.db)
         result = compare_arms(conn, account=settings.account, arms=arms, since=since_iso, until=until)
-        if as_json:
-            typer.echo(json.dumps(result))
-            return
         from llmtrader.cli import render
 
+        if as_json:
+            typer.echo(json.dumps(render.money_rounded(result)))
+            return
         render.ab_table(result)
 
     guarded(body)

@@ -731,7 +731,7 @@ AB_ROWS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("mean latency ms", lambda a: _num(a["mean_latency_ms"], 5)),
     ("mean model latency ms", lambda a: _num(a["mean_model_latency_ms"], 5)),
     ("model cost USD", lambda a: _num(a["cost_usd"], 5)),
-    ("cost per decision USD", lambda a: _num(a["cost_usd_per_decision"], 5)),
+    ("cost per decision USD", lambda a: _num(a["cost_per_decision_usd"], 5)),
     ("decisions without a cost", lambda a: str(a["decisions_without_cost"])),
 ]
 

@@ -441,7 +441,7 @@ def compare_arms(
                 "mean_latency_ms": latency,
                 "mean_model_latency_ms": model_latency,
                 "cost_usd": cost,
-                "cost_usd_per_decision": cost / with_cost if cost is not None and with_cost else None,
+                "cost_per_decision_usd": cost / with_cost if cost is not None and with_cost else None,
                 "decisions_without_cost": decisions - with_cost,
             }
         )

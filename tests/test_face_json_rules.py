@@ -40,15 +40,20 @@ def _json(runner: CliRunner, *args: str) -> Any:
     return json.loads(result.stdout)  # the whole of stdout: one document
 
 
-def test_every_json_document_follows_the_value_rules(
-    paper: Path, runner: CliRunner, fake_aster: FakeAster, fake_llm: FakeLLM
-) -> None:
+def _open_a_long(runner: CliRunner, fake_aster: FakeAster, fake_llm: FakeLLM) -> Any:
+    """`decide --json` opening a long on BTCUSDT with its stop and target."""
     mark = fake_aster.mark("BTCUSDT")
     fake_llm.push(answer(decision(
         asset("BTCUSDT", "buy", allocation_usd=1000, leverage=2, tp_price=round(mark * 1.04, 1),
               sl_price=round(mark * 0.98, 1), confidence=0.7),
     )))  # fmt: skip
-    docs: dict[str, Any] = {"decide": _json(runner, "decide")}
+    return _json(runner, "decide")
+
+
+def test_every_json_document_follows_the_value_rules(
+    paper: Path, runner: CliRunner, fake_aster: FakeAster, fake_llm: FakeLLM
+) -> None:
+    docs: dict[str, Any] = {"decide": _open_a_long(runner, fake_aster, fake_llm)}
     docs["positions"] = _json(runner, "positions")
     docs["close"] = _json(runner, "close", "--all", "--yes")
     docs["history"] = _json(runner, "history")
@@ -87,12 +92,7 @@ DECIMAL_TEXT = re.compile(r"^-?\d+(\.\d+)?([eE][-+]?\d+)?$")
 def _money_documents(runner: CliRunner, fake_aster: FakeAster, fake_llm: FakeLLM, perp_dir: Path) -> dict[str, Any]:
     """Every --json document with money in it, and serve's API, after a trade was opened, run once (which
     records the positions serve shows) and closed by hand, and a backtest and an arena ran."""
-    mark = fake_aster.mark("BTCUSDT")
-    fake_llm.push(answer(decision(
-        asset("BTCUSDT", "buy", allocation_usd=1000, leverage=2, tp_price=round(mark * 1.04, 1),
-              sl_price=round(mark * 0.98, 1), confidence=0.7),
-    )))  # fmt: skip
-    docs: dict[str, Any] = {"decide": _json(runner, "decide")}
+    docs: dict[str, Any] = {"decide": _open_a_long(runner, fake_aster, fake_llm)}
     assert runner.invoke(app, ["run", "--once"]).exit_code == 0  # the model holds (its default answer)
     docs["positions"] = _json(runner, "positions")
     docs["status"] = _json(runner, "status")

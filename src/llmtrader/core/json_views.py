@@ -248,14 +248,8 @@ def backtest_json(run: Any, equity: Sequence[tuple[int, float, float, int]], cha
     """A stored run as one JSON object: its specification, status, figures, notes, equity samples and, for a
     replay, the asset decisions the validator judged differently."""
     return {
-        "run": run.id,
-        "created_at": run.created_at,
+        **backtest_row_json(run),
         "finished_at": run.finished_at,
-        "status": run.status,
-        "replay_of": run.replay_of,
-        "steps_done": run.steps_done,
-        "spec": money_rounded(run.spec),
-        "metrics": money_rounded(run.metrics),
         "notes": run.notes,
         "equity": [
             {"time": iso_utc(t), "time_ms": t, "equity_usd": usd(e), "gross_usd": usd(g), "positions": n}

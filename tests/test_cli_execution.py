@@ -90,13 +90,13 @@ def test_paper_round_trip_decide_positions_show_close(
 
     (row,) = positions(runner)
     assert row["symbol"] == "BTCUSDT" and row["side"] == "long" and row["leverage"] == 2
-    assert Decimal(row["size"]) > 0 and Decimal(row["size"]) % Decimal("0.001") == 0
-    assert Decimal(row["sl_price"]) == sl_base + TICK
-    assert Decimal(row["tp_price"]) == tp_base
+    assert Decimal(str(row["size"])) > 0 and Decimal(str(row["size"])) % Decimal("0.001") == 0
+    assert Decimal(str(row["sl_price"])) == sl_base + TICK
+    assert Decimal(str(row["tp_price"])) == tp_base
     assert row["sl_order_id"] == f"lt_{opened}_BTCUSDT_sl"
     assert row["tp_order_id"] == f"lt_{opened}_BTCUSDT_tp"
     table = invoke(runner, "positions")
-    assert table.exit_code == 0 and "BTCUSDT" in table.stdout and row["sl_price"] in table.stdout
+    assert table.exit_code == 0 and "BTCUSDT" in table.stdout and str(row["sl_price"]) in table.stdout
     assert "no stop-loss" not in table.stderr
 
     record = show(runner, opened)
@@ -107,7 +107,10 @@ def test_paper_round_trip_decide_positions_show_close(
         ("tp", "acknowledged"),
     ]
     sl_order = record["orders"][1]
-    assert sl_order["request"]["stopPrice"] == row["sl_price"] and sl_order["request"]["closePosition"] == "true"
+    assert (
+        Decimal(sl_order["request"]["stopPrice"]) == Decimal(str(row["sl_price"]))
+        and sl_order["request"]["closePosition"] == "true"
+    )
     amendments = [e["message"] for e in record["events"] if e["kind"] == "amendment"]
     assert any(m.startswith("sl: stopPrice") and "tickSize 0.1" in m for m in amendments)
 
@@ -293,7 +296,7 @@ def test_live_decide_with_yes_sends_signed_orders_and_no_secret_anywhere(
     entry = f"lt_{out['decision_id']}_BTCUSDT_en"
     assert len(fake_aster.order_posts(entry)) == 1 and fake_aster.applied_orders(entry) == 1
     (filled,) = [leg for leg in out["orders"][0]["orders"] if leg["leg"] == "en"]
-    assert fake_aster.positions(USER) == {"BTCUSDT": Decimal(filled["executed_qty"])}
+    assert fake_aster.positions(USER) == {"BTCUSDT": Decimal(str(filled["executed_qty"]))}
     assert sorted(o.orig_type for o in fake_aster.open_orders(USER)) == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]
     # every order went out V3-signed by the agent wallet, and the venue accepted the signature
     posts = [r for r in fake_aster.signed_requests if r.method == "POST" and r.path == "/fapi/v3/order"]
@@ -391,7 +394,7 @@ def test_positions_warns_about_a_position_without_a_stop(live: Path, runner: Cli
     assert "Open positions (live)" in result.stdout and "BTCUSDT" in result.stdout and "NONE" in result.stdout
     assert "warning" in result.stderr and "a position has no stop-loss on the venue" in result.stderr
     (row,) = positions(runner)
-    assert row["symbol"] == "BTCUSDT" and row["side"] == "long" and Decimal(row["size"]) == Decimal("0.01")
+    assert row["symbol"] == "BTCUSDT" and row["side"] == "long" and Decimal(str(row["size"])) == Decimal("0.01")
     assert row["sl_price"] is None and row["sl_order_id"] is None and row["tp_price"] is None
     assert fake_aster.order_posts() == []  # reading positions never sends an order
     assert history(runner) == []

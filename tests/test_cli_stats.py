@@ -1,7 +1,7 @@
 """`llmtrader stats` and the outcome column of `history`, through the CLI, on the account of test_stats.
 
 The arithmetic of every figure is in tests/test_stats.py's docstring and tests; here the command's JSON
-must carry the same figures to the cent (USD amounts are exact decimal strings), and the chart, the CSV
+must carry the same figures to the cent (USD amounts as numbers at the cent), and the chart, the CSV
 and the history column must show them. The period ends at the wall clock's now, so the one figure that
 depends on it (the exposure, with T5 still open) is checked against the period the command reports.
 """
@@ -47,14 +47,14 @@ def test_stats_json_to_the_cent(db: Path, runner: CliRunner) -> None:
     assert out["period"]["start_ms"] == JAN1 and out["period"]["reset"] == "2025-01-01T00:00:00.000Z"
     t = out["trading"]
     assert (t["trades"], t["wins"], t["losses"], t["win_rate"]) == (4, 2, 2, 0.5)
-    # exact strings: gross −100, fees 62.075 (liquidation 50), funding +0.2, net −161.875
+    # at the cent, half up: gross −100, fees 62.075 (liquidation 50), funding +0.2, net −161.875
     assert (t["gross_pnl_usd"], t["fees_usd"], t["liquidation_fees_usd"], t["funding_usd"], t["net_pnl_usd"]) == (
-        "-100", "62.075", "50", "0.2", "-161.875",
+        -100, 62.08, 50, 0.2, -161.88,
     )  # fmt: skip
-    assert c(t["net_pnl_usd"]) == D("-161.88") and c(t["fees_usd"]) == D("62.08")
+    assert c(str(t["net_pnl_usd"])) == D("-161.88") and c(str(t["fees_usd"])) == D("62.08")
     assert round(t["profit_factor"], 6) == 0.644532 and round(t["sharpe"], 4) == -4.5025
-    assert (t["equity_start_usd"], t["equity_end_usd"]) == ("10000", "9838.125")
-    assert t["max_drawdown_usd"] == "455.385" and round(t["max_drawdown_pct"], 4) == 4.4453
+    assert (t["equity_start_usd"], t["equity_end_usd"]) == (10000, 9838.13)
+    assert t["max_drawdown_usd"] == 455.39 and round(t["max_drawdown_pct"], 4) == 4.4453
     assert (t["avg_hold_ms"], t["liquidations"], t["open_trades"], t["trades_opened"]) == (13_500_000, 1, 1, 5)
     # closed trades held 15h; T5 has been open since +3d1h up to the end of the period
     end = out["period"]["end_ms"]
@@ -67,16 +67,16 @@ def test_stats_json_to_the_cent(db: Path, runner: CliRunner) -> None:
         4500, 30_000, 4500, 29_000,
     )  # fmt: skip
     assert (q["reasks"], q["tokens_per_decision"]) == (3, 1393.0)
-    assert (q["cost_usd"], q["cost_per_decision_usd"], q["cost_per_trade_usd"]) == ("0.144", "0.016", "0.0288")
+    assert (q["cost_usd"], q["cost_per_decision_usd"], q["cost_per_trade_usd"]) == (0.144, 0.016, 0.0288)
     assert [(b["bucket"], b["trades"], b["wins"], b["hit_rate"]) for b in out["calibration"]] == [
         ("0.6-0.7", 1, 1, 1.0), ("0.7-0.8", 2, 1, 0.5), ("0.9-1.0", 1, 0, 0.0),
     ]  # fmt: skip
     curve = out["equity_curve"]
     assert [(p["equity_usd"], p["drawdown_usd"], p["symbol"]) for p in curve] == [
-        ("10000", "0", None), ("10244.2125", "0", "ETHUSDT"), ("10139.5275", "104.685", "BTCUSDT"),
-        ("9788.8275", "455.385", "SOLUSDT"), ("9838.125", "406.0875", "XRPUSDT"),
+        (10000, 0, None), (10244.21, 0, "ETHUSDT"), (10139.53, 104.69, "BTCUSDT"),
+        (9788.83, 455.39, "SOLUSDT"), (9838.13, 406.09, "XRPUSDT"),
     ]  # fmt: skip
-    assert curve[3]["net_pnl_usd"] == "-350.7" and curve[3]["time"] == "2025-01-03T03:00:00.000Z"
+    assert curve[3]["net_pnl_usd"] == -350.7 and curve[3]["time"] == "2025-01-03T03:00:00.000Z"
     assert out["by"] is None and out["groups"] == []
 
 
@@ -84,10 +84,10 @@ def test_stats_by_model_and_arm(db: Path, runner: CliRunner) -> None:
     out = stats_json(runner, "--by", "model")
     groups = {g["key"]: g for g in out["groups"]}
     assert out["by"] == "model" and list(groups) == ["m/alpha", "m/beta"]
-    assert groups["m/alpha"]["trading"]["net_pnl_usd"] == "-106.4875"
-    assert groups["m/beta"]["trading"]["net_pnl_usd"] == "-55.3875"
-    assert groups["m/beta"]["decisions"]["cost_per_trade_usd"] == "0.0435"  # 0.087 / 2
-    assert out["trading"]["net_pnl_usd"] == "-161.875"  # the whole account is still there
+    assert groups["m/alpha"]["trading"]["net_pnl_usd"] == -106.49
+    assert groups["m/beta"]["trading"]["net_pnl_usd"] == -55.39
+    assert groups["m/beta"]["decisions"]["cost_per_trade_usd"] == 0.0435  # 0.087 / 2
+    assert out["trading"]["net_pnl_usd"] == -161.88  # the whole account is still there
     arms = {g["key"]: g for g in stats_json(runner, "--by", "arm")["groups"]}
     assert list(arms) == ["a", "b", "(none)"]
     assert [arms[k]["decisions"]["decisions"] for k in arms] == [5, 4, 1]
@@ -100,7 +100,7 @@ def test_stats_since_a_date(db: Path, runner: CliRunner) -> None:
     assert out["period"]["since"] == "2025-01-03T00:00:00.000Z" and out["period"]["start_ms"] == JAN1 + 2 * DAY
     # T3 and T4 only, from 10000 + 244.2125 − 104.685
     assert (t["trades"], t["net_pnl_usd"], t["equity_start_usd"], t["max_drawdown_usd"]) == (
-        2, "-301.4025", "10139.5275", "350.7",
+        2, -301.4, 10139.53, 350.7,
     )  # fmt: skip
     assert t["sharpe"] is None and out["decisions"]["decisions"] == 5
 
@@ -176,12 +176,12 @@ def test_history_shows_what_became_of_each_trade(db: Path, runner: CliRunner) ->
     trades = {(r["decision_id"], a["symbol"]): a["trade"] for r in json.loads(result.stdout) for a in r["assets"]}
     seen = {k: (v["status"], v["role"], v["net_pnl_usd"]) for k, v in trades.items() if v is not None}
     assert seen == {
-        ("deca", "ETHUSDT"): ("closed", "opened", "244.2125"),
-        ("decb", "ETHUSDT"): ("closed", "changed", "244.2125"),  # its partial close is part of T1
-        ("decc", "BTCUSDT"): ("closed", "opened", "-104.685"),
-        ("dece", "SOLUSDT"): ("closed", "opened", "-350.7"),
-        ("decf", "XRPUSDT"): ("closed", "opened", "49.2975"),
-        ("decg", "XRPUSDT"): ("closed", "closed", "49.2975"),
+        ("deca", "ETHUSDT"): ("closed", "opened", 244.21),  # 244.2125 at the cent
+        ("decb", "ETHUSDT"): ("closed", "changed", 244.21),  # its partial close is part of T1
+        ("decc", "BTCUSDT"): ("closed", "opened", -104.69),  # -104.685, half away from zero
+        ("dece", "SOLUSDT"): ("closed", "opened", -350.7),
+        ("decf", "XRPUSDT"): ("closed", "opened", 49.3),
+        ("decg", "XRPUSDT"): ("closed", "closed", 49.3),
         ("dech", "ETHUSDT"): ("open", "opened", None),
         ("old", "ETHUSDT"): ("reset", "opened", None),  # open when the account was reset
     }

@@ -68,8 +68,9 @@ def test_decide_positions_history_show_fit(
     positions = json.loads(runner.invoke(app, ["positions", "--json"]).stdout)
     (btc,) = positions
     lines = lines_of(runner.invoke(app, ["positions"]), width)
-    whole(lines, "BTCUSDT", btc["size"], btc["entry_price"], btc["mark_price"], btc["sl_price"], btc["tp_price"])
-    assert len(btc["entry_price"].split(".")[-1]) <= 1  # at the tick (0.1), not an average's 28 decimals
+    shown = [str(btc[k]) for k in ("size", "entry_price", "mark_price", "sl_price", "tp_price")]  # JSON numbers
+    whole(lines, "BTCUSDT", *shown)
+    assert len(str(btc["entry_price"]).split(".")[-1]) <= 1  # at the tick (0.1), not an average's 28 decimals
 
     history = json.loads(runner.invoke(app, ["history", "--json"]).stdout)
     lines = lines_of(runner.invoke(app, ["history"]), width)

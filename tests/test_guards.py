@@ -597,4 +597,5 @@ def test_resume_of_the_single_default_account(clean_env: Path, runner: CliRunner
     result = runner.invoke(app, ["resume", "default", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["resumed"] is True and data["previous_peak_equity"] == 10_000 and data["new_peak_equity"] is None
+    assert data["resumed"] is True and data["new_peak_equity_usd"] is None
+    assert data["previous_peak_equity_usd"] == 10_000

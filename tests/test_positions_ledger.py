@@ -226,7 +226,7 @@ def test_a_withdrawal_moves_the_baselines_of_the_kill_switches(
     status = json.loads(invoke(runner, "status", "--json").stdout)[0]["guards"]
     assert status["drawdown"]["stopped"] is False and status["daily_loss"]["tripped"] is False
     # the peak moved with the withdrawal: a real loss still counts from the new level
-    assert status["drawdown"]["peak_equity"] < 7000
+    assert status["drawdown"]["peak_equity_usd"] < 7000
 
 
 # ---- 8. Adopted positions keep the ledger right -----------------------------------------------------

@@ -179,8 +179,9 @@ def test_the_strategy_variable_has_one_documented_name(runner: CliRunner) -> Non
     assert load_settings(None, None, environ={"STRATEGY": "aggressive"}).strategy == "default"
     result = runner.invoke(app, ["backtest", "--help"], env={"COLUMNS": "200"})
     assert "LLMTRADER_STRATEGY" in result.stdout and "default: STRATEGY)" not in result.stdout
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "`STRATEGY`" not in readme and "`LLMTRADER_STRATEGY`" in readme
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    text = "\n".join(p.read_text(encoding="utf-8") for p in docs)
+    assert "`STRATEGY`" not in text and "`LLMTRADER_STRATEGY`" in (ROOT / "docs" / "configuration.md").read_text()
 
 
 def test_doctor_reports_variables_that_are_set_but_ignored(

@@ -360,7 +360,7 @@ def test_ab_compares_the_arms_over_their_common_period(
         assert arm["mean_latency_ms"] == pytest.approx(sum(r["latency_ms"] for r in mine) / len(mine))
         costs = [r["cost_usd"] for r in mine if r["cost_usd"] is not None]
         assert arm["cost_usd"] == pytest.approx(sum(costs))
-        assert arm["cost_usd_per_decision"] == pytest.approx(sum(costs) / len(costs))
+        assert arm["cost_per_decision_usd"] == pytest.approx(sum(costs) / len(costs))
     assert sum(a["model_errors"] for a in got["arms"]) <= 1
     assert "stats --by arm" in got["note"]
     table = runner.invoke(app, ["--config", str(config), "strategy", "ab"], env={"COLUMNS": "200"})

@@ -362,9 +362,9 @@ def history(
                 )
             )
         if as_json:
-            from llmtrader.cli.render import json_nulls
+            from llmtrader.cli.render import stored_decision_json
 
-            sys.stdout.write(json.dumps([json_nulls(r) for r in rows], default=str) + "\n")
+            sys.stdout.write(json.dumps([stored_decision_json(r) for r in rows], default=str) + "\n")
             return
         from llmtrader.cli import render
 
@@ -416,9 +416,9 @@ def show(
             raise NotFoundError(f"no decision with id {decision_id!r} (no database yet)")
         record = read_show(conn, decision_id)
         if as_json:
-            from llmtrader.cli.render import json_nulls
+            from llmtrader.cli.render import stored_decision_json
 
-            sys.stdout.write(json.dumps(json_nulls(record), default=str) + "\n")
+            sys.stdout.write(json.dumps(stored_decision_json(record), default=str) + "\n")
             return
         from llmtrader.cli import render
 
@@ -438,7 +438,7 @@ def stats(
         None, "--since", help="Only trades closed and decisions made from this date (UTC)."
     ),
     by: str | None = typer.Option(None, "--by", help="Also per group: asset, strategy, model or arm."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (USD amounts as exact strings)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     plot: bool = typer.Option(False, "--plot", help="Draw the equity curve in the terminal."),
     csv_file: Path | None = typer.Option(
         None, "--csv", dir_okay=False, help="Write the equity curve (time, equity, drawdown) to this CSV file."
@@ -560,10 +560,11 @@ def positions(
         from llmtrader.cycle.engine import position_rows
 
         mode, rows = _run_with_services(position_rows, overrides={"account": account}, live=live)
-        if as_json:
-            typer.echo(json.dumps(rows))
-            return
         from llmtrader.cli import render
+
+        if as_json:
+            typer.echo(json.dumps(render.positions_json(rows)))
+            return
 
         render.positions_table(rows, mode)
         if any(r["sl_price"] is None for r in rows):
@@ -655,9 +656,9 @@ def close(
         for c in closed:
             rule = rules.get(c["symbol"])
             exit_at = readable(c["exit_price"], rule.tick_size if rule is not None else None)
+            size = readable(c["size"], rule.step_size if rule is not None else None)
             render.console.print(
-                f"{c['symbol']}: closed {c['size']} at {exit_at}, realised PnL "
-                f"{c['realized_pnl_usd']:+,.2f} USD before fees"
+                f"{c['symbol']}: closed {size} at {exit_at}, realised PnL {c['realized_pnl_usd']:+,.2f} USD before fees"
             )
         render.console.print(f"Recorded as {result.record.id}; execution {result.record.execution}.")
         if result.record.execution not in ("executed", "declined"):
@@ -672,6 +673,7 @@ def _closed_pnl(execution: Any, held: dict[str, Any], rules: dict[str, Any]) -> 
     to the symbol's tick (8 decimals when its rules are unknown), the size shown at its lot step."""
     from decimal import Decimal
 
+    from llmtrader.core.json_views import usd
     from llmtrader.core.textfmt import at_precision, json_price
 
     out: list[dict[str, Any]] = []
@@ -690,9 +692,9 @@ def _closed_pnl(execution: Any, held: dict[str, Any], rules: dict[str, Any]) -> 
         out.append(
             {
                 "symbol": a.symbol,
-                "size": at_precision(qty, rule.step_size) if rule is not None else format(qty.normalize(), "f"),
+                "size": float(at_precision(qty, rule.step_size) if rule is not None else qty),
                 "exit_price": json_price(exit_price, rule.tick_size if rule is not None else None),
-                "realized_pnl_usd": round(float(pnl), 2),
+                "realized_pnl_usd": usd(pnl),
             }
         )
     return out
@@ -879,11 +881,11 @@ def strategy_ab(
         until = iso_utc(SystemClock().now_ms())
         conn = open_reader(settings.db)
         result = compare_arms(conn, account=settings.account, arms=arms, since=since_iso, until=until)
-        if as_json:
-            typer.echo(json.dumps(result))
-            return
         from llmtrader.cli import render
 
+        if as_json:
+            typer.echo(json.dumps(render.money_rounded(result)))
+            return
         render.ab_table(result)
 
     guarded(body)
@@ -952,7 +954,9 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
             if conn is not None:
                 conn.close()
         if as_json:
-            typer.echo(json.dumps(rows))
+            from llmtrader.core.json_views import money_rounded
+
+            typer.echo(json.dumps(money_rounded(rows)))
             return
         from llmtrader.cli import render
 
@@ -1026,6 +1030,7 @@ def resume(
     def body() -> bool:
         from llmtrader.config.accounts import require_account
         from llmtrader.core.formatting import fmt
+        from llmtrader.core.json_views import usd
         from llmtrader.core.times import SystemClock, iso_utc
         from llmtrader.cycle.manual import resume_account
 
@@ -1039,8 +1044,8 @@ def resume(
                 "resumed": result.resumed,
                 "stopped_at": stopped_at,
                 "reason": result.reason,
-                "previous_peak_equity": result.previous_peak,
-                "new_peak_equity": result.new_peak,
+                "previous_peak_equity_usd": usd(result.previous_peak),
+                "new_peak_equity_usd": usd(result.new_peak),
             }
             typer.echo(json.dumps(data))
         elif not result.resumed:
@@ -1304,11 +1309,7 @@ def backtest_list(
         finally:
             store.close()
         if as_json:
-            typer.echo(json.dumps([
-                {"run": r.id, "created_at": r.created_at, "status": r.status, "replay_of": r.replay_of,
-                 "steps_done": r.steps_done, "spec": r.spec, "metrics": r.metrics}
-                for r in rows
-            ]))  # fmt: skip
+            typer.echo(json.dumps([render.backtest_row_json(r) for r in rows]))
         else:
             render.backtest_runs_table(rows)
 
@@ -1391,7 +1392,7 @@ def arena(
                 ),
             )
             if as_json:
-                typer.echo(json.dumps(doc))
+                typer.echo(json.dumps(render.money_rounded(doc)))
             else:
                 figures.view(doc)
             return
@@ -1457,7 +1458,7 @@ def arena(
             )
             doc = board.leaderboard(store, arena_id)
             if as_json:
-                typer.echo(json.dumps(doc))
+                typer.echo(json.dumps(render.money_rounded(doc)))
             else:
                 figures.view(doc)
         finally:
@@ -1510,6 +1511,7 @@ def arena_show(
     def body() -> None:
         from llmtrader.arena import board, figures
         from llmtrader.backtest.replay import open_backtests
+        from llmtrader.cli import render
 
         store = open_backtests(_settings(read_only=True))
         try:
@@ -1519,7 +1521,7 @@ def arena_show(
         finally:
             store.close()
         if as_json:
-            typer.echo(json.dumps(doc))
+            typer.echo(json.dumps(render.money_rounded(doc)))
         else:
             figures.view(doc)
             if html_file is not None:
@@ -1530,9 +1532,15 @@ def arena_show(
 
 def _plain_metavars(command: Any) -> None:
     """Name every option's value after the option (--since SINCE) rather than its Python type (<str>), and
-    every argument by its name alone (SYMBOL, not 'symbol <str>')."""
+    every argument by its name alone (SYMBOL, not 'symbol <str>'); a number's range in words ('1 to 32', not
+    '1<=x<=32')."""
     for param in command.params:
         kind = getattr(param, "param_type_name", "")
+        low, high = getattr(param, "min", None), getattr(param, "max", None)
+        if low is not None or high is not None:
+            words = f"{low} to {high}" if low is not None and high is not None else None
+            words = words or (f"at least {low}" if low is not None else f"at most {high}")
+            param._get_number_range_help_str = lambda words=words: words  # typer's 'x>=1': a Python expression
         if kind == "option" and not getattr(param, "is_flag", False) and param.metavar is None:
             longest = max(param.opts, key=len).lstrip("-")
             param.metavar = longest.upper().replace("-", "_")

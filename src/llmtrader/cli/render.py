@@ -16,9 +16,14 @@ from rich.text import Text
 from llmtrader.core.formatting import fmt, safe_text
 from llmtrader.core.json_views import CENT, _money, _ratio
 from llmtrader.core.json_views import backtest_json as backtest_json  # `--json` of `backtest show`
+from llmtrader.core.json_views import backtest_row_json as backtest_row_json  # rows of `backtest list --json`
+from llmtrader.core.json_views import money_rounded as money_rounded  # arena documents
+from llmtrader.core.json_views import positions_json as positions_json  # `--json` of `positions`
 from llmtrader.core.json_views import stats_json as stats_json  # `--json` of `stats`
+from llmtrader.core.json_views import stored_decision_json as stored_decision_json  # history, show
+from llmtrader.core.json_views import usd as json_usd
 from llmtrader.core.records import DecisionRecord
-from llmtrader.core.textfmt import readable
+from llmtrader.core.textfmt import json_price, readable
 from llmtrader.core.times import iso_utc
 from llmtrader.errors import LLMTraderError, ModelError
 
@@ -149,12 +154,6 @@ def _usd_cell(value: Any) -> str:
         return "-"
 
 
-def _decimal8(value: Decimal) -> str:
-    """An exact decimal string rounded to 8 decimals, trailing zeros dropped: '114219.13333333'."""
-    shown = value.quantize(Decimal("1e-8"), ROUND_HALF_UP).normalize()
-    return format(shown, "f")
-
-
 def execution_json(report: ExecutionReport | None) -> list[dict[str, Any]]:
     if report is None:
         return []
@@ -172,9 +171,10 @@ def execution_json(report: ExecutionReport | None) -> list[dict[str, Any]]:
                     "status": leg.status,
                     "code": leg.code,
                     "message": leg.message,
-                    "executed_qty": str(leg.state.executed_qty) if leg.state else None,
-                    # the venue's average: a division, rounded to 8 decimals (no tick is at hand here)
-                    "avg_price": _decimal8(leg.state.avg_price) if leg.state else None,
+                    "executed_qty": float(leg.state.executed_qty) if leg.state else None,
+                    # the venue's average: a division, rounded to 8 decimals (no tick is at hand here);
+                    # null until something filled (the venue says 0)
+                    "avg_price": json_price(leg.state.avg_price) if leg.state and leg.state.executed_qty else None,
                 }
                 for leg in a.legs
             ],
@@ -184,21 +184,9 @@ def execution_json(report: ExecutionReport | None) -> list[dict[str, Any]]:
     ]
 
 
-# Stored as '-' on a record no model made (a close by hand, reconcile): null in --json, never "-".
-_DASHED = ("strategy", "base_url")
-
-
-def json_nulls(row: dict[str, Any]) -> dict[str, Any]:
-    """``row`` (a stored decision as --json prints it) with its '-' placeholders as None."""
-    for key in _DASHED:
-        if row.get(key) == "-":
-            row[key] = None
-    return row
-
-
 def decision_json(rec: DecisionRecord, execution: ExecutionReport | None = None) -> dict[str, Any]:
-    """The ``decide --json`` object."""
-    return {
+    """The ``decide --json`` object (USD amounts by the money rule: a scaled allocation at the cent)."""
+    doc: dict[str, Any] = {
         "decision_id": rec.id,
         "created_at": iso_utc(rec.created_at_ms),
         "account": rec.account,
@@ -240,6 +228,7 @@ def decision_json(rec: DecisionRecord, execution: ExecutionReport | None = None)
         "latency_ms": rec.latency_ms,
         "model_latency_ms": rec.model_latency_ms,
     }
+    return money_rounded(doc)  # type: ignore[no-any-return]
 
 
 def failure_json(exc: LLMTraderError) -> dict[str, Any]:
@@ -466,7 +455,7 @@ def _trade_cell(trade: dict[str, Any] | None) -> Text:
         return Text("-")
     if trade["status"] != "closed":
         return untrusted(trade["status"], style="cyan" if trade["status"] == "open" else "dim")
-    net = Decimal(trade["net_pnl_usd"])
+    net = Decimal(str(trade["net_pnl_usd"]))
     return Text(usd(net, sign=True), style="green" if net > 0 else ("red" if net < 0 else ""))
 
 
@@ -527,7 +516,7 @@ def record_view(rec: dict[str, Any]) -> None:
             shown = " ".join(
                 str(request.get(k)) for k in ("side", "type", "quantity", "price", "stopPrice") if request.get(k)
             )
-            filled = f"{o['executed_qty']} @ {o['avg_price']}" if o.get("executed_qty") not in (None, "0") else ""
+            filled = f"{o['executed_qty']} @ {o['avg_price']}" if o.get("executed_qty") else ""  # 0: nothing filled
             answer = (
                 f"{o['venue_code']}: {o['venue_message']}"
                 if o.get("venue_code") is not None
@@ -697,7 +686,7 @@ def preview_json(prepared: Prepared, settings: Settings) -> dict[str, Any]:
         "symbols": list(prepared.context.symbols),
         "as_of": iso_utc(prepared.snapshot.as_of_ms),
         "account": {"name": prepared.account.name, "mode": prepared.account.mode,
-                    "equity_usd": prepared.account.equity_usd},
+                    "equity_usd": json_usd(prepared.account.equity_usd)},
         "prompt": {"system": prepared.system, "user": prepared.user},
     }  # fmt: skip
 
@@ -742,7 +731,7 @@ AB_ROWS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("mean latency ms", lambda a: _num(a["mean_latency_ms"], 5)),
     ("mean model latency ms", lambda a: _num(a["mean_model_latency_ms"], 5)),
     ("model cost USD", lambda a: _num(a["cost_usd"], 5)),
-    ("cost per decision USD", lambda a: _num(a["cost_usd_per_decision"], 5)),
+    ("cost per decision USD", lambda a: _num(a["cost_per_decision_usd"], 5)),
     ("decisions without a cost", lambda a: str(a["decisions_without_cost"])),
 ]
 

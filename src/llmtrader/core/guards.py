@@ -76,6 +76,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llmtrader.core.formatting import fmt
+from llmtrader.core.json_views import usd
 from llmtrader.core.times import DAY_MS, HOUR_MS, INTERVAL_MS, MINUTE_MS, Interval, iso_utc, utc_day
 
 if TYPE_CHECKING:
@@ -551,7 +552,7 @@ def describe(state: GuardState, now_ms: int) -> dict[str, Any]:
             "stopped": kill.stopped_at_ms is not None,
             "since": iso_utc(kill.stopped_at_ms) if kill.stopped_at_ms is not None else None,
             "reason": kill.stopped_reason,
-            "peak_equity": kill.peak_equity,
+            "peak_equity_usd": usd(kill.peak_equity),
             "peak_at": iso_utc(kill.peak_at_ms) if kill.peak_at_ms is not None else None,
         },
         "daily_loss": {

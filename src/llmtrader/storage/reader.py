@@ -13,6 +13,8 @@ from decimal import Decimal
 from typing import Any
 
 from llmtrader.core.guards import GuardState
+from llmtrader.core.json_views import number, usd
+from llmtrader.core.textfmt import json_price
 from llmtrader.core.times import iso_utc, ms_of_iso
 from llmtrader.core.trades import ADOPTED_REASON, FundingEvent, Trade, TradeFill, decision_id_of, reconstruct_trades
 from llmtrader.errors import NotFoundError, StoreError
@@ -240,8 +242,8 @@ def trade_outcomes(
             "side": trade.side,
             "opened_ms": trade.opened_ms,
             "closed_ms": trade.closed_ms,
-            # exact, as a string: a sum over the fills and funding of the trade
-            "net_pnl_usd": None if trade.is_open else format(trade.net_pnl.normalize(), "f"),
+            # a sum over the fills and funding of the trade, at the cent
+            "net_pnl_usd": None if trade.is_open else usd(trade.net_pnl),
             "closing_reason": trade.closing_reason,
         }
 
@@ -334,6 +336,9 @@ def show(conn: sqlite3.Connection, decision_id: str) -> dict[str, Any]:
             [record["decision_id"]],
         )
     ]
+    for order in record["orders"]:  # stored as the venue's decimal text: numbers in --json (docs/json.md)
+        order["executed_qty"] = number(order["executed_qty"])
+        order["avg_price"] = json_price(order["avg_price"]) if order["executed_qty"] else None
     record["events"] = [
         dict(r)
         for r in conn.execute(
@@ -436,7 +441,7 @@ def compare_arms(
                 "mean_latency_ms": latency,
                 "mean_model_latency_ms": model_latency,
                 "cost_usd": cost,
-                "cost_usd_per_decision": cost / with_cost if cost is not None and with_cost else None,
+                "cost_per_decision_usd": cost / with_cost if cost is not None and with_cost else None,
                 "decisions_without_cost": decisions - with_cost,
             }
         )

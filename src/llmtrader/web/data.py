@@ -6,10 +6,18 @@ ran) and returns the same keys and units as the CLI's ``--json`` of the matching
 
 from __future__ import annotations
 
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from llmtrader.core.json_views import (
+    backtest_row_json,
+    money_rounded,
+    number,
+    positions_json,
+    stored_decision_json,
+    usd,
+)
+from llmtrader.core.textfmt import json_price
 from llmtrader.core.times import iso_utc
 from llmtrader.errors import ConfigError, NotFoundError
 from llmtrader.storage import web as q
@@ -41,7 +49,7 @@ def status(settings: Settings, conn: Connection | None, accounts: list[str], now
         if row["account"] not in accounts:
             continue
         row["alive"] = is_recent(row, now_ms)
-        out.append(row)
+        out.append(money_rounded(row))
     return out
 
 
@@ -115,7 +123,7 @@ def decisions(
         limit=limit,
         cursor=params.get("cursor") or None,
     )
-    return {"decisions": rows, "next_cursor": cursor}
+    return {"decisions": [stored_decision_json(r) for r in rows], "next_cursor": cursor}
 
 
 def decision(conn: Connection | None, decision_id: str, accounts: list[str], narrowed: bool = False) -> dict[str, Any]:
@@ -127,7 +135,7 @@ def decision(conn: Connection | None, decision_id: str, accounts: list[str], nar
     record = show(conn, decision_id)
     if narrowed and record["account"] not in accounts:
         raise NotFoundError(f"no decision with id {decision_id!r}")
-    return record
+    return stored_decision_json(record)
 
 
 def positions(conn: Connection | None, account: str) -> dict[str, Any]:
@@ -135,16 +143,12 @@ def positions(conn: Connection | None, account: str) -> dict[str, Any]:
     snap = q.latest_positions(conn, account) if conn is not None else None
     if snap is None:
         return {"account": account, "mode": None, "time": None, "time_ms": None, "positions": []}
-    return {"account": account, **snap}
-
-
-def _money(value: Decimal | None) -> str | None:
-    return None if value is None else format(value.normalize(), "f")
+    return {"account": account, **snap, "positions": positions_json(snap["positions"])}
 
 
 def trade_json(t: Trade) -> dict[str, Any]:
     def leg(x: Any) -> dict[str, Any]:
-        return {"time": iso_utc(x.time_ms), "time_ms": x.time_ms, "qty": _money(x.qty), "price": _money(x.price)}
+        return {"time": iso_utc(x.time_ms), "time_ms": x.time_ms, "qty": number(x.qty), "price": json_price(x.price)}
 
     return {
         "symbol": t.symbol,
@@ -154,13 +158,13 @@ def trade_json(t: Trade) -> dict[str, Any]:
         "opened_ms": t.opened_ms,
         "closed_at": iso_utc(t.closed_ms) if t.closed_ms is not None else None,
         "closed_ms": t.closed_ms,
-        "qty": _money(t.qty),
-        "entry_price": _money(t.entry_price),
-        "exit_price": _money(t.exit_price),
-        "gross_pnl_usd": _money(t.gross_pnl),
-        "fees_usd": _money(t.fees),
-        "funding_usd": _money(t.funding),
-        "net_pnl_usd": _money(t.net_pnl),
+        "qty": number(t.qty),
+        "entry_price": json_price(t.entry_price),  # averages: to 8 decimals
+        "exit_price": json_price(t.exit_price),
+        "gross_pnl_usd": usd(t.gross_pnl),
+        "fees_usd": usd(t.fees),
+        "funding_usd": usd(t.funding),
+        "net_pnl_usd": usd(t.net_pnl),
         "closing_reason": t.closing_reason,
         "decision_ids": list(t.decision_ids()),
         "entries": [leg(e) for e in t.entries],
@@ -169,7 +173,7 @@ def trade_json(t: Trade) -> dict[str, Any]:
 
 
 def trades(settings: Settings, conn: Connection | None, account: str, limit: int) -> dict[str, Any]:
-    """The account's trades rebuilt from its recorded fills (USD amounts as exact strings), newest first."""
+    """The account's trades rebuilt from its recorded fills (USD amounts at the cent), newest first."""
     from llmtrader.core.trades import reconstruct_trades
     from llmtrader.storage.facts import account_history
 
@@ -219,8 +223,8 @@ def equity(conn: Connection | None, account: str, since: str | None) -> dict[str
                 {
                     "time": iso_utc(time_ms),
                     "time_ms": time_ms,
-                    "equity_usd": value,
-                    "drawdown_usd": round(drawdown, 8),
+                    "equity_usd": usd(value),
+                    "drawdown_usd": usd(drawdown),
                     "drawdown_pct": round(100 * drawdown / peak, 4) if peak else None,
                 }
             )
@@ -231,7 +235,11 @@ def prices(conn: Connection | None, account: str) -> dict[str, Any]:
     """Per asset: the mark prices the agent saw at each decision, and its fills (entries and exits)."""
     if conn is None:
         return {"account": account, "assets": {}}
-    return {"account": account, "assets": q.price_marks(conn, account)}
+    assets = q.price_marks(conn, account)
+    for series in assets.values():  # the fills' decimal text as numbers (docs/json.md)
+        for fill in series["fills"]:
+            fill["price"], fill["qty"] = json_price(fill["price"]), number(fill["qty"])
+    return {"account": account, "assets": assets}
 
 
 def _backtests_path(settings: Settings) -> Path:
@@ -249,11 +257,7 @@ def backtests(settings: Settings, limit: int) -> list[dict[str, Any]]:
         return []
     with read_only_store(path) as store:
         rows = runs.list_runs(store, limit)
-    return [
-        {"run": r.id, "created_at": r.created_at, "status": r.status, "replay_of": r.replay_of,
-         "steps_done": r.steps_done, "spec": r.spec, "metrics": r.metrics}
-        for r in rows
-    ]  # fmt: skip
+    return [backtest_row_json(r) for r in rows]
 
 
 def backtest(settings: Settings, run_id: str) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The OpenAPI description of /api/v1 (served at /api/v1/openapi.json). Keys and units are the CLI's ``--json``:
-times are ISO 8601 UTC strings (``*_ms``: epoch milliseconds), USD amounts of the fill ledger are exact decimal
-strings, the others numbers."""
+times are ISO 8601 UTC strings (``*_ms``: epoch milliseconds); money, prices and sizes are numbers (USD at the
+cent, docs/json.md)."""
 
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ SCHEMA: dict[str, Any] = {
         "title": "llmtrader serve",
         "version": "1",
         "description": "Read-only view of the llmtrader store: the same keys and units as the CLI's --json. "
-        "Times are ISO 8601 UTC (fields ending in _ms: epoch milliseconds); USD amounts from the fill ledger "
-        "are exact decimal strings.",
+        "Times are ISO 8601 UTC (fields ending in _ms: epoch milliseconds); money, prices and sizes are JSON "
+        "numbers (USD at the cent, model costs at a millionth of a dollar).",
     },
     "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     "security": [{"bearer": []}],

@@ -26,7 +26,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import pairwise
 from pathlib import Path
@@ -39,12 +38,14 @@ from llmtrader.config.settings import Settings
 from llmtrader.core.filters import SymbolRules, parse_exchange_info
 from llmtrader.core.market import AssetMarket, Candles, MarketSnapshot
 from llmtrader.core.records import new_decision_id
-from llmtrader.core.times import DAY_MS, INTERVAL_MS
+from llmtrader.core.times import DAY_MS, INTERVAL_MS, utc_minute
+from llmtrader.cycle.strategies import strategy_in_force
 from llmtrader.errors import ConfigError, DataError, ModelError
 from llmtrader.llm.baseline import BaselineClient
 from llmtrader.llm.port import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
 from llmtrader.storage import backtests as runs
 from llmtrader.storage.backtests import StoredAnswer, run_records
+from llmtrader.storage.store import open_reader
 
 if TYPE_CHECKING:
     from llmtrader.core.strategy import Strategy
@@ -59,10 +60,6 @@ STEP_OFFSET_MS = 5_000
 WARMUP_CANDLES = 50
 # Rules for data without exchangeInfo.json: the venue's usual minimum order value.
 DEFAULT_MIN_NOTIONAL = Decimal(5)
-
-
-def utc_text(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def backtest_db_path(settings: Settings) -> Path:
@@ -297,12 +294,13 @@ def load_history(spec: BacktestSpec, strategy: Strategy) -> History:
     steps = closes[(closes >= start) & (closes <= end)].astype(np.int64)
     if not len(steps):
         raise DataError(
-            f"no {interval} candle of {', '.join(spec.symbols)} in {directory} closes between {utc_text(start)} and "
-            f"{utc_text(end)}; the data allows decisions from {utc_text(first_possible)} to {utc_text(last_possible)}"
+            f"no {interval} candle of {', '.join(spec.symbols)} in {directory} closes between {utc_minute(start)} and "
+            f"{utc_minute(end)}; the data allows decisions from {utc_minute(first_possible)} to "
+            f"{utc_minute(last_possible)}"
         )
     if spec.start_ms is not None and spec.start_ms < first_possible:
         notes.append(
-            f"the first decision is at {utc_text(int(steps[0]))}: the data starts {WARMUP_CANDLES} {interval} "
+            f"the first decision is at {utc_minute(int(steps[0]))}: the data starts {WARMUP_CANDLES} {interval} "
             "candles (the indicators' warm-up) before it"
         )
     first, last = int(steps[0]), int(steps[-1])
@@ -316,15 +314,16 @@ def load_history(spec: BacktestSpec, strategy: Strategy) -> History:
         ends = candles.open_time_ms + INTERVAL_MS[tf]
         if int(ends[0]) > first or int(ends[-1]) < last - INTERVAL_MS[tf]:
             raise DataError(
-                f"{candle_path(directory, symbol, tf)}: its {tf} candles close from {utc_text(int(ends[0]))} to "
-                f"{utc_text(int(ends[-1]))}, which does not cover the run ({utc_text(first)} to {utc_text(last)}); "
+                f"{candle_path(directory, symbol, tf)}: its {tf} candles close from {utc_minute(int(ends[0]))} to "
+                f"{utc_minute(int(ends[-1]))}, which does not cover the run ({utc_minute(first)} to "
+                f"{utc_minute(last)}); "
                 f"shorten the run with --from/--to, download the missing data, or leave {tf} out with --timeframes"
             )
 
     for (symbol, tf), candles in series.items():
         gaps = np.flatnonzero(np.diff(candles.open_time_ms) != INTERVAL_MS[tf])
         if len(gaps):
-            first_gap = utc_text(int(candles.open_time_ms[gaps[0]]))
+            first_gap = utc_minute(int(candles.open_time_ms[gaps[0]]))
             notes.append(f"{symbol} {tf}: {len(gaps)} gap(s) in the candles, the first after {first_gap}")
 
     # Indicators: once per series, over the whole series; a step sees a slice.
@@ -343,15 +342,15 @@ def load_history(spec: BacktestSpec, strategy: Strategy) -> History:
             fill_ends = fill.open_time_ms + INTERVAL_MS[fill_interval]
             if not len(fill) or int(fill_ends[0]) > first or int(fill_ends[-1]) < last:
                 raise DataError(
-                    f"{candle_path(directory, symbol, fill_interval)}: does not cover the run ({utc_text(first)} to "
-                    f"{utc_text(last)}); use another --fill-interval"
+                    f"{candle_path(directory, symbol, fill_interval)}: does not cover the run ({utc_minute(first)} to "
+                    f"{utc_minute(last)}); use another --fill-interval"
                 )
         path = funding_path(directory, symbol)
         if path.is_file():
             read = read_funding(path)
             times, rates = read.times_ms, read.rates
             inside = [(a, b) for a, b in _funding_segments(times) if b >= first and a <= last]
-            covered = ", ".join(f"{utc_text(a)} to {utc_text(b)}" for a, b in inside) or "none of the run"
+            covered = ", ".join(f"{utc_minute(a)} to {utc_minute(b)}" for a, b in inside) or "none of the run"
             notes.append(f"{symbol} funding data covers {covered}; no funding is charged outside it")
         else:
             times, rates = np.empty(0, dtype=np.int64), ()
@@ -656,7 +655,7 @@ class ReplayClient:
         recorded = self.answers.get(step)
         if recorded is None:
             self.missing += 1
-            raise ModelError(f"replay of {self.source}: no answer was recorded for {utc_text(step)}", calls=[])
+            raise ModelError(f"replay of {self.source}: no answer was recorded for {utc_minute(step)}", calls=[])
         digest = request_hash(self.model, self.base_url, request.system, request.user)
         exact = digest == recorded.request_hash
         if exact:
@@ -1064,7 +1063,17 @@ def build_spec(settings: Settings, request: Request, store: Store) -> tuple[Back
     data = request.data or (base.data_dir if base is not None else None)
     if data is None:
         raise ConfigError("backtest needs --data DIR (CSV files from `llmtrader download`), or --replay RUN")
-    strategy_name = request.strategy or (base.strategy if base is not None else strategy_in_force(settings))
+    if request.strategy:
+        strategy_name = request.strategy
+    elif base is not None:
+        strategy_name = base.strategy
+    else:  # as the agent would use it now (its database is read, not created, for this)
+        conn = open_reader(settings.db)
+        try:
+            strategy_name, _ = strategy_in_force(conn, settings)
+        finally:
+            if conn is not None:
+                conn.close()
     strategy = load_strategy(strategy_name, settings.strategies_dir)
     interval = request.interval or (base.interval if base is not None else strategy.interval)
     if interval not in INTERVAL_MS:
@@ -1078,7 +1087,7 @@ def build_spec(settings: Settings, request: Request, store: Store) -> tuple[Back
     start = request.start_ms if request.start_ms is not None else (base.start_ms if base is not None else None)
     end = request.end_ms if request.end_ms is not None else (base.end_ms if base is not None else None)
     if start is not None and end is not None and end < start:
-        raise ConfigError(f"--to {utc_text(end)} is before --from {utc_text(start)}")
+        raise ConfigError(f"--to {utc_minute(end)} is before --from {utc_minute(start)}")
     if base is not None and request.model is not None and request.model != base.model:
         raise ConfigError(
             f"--replay {request.replay} replays the answers of {base.model}; --model {request.model} cannot apply"
@@ -1104,21 +1113,6 @@ def build_spec(settings: Settings, request: Request, store: Store) -> tuple[Back
     if spec.balance_usd <= 0:
         raise ConfigError(f"--balance {spec.balance_usd} must be positive")
     return spec, strategy
-
-
-def strategy_in_force(settings: Settings) -> str:
-    """The account's strategy as the agent would use it now: the one chosen with ``strategy use`` (read from
-    the agent's database, which is not created for this), else the configured one."""
-    from llmtrader.storage.reader import strategy_choice
-    from llmtrader.storage.store import open_reader
-
-    conn = open_reader(settings.db)
-    if conn is None:
-        return settings.strategy
-    try:
-        return strategy_choice(conn, settings.account) or settings.strategy
-    finally:
-        conn.close()
 
 
 def open_backtests(settings: Settings) -> Store:

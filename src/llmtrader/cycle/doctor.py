@@ -21,6 +21,7 @@ from llmtrader.config.accounts import VENUE_KEYS, all_account_settings, credenti
 from llmtrader.config.load import load_settings
 from llmtrader.config.settings import Settings
 from llmtrader.core.market import check_symbols
+from llmtrader.cycle.strategies import strategy_in_force
 from llmtrader.errors import ConfigError, LLMTraderError, VenueError
 from llmtrader.exchange.asterdex_market import AsterMarketData
 from llmtrader.llm.probe import probe_models
@@ -57,7 +58,7 @@ def _database(settings: Settings) -> Check:
 
 def _strategy(settings: Settings) -> Check:
     """The strategy in force for the account (chosen with `strategy use`, else configured) loads."""
-    from llmtrader.cycle.engine import resolve_strategy, strategy_in_force
+    from llmtrader.cycle.engine import resolve_strategy
     from llmtrader.storage.store import Store
 
     store = Store(settings.db)

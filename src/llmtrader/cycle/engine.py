@@ -42,6 +42,8 @@ from llmtrader.core.textfmt import at_precision
 from llmtrader.core.times import INTERVAL_MS, Clock
 from llmtrader.core.trades import PerformanceSummary, TradeLedger, TradeSummary
 from llmtrader.cycle.execution import ExecutionReport, ExecutionSettings, execute, ours
+from llmtrader.cycle.strategies import StrategySource
+from llmtrader.cycle.strategies import strategy_in_force as strategy_in_force  # scheduler.run_agent imports it here
 from llmtrader.errors import (
     ConfigError,
     ExecutionNotStarted,
@@ -281,16 +283,6 @@ async def account_state(services: Services) -> AccountState:
             for p in positions
         ),
     )
-
-
-StrategySource = Literal["chosen", "configured"]
-
-
-def strategy_in_force(store: Store, settings: Settings) -> tuple[str, StrategySource]:
-    """The name of the account's strategy, unloaded: the one chosen with ``strategy use``, else the
-    configured one; and which of the two it is."""
-    chosen = store.strategy_choice(settings.account)
-    return (chosen, "chosen") if chosen is not None else (settings.strategy, "configured")
 
 
 def resolve_strategy(store: Store, settings: Settings, override: str | None = None) -> Strategy:

@@ -52,6 +52,7 @@ from urllib.parse import urlparse
 from llmtrader.config.accounts import account_names, credential_problems, require_account, settings_for_account
 from llmtrader.config.strategies import load_strategy
 from llmtrader.core.times import INTERVAL_MS
+from llmtrader.cycle.strategies import strategy_in_force
 from llmtrader.errors import ConfigError, CredentialsError, LLMTraderError
 from llmtrader.notify.checks import outbox_health
 from llmtrader.notify.delivery import open_notifier
@@ -62,7 +63,6 @@ from llmtrader.storage.reader import (
     _paper_positions,
     last_cycles,
     session_summary,
-    strategy_choice,
 )
 from llmtrader.storage.web import pause_of
 
@@ -776,8 +776,8 @@ def agent_status(
     out: list[dict[str, Any]] = []
     for name in names:
         account = settings_for_account(settings, name)
-        chosen = strategy_choice(conn, name) if conn is not None else None
-        interval = cycle_interval(account, chosen)
+        strategy, source = strategy_in_force(conn, account)
+        interval = cycle_interval(account, strategy)
         account = account.model_copy(update={"interval": interval}) if interval != account.interval else account
         last = cycles.get(name)
         pid = RunLock(account.db, name).holder()
@@ -790,8 +790,8 @@ def agent_status(
                 "mode": account.trading_mode,
                 "running": pid is not None,
                 "pid": pid,
-                "strategy": chosen or account.strategy,
-                "strategy_source": "chosen" if chosen else "configured",
+                "strategy": strategy,
+                "strategy_source": source,
                 "model": model_label(account),
                 "baseline_fallback": account.trading_mode == "paper" and model_key_missing(account),
                 "interval": account.interval,

@@ -15,12 +15,10 @@ from llmtrader.exchange.asterdex import AsterDexExchange
 from llmtrader.exchange.asterdex_market import AsterMarketData
 from llmtrader.exchange.credentials import V3Credentials
 from tests.fakes.aster import FakeAster
+from tests.helpers import KEY, SIGNER, USER
 
 T = TypeVar("T")
 
-KEY = "0xff3bdd43534543d421f05aec535965b5050ad6ac15345435345435453495e771"
-SIGNER = "0xb67f9a782d3678a0bac50c22eacbb4924fe9d4cf"
-USER = "0x" + "7c" * 20
 TIME = "/fapi/v3/time"
 BALANCE = "/fapi/v3/balance"
 

@@ -35,23 +35,25 @@ import numpy as np
 
 from llmtrader.backtest.datafiles import EXCHANGE_INFO_FILE, candle_path, funding_path, read_candles, read_funding
 from llmtrader.config.settings import Settings
+from llmtrader.config.strategies import load_strategy
+from llmtrader.core.decision import LenientDecision, decision_json_schema
 from llmtrader.core.filters import SymbolRules, parse_exchange_info
 from llmtrader.core.market import AssetMarket, Candles, MarketSnapshot
 from llmtrader.core.records import new_decision_id
+from llmtrader.core.stats import EquityPoint
 from llmtrader.core.times import DAY_MS, INTERVAL_MS, utc_minute
+from llmtrader.core.trades import sharpe
 from llmtrader.cycle.strategies import strategy_in_force
 from llmtrader.errors import ConfigError, DataError, ModelError
 from llmtrader.llm.baseline import BaselineClient
 from llmtrader.llm.port import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
 from llmtrader.storage import backtests as runs
 from llmtrader.storage.backtests import StoredAnswer, run_records
-from llmtrader.storage.store import open_reader
+from llmtrader.storage.store import Store, open_reader
 
 if TYPE_CHECKING:
     from llmtrader.core.strategy import Strategy
     from llmtrader.exchange.simulated import SimulatedExchange, Tape
-    from llmtrader.storage.store import Store
-
 # Steps committed together when no model is called (see run_backtest).
 BATCH_STEPS = 256
 # A 1h agent decides at hh:00:05 (llmtrader.scheduler.DEFAULT_OFFSET_S): so does a backtest step.
@@ -551,8 +553,6 @@ _SCHEMA_TEXT: list[str] = []
 def _schema_text() -> str:
     """The decision schema's canonical JSON, built once."""
     if not _SCHEMA_TEXT:
-        from llmtrader.core.decision import decision_json_schema
-
         _SCHEMA_TEXT.append(json.dumps(decision_json_schema(), sort_keys=True, separators=(",", ":")))
     return _SCHEMA_TEXT[0]
 
@@ -674,8 +674,6 @@ class ReplayClient:
         if "error" in body:
             calls: list[object] = list(_free(body.get("calls", [])))
             raise ModelError(str(body["error"]), calls=calls)
-        from llmtrader.core.decision import LenientDecision
-
         return ModelAnswer(
             raw_response=str(body["raw_response"]),
             decision=LenientDecision.model_validate(body["decision"]),
@@ -885,8 +883,6 @@ def max_drawdown_pct(equity: Sequence[float]) -> float:
 
 def daily_sharpe(start_equity: float, samples: Sequence[Sample]) -> float | None:
     """Annualized Sharpe ratio of the daily returns of the equity (its value at each UTC day's last step)."""
-    from llmtrader.core.trades import sharpe
-
     day_end: dict[int, float] = {}
     for s in samples:
         day_end[s.time_ms // DAY_MS] = s.equity_usd
@@ -1052,8 +1048,6 @@ class Request:
 def build_spec(settings: Settings, request: Request, store: Store) -> tuple[BacktestSpec, Strategy]:
     """The run to make: the request, else (``--replay``) the replayed run's own settings, else the
     configuration (the strategy's interval, ASSETS, LLM_MODEL, PAPER_BALANCE_USD). The strategy is loaded."""
-    from llmtrader.config.strategies import load_strategy
-
     base: BacktestSpec | None = None
     if request.replay is not None:
         source = runs.get_run(store, request.replay)
@@ -1117,7 +1111,6 @@ def build_spec(settings: Settings, request: Request, store: Store) -> tuple[Back
 
 def open_backtests(settings: Settings) -> Store:
     """The backtests' database (created and migrated on first use)."""
-    from llmtrader.storage.store import Store
 
     return Store(backtest_db_path(settings), durable=False)
 
@@ -1146,8 +1139,6 @@ def budget_stop(client: DecisionClient, max_cost_usd: float | None) -> Callable[
 
 def equity_points(start_usd: float, start_ms: int, samples: Sequence[tuple[int, float, float, int]]) -> list[Any]:
     """A run's equity samples as the statistics' equity points (for the terminal chart)."""
-    from llmtrader.core.stats import EquityPoint
-
     points = [EquityPoint(start_ms, Decimal(repr(start_usd)), Decimal(0), 0.0)]
     peak = start_usd
     for time_ms, equity, _, _ in samples:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 # Function-local imports of llmtrader modules outside cli/ (see the last test): lower it when one goes.
-LOCAL_IMPORTS_OUTSIDE_CLI = 63
+LOCAL_IMPORTS_OUTSIDE_CLI = 41
 # The same in web/, notify/ and arena/, counted apart: they came from main (merged into the re-layering) with
 # their lazy imports as written there; a ratchet too, lower it as they are moved to the top of their modules.
 OPTIONAL_PACKAGES = ("web/", "notify/", "arena/")

@@ -18,36 +18,7 @@ from llmtrader.core.formatting import fmt
 from tests.conftest import TEST_KEY
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision, error, error_in_200, slow
-
-
-def decide(runner: CliRunner, *args: str) -> tuple[int, dict[str, Any] | None, str]:
-    result = runner.invoke(app, ["decide", "--json", *args])
-    try:
-        out = json.loads(result.stdout) if result.stdout.strip() else None
-    except json.JSONDecodeError:
-        out = None
-    return result.exit_code, out, result.stderr
-
-
-def show(runner: CliRunner, decision_id: str) -> dict[str, Any]:
-    result = runner.invoke(app, ["show", decision_id, "--json"])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def history(runner: CliRunner, *args: str) -> list[dict[str, Any]]:
-    result = runner.invoke(app, ["history", "--json", *args])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def long_btc(fake_aster: FakeAster, symbol: str = "BTCUSDT", **kw: Any) -> dict[str, Any]:
-    """A sound long (on BTCUSDT unless told) around the fake venue's current mark."""
-    mark = fake_aster.mark(symbol)
-    base = {"allocation_usd": 1000, "leverage": 2, "tp_price": round(mark * 1.04, 1),
-            "sl_price": round(mark * 0.98, 1), "confidence": 0.7, "risk_level": "medium"}  # fmt: skip
-    base.update(kw)
-    return asset(symbol, "buy", **base)
+from tests.helpers import decide, history, long_btc, show
 
 
 def by_symbol(out: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -21,7 +21,7 @@ from llmtrader.cli.app import app
 from tests.conftest import SIGNER, SIGNER_KEY, TEST_KEY, USER
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision
-from tests.test_cli_decide import decide, history, long_btc, show
+from tests.helpers import decide, history, long_btc, show
 
 # The reference vector key and its address: the agent (signer) wallet of the live tests.
 OTHER_ADDRESS = "0x1f9090aae28b8a3dceadf281b0f12828e676c326"

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmtrader.cli.app import app
-from tests.test_stats import DAY, JAN1, H, build, c
+from tests.stats_scenario import DAY, JAN1, H, build, c
 
 D = __import__("decimal").Decimal
 

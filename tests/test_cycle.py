@@ -7,18 +7,14 @@ venue hold. Each case asserts the recorded cycle, the venue's own records, and t
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from llmtrader.config.load import load_settings
-from llmtrader.cycle.compose import build_services, close_services
 from llmtrader.cycle.engine import Services
 from llmtrader.cycle.manual import resume_account
 from llmtrader.cycle.run import CycleResult, reconcile, record_skipped_cycle, run_cycle
@@ -29,7 +25,7 @@ from tests.conftest import USER
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision, error
 from tests.helpers import FakeClock as Clock
-from tests.test_cli_decide import long_btc
+from tests.helpers import cycle, long_btc, with_services
 
 T = TypeVar("T")
 DAY_MS = 86_400_000
@@ -39,23 +35,6 @@ MINUTE_MS = 60_000
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
-
-
-def with_services(clock: Clock, fn: Callable[[Services], Awaitable[T]]) -> T:
-    """Build the services from the environment (a fresh start), run ``fn`` with them, close them."""
-
-    async def go() -> T:
-        services = build_services(load_settings(), clock=clock)
-        try:
-            return await fn(services)
-        finally:
-            await close_services(services)
-
-    return asyncio.run(go())
-
-
-def cycle(clock: Clock, **kw: Any) -> CycleResult:
-    return with_services(clock, lambda s: run_cycle(s, **kw))
 
 
 def rows(db: Path, sql: str, *params: Any) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from llmtrader.cli.app import app
 from llmtrader.config.strategies import builtin_dir
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision
-from tests.test_cli_decide import decide, long_btc, show
+from tests.helpers import decide, long_btc, show
 
 
 def strategy_with(directory: Path, name: str, **limits: float) -> None:

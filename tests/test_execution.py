@@ -18,21 +18,13 @@ from typing import Any
 import pytest
 
 from llmtrader.core.decision import Action, AssetDecision, RiskLevel
-from llmtrader.core.records import new_decision_id
-from llmtrader.core.risk import AssetValidation, Status
-from llmtrader.cycle.execution import ExecutionReport, ExecutionSettings, client_order_id, execute
+from llmtrader.cycle.execution import client_order_id
 from llmtrader.errors import VenueBanned, VenueUnavailable
-from llmtrader.exchange.asterdex import AsterDexExchange
-from llmtrader.exchange.asterdex_market import AsterMarketData
 from llmtrader.exchange.base import OrderType
-from llmtrader.exchange.credentials import V1Credentials, V3Credentials
-from llmtrader.storage.store import Store
+from llmtrader.exchange.credentials import V1Credentials
 from tests.fakes.aster import FakeAster
+from tests.helpers import KEY, SIGNER, USER, V1_KEY, V1_SECRET, Harness, buy, protected
 
-KEY = "0xff3bdd43534543d421f05aec535965b5050ad6ac15345435345435453495e771"
-SIGNER = "0xb67f9a782d3678a0bac50c22eacbb4924fe9d4cf"
-USER = "0x" + "5a" * 20
-V1_KEY, V1_SECRET = "v1-api-key-0001", "v1-secret-9f8e7d6c5b4a"
 ORDER = "/fapi/v3/order"
 
 
@@ -43,76 +35,6 @@ def venue(fake_aster: FakeAster) -> FakeAster:
     return fake_aster
 
 
-class Harness:
-    """One execution against the fake venue: the adapter, the store, and the decision's context."""
-
-    def __init__(
-        self, venue: FakeAster, db: Path, credentials: Any = None, timeout_s: float = 2.0, real_sleep: bool = False
-    ) -> None:
-        self.venue = venue
-        self.store = Store(db)
-        self.credentials = credentials or V3Credentials(USER, SIGNER, KEY)
-        self.timeout_s = timeout_s
-        self.sleeps: list[float] = []
-        self.real_sleep = real_sleep
-        from llmtrader.storage.bans import VenueBans
-
-        self.bans = VenueBans(self.store, venue.base_url)
-
-    async def _sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        await asyncio.sleep(seconds if self.real_sleep else min(seconds, 0.01))
-
-    def exchange(self) -> AsterDexExchange:
-        market = AsterMarketData(self.venue.base_url, timeout_s=self.timeout_s)
-
-        async def rules() -> Any:
-            return await market.exchange_info()
-
-        ex = AsterDexExchange(
-            market,
-            self.credentials,
-            bans=self.bans,
-            rules=rules,
-            timeout_s=self.timeout_s,
-            lookup_grace_s=0.3 if self.real_sleep else 0.05,
-            sleep=self._sleep,
-        )
-        ex.BACKOFF_S = 0.01
-        return ex
-
-    def run(self, *decisions: AssetDecision, decision_id: str | None = None) -> tuple[str, ExecutionReport]:
-        did = decision_id or new_decision_id()
-
-        async def go() -> ExecutionReport:
-            ex = self.exchange()
-            try:
-                rules = await ex.rules()
-                marks = await ex.mark_prices([d.symbol for d in decisions])
-                validations = [
-                    AssetValidation(d.symbol, d.action.value, Status.ACCEPTED, [], None, d) for d in decisions
-                ]
-                log = self.store.execution_log("main", "live", self.venue.clock)
-                return await execute(
-                    ex, validations, decision_id=did, recorder=log, rules=rules, marks=marks,
-                    settings=ExecutionSettings(protect_backoff_s=0.01), sleep=self._sleep,
-                )  # fmt: skip
-            finally:
-                await ex.aclose()
-                await ex.market.aclose()
-
-        return did, asyncio.run(go())
-
-    def orders(self, did: str) -> list[dict[str, Any]]:
-        conn = sqlite3.connect(self.store.path)
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT * FROM orders WHERE decision_id = ? ORDER BY id", [did])]
-
-    def events(self, did: str) -> list[tuple[str, str]]:
-        conn = sqlite3.connect(self.store.path)
-        return list(conn.execute("SELECT kind, message FROM execution_events WHERE decision_id = ? ORDER BY id", [did]))
-
-
 @pytest.fixture
 def harness(venue: FakeAster, tmp_path: Path) -> Iterator[Harness]:
     h = Harness(venue, tmp_path / "t.db")
@@ -120,28 +42,10 @@ def harness(venue: FakeAster, tmp_path: Path) -> Iterator[Harness]:
     h.store.close()
 
 
-def buy(venue: FakeAster, symbol: str = "BTCUSDT", allocation: float = 1000, leverage: int = 3,
-        **kw: Any) -> AssetDecision:  # fmt: skip
-    mark = venue.mark(symbol)
-    fields: dict[str, Any] = {"tp_price": mark * 1.04, "sl_price": mark * 0.98}
-    fields.update(kw)
-    return AssetDecision(symbol=symbol, action=Action.BUY, rationale="t", allocation_usd=allocation,
-                         leverage=leverage, confidence=0.8, risk_level=RiskLevel.MEDIUM, **fields)  # fmt: skip
-
-
 def other(symbol: str, action: Action, **kw: Any) -> AssetDecision:
     base: dict[str, Any] = {"allocation_usd": 0, "leverage": 1}
     base.update(kw)
     return AssetDecision(symbol=symbol, action=action, rationale="t", confidence=0.8, risk_level=RiskLevel.LOW, **base)
-
-
-def protected(venue: FakeAster, symbol: str) -> dict[str, list[Any]]:
-    """The open protective orders of ``symbol`` at the venue, by type."""
-    out: dict[str, list[Any]] = {"STOP_MARKET": [], "TAKE_PROFIT_MARKET": []}
-    for o in venue.open_orders(USER):
-        if o.symbol == symbol and o.orig_type in out:
-            out[o.orig_type].append(o)
-    return out
 
 
 def assert_never_naked(venue: FakeAster) -> None:

@@ -14,7 +14,7 @@ from llmtrader.cli.app import app
 from llmtrader.core.textfmt import json_price, readable
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision
-from tests.test_face_screens import WIDTHS, at_width, lines_of
+from tests.helpers import WIDTHS, at_width, lines_of
 
 AVERAGED = Decimal("114219.1333333333333333333333")
 

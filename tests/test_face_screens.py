@@ -9,29 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
 from typer.testing import CliRunner
 
-from llmtrader.cli import render
 from llmtrader.cli.app import app
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision
-
-WIDTHS = (80, 200)
-
-
-def at_width(monkeypatch: pytest.MonkeyPatch, width: int) -> None:
-    """The terminal the commands print to, `width` columns wide (colours off so lines are plain text)."""
-    monkeypatch.setattr(render, "console", Console(width=width, no_color=True, highlight=False))
-    monkeypatch.setattr(render, "err_console", Console(width=width, stderr=True, no_color=True))
-
-
-def lines_of(result: Any, width: int) -> list[str]:
-    assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
-    too_long = [line for line in lines if len(line) > width]
-    assert not too_long, "\n".join(too_long)
-    return lines
+from tests.helpers import WIDTHS, at_width, lines_of
 
 
 def whole(lines: list[str], *tokens: str) -> None:

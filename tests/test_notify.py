@@ -20,13 +20,14 @@ from typer.testing import CliRunner
 from llmtrader.cli.app import app
 from llmtrader.config.load import load_settings
 from llmtrader.core.guards import GuardEvent, GuardState
+from llmtrader.core.times import MINUTE_MS
 from llmtrader.notify.delivery import Notifier
 from llmtrader.storage.store import Store
 from tests.conftest import USER
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision
-from tests.test_cli_decide import long_btc
-from tests.test_cycle import MINUTE_MS, Clock, cycle
+from tests.helpers import FakeClock as Clock
+from tests.helpers import cycle, long_btc
 
 
 class Receiver:

@@ -24,35 +24,11 @@ from llmtrader.exchange.base import OrderRequest, OrderStatus, OrderType, Side
 from llmtrader.exchange.paper import Fill, PaperBook, PaperConfig, PaperExchange
 from llmtrader.storage.store import Store
 from tests.fakes.aster import FakeAster
+from tests.helpers import BTC, ETH, M15, XRP, candle, market, protect
 from tests.helpers import FakeClock as Clock
 
 D = Decimal
 CENT = D("0.01")
-M15 = 900_000
-
-
-def rules(symbol: str, tick: str, step: str) -> SymbolRules:
-    """The fake venue's filters: minNotional 5, PERCENT_PRICE 1.05 / 0.95."""
-    return SymbolRules(
-        symbol=symbol, status="TRADING", base_asset=symbol.removesuffix("USDT"), quote_asset="USDT",
-        tick_size=D(tick), min_price=D(tick), max_price=D("1000000"), step_size=D(step), min_qty=D(step),
-        max_qty=D("100000"), market_step_size=D(step), market_min_qty=D(step), market_max_qty=D("10000"),
-        min_notional=D("5"), percent_up=D("1.05"), percent_down=D("0.95"),
-    )  # fmt: skip
-
-
-BTC = rules("BTCUSDT", "0.1", "0.001")
-ETH = rules("ETHUSDT", "0.01", "0.001")
-XRP = rules("XRPUSDT", "0.0001", "0.1")
-
-
-def candle(perp_dir: Path, symbol: str, open_ms: int, interval: str = "15m") -> tuple[Decimal, ...]:
-    """(open, high, low, close) of the row opening at ``open_ms``, exactly as written in the CSV."""
-    with (perp_dir / f"{symbol}-{interval}.csv").open() as fh:
-        for row in csv.reader(fh):
-            if row[0] == str(open_ms):
-                return tuple(D(x) for x in row[1:5])
-    raise AssertionError(f"no {symbol} {interval} candle opens at {open_ms}")
 
 
 def funding_rate(perp_dir: Path, symbol: str, time_ms: int) -> Decimal:
@@ -65,15 +41,6 @@ def funding_rate(perp_dir: Path, symbol: str, time_ms: int) -> Decimal:
 
 def walk(book: PaperBook, perp_dir: Path, symbol: str, open_ms: int) -> list[Fill]:
     return book.on_candle(symbol, open_ms, M15, *candle(perp_dir, symbol, open_ms))
-
-
-def market(symbol: str, side: str, qty: str, cid: str = "entry", *, reduce_only: bool = False) -> OrderRequest:
-    return OrderRequest(symbol, Side(side), OrderType.MARKET, cid, quantity=D(qty), reduce_only=reduce_only)
-
-
-def protect(symbol: str, side: str, kind: OrderType, stop: str, cid: str) -> OrderRequest:
-    """A closePosition stop or take-profit, the way execution protects a position."""
-    return OrderRequest(symbol, Side(side), kind, cid, stop_price=D(stop), close_position=True)
 
 
 def limit(

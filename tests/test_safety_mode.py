@@ -18,7 +18,7 @@ from llmtrader.logs import reset_logging
 from tests.conftest import SIGNER, SIGNER_KEY, USER
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision
-from tests.test_cli_decide import long_btc
+from tests.helpers import long_btc
 
 # One live account with its own V3 credentials (registered at the fake venue), one paper account.
 ACCOUNTS = """

@@ -34,7 +34,7 @@ from llmtrader.core.trades import (
 from llmtrader.cycle.execution import client_order_id
 from llmtrader.exchange.base import OrderType
 from llmtrader.exchange.paper import Fill, FundingPayment, PaperBook, PaperConfig, PaperEvent
-from tests.test_paper import BTC, M15, candle, market, protect
+from tests.helpers import BTC, M15, candle, market, protect
 
 D = Decimal
 CENT = D("0.01")

@@ -29,8 +29,7 @@ from llmtrader.storage.facts import account_history
 from llmtrader.storage.venue_history import SyncReport, sync_venue_history
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision
-from tests.test_cli_decide import decide, long_btc, show
-from tests.test_execution import KEY, SIGNER, USER, V1_KEY, V1_SECRET, Harness, buy, protected
+from tests.helpers import KEY, SIGNER, USER, V1_KEY, V1_SECRET, Harness, buy, decide, long_btc, protected, show
 
 CENT = Decimal("0.01")
 E8 = Decimal("1e-8")

@@ -19,6 +19,7 @@ from enum import Enum
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, TextIO
 
+from llmtrader.core.formatting import safe_text
 from llmtrader.core.redact import (
     MASK,
     MIN_SECRET_LENGTH,
@@ -26,6 +27,7 @@ from llmtrader.core.redact import (
     redact,
 )
 from llmtrader.errors import ConfigError
+from llmtrader.privatefiles import make_private_dirs, private_opener
 
 if TYPE_CHECKING:
     import logging
@@ -93,8 +95,6 @@ _REDACTOR = Redactor()
 def _private_file_handler(path: Path) -> logging.Handler:
     """A handler appending to ``path``, created readable by its owner only, reopened after logrotate moves it."""
     import logging.handlers
-
-    from llmtrader.privatefiles import private_opener
 
     class PrivateFileHandler(logging.handlers.WatchedFileHandler):
         def _open(self) -> Any:  # where logging opens the file, also when it reopens it after a rotation
@@ -179,8 +179,6 @@ def _ensure_structlog() -> None:
 def _terminal_safe(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """Text values without control characters, for the readable renderer: it prints strings as they are,
     and log events quote model answers and venue messages (JSON lines escape them instead)."""
-    from llmtrader.core.formatting import safe_text
-
     return {key: safe_text(value) if isinstance(value, str) else value for key, value in event_dict.items()}
 
 
@@ -217,8 +215,6 @@ def configure_logging(
     import logging
 
     import structlog
-
-    from llmtrader.privatefiles import make_private_dirs
 
     name = level.lower()
     if name not in LEVELS:

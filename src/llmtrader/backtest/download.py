@@ -39,7 +39,7 @@ from llmtrader.backtest.datafiles import (
 )
 from llmtrader.core.filters import parse_exchange_info
 from llmtrader.core.market import check_symbols
-from llmtrader.core.times import INTERVAL_MS
+from llmtrader.core.times import INTERVAL_MS, iso_utc
 from llmtrader.errors import ConfigError, DataError, VenueError
 from llmtrader.exchange.asterdex_market import AsterMarketData
 
@@ -358,11 +358,7 @@ async def _fill_funding(market: AsterMarketData, job: _Job, report: ProgressFn, 
 
 # ---- rendering: the summary as JSON or a rich table, progress bars on stderr -----------------------------------
 def _iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    from llmtrader.core.times import iso_utc
-
-    return iso_utc(ms)
+    return None if ms is None else iso_utc(ms)
 
 
 def _short_time(ms: int | None) -> str:

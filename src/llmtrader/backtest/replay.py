@@ -26,7 +26,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import pairwise
 from pathlib import Path
@@ -36,21 +35,25 @@ import numpy as np
 
 from llmtrader.backtest.datafiles import EXCHANGE_INFO_FILE, candle_path, funding_path, read_candles, read_funding
 from llmtrader.config.settings import Settings
+from llmtrader.config.strategies import load_strategy
+from llmtrader.core.decision import LenientDecision, decision_json_schema
 from llmtrader.core.filters import SymbolRules, parse_exchange_info
 from llmtrader.core.market import AssetMarket, Candles, MarketSnapshot
 from llmtrader.core.records import new_decision_id
-from llmtrader.core.times import DAY_MS, INTERVAL_MS
+from llmtrader.core.stats import EquityPoint
+from llmtrader.core.times import DAY_MS, INTERVAL_MS, utc_minute
+from llmtrader.core.trades import sharpe
+from llmtrader.cycle.strategies import strategy_in_force
 from llmtrader.errors import ConfigError, DataError, ModelError
 from llmtrader.llm.baseline import BaselineClient
 from llmtrader.llm.port import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
 from llmtrader.storage import backtests as runs
 from llmtrader.storage.backtests import StoredAnswer, run_records
+from llmtrader.storage.store import Store, open_reader
 
 if TYPE_CHECKING:
     from llmtrader.core.strategy import Strategy
     from llmtrader.exchange.simulated import SimulatedExchange, Tape
-    from llmtrader.storage.store import Store
-
 # Steps committed together when no model is called (see run_backtest).
 BATCH_STEPS = 256
 # A 1h agent decides at hh:00:05 (llmtrader.scheduler.DEFAULT_OFFSET_S): so does a backtest step.
@@ -59,10 +62,6 @@ STEP_OFFSET_MS = 5_000
 WARMUP_CANDLES = 50
 # Rules for data without exchangeInfo.json: the venue's usual minimum order value.
 DEFAULT_MIN_NOTIONAL = Decimal(5)
-
-
-def utc_text(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def backtest_db_path(settings: Settings) -> Path:
@@ -297,12 +296,13 @@ def load_history(spec: BacktestSpec, strategy: Strategy) -> History:
     steps = closes[(closes >= start) & (closes <= end)].astype(np.int64)
     if not len(steps):
         raise DataError(
-            f"no {interval} candle of {', '.join(spec.symbols)} in {directory} closes between {utc_text(start)} and "
-            f"{utc_text(end)}; the data allows decisions from {utc_text(first_possible)} to {utc_text(last_possible)}"
+            f"no {interval} candle of {', '.join(spec.symbols)} in {directory} closes between {utc_minute(start)} and "
+            f"{utc_minute(end)}; the data allows decisions from {utc_minute(first_possible)} to "
+            f"{utc_minute(last_possible)}"
         )
     if spec.start_ms is not None and spec.start_ms < first_possible:
         notes.append(
-            f"the first decision is at {utc_text(int(steps[0]))}: the data starts {WARMUP_CANDLES} {interval} "
+            f"the first decision is at {utc_minute(int(steps[0]))}: the data starts {WARMUP_CANDLES} {interval} "
             "candles (the indicators' warm-up) before it"
         )
     first, last = int(steps[0]), int(steps[-1])
@@ -316,15 +316,16 @@ def load_history(spec: BacktestSpec, strategy: Strategy) -> History:
         ends = candles.open_time_ms + INTERVAL_MS[tf]
         if int(ends[0]) > first or int(ends[-1]) < last - INTERVAL_MS[tf]:
             raise DataError(
-                f"{candle_path(directory, symbol, tf)}: its {tf} candles close from {utc_text(int(ends[0]))} to "
-                f"{utc_text(int(ends[-1]))}, which does not cover the run ({utc_text(first)} to {utc_text(last)}); "
+                f"{candle_path(directory, symbol, tf)}: its {tf} candles close from {utc_minute(int(ends[0]))} to "
+                f"{utc_minute(int(ends[-1]))}, which does not cover the run ({utc_minute(first)} to "
+                f"{utc_minute(last)}); "
                 f"shorten the run with --from/--to, download the missing data, or leave {tf} out with --timeframes"
             )
 
     for (symbol, tf), candles in series.items():
         gaps = np.flatnonzero(np.diff(candles.open_time_ms) != INTERVAL_MS[tf])
         if len(gaps):
-            first_gap = utc_text(int(candles.open_time_ms[gaps[0]]))
+            first_gap = utc_minute(int(candles.open_time_ms[gaps[0]]))
             notes.append(f"{symbol} {tf}: {len(gaps)} gap(s) in the candles, the first after {first_gap}")
 
     # Indicators: once per series, over the whole series; a step sees a slice.
@@ -343,15 +344,15 @@ def load_history(spec: BacktestSpec, strategy: Strategy) -> History:
             fill_ends = fill.open_time_ms + INTERVAL_MS[fill_interval]
             if not len(fill) or int(fill_ends[0]) > first or int(fill_ends[-1]) < last:
                 raise DataError(
-                    f"{candle_path(directory, symbol, fill_interval)}: does not cover the run ({utc_text(first)} to "
-                    f"{utc_text(last)}); use another --fill-interval"
+                    f"{candle_path(directory, symbol, fill_interval)}: does not cover the run ({utc_minute(first)} to "
+                    f"{utc_minute(last)}); use another --fill-interval"
                 )
         path = funding_path(directory, symbol)
         if path.is_file():
             read = read_funding(path)
             times, rates = read.times_ms, read.rates
             inside = [(a, b) for a, b in _funding_segments(times) if b >= first and a <= last]
-            covered = ", ".join(f"{utc_text(a)} to {utc_text(b)}" for a, b in inside) or "none of the run"
+            covered = ", ".join(f"{utc_minute(a)} to {utc_minute(b)}" for a, b in inside) or "none of the run"
             notes.append(f"{symbol} funding data covers {covered}; no funding is charged outside it")
         else:
             times, rates = np.empty(0, dtype=np.int64), ()
@@ -552,8 +553,6 @@ _SCHEMA_TEXT: list[str] = []
 def _schema_text() -> str:
     """The decision schema's canonical JSON, built once."""
     if not _SCHEMA_TEXT:
-        from llmtrader.core.decision import decision_json_schema
-
         _SCHEMA_TEXT.append(json.dumps(decision_json_schema(), sort_keys=True, separators=(",", ":")))
     return _SCHEMA_TEXT[0]
 
@@ -656,7 +655,7 @@ class ReplayClient:
         recorded = self.answers.get(step)
         if recorded is None:
             self.missing += 1
-            raise ModelError(f"replay of {self.source}: no answer was recorded for {utc_text(step)}", calls=[])
+            raise ModelError(f"replay of {self.source}: no answer was recorded for {utc_minute(step)}", calls=[])
         digest = request_hash(self.model, self.base_url, request.system, request.user)
         exact = digest == recorded.request_hash
         if exact:
@@ -675,8 +674,6 @@ class ReplayClient:
         if "error" in body:
             calls: list[object] = list(_free(body.get("calls", [])))
             raise ModelError(str(body["error"]), calls=calls)
-        from llmtrader.core.decision import LenientDecision
-
         return ModelAnswer(
             raw_response=str(body["raw_response"]),
             decision=LenientDecision.model_validate(body["decision"]),
@@ -886,8 +883,6 @@ def max_drawdown_pct(equity: Sequence[float]) -> float:
 
 def daily_sharpe(start_equity: float, samples: Sequence[Sample]) -> float | None:
     """Annualized Sharpe ratio of the daily returns of the equity (its value at each UTC day's last step)."""
-    from llmtrader.core.trades import sharpe
-
     day_end: dict[int, float] = {}
     for s in samples:
         day_end[s.time_ms // DAY_MS] = s.equity_usd
@@ -1053,8 +1048,6 @@ class Request:
 def build_spec(settings: Settings, request: Request, store: Store) -> tuple[BacktestSpec, Strategy]:
     """The run to make: the request, else (``--replay``) the replayed run's own settings, else the
     configuration (the strategy's interval, ASSETS, LLM_MODEL, PAPER_BALANCE_USD). The strategy is loaded."""
-    from llmtrader.config.strategies import load_strategy
-
     base: BacktestSpec | None = None
     if request.replay is not None:
         source = runs.get_run(store, request.replay)
@@ -1064,7 +1057,17 @@ def build_spec(settings: Settings, request: Request, store: Store) -> tuple[Back
     data = request.data or (base.data_dir if base is not None else None)
     if data is None:
         raise ConfigError("backtest needs --data DIR (CSV files from `llmtrader download`), or --replay RUN")
-    strategy_name = request.strategy or (base.strategy if base is not None else strategy_in_force(settings))
+    if request.strategy:
+        strategy_name = request.strategy
+    elif base is not None:
+        strategy_name = base.strategy
+    else:  # as the agent would use it now (its database is read, not created, for this)
+        conn = open_reader(settings.db)
+        try:
+            strategy_name, _ = strategy_in_force(conn, settings)
+        finally:
+            if conn is not None:
+                conn.close()
     strategy = load_strategy(strategy_name, settings.strategies_dir)
     interval = request.interval or (base.interval if base is not None else strategy.interval)
     if interval not in INTERVAL_MS:
@@ -1078,7 +1081,7 @@ def build_spec(settings: Settings, request: Request, store: Store) -> tuple[Back
     start = request.start_ms if request.start_ms is not None else (base.start_ms if base is not None else None)
     end = request.end_ms if request.end_ms is not None else (base.end_ms if base is not None else None)
     if start is not None and end is not None and end < start:
-        raise ConfigError(f"--to {utc_text(end)} is before --from {utc_text(start)}")
+        raise ConfigError(f"--to {utc_minute(end)} is before --from {utc_minute(start)}")
     if base is not None and request.model is not None and request.model != base.model:
         raise ConfigError(
             f"--replay {request.replay} replays the answers of {base.model}; --model {request.model} cannot apply"
@@ -1106,24 +1109,8 @@ def build_spec(settings: Settings, request: Request, store: Store) -> tuple[Back
     return spec, strategy
 
 
-def strategy_in_force(settings: Settings) -> str:
-    """The account's strategy as the agent would use it now: the one chosen with ``strategy use`` (read from
-    the agent's database, which is not created for this), else the configured one."""
-    from llmtrader.storage.reader import strategy_choice
-    from llmtrader.storage.store import open_reader
-
-    conn = open_reader(settings.db)
-    if conn is None:
-        return settings.strategy
-    try:
-        return strategy_choice(conn, settings.account) or settings.strategy
-    finally:
-        conn.close()
-
-
 def open_backtests(settings: Settings) -> Store:
     """The backtests' database (created and migrated on first use)."""
-    from llmtrader.storage.store import Store
 
     return Store(backtest_db_path(settings), durable=False)
 
@@ -1152,8 +1139,6 @@ def budget_stop(client: DecisionClient, max_cost_usd: float | None) -> Callable[
 
 def equity_points(start_usd: float, start_ms: int, samples: Sequence[tuple[int, float, float, int]]) -> list[Any]:
     """A run's equity samples as the statistics' equity points (for the terminal chart)."""
-    from llmtrader.core.stats import EquityPoint
-
     points = [EquityPoint(start_ms, Decimal(repr(start_usd)), Decimal(0), 0.0)]
     peak = start_usd
     for time_ms, equity, _, _ in samples:

@@ -1089,7 +1089,8 @@ def backtest_view(
 ) -> None:
     """A stored run: what ran, its figures against buy-and-hold, the equity curve, notes, and a replay's
     changed verdicts."""
-    from llmtrader.backtest.replay import equity_points, utc_text
+    from llmtrader.backtest.replay import equity_points
+    from llmtrader.core.times import utc_minute
 
     target = err_console if to_stderr else console
     spec, m = run.spec, run.metrics or {}
@@ -1098,7 +1099,7 @@ def backtest_view(
     if run.replay_of:
         title.append(f"  (replay of {run.replay_of})", style="cyan")
     target.print(title)
-    period = f"{utc_text(m['start_ms'])} to {utc_text(m['end_ms'])}" if m else "no step made"
+    period = f"{utc_minute(m['start_ms'])} to {utc_minute(m['end_ms'])}" if m else "no step made"
     what = f"{', '.join(spec['symbols'])} · {spec['interval']} · strategy {spec['strategy']} · model {spec['model']}"
     target.print(untrusted(f"{what} · {run.steps_done} steps · {period}"))
     if m:

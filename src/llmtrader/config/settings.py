@@ -38,6 +38,8 @@ from llmtrader.config.file import (
 )
 from llmtrader.core.prices import ModelPrice
 from llmtrader.core.times import Interval
+from llmtrader.errors import CredentialsError
+from llmtrader.exchange.credentials import V1Credentials, V3Credentials
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 ASTERDEX_BASE_URL = "https://fapi.asterdex.com"
@@ -453,8 +455,6 @@ class Settings(BaseSettings):
 
         Both sets, or a partial set, is a CredentialsError naming the variables; secrets are never shown.
         """
-        from llmtrader.errors import CredentialsError
-
         v3 = {
             "ASTERDEX_USER": self.asterdex_user,
             "ASTERDEX_SIGNER": self.asterdex_signer,
@@ -473,15 +473,12 @@ class Settings(BaseSettings):
             if present and missing:
                 raise CredentialsError(f"incomplete venue credentials: {', '.join(missing)} not set")
         if has_v1:
-            from llmtrader.exchange.credentials import V1Credentials
-
             assert self.asterdex_api_key is not None and self.asterdex_api_secret is not None
             return V1Credentials(
                 self.asterdex_api_key.get_secret_value().strip(), self.asterdex_api_secret.get_secret_value().strip()
             )
         if not has_v3:
             return None
-        from llmtrader.exchange.credentials import V3Credentials
         from llmtrader.exchange.signing import signer_address
 
         assert self.asterdex_user and self.asterdex_signer and self.asterdex_signer_private_key

@@ -23,30 +23,8 @@ def builtin_dir() -> Path:
     return packaged if packaged.is_dir() else here.parents[1] / "strategies"
 
 
-# Parsed files by (path, mtime, size): a scheduled agent or a backtest resolves its strategy at every
-# decision, and parsing the TOML again each time was a millisecond of every cycle. An edited file has a
-# new mtime or size, so a change still takes effect at the next decision.
-_LOADED: dict[tuple[str, int, int], Strategy] = {}
-
-
 def load_strategy_file(path: Path) -> Strategy:
-    """Load and validate one strategy file (the result is shared between callers: treat it as read-only)."""
-    try:
-        stat = path.stat()
-    except OSError as exc:
-        raise StrategyError(f"strategy file {path}: unreadable ({exc.strerror})") from exc
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
-    cached = _LOADED.get(key)
-    if cached is not None:
-        return cached
-    strategy = _parse_strategy_file(path)
-    if len(_LOADED) > 64:
-        _LOADED.clear()
-    _LOADED[key] = strategy
-    return strategy
-
-
-def _parse_strategy_file(path: Path) -> Strategy:
+    """Load and validate one strategy file (read at every decision: an edit takes effect at the next one)."""
     try:
         with path.open("rb") as fh:
             data: dict[str, Any] = tomllib.load(fh)
@@ -70,22 +48,12 @@ def _parse_strategy_file(path: Path) -> Strategy:
         raise StrategyError(f"strategy file {path}: " + "; ".join(parts)) from None
 
 
-_LISTED: dict[tuple[str, int], list[Path]] = {}
-
-
 def _strategy_files(directory: Path) -> list[Path]:
-    """The ``*.toml`` files of ``directory``, listed again only when the directory changed (its mtime)."""
+    """The ``*.toml`` files of ``directory`` (none when it cannot be read)."""
     try:
-        key = (str(directory), directory.stat().st_mtime_ns)
+        return sorted(directory.glob("*.toml"))
     except OSError:
         return []
-    listed = _LISTED.get(key)
-    if listed is None:
-        listed = sorted(directory.glob("*.toml"))
-        if len(_LISTED) > 16:
-            _LISTED.clear()
-        _LISTED[key] = listed
-    return listed
 
 
 def default_user_dir() -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Any
 
 from llmtrader.core.account import AccountState
@@ -202,7 +202,6 @@ def _minutes(value: float) -> str:
     return f"{fmt(value)} min" if value < 120 else f"{fmt(value)} min ({fmt(value / 60, 3)} h)"
 
 
-@lru_cache(maxsize=64)
 def render_limits(limits: Limits, interval: str | None = None) -> str:
     """Every limit the validator enforces, as rules for the prompt."""
     candles = f"the {interval} candles" if interval else "the decision interval"
@@ -296,7 +295,6 @@ def _render_frame(frame: FrameContext, shown: tuple[str, ...] = NAMES) -> list[s
     return lines
 
 
-@lru_cache(maxsize=1024)
 def _frame_head(
     interval: str,
     last_close_time_ms: int,
@@ -304,7 +302,7 @@ def _frame_head(
     indicators: tuple[tuple[str, float | None], ...],
     shown: tuple[str, ...],
 ) -> tuple[str, str]:
-    """The heading and indicator line of a frame: a longer timeframe's stay the same for several decisions."""
+    """The heading and indicator line of a frame."""
     ind = dict(indicators)
     parts = [f"close {fmt(close)}"]
     for name, label in (("ema20", "EMA20"), ("ema50", "EMA50")):
@@ -323,9 +321,7 @@ def _frame_head(
     return (f"### {interval} (newest closed candle ends {utc_minute(last_close_time_ms)})", "; ".join(parts))
 
 
-@lru_cache(maxsize=8192)
 def _candle_line(t: int, o: float, h: float, low: float, c: float, v: float) -> str:
-    # A candle stays in the prompt for candles_in_prompt decisions in a row: formatted once.
     stamp = datetime.fromtimestamp(t / 1000, tz=UTC).strftime("%m-%d %H:%M")
     return f"{stamp},{fmt(o)},{fmt(h)},{fmt(low)},{fmt(c)},{fmt(v, 5)}"
 
@@ -372,9 +368,7 @@ def render_recent_trades(ctx: DecisionContext) -> str:
     return "\n".join(_trade_line(t) for t in ctx.recent_trades)
 
 
-@lru_cache(maxsize=256)
 def _trade_line(t: TradeSummary) -> str:
-    # A closed trade stays among the recent ones for many decisions: formatted once.
     sign = 1 if t.side == "long" else -1
     move = sign * (t.exit / t.entry - 1) * 100 if t.entry > 0 else None
     move_text = f" ({'+' if move >= 0 else ''}{fmt(move, 3)}% price move)" if move is not None else ""

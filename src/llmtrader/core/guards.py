@@ -633,21 +633,9 @@ class CacheContext:
     arm: str | None = None
 
 
-_DIGESTS: dict[int, tuple[Strategy, str]] = {}
-
-
 def strategy_digest(strategy: Strategy) -> str:
-    """SHA-256 of the loaded strategy's canonical JSON: every setting and prompt text that shapes a decision.
-
-    Remembered per strategy object (a loaded file is shared and read-only: see ``load_strategy_file``)."""
-    known = _DIGESTS.get(id(strategy))
-    if known is not None and known[0] is strategy:
-        return known[1]
-    digest = hashlib.sha256(strategy.model_dump_json().encode()).hexdigest()
-    if len(_DIGESTS) > 64:
-        _DIGESTS.clear()
-    _DIGESTS[id(strategy)] = (strategy, digest)
-    return digest
+    """SHA-256 of the loaded strategy's canonical JSON: every setting and prompt text that shapes a decision."""
+    return hashlib.sha256(strategy.model_dump_json().encode()).hexdigest()
 
 
 def cache_context(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Literal, Protocol
 
 MINUTE_MS = 60_000
@@ -44,23 +43,20 @@ def day_start_ms(now_ms: int) -> int:
     return now_ms - now_ms % DAY_MS
 
 
-@lru_cache(maxsize=64)
 def _hour_prefix(hour: int) -> str:
     return datetime.fromtimestamp(hour * 3600, tz=UTC).strftime("%Y-%m-%dT%H:")
 
 
 def iso_utc(ms: int) -> str:
-    """Milliseconds since the epoch as a sortable ISO-8601 UTC string, e.g. ``2025-11-03T04:05:06.007Z``.
-    The date and hour are formatted once per hour (the records of a cycle share them)."""
+    """Milliseconds since the epoch as a sortable ISO-8601 UTC string, e.g. ``2025-11-03T04:05:06.007Z``."""
     hour, rest = divmod(ms, 3_600_000)
     minute, rest = divmod(rest, 60_000)
     second, milli = divmod(rest, 1000)
     return f"{_hour_prefix(hour)}{minute:02d}:{second:02d}.{milli:03d}Z"
 
 
-@lru_cache(maxsize=1024)
 def utc_minute(ms: int | None) -> str:
-    """An epoch-ms time as 'YYYY-MM-DD HH:MM UTC' ('-' when unknown; the same times recur in every prompt)."""
+    """An epoch-ms time as 'YYYY-MM-DD HH:MM UTC' ('-' when unknown)."""
     if ms is None:
         return "-"
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")

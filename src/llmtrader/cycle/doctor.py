@@ -18,16 +18,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from llmtrader.config.accounts import VENUE_KEYS, all_account_settings, credential_problems, settings_for_account
+from llmtrader.config.file import env_names, env_value
 from llmtrader.config.load import load_settings
 from llmtrader.config.settings import Settings
 from llmtrader.core.market import check_symbols
+from llmtrader.cycle.engine import resolve_strategy
+from llmtrader.cycle.strategies import strategy_in_force
 from llmtrader.errors import ConfigError, LLMTraderError, VenueError
+from llmtrader.exchange.asterdex import AsterDexExchange
 from llmtrader.exchange.asterdex_market import AsterMarketData
 from llmtrader.llm.probe import probe_models
 from llmtrader.notify.checks import delivery_check, url_checks
+from llmtrader.storage.store import Store, open_reader
 
 if TYPE_CHECKING:
-    from llmtrader.exchange.asterdex import AsterDexExchange
     from llmtrader.exchange.credentials import Credentials
 
 CLOCK_WARN_MS = 1000
@@ -42,8 +46,6 @@ class Check:
 
 
 def _database(settings: Settings) -> Check:
-    from llmtrader.storage.store import Store
-
     try:
         store = Store(settings.db)
         try:
@@ -57,9 +59,6 @@ def _database(settings: Settings) -> Check:
 
 def _strategy(settings: Settings) -> Check:
     """The strategy in force for the account (chosen with `strategy use`, else configured) loads."""
-    from llmtrader.cycle.engine import resolve_strategy, strategy_in_force
-    from llmtrader.storage.store import Store
-
     store = Store(settings.db)
     try:
         _, source = strategy_in_force(store, settings)
@@ -131,7 +130,6 @@ async def _credentials(settings: Settings, market: AsterMarketData) -> Check:
 def _signed_client(settings: Settings, market: AsterMarketData, credentials: Credentials) -> AsterDexExchange:
     """An AsterDEX client for doctor's signed reads (a balance, the position mode): it never orders, so it
     needs no exchange rules."""
-    from llmtrader.exchange.asterdex import AsterDexExchange
 
     async def no_rules() -> dict[str, object]:
         return {}
@@ -206,8 +204,6 @@ def ignored_variables(settings: Settings, environ: Mapping[str, str]) -> list[st
     """Environment variables that are set but that llmtrader ignores, each with the reason: an unknown
     ``LLMTRADER_*`` name, a misnamed documented one, a model key shadowed by another, or top-level venue
     credentials where [accounts.NAME] tables name their own. Names only: values are never shown."""
-    from llmtrader.config.file import env_names, env_value
-
     known = {name for field in Settings.model_fields for name in env_names(field)} | _OTHER_VARIABLES
     out = []
     for name in sorted(environ):
@@ -305,8 +301,6 @@ async def run_checks(
 
 def _notify_checks(settings: Settings, environ: Mapping[str, str]) -> list[Check]:
     """The notification URLs parse (each account's), and no delivery failed (llmtrader.notify)."""
-    from llmtrader.storage.store import open_reader
-
     try:
         found = url_checks(all_account_settings(settings, environ))
     except ConfigError as exc:

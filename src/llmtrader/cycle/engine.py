@@ -38,6 +38,7 @@ from llmtrader.core.textfmt import at_precision
 from llmtrader.core.times import INTERVAL_MS, Clock
 from llmtrader.core.trades import PerformanceSummary, TradeLedger, TradeSummary
 from llmtrader.cycle.execution import ExecutionReport, ExecutionSettings, execute, ours
+from llmtrader.cycle.strategies import StrategySource, strategy_in_force
 from llmtrader.errors import (
     ConfigError,
     ExecutionNotStarted,
@@ -239,16 +240,6 @@ async def account_state(services: Services) -> AccountState:
             for p in positions
         ),
     )
-
-
-StrategySource = Literal["chosen", "configured"]
-
-
-def strategy_in_force(store: Store, settings: Settings) -> tuple[str, StrategySource]:
-    """The name of the account's strategy, unloaded: the one chosen with ``strategy use``, else the
-    configured one; and which of the two it is."""
-    chosen = store.strategy_choice(settings.account)
-    return (chosen, "chosen") if chosen is not None else (settings.strategy, "configured")
 
 
 def resolve_strategy(store: Store, settings: Settings, override: str | None = None) -> Strategy:

@@ -54,6 +54,7 @@ from urllib.parse import urlparse
 from llmtrader.config.accounts import account_names, credential_problems, require_account, settings_for_account
 from llmtrader.config.strategies import load_strategy
 from llmtrader.core.times import INTERVAL_MS, iso_utc
+from llmtrader.cycle.strategies import strategy_in_force
 from llmtrader.errors import ConfigError, CredentialsError, LLMTraderError
 from llmtrader.notify.checks import outbox_health
 from llmtrader.notify.delivery import open_notifier
@@ -64,7 +65,6 @@ from llmtrader.storage.reader import (
     _paper_positions,
     last_cycles,
     session_summary,
-    strategy_choice,
 )
 from llmtrader.storage.web import pause_of
 
@@ -747,7 +747,7 @@ async def run_agent(
     """
     from llmtrader.core.times import SystemClock, iso_utc
     from llmtrader.cycle.compose import build_services, close_services
-    from llmtrader.cycle.engine import require_one_way, strategy_in_force
+    from llmtrader.cycle.engine import require_one_way
     from llmtrader.cycle.run import record_skipped_cycle, run_cycle
     from llmtrader.logs import get_logger
     from llmtrader.storage.store import open_reader
@@ -936,8 +936,8 @@ def agent_status(
     out: list[dict[str, Any]] = []
     for name in names:
         account = settings_for_account(settings, name)
-        chosen = strategy_choice(conn, name) if conn is not None else None
-        interval = cycle_interval(account, chosen)
+        strategy, source = strategy_in_force(conn, account)
+        interval = cycle_interval(account, strategy)
         account = account.model_copy(update={"interval": interval}) if interval != account.interval else account
         last = cycles.get(name)
         lock = RunLock(account.db, name)
@@ -956,8 +956,8 @@ def agent_status(
                 "mode": account.trading_mode,
                 "running": pid is not None,
                 "pid": pid,
-                "strategy": chosen or account.strategy,
-                "strategy_source": "chosen" if chosen else "configured",
+                "strategy": strategy,
+                "strategy_source": source,
                 "model": model_label(account),
                 "baseline_fallback": account.trading_mode == "paper" and model_key_missing(account),
                 "interval": account.interval,

@@ -31,9 +31,17 @@ from llmtrader.errors import (
 from llmtrader.exchange.asterdex_market import AsterMarketData
 from llmtrader.exchange.base import Balance, MarginType, OrderRequest, OrderState, VenuePosition
 from llmtrader.exchange.credentials import Credentials, V1Credentials, V3Credentials
+from llmtrader.exchange.http import (
+    Answer,
+    Judged,
+    RateLimited,
+    Resend,
+    Sleep,
+    Temporary,
+    read_with_retries,
+    retry_after_s,
+)
 from llmtrader.exchange.signing import NonceSource, v1_signed_body, v3_signed_body
-
-Sleep = Callable[[float], Awaitable[None]]
 
 
 class BanStore(Protocol):
@@ -82,13 +90,6 @@ class _Unknown(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after_s = retry_after_s
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 class AsterDexExchange:
@@ -227,7 +228,7 @@ class AsterDexExchange:
                 "trading on this account has stopped"
             )
             if self._bans is not None:
-                retry_after = _float(resp.headers.get("Retry-After"))
+                retry_after = retry_after_s(resp)
                 seconds = retry_after if retry_after is not None and retry_after > 0 else self.DEFAULT_BAN_S
                 self._bans.put_ban(self._now_ms() + int(seconds * 1000), self.banned)
             raise VenueBanned(self.banned, code=418)
@@ -275,47 +276,33 @@ class AsterDexExchange:
         """A signed request that is safe to repeat (reads, cancels, settings), with bounded retries."""
         if not self._time_synced:
             await self.sync_time()
-        last: VenueError | None = None
         fixed: set[int] = set()
-        attempt = 0
-        while attempt < self.READ_ATTEMPTS:
-            wait = self.BACKOFF_S * (2**attempt)
-            attempt += 1
-            try:
-                resp = await self._send(method, path, params, urgent=urgent)
-            except httpx.TimeoutException as exc:
-                last = VenueUnavailable(f"{path}: the venue did not answer within the timeout")
-                last.__cause__ = exc
-            except httpx.HTTPError as exc:
-                last = VenueUnavailable(f"{path}: cannot reach {self.base_url} ({type(exc).__name__})")
-                last.__cause__ = exc
-            else:
-                error = self._error(path, resp)
-                if error is None:
-                    try:
-                        return resp.json()
-                    except ValueError:
-                        raise VenueError(
-                            f"{path}: the venue answered HTTP {resp.status_code} with a body that is not JSON"
-                        ) from None
-                code, msg = error
-                if await self._fix_auth(code, fixed):
-                    attempt -= 1
-                    continue
-                if resp.status_code == 429:
-                    retry_after = _float(resp.headers.get("Retry-After"))
-                    if retry_after is not None and retry_after > self.MAX_RETRY_AFTER_S:
-                        # Asking again before the venue allows it is what earns an IP ban (418).
-                        raise VenueUnavailable(f"{path}: rate limited by the venue for {retry_after:.0f} s (HTTP 429)")
-                    wait = retry_after if retry_after is not None else wait
-                    last = VenueUnavailable(f"{path}: rate limited by the venue (HTTP 429)")
-                elif resp.status_code >= 500 or code in UNKNOWN_OUTCOME_CODES:
-                    last = VenueUnavailable(f"{path}: the venue answered HTTP {resp.status_code}: {msg}")
-                else:
-                    raise VenueRejected(f"{path}: venue error {code}: {msg}", code=code, venue_message=msg)
-            if attempt < self.READ_ATTEMPTS:
-                await self._sleep(wait)
-        raise last or VenueUnavailable(f"{path}: no attempt was made")
+
+        async def send() -> httpx.Response:
+            return await self._send(method, path, params, urgent=urgent)
+
+        async def judge(resp: httpx.Response) -> Judged:
+            error = self._error(path, resp)
+            if error is None:
+                try:
+                    return Answer(resp.json())
+                except ValueError:
+                    raise VenueError(
+                        f"{path}: the venue answered HTTP {resp.status_code} with a body that is not JSON"
+                    ) from None
+            code, msg = error
+            if await self._fix_auth(code, fixed):
+                return Resend()
+            if resp.status_code == 429:
+                return RateLimited(retry_after_s(resp))
+            if resp.status_code >= 500 or code in UNKNOWN_OUTCOME_CODES:
+                return Temporary(VenueUnavailable(f"{path}: the venue answered HTTP {resp.status_code}: {msg}"))
+            raise VenueRejected(f"{path}: venue error {code}: {msg}", code=code, venue_message=msg)
+
+        return await read_with_retries(
+            path, send, judge, base_url=self.base_url, attempts=self.READ_ATTEMPTS, backoff_s=self.BACKOFF_S,
+            max_retry_after_s=self.MAX_RETRY_AFTER_S, over_cap="raise", sleep=self._sleep,
+        )  # fmt: skip
 
     async def _write_once(self, path: str, params: Sequence[tuple[str, str]], *, urgent: bool = False) -> Any:
         """Send a state-changing request once. Raises _Unknown when its outcome cannot be known."""
@@ -339,7 +326,7 @@ class AsterDexExchange:
             if await self._fix_auth(code, fixed):
                 continue  # the request was not accepted: a fresh nonce or timestamp, one new attempt
             if resp.status_code == 429:
-                retry_after = _float(resp.headers.get("Retry-After"))
+                retry_after = retry_after_s(resp)
                 raise _Unknown("rate limited (HTTP 429)", retry_after)
             if resp.status_code >= 500 or code in UNKNOWN_OUTCOME_CODES:
                 raise _Unknown(f"HTTP {resp.status_code}, venue code {code}: {msg}")

@@ -8,7 +8,7 @@ HTTP 200, and only candles that have closed by ``now`` are kept.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -22,6 +22,15 @@ from llmtrader.core.market import (
     MarketSnapshot,
 )
 from llmtrader.errors import VenueBanned, VenueError, VenueRejected, VenueUnavailable
+from llmtrader.exchange.http import (
+    Answer,
+    Judged,
+    RateLimited,
+    Sleep,
+    Temporary,
+    read_with_retries,
+    retry_after_s,
+)
 
 
 def _float(value: Any) -> float | None:
@@ -29,9 +38,6 @@ def _float(value: Any) -> float | None:
         return float(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
-
-
-Sleep = Callable[[float], Awaitable[None]]
 
 
 def _named(exc: VenueError, what: str) -> VenueError:
@@ -116,35 +122,27 @@ class AsterMarketData:
 
     async def get(self, path: str, params: dict[str, Any] | None = None, *, attempts: int = 0) -> Any:
         """GET a public endpoint with bounded retries; return the JSON body or raise a VenueError."""
-        max_attempts = attempts or self.MAX_ATTEMPTS
-        last: Exception | None = None
-        for attempt in range(max_attempts):
-            wait = self.BACKOFF_S * (2**attempt)
-            try:
-                resp = await self._client.get(path, params=params)
-            except httpx.TimeoutException as exc:
-                last = VenueUnavailable(f"{path}: the venue did not answer within the timeout")
-                last.__cause__ = exc
-            except httpx.TransportError as exc:
-                last = VenueUnavailable(f"{path}: cannot reach {self.base_url} ({type(exc).__name__})")
-                last.__cause__ = exc
-            else:
-                weight = resp.headers.get("X-MBX-USED-WEIGHT-1M")
-                if weight and weight.isdigit():
-                    self.used_weight_1m = int(weight)
-                if resp.status_code == 418:
-                    raise VenueBanned(f"{path}: the venue has banned this IP (HTTP 418)", code=418)
-                if resp.status_code == 429:
-                    retry_after = _float(resp.headers.get("Retry-After"))
-                    wait = min(retry_after if retry_after is not None else wait, self.MAX_RETRY_AFTER_S)
-                    last = VenueUnavailable(f"{path}: rate limited by the venue (HTTP 429)")
-                elif resp.status_code >= 500:
-                    last = VenueUnavailable(f"{path}: the venue answered HTTP {resp.status_code}")
-                else:
-                    return self._body(path, resp)
-            if attempt + 1 < max_attempts:
-                await self._sleep(wait)
-        raise last or VenueUnavailable(f"{path}: no attempt was made")
+
+        async def send() -> httpx.Response:
+            return await self._client.get(path, params=params)
+
+        async def judge(resp: httpx.Response) -> Judged:
+            weight = resp.headers.get("X-MBX-USED-WEIGHT-1M")
+            if weight and weight.isdigit():
+                self.used_weight_1m = int(weight)
+            if resp.status_code == 418:
+                raise VenueBanned(f"{path}: the venue has banned this IP (HTTP 418)", code=418)
+            if resp.status_code == 429:
+                return RateLimited(retry_after_s(resp))
+            if resp.status_code >= 500:
+                return Temporary(VenueUnavailable(f"{path}: the venue answered HTTP {resp.status_code}"))
+            return Answer(self._body(path, resp))
+
+        return await read_with_retries(
+            path, send, judge, base_url=self.base_url, attempts=attempts or self.MAX_ATTEMPTS,
+            backoff_s=self.BACKOFF_S, max_retry_after_s=self.MAX_RETRY_AFTER_S, over_cap="wait the cap",
+            sleep=self._sleep, unreachable=httpx.TransportError,
+        )  # fmt: skip
 
     @staticmethod
     def _body(path: str, resp: httpx.Response) -> Any:

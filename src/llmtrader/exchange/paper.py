@@ -942,7 +942,6 @@ class PaperExchange:
         candle_interval: str = "1m",
         now_ms: Callable[[], int] | None = None,
         rules: RulesSource | None = None,
-        rules_ttl_ms: int = 3_600_000,
     ) -> None:
         if candle_interval not in INTERVAL_MS:
             raise ConfigError(f"paper candle interval {candle_interval!r} is not one of {', '.join(INTERVAL_MS)}")
@@ -960,20 +959,16 @@ class PaperExchange:
         self.interval_ms = INTERVAL_MS[candle_interval]
         self._now = now_ms or (lambda: int(time.time() * 1000))
         self._rules_source = rules
-        self._rules_ttl_ms = rules_ttl_ms
-        self._rules_cache: tuple[int, dict[str, SymbolRules]] | None = None
         self._lock = asyncio.Lock()
 
     # ---- the Exchange port ---------------------------------------------------------------------
     async def rules(self) -> dict[str, SymbolRules]:
-        """The venue's rules: from the given source, or exchangeInfo cached for ``rules_ttl_ms``."""
+        """The venue's rules: from the given source (the services' exchangeInfo, kept in the store for its
+        TTL), else read from the market data."""
         source = self._rules_source
         if source is not None:
             return dict(source) if isinstance(source, Mapping) else await source()
-        now = self._now()
-        if self._rules_cache is None or now - self._rules_cache[0] >= self._rules_ttl_ms:
-            self._rules_cache = (now, await self.market.exchange_info())
-        return self._rules_cache[1]
+        return await self.market.exchange_info()
 
     async def mark_prices(self, symbols: Sequence[str]) -> dict[str, Decimal]:
         """Live mark prices (a market-data read: the account is not caught up for it)."""

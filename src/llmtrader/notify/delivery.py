@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmtrader.core.times import DAY_MS
 from llmtrader.notify.messages import Message, finish, render
 from llmtrader.notify.targets import Target, targets_of, url_secrets
 from llmtrader.storage import outbox
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from llmtrader.config.settings import NotifyConfig, Settings
     from llmtrader.storage.store import Store
 
-DAY_MS = 86_400_000
 POLL_S = 1.0
 ALL_ACCOUNTS = "*"  # the account of a row that concerns every account (a venue ban)
 

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from llmtrader.core.formatting import fmt, safe_text
+from llmtrader.core.times import DAY_MS, utc_minute
 from llmtrader.storage import outbox
 from llmtrader.storage.reader import Connection
 
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
     from llmtrader.core.trades import Trade
     from llmtrader.storage.store import Store
 
-DAY_MS = 86_400_000
 TITLE_MAX = 64
 LINE_MAX = 200
 BODY_MAX = 1500
@@ -75,10 +75,6 @@ def _hold(ms: int | None) -> str:
     return f"{days}d {hours}h {mins}m" if days else f"{hours}h {mins}m"
 
 
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def render(store: Store, row: dict[str, Any], now_ms: int, failed_cycles: int = 3) -> Message | None:
     """The message of one outbox row; None when it tells nothing (a fill that neither opens nor closes a
     trade, a failed cycle that does not complete a streak, a record gone)."""
@@ -105,7 +101,7 @@ def render(store: Store, row: dict[str, Any], now_ms: int, failed_cycles: int = 
         until = int(body.get("until_ms") or 0)
         return Message(
             "venue_ban", "critical", "Venue ban (HTTP 418)",
-            f"The venue banned this machine's IP until {_iso(until)}: {clean(body.get('message'), 300)}. "
+            f"The venue banned this machine's IP until {utc_minute(until)}: {clean(body.get('message'), 300)}. "
             "No request is sent until then.",
         )  # fmt: skip
     if kind == "agent":

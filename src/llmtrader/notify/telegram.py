@@ -25,7 +25,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from llmtrader.core.redact import redact, secrets_of
-from llmtrader.notify.messages import DAY_MS, clean, daily_message, money
+from llmtrader.core.times import DAY_MS
+from llmtrader.notify.messages import clean, daily_message, money
 from llmtrader.storage import outbox
 from llmtrader.storage import web as controls
 

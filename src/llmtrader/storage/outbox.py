@@ -103,7 +103,7 @@ def decision_of(conn: sqlite3.Connection, decision_id: str, symbol: str) -> dict
 
 def day_figures(conn: sqlite3.Connection, account: str, since_ms: int, until_ms: int) -> dict[str, Any]:
     """Model cost and the last equity seen by a cycle of the account, in [since_ms, until_ms)."""
-    since, until = _iso(since_ms), _iso(until_ms)
+    since, until = iso_utc(since_ms), iso_utc(until_ms)
     cost = conn.execute(
         "SELECT COALESCE(SUM(cost_usd), 0) FROM decisions WHERE account = ? AND created_at >= ? AND created_at < ?",
         [account, since, until],
@@ -114,10 +114,6 @@ def day_figures(conn: sqlite3.Connection, account: str, since_ms: int, until_ms:
         [account, until],
     ).fetchone()
     return {"cost_usd": float(cost or 0), "equity_usd": None if equity is None else float(equity[0])}
-
-
-def _iso(ms: int) -> str:
-    return iso_utc(ms)
 
 
 def health(conn: sqlite3.Connection, accounts: list[str] | None = None) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from llmtrader.core.times import iso_utc
+from llmtrader.core.times import DAY_MS, iso_utc
 from llmtrader.errors import LLMTraderError
 from llmtrader.storage import web as q
 from llmtrader.storage.reader import Connection
@@ -20,7 +20,7 @@ GROUPS_DAYS = 30  # the page's figures per model and strategy cover this many da
 def _groups(settings: Settings, conn: Connection | None, account: str, now_ms: int, by: str) -> Any:
     """The ``stats --by`` groups, or the reason they cannot be computed (the page still shows the rest)."""
     try:
-        since = iso_utc(now_ms - GROUPS_DAYS * 86_400_000)
+        since = iso_utc(now_ms - GROUPS_DAYS * DAY_MS)
         return data.stats(settings, conn, account, now_ms, by, since)["groups"]
     except LLMTraderError as exc:
         return str(exc)

@@ -25,6 +25,12 @@ Two parts, so that the whole stays under a minute:
      ``run.overhead_drift_ms`` (median overhead of the last 100 cycles minus the first 100: a cycle must not
      get slower as the account's history grows): for information.
 
+3. **Real cycles of an account with a year of history** (``BENCH_RUN_HISTORY=1``; off by default): part 2 on an
+   account whose store holds a year of hourly decisions and cycles and a fill every hour before the first cycle
+   (4,380 closed trades over the 5 assets, with their funding), seeded first. Figures ``run.history_*``, as in
+   part 2: what the account's history costs a live cycle, which reads it again from the store every time
+   (:class:`llmtrader.cycle.cache.Rebuild`).
+
 ``BENCH_RUN_CYCLES=2000 python -m bench run`` runs 2,000 real cycles (about 6 minutes).
 """
 
@@ -50,6 +56,8 @@ if str(ROOT) not in sys.path:  # the fakes live in tests/, importable from the p
 SCHEDULER_CYCLES = 2_000
 SCHEDULER_WARMUP = 200
 REAL_CYCLES = int(os.environ.get("BENCH_RUN_CYCLES", "200"))
+SEEDED = os.environ.get("BENCH_RUN_HISTORY", "") not in ("", "0")
+SEEDED_DAYS = 365
 WARMUP = 30
 ASSETS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")
 TARGET_RSS_MB = 10.0
@@ -192,8 +200,70 @@ def scheduler_cycles(tmp: Path) -> Result:
     )
 
 
-def real_cycles(tmp: Path) -> list[Result]:
-    """Part 2: real cycles against the fake venue in a child process (see the module docstring)."""
+def seed_history(db: Path, account: str, until_ms: int, days: int = SEEDED_DAYS) -> int:
+    """Part 3's account: ``days`` of hourly decisions and cycles before ``until_ms``, and a fill every hour: each
+    asset opens a long at the hours 10n + its index and closes it 5 hours later at its target, and pays funding
+    every 8 hours while open. The number of fills."""
+    from decimal import Decimal
+
+    from llmtrader.core.records import DecisionRecord, new_decision_id
+    from llmtrader.exchange.base import Side
+    from llmtrader.exchange.paper import Fill, FundingPayment
+    from llmtrader.storage.store import Store
+
+    store = Store(db)
+    qty, opened, closed = Decimal("0.01"), Decimal(100), Decimal(101)
+    fee = Decimal("0.00035")
+    hours = days * 24
+    first = until_ms - until_ms % HOUR_MS - hours * HOUR_MS
+    fills = 0
+    try:
+        with store.batch():
+            for h in range(hours):
+                t = first + h * HOUR_MS
+                did = new_decision_id(t)
+                store.record_decision(
+                    DecisionRecord(
+                        id=did, created_at_ms=t, account=account, mode="paper", dry_run=False, strategy="default",
+                        model="baseline", base_url="", symbols=list(ASSETS), outcome="executed",
+                        equity_usd=10_000.0, execution="executed",
+                    )
+                )  # fmt: skip
+                store.record_cycle(
+                    account=account, started_ms=t, finished_ms=t + 50, outcome="executed", reason=None,
+                    decision_id=did, equity_usd=10_000.0, cached=False, reconcile=(),
+                )  # fmt: skip
+                events: list[Any] = []
+                k = h % 10
+                if k < len(ASSETS):  # an opening
+                    symbol = ASSETS[k]
+                    cid = f"{did}-{symbol[:3]}_en"
+                    events.append(
+                        Fill(t, symbol, cid, str(h), Side.BUY, qty, opened, qty * opened * fee, Decimal(0), "market")
+                    )
+                else:  # the close of the long opened 5 hours ago
+                    symbol = ASSETS[k - 5]
+                    cid = f"{did}-{symbol[:3]}_tp"
+                    pnl = qty * (closed - opened)
+                    events.append(
+                        Fill(t, symbol, cid, str(h), Side.SELL, qty, closed, qty * closed * fee, pnl, "take_profit")
+                    )
+                if h % 8 == 0:
+                    held = [ASSETS[(h - j) % 10] for j in range(1, 6) if (h - j) % 10 < len(ASSETS)]
+                    events += [
+                        FundingPayment(t, s, Decimal("0.0001"), opened, qty, -qty * opened * Decimal("0.0001"))
+                        for s in held
+                    ]
+                store.insert_paper_events(account, events, failure="cannot seed the bench's history")
+                fills += 1
+    finally:
+        store.close()
+    return fills
+
+
+def real_cycles(tmp: Path, *, seeded: bool = False) -> list[Result]:
+    """Part 2 (and 3, ``seeded``): real cycles against the fake venue in a child process (see the module
+    docstring)."""
     from llmtrader.config.settings import settings_from_values
     from llmtrader.cycle.compose import build_services, close_services
     from llmtrader.cycle.run import record_skipped_cycle, run_cycle
@@ -215,12 +285,17 @@ def real_cycles(tmp: Path) -> list[Result]:
             "interval": "1h",
             "llm_model": "baseline",
             "asterdex_base_url": str(parent.recv()),
-            "db": tmp / "run.db",
+            "db": tmp / ("history.db" if seeded else "run.db"),
             "paper_candle_interval": "15m",  # the fake venue has 15m, 1h and 4h files for every asset
             "daily_loss_kill_pct": 0,
             "max_drawdown_pct": 0,
         }
     )
+    seeded_note = ""
+    if seeded:
+        fills = seed_history(settings.db, settings.account, START_MS - 2 * 24 * HOUR_MS)
+        seeded_note = f"; {SEEDED_DAYS} days of hourly decisions and {fills} fills seeded"
+    prefix = "run.history_" if seeded else "run."
     outcomes: dict[str, int] = {}
     overhead_ms: list[float] = []
     cpu_ms: list[float] = []
@@ -273,23 +348,27 @@ def real_cycles(tmp: Path) -> list[Result]:
     drift = statistics.median(overhead_ms[-window:]) - statistics.median(overhead_ms[:window])
     return [
         result(
-            "run.cycle_overhead_ms",
+            f"{prefix}cycle_overhead_ms",
             overhead_ms,
             "ms",
             TARGET_OVERHEAD_MS,
-            f"wall time with no venue request or model call in flight; 5 assets; {mix}",
+            f"wall time with no venue request or model call in flight; 5 assets; {mix}{seeded_note}",
         ),
         result(
-            "run.real_rss_growth_mb",
+            f"{prefix}real_rss_growth_mb",
             [after - before],
             "MB",
             None,
             f"{REAL_CYCLES} real cycles after {WARMUP}; {before:.0f} -> {after:.0f} MB",
         ),
-        result("run.cycle_cpu_ms", cpu_ms, "ms", None, "CPU of this process per cycle: HTTP client and model too"),
-        result("run.cycle_wall_ms", wall_ms, "ms", None, "wall time per cycle, loopback venue in a child process"),
-        result("run.venue_requests", requests, "req", None, "venue requests per cycle (market data, paper account)"),
-        result("run.overhead_drift_ms", [drift], "ms", None, f"median of the last {window} cycles minus the first"),
+        result(f"{prefix}cycle_cpu_ms", cpu_ms, "ms", None, "CPU of this process per cycle: HTTP client and model too"),
+        result(f"{prefix}cycle_wall_ms", wall_ms, "ms", None, "wall time per cycle, loopback venue in a child process"),
+        result(
+            f"{prefix}venue_requests", requests, "req", None, "venue requests per cycle (market data, paper account)"
+        ),
+        result(
+            f"{prefix}overhead_drift_ms", [drift], "ms", None, f"median of the last {window} cycles minus the first"
+        ),
     ]
 
 
@@ -299,6 +378,8 @@ def run() -> list[Result]:
     configure_logging(json=True, log_file=None, stream=_NullStream())
     try:
         with tempfile.TemporaryDirectory() as tmp:
+            if SEEDED:
+                return [*real_cycles(Path(tmp)), *real_cycles(Path(tmp), seeded=True)]
             return [scheduler_cycles(Path(tmp)), *real_cycles(Path(tmp))]
     finally:
         reset_logging()

@@ -421,12 +421,15 @@ def test_processes_opening_an_old_database_at_once_all_get_it_migrated(tmp_path:
 
 
 def test_account_facts_see_a_fill_written_by_another_connection(tmp_path: Path) -> None:
-    """Facts are remembered between calls; the triggers' version makes a write by any process visible."""
-    from llmtrader.storage.facts import account_facts, trading_version
+    """Facts are remembered between calls (KeptHistory); the triggers' version makes a write by any process
+    visible."""
+    from llmtrader.cycle.cache import KeptHistory
+    from llmtrader.storage.facts import trading_version
 
     path = tmp_path / "facts.db"
     mine, other = Store(path), Store(path)
     t = 1_790_000_000_000
+    account_facts = KeptHistory().account_facts
 
     def fill(store: Store, when: int, cid: str, reason: str) -> None:
         with store.db.conn:
@@ -460,10 +463,13 @@ def test_remembered_facts_equal_a_fresh_reading_after_every_write(tmp_path: Path
     import random
     from decimal import Decimal
 
+    from llmtrader.backtest.cache import BacktestCache
+    from llmtrader.cycle.cache import KeptHistory
     from llmtrader.exchange.base import OrderRequest, OrderType, Side
     from llmtrader.storage.facts import account_facts
 
     rng = random.Random(seed)
+    kept = (KeptHistory if seed % 2 else BacktestCache)()
     path = tmp_path / "facts.db"
     mine = Store(path)
     clock = [1_790_000_000_000]
@@ -502,7 +508,7 @@ def test_remembered_facts_equal_a_fresh_reading_after_every_write(tmp_path: Path
             now = clock[0] + rng.choice([0, 3_600_000])
             fresh = Store(path)
             try:
-                assert account_facts(mine, "main", now) == account_facts(fresh, "main", now), n
+                assert kept.account_facts(mine, "main", now) == account_facts(fresh, "main", now), n
             finally:
                 fresh.close()
     finally:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from llmtrader.backtest.cache import BacktestCache
 from llmtrader.backtest.datafiles import EXCHANGE_INFO_FILE, candle_path, funding_path, read_candles, read_funding
 from llmtrader.config.settings import Settings
 from llmtrader.config.strategies import load_strategy
@@ -53,6 +54,7 @@ from llmtrader.storage.store import Store, open_reader
 
 if TYPE_CHECKING:
     from llmtrader.core.strategy import Strategy
+    from llmtrader.core.trades import AccountHistory
     from llmtrader.exchange.simulated import SimulatedExchange, Tape
 # Steps committed together when no model is called (see run_backtest).
 BATCH_STEPS = 256
@@ -791,7 +793,7 @@ async def run_backtest(
     all_notes = [*history.notes, *notes]
     services = build_services(
         run_settings, store=store, market=market, exchange=exchange, client=client, clock=clock,
-        strategy=history.strategy,
+        strategy=history.strategy, cache=BacktestCache(),
     )  # fmt: skip
     runs.create_run(store, run_id, spec=spec.to_json(), notes=all_notes, replay_of=spec.replay_of,
                     now_ms=int(time.time() * 1000))  # fmt: skip
@@ -845,7 +847,8 @@ async def run_backtest(
         try:
             exchange.save_state()
             runs.write_equity(store, run_id, [s.row() for s in samples])
-            metrics = summarize(store, run_id, spec, history, samples, exchange) if samples else None
+            recorded = (await exchange.trade_history(refresh=False, now_ms=exchange.now_ms)).history
+            metrics = summarize(store, run_id, spec, history, samples, exchange, recorded) if samples else None
             if metrics is not None:
                 metrics.update(references or {})
             runs.finish_run(store, run_id, status=status, notes=all_notes, metrics=metrics,
@@ -961,14 +964,14 @@ def summarize(
     history: History,
     samples: Sequence[Sample],
     exchange: SimulatedExchange,
+    history_rows: AccountHistory,
 ) -> dict[str, Any]:
-    """The run's figures, from its stored fills, decisions and cycles and the equity samples."""
+    """The run's figures, from its fills and funding (``history_rows``: as the exchange answers them), its
+    stored decisions and cycles, and the equity samples."""
     from llmtrader.core.trades import closed_trades, reconstruct_trades
-    from llmtrader.storage.facts import paper_history
 
     start = spec.balance_usd
     end = samples[-1].equity_usd
-    history_rows = paper_history(store, run_id)
     trades = reconstruct_trades(history_rows.fills, history_rows.funding)
     closed = closed_trades(trades)
     wins = [t for t in closed if t.is_win]

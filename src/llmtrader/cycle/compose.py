@@ -11,12 +11,14 @@ from llmtrader.config.strategies import load_strategy
 from llmtrader.core.filters import SymbolRules
 from llmtrader.core.strategy import Strategy
 from llmtrader.core.times import Clock, SystemClock
-from llmtrader.cycle.engine import Arm, Services
+from llmtrader.cycle.cache import HistoryCache
+from llmtrader.cycle.engine import Arm, CycleCache, Services
 from llmtrader.errors import ConfigError, CredentialsError
 from llmtrader.exchange.asterdex_market import AsterMarketData
 from llmtrader.exchange.base import Exchange, MarketData
 from llmtrader.llm.port import DecisionClient
 from llmtrader.storage.store import Store
+from llmtrader.storage.venue_history import StoredVenueHistory
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 BASELINE_NOTE = (
@@ -90,6 +92,14 @@ def build_exchange(
             recv_window_ms=settings.asterdex_recv_window_ms,
             lookup_grace_s=settings.order_lookup_grace_s,
             bans=VenueBans(store, market.base_url),
+            # The venue's history, synced before every decision whatever the strategy shows: the cooldown, the
+            # minimum hold and the kill switches count the closes and transfers found there. Bounded, so that
+            # a slow venue costs a cycle no more than this.
+            history=StoredVenueHistory(store),
+            account=settings.account,
+            symbols=settings.assets,
+            history_timeout_s=2 * settings.http_timeout_s,
+            history_requests=20,
         )
     from llmtrader.exchange.paper import PaperExchange
 
@@ -133,6 +143,7 @@ def build_services(
     exchange: Exchange | None = None,
     client: DecisionClient | None = None,
     strategy: Strategy | None = None,
+    cache: HistoryCache | None = None,
 ) -> Services:
     """Every port one decision needs. Without ``need_model`` (positions, close, strategy show) no model
     client is configured and no model key is required.
@@ -141,11 +152,12 @@ def build_services(
     (``model_explicit``, ``strategy_override``): then no arm decides, and a note says so.
 
     A backtest gives its own parts (``store``, ``market``, ``exchange``, ``client``, ``clock`` and the
-    ``strategy`` fixed for the run): what is given is used as it is, and no A/B arm is built beside a given
-    client. The caller closes a store it gave.
+    ``strategy`` fixed for the run, and its ``cache`` of what it read of the account's history): what is given is
+    used as it is, and no A/B arm is built beside a given client. The caller closes a store it gave. Without a
+    ``cache``, the process keeps what every process keeps (:class:`~llmtrader.cycle.cache.KeptHistory`).
     """
     if client is not None:
-        return _services(settings, store, market, exchange, client, clock, (), (), strategy_override, strategy)
+        return _services(settings, store, market, exchange, client, clock, (), (), strategy_override, strategy, cache)
     if strategy_override is not None:  # a bad --strategy fails before anything is built or printed
         load_strategy(strategy_override, settings.strategies_dir)
     ab = settings.ab if need_model else None
@@ -167,7 +179,9 @@ def build_services(
         from llmtrader.llm.baseline import BaselineClient
 
         client = BaselineClient()
-    return _services(settings, store, market, exchange, client, clock, tuple(notes), arms, strategy_override, strategy)
+    return _services(
+        settings, store, market, exchange, client, clock, tuple(notes), arms, strategy_override, strategy, cache
+    )
 
 
 def _services(
@@ -181,6 +195,7 @@ def _services(
     arms: tuple[Arm, ...],
     strategy_override: str | None,
     strategy: Strategy | None,
+    cache: HistoryCache | None,
 ) -> Services:
     """The services from the parts given, the missing ones built from the settings."""
     store = store if store is not None else Store(settings.db)
@@ -205,6 +220,7 @@ def _services(
         strategy_override=strategy_override,
         arms=arms,
         strategy=strategy,
+        cache=CycleCache() if cache is None else CycleCache(history=cache),
     )
     built.append(services)
     return services

@@ -34,7 +34,6 @@ from llmtrader.core.strategy import Strategy
 from llmtrader.cycle.engine import (
     Arm,
     DecideResult,
-    HistoryRead,
     Prepared,
     Services,
     account_state,
@@ -46,6 +45,7 @@ from llmtrader.cycle.engine import (
 )
 from llmtrader.cycle.execution import ExecutionReport
 from llmtrader.errors import ExecutionNotStarted, LLMTraderError, ModelError, VenueError
+from llmtrader.exchange.base import HistoryRead
 from llmtrader.llm.port import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
 
 # The record of a decision by a client that reads no prompt (the baseline) says so in place of the prompt.

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from llmtrader.config.settings import Settings
 from llmtrader.config.strategies import available_strategies, builtin_dir, load_strategy
@@ -36,7 +36,8 @@ from llmtrader.core.risk import (
 from llmtrader.core.strategy import Strategy
 from llmtrader.core.textfmt import at_precision
 from llmtrader.core.times import INTERVAL_MS, Clock
-from llmtrader.core.trades import PerformanceSummary, TradeLedger, TradeSummary
+from llmtrader.core.trades import PerformanceSummary, TradeSummary
+from llmtrader.cycle.cache import HistoryCache, KeptHistory
 from llmtrader.cycle.execution import ExecutionReport, ExecutionSettings, execute, ours
 from llmtrader.cycle.strategies import StrategySource, strategy_in_force
 from llmtrader.errors import (
@@ -50,6 +51,7 @@ from llmtrader.errors import (
 from llmtrader.exchange.base import (
     ZERO,
     Exchange,
+    HistoryRead,
     MarketData,
     OrderState,
     OrderType,
@@ -59,15 +61,7 @@ from llmtrader.exchange.base import (
     together,
 )
 from llmtrader.llm.port import DecisionClient
-from llmtrader.storage.facts import (
-    account_facts,
-    account_history,
-    day_start_baseline,
-    history_version,
-    paper_history,
-)
 from llmtrader.storage.store import Store
-from llmtrader.storage.venue_history import HistorySource, sync_venue_history
 
 
 @dataclass(frozen=True)
@@ -86,8 +80,8 @@ class CycleCache:
 
     # exchangeInfo as parsed from the store's cached text: (the text, the rules), parsed again when it changes
     rules: tuple[str, dict[str, SymbolRules]] | None = None
-    # the account's trades as of a history version, and the figures shown (trade_feedback)
-    trade_feedback: _Feedback | None = None
+    # the account's trades and the facts of its history, as last read (only what is recorded since is read)
+    history: HistoryCache = field(default_factory=KeptHistory)
 
 
 @dataclass
@@ -333,15 +327,6 @@ def arm_strategy(services: Services, arm: Arm | None) -> Strategy:
 
 
 @dataclass(frozen=True)
-class HistoryRead:
-    """What syncing the venue's trade and income history said (``notes``) and, when it could not be read
-    whole, why (``problem``; None: read up to now, or nothing to read on a paper account)."""
-
-    problem: str | None = None
-    notes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class Prepared:
     """What a decision shows the model: the market, the account, the limits and the rendered prompt (empty
     messages when ``prompted`` is False: the client reads no prompt, see
@@ -357,42 +342,19 @@ class Prepared:
     inputs: RiskInputs
     notes: list[str]
     prompted: bool = True
-    history: HistoryRead = HistoryRead()
+    history: HistoryRead = field(default_factory=HistoryRead)
 
 
 async def sync_live_history(services: Services) -> HistoryRead:
-    """Sync the live venue's fills, funding and transfers into the store (bounded: a request budget and a
-    timeout), whatever the strategy shows the model: the cooldown, the minimum hold and the kill switches
-    count the closes and transfers found there. A paper account has nothing to sync.
+    """The account's trade history from the exchange, refreshed first, whatever the strategy shows the model:
+    the live venue's fills, funding and transfers are synced into the store (bounded: a request budget and a
+    timeout), since the cooldown, the minimum hold and the kill switches count the closes and transfers found
+    there; a paper account records its own (:meth:`~llmtrader.exchange.base.Exchange.trade_history`).
 
     ``problem`` is set when the history could not be read up to now (a venue error, the time or the
     request budget ran out): the caller then holds openings rather than assume nothing happened.
     """
-    settings, store, exchange = services.settings, services.store, services.exchange
-    if exchange.mode != "live":
-        return HistoryRead()
-    if not isinstance(exchange, HistorySource):
-        return HistoryRead(
-            "this exchange cannot read the venue's trade history",
-            ("the venue's trade history cannot be read from this exchange; using what is stored",),
-        )
-    try:
-        sync = await asyncio.wait_for(
-            sync_venue_history(
-                exchange, store, settings.account, settings.assets, services.clock.now_ms(), max_requests=20
-            ),
-            timeout=2 * settings.http_timeout_s,
-        )
-    except (VenueError, TimeoutError) as exc:
-        reason = str(exc) or "it took too long"
-        return HistoryRead(
-            f"the venue's trade history could not be read ({reason})",
-            (f"venue history not synced ({reason}); recent trades use what is stored",),
-        )
-    notes = tuple(f"venue history sync: {n}" for n in sync.notes)
-    if sync.budget_spent:
-        return HistoryRead("the venue's trade history is not synced up to now yet (the next cycles go on)", notes)
-    return HistoryRead(None, notes)
+    return await services.exchange.trade_history(refresh=True, now_ms=services.clock.now_ms())
 
 
 async def require_one_way(services: Services) -> None:
@@ -413,77 +375,34 @@ async def trade_feedback(
     notes: list[str] | None = None,
     *,
     figures: bool = True,
-    sync: bool = True,
+    history: HistoryRead | None = None,
 ) -> tuple[list[TradeSummary] | None, PerformanceSummary | None]:
-    """Recent closed trades and performance for the prompt, rebuilt from the account's fills: the paper
-    exchange's records, or in live mode the venue's trade and income history, synced first (unless ``sync``
-    is False: the caller synced it, :func:`sync_live_history`).
+    """Recent closed trades and performance for the prompt, rebuilt from the account's fills as its exchange
+    answers them (:meth:`~llmtrader.exchange.base.Exchange.trade_history`): refreshed first, unless the caller
+    did (``history``, from :func:`sync_live_history`).
 
-    The live sync is bounded (a request budget and a timeout): when it fails or stops short, that is added
-    to ``notes`` and the history stored so far is used; what was not synced follows at the next decision.
+    The refresh is bounded (a request budget and a timeout): when it fails or stops short, that is added to
+    ``notes`` and the history stored so far is used; what was not synced follows at the next decision.
     None (shown as "not available") when the fills do not add up to trades. ``figures`` False (no prompt will
-    show them): the live sync only, which keeps ``stats`` current, and (None, None).
+    show them): the refresh only, which keeps ``stats`` current, and (None, None).
     """
     wanted = strategy.context.recent_trades > 0 or strategy.context.performance
     if not wanted:
         return None, None
-    settings, store, mode = services.settings, services.store, services.exchange.mode
+    settings = services.settings
     said = notes if notes is not None else []
-    if sync:
-        said += (await sync_live_history(services)).notes
+    if history is None:
+        history = await sync_live_history(services)
+        said += history.notes
     if not figures:
         return None, None
-    # Rebuilding every trade is the cost that grows with the account's age (a scheduled agent, or a backtest,
-    # asks every cycle): the trades are kept in a ledger, fed only the fills and funding recorded since the
-    # last time, and the figures are recomputed only when something was recorded.
-    key = history_version(store, settings.account, mode)
-    memo = services.cache.trade_feedback
-    if memo is None or memo.key != key:
-        try:
-            memo = _updated_feedback(store, settings.account, mode, key, memo)
-        except ValueError as exc:
-            services.cache.trade_feedback = None
-            said.append(f"recent trades not shown: the recorded fills do not add up ({exc})")
-            return None, None
-        services.cache.trade_feedback = memo
-    wanted_n = strategy.context.recent_trades
-    shown = memo.figures.get(wanted_n)
-    if shown is None:
-        shown = (
-            memo.ledger.summaries(wanted_n),
-            memo.ledger.performance(equity_start=memo.starting_balance, since_ms=memo.since_ms),
+    try:
+        return services.cache.history.trade_figures(
+            services.store, settings.account, strategy.context.recent_trades, history
         )
-        memo.figures[wanted_n] = shown
-    return shown
-
-
-@dataclass
-class _Feedback:
-    """The account's trades as of ``key`` (:func:`history_version`), and the figures shown, per number shown."""
-
-    key: tuple[int, ...]
-    ledger: TradeLedger
-    since_ms: int | None
-    starting_balance: Decimal | None
-    figures: dict[int, tuple[list[TradeSummary], PerformanceSummary]] = field(default_factory=dict)
-
-
-def _updated_feedback(
-    store: Store, account: str, mode: Literal["paper", "live"], key: tuple[int, ...], memo: _Feedback | None
-) -> _Feedback:
-    """``memo`` brought up to ``key``: the rows recorded since fed to its ledger (paper, no reset since), else
-    every row into a new ledger. Raises ValueError when the recorded fills do not add up."""
-    if memo is not None and mode == "paper" and memo.key[2:] == key[2:]:
-        try:
-            new = paper_history(store, account, after_ids=(memo.key[0], memo.key[1]))
-            memo.ledger.add(new.fills, new.funding)
-            return _Feedback(key, memo.ledger, memo.since_ms, memo.starting_balance)
-        except ValueError:
-            pass  # out of order (or a late funding row): rebuilt from every row below
-    history = account_history(store, account, mode)
-    ledger = TradeLedger()
-    ledger.add(history.fills, history.funding)
-    return _Feedback(key, ledger, history.since_ms, history.starting_balance)
+    except ValueError as exc:
+        said.append(f"recent trades not shown: the recorded fills do not add up ({exc})")
+        return None, None
 
 
 async def prepare(
@@ -522,14 +441,12 @@ async def prepare(
         history = await sync_live_history(services)
     notes += history.notes
     # The recent trades and performance are prompt text only: not gathered for a client that reads no prompt.
-    recent, performance = await trade_feedback(services, strategy, notes, figures=prompt, sync=False)
+    recent, performance = await trade_feedback(services, strategy, notes, figures=prompt, history=history)
     context = build_context(
         snapshot, read, strategy, limits, symbols, settings.interval, recent_trades=recent, performance=performance
     )
-    facts = account_facts(services.store, settings.account, now)
+    facts = services.cache.history.account_facts(services.store, settings.account, now)
     day_start = facts.day_start_equity
-    if services.exchange.mode == "live":
-        day_start = day_start_baseline(services.store, settings.account, now)
     inputs = RiskInputs(
         now_ms=now,
         interval_ms=INTERVAL_MS[settings.interval],
@@ -538,8 +455,8 @@ async def prepare(
         last_close_ms=facts.last_close_ms,
         opened_at_ms=facts.opened_at_ms,
         last_entry_ms=facts.last_entry_ms,
-        # The first decision of a UTC day sees the day's starting equity itself; on the live venue, deposits
-        # and withdrawals since it was recorded move it, as they are no profit or loss.
+        # The first decision of a UTC day sees the day's starting equity itself; deposits and withdrawals since
+        # it was recorded move it (the live venue's, as synced), as they are no profit or loss.
         day_start_equity=read.equity_usd if day_start is None else day_start,
     )
     system, user = render_prompt(context, strategy) if prompt else ("", "")

@@ -75,7 +75,7 @@ from llmtrader.exchange.base import OrderState, OrderType, Side, VenuePosition, 
 from llmtrader.logs import cycle_summary, get_logger
 from llmtrader.storage import web as controls
 from llmtrader.storage import web as snapshots
-from llmtrader.storage.facts import AccountFacts, account_facts, day_start_baseline, transfers_since
+from llmtrader.storage.facts import AccountFacts, day_start_baseline, transfers_since
 
 if TYPE_CHECKING:
     from llmtrader.storage.store import Store
@@ -486,7 +486,7 @@ async def _reconcile(
     positions, orders = await together(exchange, exchange.positions(), exchange.open_orders())
     # Entries recorded a little ahead of the cycle's clock count too: the venue's clock is not ours.
     horizon = now + HOUR_MS
-    facts = account_facts(store, name, horizon) if positions else AccountFacts()
+    facts = services.cache.history.account_facts(store, name, horizon) if positions else AccountFacts()
     unknown = {p.symbol for p in positions if not _known(store, name, facts, p.symbol)}
     naked = [p for p in positions if not any(o.type == OrderType.STOP_MARKET and covers(o, p) for o in orders)]
     protector = None
@@ -503,7 +503,7 @@ async def _reconcile(
     await _cancel_stale_protection(services, positions, orders, notes, dry_run)
     marked = await _mark_orders(services, orders, notes, skip_decision=protector)
     if unknown and marked:  # an entry whose answer was lost may just have been found filled
-        facts = account_facts(store, name, horizon)
+        facts = services.cache.history.account_facts(store, name, horizon)
         unknown = {s for s in unknown if not _known(store, name, facts, s)}
     log = store.execution_log(name, mode, services.clock.now_ms)
     for p in positions:

@@ -30,10 +30,9 @@ def account_stats(
 
     The period ends at ``now_ms``, or for a backtest run (in its ``backtests.db``) where the run ended: its
     last step, in the run's own time; after it the run holds nothing and decides nothing."""
-    if mode == "paper":
-        run_end = run_end_ms(store, account)
-        if run_end is not None:
-            now_ms = run_end
+    run_end = run_end_ms(store, account)  # None for anything but a run
+    if run_end is not None:
+        now_ms = run_end
     history = account_history(store, account, mode)
     try:
         trades = reconstruct_trades(history.fills, history.funding)

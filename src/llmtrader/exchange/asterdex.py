@@ -21,6 +21,7 @@ import httpx
 
 from llmtrader.core.filters import SymbolRules
 from llmtrader.core.redact import MIN_SECRET_LENGTH, redact
+from llmtrader.core.trades import AccountHistory
 from llmtrader.errors import (
     OrderOutcomeUnknown,
     VenueBanned,
@@ -29,7 +30,16 @@ from llmtrader.errors import (
     VenueUnavailable,
 )
 from llmtrader.exchange.asterdex_market import AsterMarketData
-from llmtrader.exchange.base import Balance, MarginType, OrderRequest, OrderState, VenuePosition
+from llmtrader.exchange.base import (
+    Balance,
+    HistoryRead,
+    HistoryStore,
+    HistoryVersion,
+    MarginType,
+    OrderRequest,
+    OrderState,
+    VenuePosition,
+)
 from llmtrader.exchange.credentials import Credentials, V1Credentials, V3Credentials
 from llmtrader.exchange.http import (
     Answer,
@@ -119,6 +129,11 @@ class AsterDexExchange:
         now_ms: Callable[[], int] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         bans: BanStore | None = None,
+        history: HistoryStore | None = None,
+        account: str = "default",
+        symbols: Sequence[str] = (),
+        history_timeout_s: float = 20.0,
+        history_requests: int = 20,
     ) -> None:
         self.market = market
         self.base_url = market.base_url
@@ -137,6 +152,13 @@ class AsterDexExchange:
         self._weight_minute: int | None = None
         self.banned: str | None = None
         self._bans = bans
+        # The account's trade history (trade_history): where it is kept, whose, which symbols at least, and the
+        # bounds of one sync (its time and its venue requests).
+        self._history = history
+        self._account = account
+        self._symbols = tuple(symbols)
+        self._history_timeout_s = history_timeout_s
+        self._history_requests = history_requests
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout_s),
@@ -470,6 +492,49 @@ class AsterDexExchange:
         return str(value).lower() == "true"
 
     # ---- account history (trades and income) ---------------------------------------------------
+    async def trade_history(self, *, refresh: bool, now_ms: int) -> HistoryRead:
+        """The venue's fills and funding as stored; with ``refresh``, synced first (the fills, funding and
+        transfers since the last sync: :class:`HistoryStore`), within a request budget and a timeout. When the
+        sync fails or stops short, the read says why (``problem``) and what is stored is read all the same;
+        what was not synced follows at the next refresh."""
+        store = self._history
+        if store is None:
+            if not refresh:
+                return HistoryRead()
+            return HistoryRead(
+                "this exchange cannot read the venue's trade history",
+                ("the venue's trade history cannot be read from this exchange; using what is stored",),
+            )
+        account = self._account
+
+        def read() -> AccountHistory:
+            return store.venue_history(account)
+
+        def changes(since: HistoryVersion | None) -> tuple[HistoryVersion, AccountHistory | None]:
+            return store.venue_history_changes(account, since)
+
+        if not refresh:
+            return HistoryRead(read=read, changes=changes)
+        try:
+            sync = await asyncio.wait_for(
+                store.sync_venue(self, account, self._symbols, now_ms, max_requests=self._history_requests),
+                timeout=self._history_timeout_s,
+            )
+        except (VenueError, TimeoutError) as exc:
+            reason = str(exc) or "it took too long"
+            return HistoryRead(
+                f"the venue's trade history could not be read ({reason})",
+                (f"venue history not synced ({reason}); recent trades use what is stored",),
+                read,
+                changes,
+            )
+        notes = tuple(f"venue history sync: {n}" for n in sync.notes)
+        if sync.budget_spent:
+            return HistoryRead(
+                "the venue's trade history is not synced up to now yet (the next cycles go on)", notes, read, changes
+            )
+        return HistoryRead(None, notes, read, changes)
+
     async def user_trades(
         self,
         symbol: str,

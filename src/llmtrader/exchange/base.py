@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol, TypeVar, overload
 
 from llmtrader.core.filters import SymbolRules
 from llmtrader.core.market import Candles, MarketSnapshot
+from llmtrader.core.trades import AccountHistory
 from llmtrader.errors import VenueError
 
 ZERO = Decimal(0)
@@ -277,6 +278,97 @@ class Balance:
         return self.wallet + self.unrealized_pnl
 
 
+def _nothing_recorded() -> AccountHistory:
+    return AccountHistory([], [], None, None)
+
+
+HistoryVersion = tuple[int, ...]
+
+
+def _changes_unknown(since: HistoryVersion | None) -> tuple[HistoryVersion | None, AccountHistory | None]:
+    return None, None
+
+
+@dataclass(frozen=True)
+class HistoryRead:
+    """The account's trade history as an exchange answers it (:meth:`Exchange.trade_history`).
+
+    ``history`` is the account's fills and funding as recorded (the paper account's own, or the live venue's
+    as synced), read when asked: a cycle asks for the history before its guards, and most strategies never
+    show it. ``notes`` say what refreshing it said; ``problem`` why it could not be refreshed up to now (None:
+    refreshed, or nothing to refresh: a paper account records its own). The cycle then holds openings rather
+    than assume that nothing happened.
+
+    ``changes(since)`` tells a reader that keeps the trades between cycles what to read again: the history's
+    version now (None: unknown, read it whole each time), and the rows recorded after version ``since`` up to
+    it (None: they cannot be read alone; read the whole ``history``).
+    """
+
+    problem: str | None = None
+    notes: tuple[str, ...] = ()
+    read: Callable[[], AccountHistory] = field(default=_nothing_recorded, compare=False, repr=False)
+    changes: Callable[[HistoryVersion | None], tuple[HistoryVersion | None, AccountHistory | None]] = field(
+        default=_changes_unknown, compare=False, repr=False
+    )
+
+    @property
+    def history(self) -> AccountHistory:
+        """The fills and funding as stored now (each access reads them)."""
+        return self.read()
+
+
+class HistorySource(Protocol):
+    """What a sync of the venue's history reads from it (:class:`~llmtrader.exchange.asterdex.AsterDexExchange`
+    has it)."""
+
+    async def user_trades(
+        self,
+        symbol: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        from_id: int | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]: ...
+
+    async def income(
+        self, income_type: str, *, start_ms: int, end_ms: int, limit: int = 1000, symbol: str | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    async def order_by_id(self, symbol: str, order_id: str) -> OrderState | None: ...
+
+
+class SyncOutcome(Protocol):
+    """What a sync of the venue's history said, and whether its request budget ran out before now."""
+
+    @property
+    def notes(self) -> Sequence[str]: ...
+
+    @property
+    def budget_spent(self) -> bool: ...
+
+
+class HistoryStore(Protocol):
+    """Where the live adapter keeps the venue's trade history (:mod:`llmtrader.storage.venue_history` has it):
+    synced from the venue, then read back."""
+
+    async def sync_venue(
+        self, source: HistorySource, account: str, symbols: Sequence[str], now_ms: int, *, max_requests: int
+    ) -> SyncOutcome:
+        """Copy what is new at the venue into the store; at most ``max_requests`` requests."""
+        ...
+
+    def venue_history(self, account: str) -> AccountHistory:
+        """The venue's fills and funding of ``account`` as synced so far."""
+        ...
+
+    def venue_history_changes(
+        self, account: str, since: HistoryVersion | None
+    ) -> tuple[HistoryVersion, AccountHistory | None]:
+        """:attr:`HistoryRead.changes` of :meth:`venue_history`."""
+        ...
+
+
 class Exchange(Protocol):
     """A futures venue (or its paper twin). Every method may raise a :class:`~llmtrader.errors.VenueError`.
 
@@ -321,6 +413,12 @@ class Exchange(Protocol):
 
     async def set_margin_type(self, symbol: str, margin_type: MarginType) -> None:
         """Set ISOLATED or CROSSED; 'already set' counts as success."""
+        ...
+
+    async def trade_history(self, *, refresh: bool, now_ms: int) -> HistoryRead:
+        """The account's fills and funding as recorded: the paper account's own records, or the live venue's
+        history, synced up to ``now_ms`` first when ``refresh`` (bounded: a failure is the read's ``problem``,
+        never an exception, and what is stored is still read)."""
         ...
 
     async def aclose(self) -> None: ...

@@ -30,11 +30,14 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llmtrader.core.filters import SymbolRules
 from llmtrader.core.times import INTERVAL_MS
+from llmtrader.core.trades import AccountHistory
 from llmtrader.errors import ConfigError, StoreError, VenueError, VenueRejected, VenueUnavailable
 from llmtrader.exchange.base import (
     CLIENT_ORDER_ID_PATTERN,
     ZERO,
     Balance,
+    HistoryRead,
+    HistoryVersion,
     MarginType,
     OrderRequest,
     OrderState,
@@ -66,6 +69,16 @@ class PaperStore(Protocol):
     def upsert_paper_state(self, account: str, text: str, now_ms: int) -> None: ...
 
     def insert_paper_events(self, account: str, events: Sequence[PaperEvent], *, failure: str) -> None: ...
+
+    def paper_history(self, account: str) -> AccountHistory:
+        """The account's fills and funding since its last reset, as stored."""
+        ...
+
+    def paper_history_changes(
+        self, account: str, since: HistoryVersion | None
+    ) -> tuple[HistoryVersion, AccountHistory | None]:
+        """:attr:`~llmtrader.exchange.base.HistoryRead.changes` of :meth:`paper_history`."""
+        ...
 
 
 FillReason = Literal["market", "limit", "stop_loss", "take_profit", "liquidation"]
@@ -1017,6 +1030,14 @@ class PaperExchange:
         async with self._session() as book:
             await self._symbol_rules(symbol)
             book.set_margin_type(symbol, margin_type)
+
+    async def trade_history(self, *, refresh: bool, now_ms: int) -> HistoryRead:
+        """The account's own fills and funding as stored (nothing to refresh: every fill is stored as it
+        happens)."""
+        return HistoryRead(
+            read=lambda: self.store.paper_history(self.account),
+            changes=lambda since: self.store.paper_history_changes(self.account, since),
+        )
 
     async def aclose(self) -> None:
         """Nothing to release: the market-data client belongs to whoever built it."""

@@ -24,7 +24,7 @@ import numpy as np
 
 from llmtrader.core.filters import SymbolRules
 from llmtrader.errors import StoreError, VenueError
-from llmtrader.exchange.base import Balance, MarginType, OrderRequest, OrderState, VenuePosition
+from llmtrader.exchange.base import Balance, HistoryRead, MarginType, OrderRequest, OrderState, VenuePosition
 from llmtrader.exchange.paper import PaperBook, PaperConfig, PaperStore, _reject
 
 if TYPE_CHECKING:
@@ -212,6 +212,13 @@ class SimulatedExchange:
 
     async def set_margin_type(self, symbol: str, margin_type: MarginType) -> None:
         self.book.set_margin_type(symbol, margin_type)
+
+    async def trade_history(self, *, refresh: bool, now_ms: int) -> HistoryRead:
+        """The run's fills and funding as stored (every one is stored as it happens)."""
+        return HistoryRead(
+            read=lambda: self.store.paper_history(self.account),
+            changes=lambda since: self.store.paper_history_changes(self.account, since),
+        )
 
     async def aclose(self) -> None:
         """Nothing to release."""

@@ -2,11 +2,15 @@
 
 Read from the orders llmtrader sent (entries, closes and emergency closes that filled) and from the
 fills: the paper account's own, and the live venue's as synced before every decision whatever the strategy
-shows the model (:func:`llmtrader.cycle.engine.sync_live_history`), which include the stops and targets that
-triggered between decisions. Also the live account's deposits and withdrawals (TRANSFER income).
+shows the model (:meth:`llmtrader.exchange.base.Exchange.trade_history`), which include the stops and targets
+that triggered between decisions. Also the live account's deposits and withdrawals (TRANSFER income).
 
 Also the account's fill and funding history, the input of trade reconstruction: the paper exchange's
 records, or the live venue's as synced by :mod:`llmtrader.storage.venue_history`.
+
+Everything here is read from the store at each call, and kept by nothing here. A process keeps what it read
+(:class:`llmtrader.cycle.cache.KeptHistory`) and reads only what was written since (:func:`read_facts`,
+:func:`caught_up`, :func:`paper_history_changes`).
 """
 
 from __future__ import annotations
@@ -14,15 +18,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
-from weakref import WeakKeyDictionary
+from typing import Any, Literal, Protocol
 
 from llmtrader.core.times import DAY_MS, iso_utc, ms_of_iso
 from llmtrader.core.trades import AccountHistory, FundingEvent, TradeFill
 from llmtrader.storage.reader import _ALL_TIME, with_adoptions
 
-if TYPE_CHECKING:
-    from llmtrader.storage.store import Store
+
+class Store(Protocol):
+    """What this module reads of :class:`llmtrader.storage.store.Store`, which reads this module in turn (the
+    paper account's history): a protocol, so that the two modules do not import each other."""
+
+    @property
+    def db(self) -> Any: ...
+
 
 ENTRY_LEGS = ("en", "ad")
 CLOSE_LEGS = ("cl", "em")
@@ -35,7 +44,7 @@ FUNDING_COLUMNS = ("id", "time_ms", "symbol", "amount")
 @dataclass
 class AccountFacts:
     """Per symbol: the last close, the opening of the open position, the last entry; and the equity
-    the account had when the UTC day began."""
+    the account had when the UTC day began (:func:`day_start_baseline`)."""
 
     last_close_ms: dict[str, int] = field(default_factory=dict)
     opened_at_ms: dict[str, int] = field(default_factory=dict)
@@ -44,11 +53,11 @@ class AccountFacts:
 
 
 @dataclass
-class _Known:
-    """What :func:`account_facts` remembers of an account: the facts without the day's start equity, as of
-    trading version ``version``, and where its reading stopped, so that only what was written since is read
-    next time: the highest fill ids (paper, venue) and order id, and the account's counter (orders written
-    after it carry a higher ``change_seq``)."""
+class FactsCursor:
+    """The facts of an account without the day's start equity, as of trading version ``version``, and where
+    their reading stopped, so that only what was written since is read next time (:func:`caught_up`): the
+    highest fill ids (paper, venue) and order id, and the account's counter (orders written after it carry a
+    higher ``change_seq``)."""
 
     version: int
     latest: int  # the latest event time among the facts
@@ -58,10 +67,6 @@ class _Known:
     seq: int
 
 
-# Per store and account. The aggregate over the account's whole history is read once; after that only the
-# rows written since (m010's triggers count every writer, other processes included) are merged in, so a
-# long-running agent or a backtest does not pay for its history at every cycle.
-_FACTS: WeakKeyDictionary[Store, dict[str, _Known]] = WeakKeyDictionary()
 _PENDING_STATUS = ("filled", "partially_filled")
 
 
@@ -69,9 +74,6 @@ def trading_version(store: Store, account: str) -> int:
     """A number that changes whenever an order row or a fill of ``account`` is written (m010's triggers)."""
     row = store.db.execute("SELECT n FROM trading_versions WHERE account = ?", [account]).fetchone()
     return int(row[0]) if row is not None else 0
-
-
-_ENTRY_SUFFIXES = tuple(f"_{leg}" for leg in ENTRY_LEGS)
 
 
 def _fill_events_sql(where: str) -> tuple[str, list[Any]]:
@@ -84,6 +86,10 @@ def _fill_events_sql(where: str) -> tuple[str, list[Any]]:
     return sql, [*CLOSING_REASONS, *CLOSING_REASONS, *(f"%!_{leg}" for leg in ENTRY_LEGS)]
 
 
+# The fills recorded after a given id, classified (caught_up): per table, paper then venue.
+_fills_since, _FILLS_SINCE_PARAMS = _fill_events_sql("id > ? AND +account = ?")
+_FILLS_SINCE = tuple(_fills_since.format(table=table) for table in ("paper_fills", "venue_fills"))
+
 _ORDER_KIND = f"CASE WHEN leg IN ({','.join('?' * len(CLOSE_LEGS))}) THEN 'c' ELSE 'e' END"
 _ORDER_TIME = "CAST(ROUND((julianday(updated_at) - 2440587.5) * 86400000) AS INTEGER)"
 _LEG_MARKS = ",".join("?" * (len(ENTRY_LEGS) + len(CLOSE_LEGS)))
@@ -91,32 +97,15 @@ _ORDER_FILTER = f"status IN ({','.join('?' * len(_PENDING_STATUS))}) AND leg IN 
 
 
 def account_facts(store: Store, account: str, now_ms: int) -> AccountFacts:
-    """The facts of ``account`` as of ``now_ms``: aggregated in SQL over the whole history the first time,
-    then kept up to date from the rows written since (and read again whole when those could change an
-    earlier answer: an order written before that changed since, an event older than one already counted,
-    an event after ``now_ms``).
+    """The facts of ``account`` as of ``now_ms``, aggregated in SQL over its whole history.
 
     Entries: filled ``en``/``ad`` orders, and fills of entry orders (a limit entry fills after its
     decision). Closes: filled ``cl``/``em`` orders, and fills the venue reported as stops, targets,
     liquidations or ADL (the paper account's own, and the live venue's once synced: stops that
-    triggered between decisions are only seen there).
+    triggered between decisions are only seen there). The day's start equity is :func:`day_start_baseline`.
     """
-    version = trading_version(store, account)
-    memo = _FACTS.setdefault(store, {})
-    known = memo.get(account)
-    if known is not None and known.latest <= now_ms and known.version != version:
-        known = _caught_up(store, account, known, version, now_ms)
-    if known is None or known.version != version or known.latest > now_ms:
-        known = _read_all(store, account, version, now_ms)
-        if known is not None:
-            memo[account] = known
-        else:
-            memo.pop(account, None)
-    else:
-        memo[account] = known
-    base = known.facts if known is not None else _aggregate(store, account, now_ms)[0]
-    facts = AccountFacts(dict(base.last_close_ms), dict(base.opened_at_ms), dict(base.last_entry_ms))
-    facts.day_start_equity = day_start_equity(store, account, now_ms)
+    facts = _aggregate(store, account, now_ms)[0]
+    facts.day_start_equity = day_start_baseline(store, account, now_ms)
     return facts
 
 
@@ -152,33 +141,30 @@ def _marks(store: Store, account: str) -> tuple[tuple[int, int], int, int]:
     return (int(paper or 0), int(venue or 0)), int(order or 0), int(seq or 0)
 
 
-def _read_all(store: Store, account: str, version: int, now_ms: int) -> _Known | None:
-    """The whole aggregate, remembered when no event lies after ``now_ms`` (else None: read whole each time)."""
+def read_facts(store: Store, account: str, version: int, now_ms: int) -> FactsCursor | None:
+    """The whole aggregate as of trading version ``version`` (:func:`trading_version`), with where its reading
+    stopped; None when an event lies after ``now_ms`` (the facts as of ``now_ms`` are then not the whole)."""
     # The marks are read first: a row written in between is read again next time, and merging an event
     # twice changes nothing (maxima and minima).
     fill_ids, order_id, seq = _marks(store, account)
     facts, latest = _aggregate(store, account, _ALL_TIME)
     if latest > now_ms:
         return None
-    return _Known(version, latest, facts, fill_ids, order_id, seq)
+    return FactsCursor(version, latest, facts, fill_ids, order_id, seq)
 
 
-def _caught_up(store: Store, account: str, known: _Known, version: int, now_ms: int) -> _Known | None:
-    """``known`` with the rows written since merged in; None when they could change an earlier answer."""
+def caught_up(store: Store, account: str, known: FactsCursor, version: int, now_ms: int) -> FactsCursor | None:
+    """``known`` with the rows written since merged in; None when they could change an earlier answer (an
+    order written before that changed since, an event older than one already counted, an event after
+    ``now_ms``): read the whole again then (:func:`read_facts`)."""
     db = store.db
     events: list[tuple[str, str, int]] = []
     fill_ids, order_id, seq = _marks(store, account)
-    # The few rows since are classified here, as _fill_events_sql does in SQL ("+account": the rowid range,
+    # The few rows since, classified by the same SQL as the whole aggregate ("+account": the rowid range,
     # not the account's index, which would walk every fill of the account).
-    for table, after in zip(("paper_fills", "venue_fills"), known.fill_ids, strict=True):
-        for symbol, reason, client_order_id, t in db.execute(
-            f"SELECT symbol, reason, client_order_id, time_ms FROM {table} WHERE id > ? AND +account = ?",
-            [after, account],
-        ).fetchall():
-            if reason in CLOSING_REASONS:
-                events.append((symbol, "c", t))
-            elif client_order_id is not None and str(client_order_id).lower().endswith(_ENTRY_SUFFIXES):
-                events.append((symbol, "e", t))
+    for sql, after in zip(_FILLS_SINCE, known.fill_ids, strict=True):
+        params = [*_FILLS_SINCE_PARAMS[: len(CLOSING_REASONS)], after, account]
+        events.extend(db.execute(sql, [*params, *_FILLS_SINCE_PARAMS[len(CLOSING_REASONS) :]]).fetchall())
     changed = db.execute(
         f"SELECT id, symbol, {_ORDER_KIND}, {_ORDER_TIME} FROM orders "
         f"WHERE account = ? AND change_seq > ? AND {_ORDER_FILTER}",
@@ -208,7 +194,7 @@ def _caught_up(store: Store, account: str, known: _Known, version: int, now_ms: 
             facts.last_entry_ms[symbol] = max(t, facts.last_entry_ms.get(symbol, t))
             if t > facts.last_close_ms.get(symbol, 0):
                 facts.opened_at_ms[symbol] = min(t, facts.opened_at_ms.get(symbol, t))
-    return _Known(version, latest, facts, fill_ids, order_id, seq)
+    return FactsCursor(version, latest, facts, fill_ids, order_id, seq)
 
 
 def _facts(rows: list[Any]) -> tuple[AccountFacts, int]:
@@ -230,38 +216,28 @@ def _facts(rows: list[Any]) -> tuple[AccountFacts, int]:
 _EQUITY_SOURCES = (("decisions", "created_at"), ("cycles", "started_at"))
 
 
-# Per store: (account, day) -> the day's start equity, remembered once the day is an hour old and the
-# equity comes from before 00:00: records carry the time they are made, and a cycle that began before
-# midnight has recorded its own by then, so nothing later changes the answer (the cycle asks three times).
-_DAY_START: WeakKeyDictionary[Store, dict[tuple[str, int], float]] = WeakKeyDictionary()
+def day_start_baseline(store: Store, account: str, now_ms: int) -> float | None:
+    """The account's equity when the UTC day of ``now_ms`` began (the last one recorded before 00:00 UTC, by a
+    decision or a cycle, else the first one recorded today), moved by the deposits (+) and withdrawals (−)
+    made since it was recorded (since 00:00 UTC, or since today's first record when that is the baseline): they
+    are no profit or loss, so the daily loss switches measure from it. None when no equity is recorded."""
+    return day_start_settled(store, account, now_ms)[0]
+
+
+# A day's start equity cannot change once the day is an hour old and it comes from before 00:00: records carry
+# the time they are made, and a cycle that began before midnight has recorded its own by then.
 _SETTLED_AFTER_MS = 3_600_000
 
 
-def day_start_equity(store: Store, account: str, now_ms: int) -> float | None:
-    """The account's equity when the UTC day of ``now_ms`` began: the last one recorded before 00:00 UTC (by a
-    decision or a cycle), else the first one recorded today; None when none is recorded."""
-    day = now_ms - now_ms % DAY_MS
-    known = _DAY_START.setdefault(store, {})
-    found = known.get((account, day))
-    if found is not None:
-        return found
-    found, before_midnight, _ = _day_start_equity(store, account, day)
-    if found is not None and before_midnight and now_ms - day >= _SETTLED_AFTER_MS:
-        if len(known) > 1024:
-            known.clear()
-        known[(account, day)] = found
-    return found
-
-
-def day_start_baseline(store: Store, account: str, now_ms: int) -> float | None:
-    """:func:`day_start_equity` moved by the deposits (+) and withdrawals (−) made since it was recorded
-    (since 00:00 UTC, or since today's first record when that is the baseline): they are no profit or loss,
-    so the daily loss switches measure from it. None when no equity is recorded."""
+def day_start_settled(store: Store, account: str, now_ms: int) -> tuple[float | None, bool]:
+    """:func:`day_start_baseline`, and whether no record made later can change it (a deposit or withdrawal
+    still can)."""
     day = now_ms - now_ms % DAY_MS
     found, before_midnight, at_ms = _day_start_equity(store, account, day)
     if found is None:
-        return None
-    return found + net_transfers(store, account, day if before_midnight else at_ms + 1)
+        return None, False
+    settled = before_midnight and now_ms - day >= _SETTLED_AFTER_MS
+    return found + net_transfers(store, account, day if before_midnight else at_ms + 1), settled
 
 
 def _day_start_equity(store: Store, account: str, day_ms: int) -> tuple[float | None, bool, int]:
@@ -308,9 +284,15 @@ def net_transfers(store: Store, account: str, since_ms: int) -> float:
     return sum((amount for _, amount in transfers_since(store, account, since_ms)), 0.0)
 
 
-def paper_history(store: Store, account: str, *, after_ids: tuple[int, int] | None = None) -> AccountHistory:
+def paper_history(
+    store: Store,
+    account: str,
+    *,
+    after_ids: tuple[int, int] | None = None,
+    until_ids: tuple[int, int] | None = None,
+) -> AccountHistory:
     """Everything the paper account recorded since it was last reset (or created); with ``after_ids``
-    (a fill id, a funding id), only the rows recorded after those."""
+    (a fill id, a funding id), only the rows recorded after those (and with ``until_ids``, up to those)."""
     db = store.db
     row = db.execute("SELECT state FROM paper_accounts WHERE account = ?", [account]).fetchone()
     since: int | None = None
@@ -324,23 +306,26 @@ def paper_history(store: Store, account: str, *, after_ids: tuple[int, int] | No
             start = Decimal(str(book["deposit"]))
     after = since if since is not None else -1
     fill_id, funding_id = after_ids if after_ids is not None else (0, 0)
+    last_fill, last_funding = until_ids if until_ids is not None else (_ALL_TIME, _ALL_TIME)
     # The rows after given ids: a walk of the rowid range from there ("+" keeps SQLite off the account's
     # index, which would read every row of the account); the whole history: the account's index.
     where = (
-        "id > ? AND account = ? AND time_ms > ?" if after_ids is None else "id > ? AND +account = ? AND +time_ms > ?"
+        "id > ? AND id <= ? AND account = ? AND time_ms > ?"
+        if after_ids is None
+        else "id > ? AND id <= ? AND +account = ? AND +time_ms > ?"
     )
     fills = [
         TradeFill.from_row(dict(zip(FILL_COLUMNS, r, strict=True)))
         for r in db.execute(
             f"SELECT {', '.join(FILL_COLUMNS)} FROM paper_fills WHERE {where} ORDER BY time_ms, id",
-            [fill_id, account, after],
+            [fill_id, last_fill, account, after],
         ).fetchall()
     ]
     funding = [
         FundingEvent.from_row(dict(zip(FUNDING_COLUMNS, r, strict=True)))
         for r in db.execute(
             f"SELECT {', '.join(FUNDING_COLUMNS)} FROM paper_funding WHERE {where} ORDER BY time_ms, id",
-            [funding_id, account, after],
+            [funding_id, last_funding, account, after],
         ).fetchall()
     ]
     return AccountHistory(fills, funding, since, start)
@@ -372,32 +357,68 @@ def live_history(store: Store, account: str) -> AccountHistory:
     return AccountHistory(fills, funding, None, None)
 
 
-def account_history(store: Store, account: str, mode: Literal["paper", "live"]) -> AccountHistory:
-    """The account's fills and funding in ``mode``: the paper exchange's records, or the venue's as synced,
-    with an opening for each position reconcile adopted (:func:`with_adoptions`).
-
-    In live mode, sync first (:func:`llmtrader.storage.venue_history.sync_venue_history`) for the latest.
-    """
-    history = paper_history(store, account) if mode == "paper" else live_history(store, account)
-    history.fills = with_adoptions(store.db.conn, account, mode, history.fills, since_ms=history.since_ms)
+def paper_account_history(store: Store, account: str) -> AccountHistory:
+    """The paper account's fills and funding since its last reset, with an opening for each position reconcile
+    adopted (:func:`with_adoptions`): what :class:`~llmtrader.exchange.paper.PaperExchange` answers."""
+    history = paper_history(store, account)
+    history.fills = with_adoptions(store.db.conn, account, "paper", history.fills, since_ms=history.since_ms)
     return history
 
 
-def history_version(store: Store, account: str, mode: str) -> tuple[int, ...]:
-    """A value that changes whenever :func:`account_history` would return something else: the newest fill
-    and funding row ids (and, on paper, the number of resets). Cheap: the ends of the rowids."""
+def venue_account_history(store: Store, account: str) -> AccountHistory:
+    """The live venue's fills and funding of ``account`` as synced (:func:`live_history`), with an opening for
+    each position reconcile adopted (:func:`with_adoptions`): what the live adapter answers."""
+    history = live_history(store, account)
+    history.fills = with_adoptions(store.db.conn, account, "live", history.fills, since_ms=history.since_ms)
+    return history
+
+
+def account_history(store: Store, account: str, mode: Literal["paper", "live"]) -> AccountHistory:
+    """The history recorded under ``mode``, for the readers of recorded rows (``stats``, the dashboard, the
+    notifications), which know the mode a row or an account was recorded in and never sync. A cycle asks its
+    exchange instead (:meth:`~llmtrader.exchange.base.Exchange.trade_history`)."""
+    return paper_account_history(store, account) if mode == "paper" else venue_account_history(store, account)
+
+
+HistoryVersion = tuple[int, ...]
+
+
+def paper_history_changes(
+    store: Store, account: str, since: HistoryVersion | None
+) -> tuple[HistoryVersion, AccountHistory | None]:
+    """The version of :func:`paper_account_history` now (:func:`paper_history_version`), and the rows recorded
+    after version ``since`` up to it; None when they cannot be read alone (no ``since``, or a reset or an
+    adoption since: read the whole history then)."""
+    version = paper_history_version(store, account)
+    if since is None or len(since) != len(version) or since[2:] != version[2:]:
+        return version, None
+    if since == version:
+        return version, AccountHistory([], [], None, None)
+    after, until = (since[0], since[1]), (version[0], version[1])
+    return version, paper_history(store, account, after_ids=after, until_ids=until)
+
+
+def venue_history_changes(
+    store: Store, account: str, since: HistoryVersion | None
+) -> tuple[HistoryVersion, AccountHistory | None]:
+    """The version of :func:`venue_account_history` now (the newest venue fill, funding and adoption ids: it
+    changes whenever the answer would), and None: a sync may store fills older than ones already read (a
+    delisted symbol's, a late settlement), so what changed is read whole."""
+    last_fill, last_funding, adopted = store.db.execute(
+        "SELECT (SELECT MAX(id) FROM venue_fills), (SELECT MAX(id) FROM venue_funding), (SELECT MAX(id) FROM adoptions)"
+    ).fetchone()
+    return (int(last_fill or 0), int(last_funding or 0), 0, int(adopted or 0)), None
+
+
+def paper_history_version(store: Store, account: str) -> tuple[int, ...]:
+    """A value that changes whenever :func:`paper_account_history` would return something else: the newest
+    fill and funding row ids, the number of resets, the newest adoption. Cheap: the ends of the rowids."""
     # The newest rows of any account: a read of the rowid's end instead of a walk through the account's rows
     # (the key changes more often with several accounts, never less often than the account's own history).
-    if mode == "paper":
-        sql = (
-            "SELECT (SELECT MAX(id) FROM paper_fills), (SELECT MAX(id) FROM paper_funding), (SELECT "
-            "json_array_length(json_extract(state, '$.book.resets')) FROM paper_accounts WHERE account = ?)"
-        )
-        last_fill, last_funding, resets = store.db.execute(sql, [account]).fetchone()
-    else:
-        last_fill, last_funding = store.db.execute(
-            "SELECT (SELECT MAX(id) FROM venue_fills), (SELECT MAX(id) FROM venue_funding)"
-        ).fetchone()
-        resets = 0
-    (adopted,) = store.db.execute("SELECT MAX(id) FROM adoptions").fetchone()
+    last_fill, last_funding, resets, adopted = store.db.execute(
+        "SELECT (SELECT MAX(id) FROM paper_fills), (SELECT MAX(id) FROM paper_funding), (SELECT "
+        "json_array_length(json_extract(state, '$.book.resets')) FROM paper_accounts WHERE account = ?), "
+        "(SELECT MAX(id) FROM adoptions)",
+        [account],
+    ).fetchone()
     return (int(last_fill or 0), int(last_funding or 0), int(resets or 0), int(adopted or 0))

@@ -10,11 +10,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from llmtrader.core.guards import CachedDecision, GuardEvent, GuardState
 from llmtrader.core.records import AssetRow, CallRow, DecisionRecord
 from llmtrader.core.times import iso_utc, ms_of_iso
+from llmtrader.core.trades import AccountHistory
 from llmtrader.errors import StoreError
 from llmtrader.privatefiles import create_private_file, make_private_dirs, narrow_if_present
 from llmtrader.storage import migrations, reader
@@ -139,6 +141,13 @@ class _Transaction:
             self.conn.execute("RELEASE llmtrader_record")
         else:
             self.conn.execute("ROLLBACK")
+
+
+def _facts() -> ModuleType:
+    """:mod:`llmtrader.storage.facts`, which reads the store in turn: imported when first used, not at the top."""
+    from llmtrader.storage import facts
+
+    return facts
 
 
 class Store:
@@ -269,6 +278,19 @@ class Store:
                 paper.insert_events(self.db.conn, account, events)
         except sqlite3.Error as exc:
             raise StoreError(f"{failure}: {exc}") from exc
+
+    def paper_history(self, account: str) -> AccountHistory:
+        """The paper account's fills and funding since its last reset (adopted positions opened in them)."""
+        history: AccountHistory = _facts().paper_account_history(self, account)
+        return history
+
+    def paper_history_changes(
+        self, account: str, since: tuple[int, ...] | None
+    ) -> tuple[tuple[int, ...], AccountHistory | None]:
+        """The version of :meth:`paper_history` now, and the rows recorded since version ``since`` (None: they
+        cannot be read alone)."""
+        changes: tuple[tuple[int, ...], AccountHistory | None] = _facts().paper_history_changes(self, account, since)
+        return changes
 
     def record_decision(self, rec: DecisionRecord) -> None:
         """Write a decision with its asset rows and model calls, all or nothing."""

@@ -24,11 +24,13 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from llmtrader.core.times import DAY_MS, ms_of_iso
+from llmtrader.core.trades import AccountHistory
 from llmtrader.errors import StoreError, VenueError, VenueRejected
-from llmtrader.storage.facts import ENTRY_LEGS
+from llmtrader.exchange.base import HistorySource
+from llmtrader.storage.facts import ENTRY_LEGS, HistoryVersion, venue_account_history, venue_history_changes
 
 if TYPE_CHECKING:
     from llmtrader.exchange.base import OrderState
@@ -51,27 +53,6 @@ _FILL_COLUMNS = (
 )  # fmt: skip
 _FUNDING_COLUMNS = ("account", "symbol", "tran_id", "asset", "amount", "time_ms")
 _TRANSFER_COLUMNS = ("account", "tran_id", "asset", "amount", "time_ms")
-
-
-@runtime_checkable
-class HistorySource(Protocol):
-    """What a sync reads from the venue (:class:`~llmtrader.exchange.asterdex.AsterDexExchange` has it)."""
-
-    async def user_trades(
-        self,
-        symbol: str,
-        *,
-        start_ms: int | None = None,
-        end_ms: int | None = None,
-        from_id: int | None = None,
-        limit: int = PAGE_LIMIT,
-    ) -> list[dict[str, Any]]: ...
-
-    async def income(
-        self, income_type: str, *, start_ms: int, end_ms: int, limit: int = PAGE_LIMIT, symbol: str | None = None
-    ) -> list[dict[str, Any]]: ...
-
-    async def order_by_id(self, symbol: str, order_id: str) -> OrderState | None: ...
 
 
 @dataclass
@@ -134,6 +115,27 @@ def venue_reason(client_order_id: str | None, order_type: str | None = None) -> 
     if order_type in ("TAKE_PROFIT", "TAKE_PROFIT_MARKET"):
         return "take_profit"
     return "market"
+
+
+class StoredVenueHistory:
+    """The live adapter's :class:`~llmtrader.exchange.base.HistoryStore`: the venue's history synced into
+    ``store`` (:func:`sync_venue_history`) and read back (:func:`llmtrader.storage.facts.venue_account_history`)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def sync_venue(
+        self, source: HistorySource, account: str, symbols: Sequence[str], now_ms: int, *, max_requests: int
+    ) -> SyncReport:
+        return await sync_venue_history(source, self.store, account, symbols, now_ms, max_requests=max_requests)
+
+    def venue_history(self, account: str) -> AccountHistory:
+        return venue_account_history(self.store, account)
+
+    def venue_history_changes(
+        self, account: str, since: HistoryVersion | None
+    ) -> tuple[HistoryVersion, AccountHistory | None]:
+        return venue_history_changes(self.store, account, since)
 
 
 async def sync_venue_history(

@@ -4,15 +4,19 @@
 The 5 models are recorded first (not timed): a deterministic client that reads each rendered prompt like a
 model and answers from it (holds, and now and then a buy with a stop and a target), wrapped in the same
 recorder as a real model, each on the arena's market. The timed figure is :func:`llmtrader.arena.run.run_arena`
-over those recordings (every answer replayed from the database, nothing called), in this process, with the
-data read and the indicators computed once for the arena. Beside it: 5 replays of the same recordings as
-sequential backtests (``backtest --replay``, each reading the data itself), and the ratio of the two.
+over those recordings (every answer replayed from the database, nothing called), with the data read and the
+indicators computed once for the arena, and the 6 runs made in 2 worker processes (``--concurrency 2``), each in a
+database of its own copied into the arena's when it ends. Beside it: 5 replays of the same recordings as
+sequential backtests (``backtest --replay``, each reading the data itself, in this process), and the ratio of
+the two; and the CPU time of the arena (this process and its workers) and of one sequential replay, which say what
+the arena's wall time is on 2 idle cores when other work shares the machine: at least its CPU time / 2.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +25,7 @@ from typing import Any
 from bench import OUT, Result, perp_dir, result
 
 TARGET_S = 30.0
-RUNS = 1  # each figure is one run: the whole bench takes minutes on 2 cores
+RUNS = 3  # the whole bench takes several minutes on 2 cores
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 MODELS = tuple(f"bench/model-{i}" for i in range(5))
 
@@ -92,7 +96,12 @@ def _record(settings: Any, spec: Any, history: Any, store: Any, key: str) -> dic
     return sources
 
 
-def _arena(settings: Any, spec: Any, history: Any, store: Any, key: str) -> tuple[float, float, int]:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _arena(settings: Any, spec: Any, history: Any, store: Any, key: str) -> tuple[float, float, float, int]:
     from llmtrader.arena.run import plan, run_arena
 
     entries = plan(store, key, MODELS)
@@ -105,49 +114,59 @@ def _arena(settings: Any, spec: Any, history: Any, store: Any, key: str) -> tupl
             return BaselineClient()
         raise AssertionError(f"the arena called {model}")
 
-    started, cpu = time.perf_counter(), time.process_time()
-    _, outcomes = asyncio.run(run_arena(settings, spec, history, store, entries, never, key=key))
+    started, cpu, workers = time.perf_counter(), time.process_time(), _children_cpu()
+    _, outcomes = asyncio.run(run_arena(settings, spec, history, store, entries, never, key=key, concurrency=2))
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return elapsed, cpu, sum(o.result.steps_done for o in outcomes)
+    # The workers have ended (the arena waits for them): their CPU time is counted in RUSAGE_CHILDREN.
+    return elapsed, cpu, _children_cpu() - workers, sum(o.result.steps_done for o in outcomes)
 
 
-def _sequential(settings: Any, spec: Any, store: Any, sources: dict[str, str]) -> float:
-    """5 backtest replays one after the other, each reading the data itself (as 5 `backtest --replay` do)."""
+def _sequential(settings: Any, spec: Any, store: Any, sources: dict[str, str]) -> tuple[float, float]:
+    """5 backtest replays one after the other, each reading the data itself, in a database of its own copied into
+    the store at the end (as 5 `backtest --replay` do); the wall time, and the CPU time of one replay."""
     from dataclasses import replace
 
-    from llmtrader.backtest.replay import ReplayClient, load_history, new_run_id, run_backtest
+    from llmtrader.backtest.isolated import run_isolated
+    from llmtrader.backtest.replay import load_history, new_run_id
     from llmtrader.config.strategies import load_strategy
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for model, source in sources.items():
         history = load_history(spec, load_strategy("default"))
-        run_id = new_run_id()
-        client = ReplayClient(store, source, run_id)
-        asyncio.run(run_backtest(settings, replace(spec, model=model, replay_of=source), history, store, client,
-                                 run_id=run_id))  # fmt: skip
-    return time.perf_counter() - started
+        asyncio.run(run_isolated(settings, replace(spec, model=model, replay_of=source), history, store,
+                                 run_id=new_run_id()))  # fmt: skip
+    return time.perf_counter() - started, (time.process_time() - cpu) / len(sources)
 
 
 def run() -> list[Result]:
     OUT.mkdir(parents=True, exist_ok=True)
-    arena_s, arena_cpu, sequential_s, steps = [], [], [], 0
+    arena_s, arena_cpu, workers_cpu, sequential_s, replay_cpu, steps = [], [], [], [], [], 0
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:
         settings, spec, history, store, key = _setup(Path(tmp))
         try:
             sources = _record(settings, spec, history, store, key)
             for _ in range(RUNS):
-                elapsed, cpu, steps = _arena(settings, spec, history, store, key)
+                elapsed, cpu, workers, steps = _arena(settings, spec, history, store, key)
                 arena_s.append(elapsed)
                 arena_cpu.append(cpu)
-                sequential_s.append(_sequential(settings, spec, store, sources))
+                workers_cpu.append(workers)
+                wall_s, one_cpu = _sequential(settings, spec, store, sources)
+                sequential_s.append(wall_s)
+                replay_cpu.append(one_cpu)
         finally:
             store.close()
     per_model = len(history.steps)
     ratio = [a / s for a, s in zip(arena_s, sequential_s, strict=True)]
+    # With 2 cores to itself, the arena takes at least all its CPU time (the workers' runs and start, this
+    # process's copies) shared by the 2: the floor its wall time nears when no other work shares the machine.
+    idle = [(w + c) / 2 for w, c in zip(workers_cpu, arena_cpu, strict=True)]
     return [
         result("arena replay, 5 models + baseline", arena_s, "s", TARGET_S,
-               f"{per_model} steps each, {steps} in all, nothing called"),
-        result("  arena replay, CPU time of the process", arena_cpu, "s", None, "less sensitive to other load"),
+               f"{per_model} steps each, {steps} in all, nothing called, 2 worker processes"),
+        result("  arena replay, CPU of this process", arena_cpu, "s", None, "copying the runs in"),
+        result("  arena replay, CPU of its 2 workers", workers_cpu, "s", None, "the 6 runs and the workers' start"),
         result("  5 sequential backtest replays", sequential_s, "s", None, "the same answers, data read each time"),
+        result("  one sequential replay, CPU", replay_cpu, "s", None, "its copy into the store included"),
         result("  arena / 5 sequential replays", ratio, "x", None, "the arena also runs the baseline"),
+        result("  arena CPU / 2 cores", idle, "s", None, "the floor of the wall time on 2 idle cores"),
     ]  # fmt: skip

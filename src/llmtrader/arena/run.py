@@ -12,12 +12,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from llmtrader.backtest.isolated import run_isolated, run_parallel, usable_cores
 from llmtrader.backtest.replay import (
     BacktestResult,
     BacktestSpec,
     History,
     RecordingClient,
-    ReplayClient,
     budget_stop,
     new_run_id,
     run_backtest,
@@ -179,8 +179,11 @@ async def run_arena(
     should_stop: Callable[[], str | None] | None = None,
 ) -> tuple[str, list[Outcome]]:
     """Run every contestant of ``entries`` on ``history`` as a backtest of arena (returned id): the ones that
-    call a model concurrently (at most ``concurrency`` calls in flight per endpoint), then the ones with their
-    answers at hand (the baseline, replays), one after the other. Each model stops at ``max_cost_usd``."""
+    call a model concurrently (at most ``concurrency`` calls in flight per endpoint), and the ones with their
+    answers at hand (the baseline, replays) each in a database of its own, copied into ``store`` when it ends
+    (:mod:`llmtrader.backtest.isolated`): with ``concurrency`` above 1 (and no ``should_stop``), in up to
+    ``concurrency`` worker processes (no more than the cores) while the models are called; else one after the
+    other, after the baseline and the calls. Each model stops at ``max_cost_usd``."""
     arena_id = "ar-" + new_decision_id(int(time.time() * 1000))
     slots: dict[str, asyncio.Semaphore] = {}
 
@@ -195,19 +198,21 @@ async def run_arena(
 
     refs: dict[str, Any] = {}
 
-    async def one(entry: Entry) -> Outcome:
-        run_id = new_run_id()
-        mine = replace(
+    def spec_of(entry: Entry) -> BacktestSpec:
+        return replace(
             spec, model=entry.model, replay_of=entry.source, max_cost_usd=max_cost_usd, arena=arena_id, arena_key=key
         )
-        client: Any
-        if entry.source is not None:
-            client = ReplayClient(store, entry.source, run_id)
-        else:
-            inner = make_client(entry.model)
-            if entry.calls_model:
-                inner = EndpointLimit(inner, slots.setdefault(inner.base_url, asyncio.Semaphore(max(1, concurrency))))
-            client = RecordingClient(inner, store, run_id)
+
+    async def one(entry: Entry) -> Outcome:
+        run_id = new_run_id()
+        mine = spec_of(entry)
+        if not entry.calls_model:
+            result = await run_isolated(settings, mine, history, store, run_id=run_id, should_stop=should_stop,
+                                        references=refs)  # fmt: skip
+            return Outcome(entry, result)
+        inner = make_client(entry.model)
+        inner = EndpointLimit(inner, slots.setdefault(inner.base_url, asyncio.Semaphore(max(1, concurrency))))
+        client: Any = RecordingClient(inner, store, run_id)
         try:
             result = await run_backtest(
                 settings, mine, history, store, client, run_id=run_id, should_stop=stop_for(client), references=refs
@@ -220,13 +225,24 @@ async def run_arena(
 
     calling = [e for e in entries if e.calls_model]
     local = [e for e in entries if not e.calls_model and e.model != BASELINE]
+    at_hand = [e for e in entries if not e.calls_model]  # the baseline first (entries start with it), then replays
     outcomes: list[Outcome] = []
     # Each run quiets the cycle's log and restores the level it found: overlapping runs would restore each
     # other's quieted level, so the arena restores the level it found itself.
     cycle_logger = logging.getLogger("llmtrader.cycle")
     level = cycle_logger.level
     try:
-        await _all(entries, calling, local, one, refs, outcomes)
+        if concurrency > 1 and should_stop is None and len(at_hand) > 1:
+            runs = [(spec_of(e), new_run_id()) for e in at_hand]
+            processes = min(concurrency, usable_cores(), len(runs))
+            called, made = await asyncio.gather(
+                asyncio.gather(*(one(e) for e in calling)),
+                run_parallel(settings, history, store, runs, processes=processes),
+            )
+            outcomes += [*called, *(Outcome(e, r) for e, r in zip(at_hand, made, strict=True))]
+            _join_references(store, outcomes)
+        else:
+            await _all(entries, calling, local, one, refs, outcomes)
     finally:
         cycle_logger.setLevel(level)
     order = {e.model: i for i, e in enumerate(entries)}
@@ -247,8 +263,21 @@ async def _all(
         done = await one(entry)
         refs.update(baseline_pct=done.result.metrics.get("total_return_pct"), baseline_run=done.result.run_id)
         outcomes.append(done)
-    # Calls take seconds and each record commits on its own; the runs with answers at hand commit in batches
-    # (a transaction held while a step runs), so they run alone, after the calls.
+    # Calls take seconds and each record commits on its own; the runs with answers at hand keep the event loop
+    # busy while they step, so they run alone, after the calls.
     outcomes += await asyncio.gather(*(one(e) for e in calling))
     for entry in local:
         outcomes.append(await one(entry))
+
+
+def _join_references(store: Store, outcomes: Sequence[Outcome]) -> None:
+    """Give every contestant's figures the baseline's return, as a baseline run first would have (in parallel,
+    a contestant can end before the baseline)."""
+    base = next((o for o in outcomes if o.entry.model == BASELINE), None)
+    if base is None:
+        return
+    refs = {"baseline_pct": base.result.metrics.get("total_return_pct"), "baseline_run": base.result.run_id}
+    for o in outcomes:
+        if o is not base and o.result.metrics:
+            o.result.metrics.update(refs)
+            arenas.add_references(store, o.result.run_id, refs)

@@ -631,11 +631,12 @@ class ReplayClient:
     the recorded one, the replay is exact (same prompt, same answer, byte for byte); otherwise the prompt
     changed (other limits, another strategy file, an account that took another path) and the answer is
     reused as it was given, for the validator to judge under the new limits. A step with no recorded
-    answer is a ModelError (the cycle records it and holds).
+    answer is a ModelError (the cycle records it and holds). The answers it gives are recorded in
+    ``record_to`` (default: ``store``, where the source's are read).
     """
 
-    def __init__(self, store: Store, source: str, run_id: str) -> None:
-        self.store = store
+    def __init__(self, store: Store, source: str, run_id: str, *, record_to: Store | None = None) -> None:
+        self.store = record_to if record_to is not None else store
         self.source = source
         self.run_id = run_id
         self.answers = runs.answers_of(store, source)

@@ -1101,6 +1101,7 @@ def backtest(
         import signal
 
         from llmtrader.backtest.download import parse_time_ms
+        from llmtrader.backtest.isolated import private_store, run_isolated
         from llmtrader.backtest.replay import (
             RecordingClient,
             ReplayClient,
@@ -1186,8 +1187,16 @@ def backtest(
                     # The baseline under the same strategy, the reference a model's figures sit beside.
                     refs = None
                     if spec.model != "baseline":
-                        refs = await baseline_reference(settings, spec, history, store)
+                        with private_store(store) as mine:
+                            refs = await baseline_reference(settings, spec, history, mine)
                     with _progress_bar(len(history.steps), spec.model) as advance:
+                        # A run with its answers at hand writes a database of its own, then joins backtests.db:
+                        # another backtest writing there meanwhile never finds it locked for long.
+                        if isinstance(client, ReplayClient) or client.model == "baseline":
+                            return await run_isolated(
+                                settings, spec, history, store, run_id=run_id, notes=notes,
+                                progress=advance, should_stop=should_stop, references=refs,
+                            )  # fmt: skip
                         return await run_backtest(
                             settings, spec, history, store, client, run_id=run_id, notes=notes,
                             progress=advance, should_stop=should_stop, references=refs,

@@ -8,10 +8,11 @@ balance), so the runs of earlier arenas on the same market serve as recorded ans
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from llmtrader.errors import NotFoundError
-from llmtrader.storage.backtests import _RUN_COLUMNS, RunRow, _run
+from llmtrader.storage.backtests import _RUN_COLUMNS, RunRow, _run, _write
 
 if TYPE_CHECKING:
     from llmtrader.storage.store import Store
@@ -104,3 +105,13 @@ def paper_decision_marks(store: Store, account: str) -> list[tuple[Any, Any, Any
         [account],
     ).fetchall()
     return [tuple(r) for r in rows]
+
+
+def add_references(store: Store, run_id: str, references: Mapping[str, Any]) -> None:
+    """Join ``references`` (the baseline's return and run) to the stored figures of run ``run_id``, if it has any."""
+    row = store.db.execute("SELECT metrics FROM backtest_runs WHERE id = ?", [run_id]).fetchone()
+    if row is None or row[0] is None:
+        return
+    metrics = {**json.loads(row[0]), **references}
+    _write(store, f"record the references of backtest {run_id}", "UPDATE backtest_runs SET metrics = ? WHERE id = ?",
+           [json.dumps(metrics, sort_keys=True), run_id])  # fmt: skip

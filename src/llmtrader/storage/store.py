@@ -32,6 +32,8 @@ PENDING_ORDER_STATUSES = ("sending", "acknowledged", "partially_filled", "unknow
 
 
 MIGRATE_ATTEMPTS = 20
+# How long a writer of the backtests' database waits for another's transaction before "database is locked".
+BACKTESTS_BUSY_TIMEOUT_MS = 60_000
 
 
 # Built once: json.dumps with options builds a new encoder at every call (a backtest step writes dozens).
@@ -169,7 +171,9 @@ class Store:
             for extra in ("-wal", "-shm", "-journal"):
                 narrow_if_present(path.with_name(path.name + extra))
             self.db = Database(str(path))
-            self.db.execute("PRAGMA busy_timeout = 5000")
+            # The backtests' database (not durable) is written by several backtests at once, one copying a run's
+            # rows in a transaction of a few seconds (llmtrader.storage.run_copy): its writers wait longer.
+            self.db.execute(f"PRAGMA busy_timeout = {5000 if durable else BACKTESTS_BUSY_TIMEOUT_MS}")
             self.db.enable_wal()
             if not durable:
                 self.db.execute("PRAGMA synchronous = OFF")

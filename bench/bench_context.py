@@ -2,7 +2,7 @@
 
 The snapshot is built in memory from the real candles (the newest 200 closed candles of each timeframe
 at ``AS_OF_MS``); the four assets beyond the six with files reuse other symbols' candles. The timed part
-is what ``engine.prepare`` does between the fetch and the model call: ``build_context`` then
+is what ``snapshot.prepare`` does between the fetch and the model call: ``build_context`` then
 ``render_prompt`` with the default strategy, measured with ``time.process_time`` (CPU of this process).
 """
 

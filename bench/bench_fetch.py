@@ -1,7 +1,7 @@
 """Market-data fetch for 10 assets with 50 ms added to every venue request: at most 3 round trips.
 
 The fake venue (tests/fakes/aster.py) runs on loopback and sleeps ``LATENCY_S`` before answering each
-request. The timed part is what ``engine.prepare`` does before building the context: ``market_snapshot``
+request. The timed part is what ``snapshot.prepare`` does before building the context: ``market_snapshot``
 (exchangeInfo from the store's cache or the venue, then cached), ``check_symbols`` and
 ``AsterMarketData.snapshot`` with the strategy's timeframes (15m, 1h, 4h) and 200 candles. A fresh
 ``AsterMarketData`` (so fresh connections) is used for every run, as in one CLI process.
@@ -71,8 +71,9 @@ class TenAssetAster(FakeAster):
 
 
 def _services(store: Any, base_url: str) -> Any:
-    """The parts of engine.Services that engine.market_snapshot uses."""
+    """The parts of services.Services that snapshot.market_snapshot uses."""
     from llmtrader.core.times import SystemClock
+    from llmtrader.cycle.services import CycleCache
     from llmtrader.exchange.asterdex_market import AsterMarketData
 
     settings = SimpleNamespace(exchange_info_ttl_s=3600)  # the Settings default
@@ -81,17 +82,17 @@ def _services(store: Any, base_url: str) -> Any:
         store=store,
         market=AsterMarketData(base_url, timeout_s=10.0),
         clock=SystemClock(),
-        memo={},  # engine's per-process caches (the parsed exchangeInfo rules)
+        cache=CycleCache(),  # the cycle's per-process caches (the parsed exchangeInfo rules)
     )
 
 
 async def _fetch(store: Any, base_url: str, out: list[Any]) -> float:
-    """One fetch as engine.prepare does it: its wall time; the snapshot is appended to ``out``.
+    """One fetch as snapshot.prepare does it: its wall time; the snapshot is appended to ``out``.
 
     (The snapshot is not returned: on Python 3.11 ``asyncio.run`` formats the repr of the main task,
     result included, on the way out, and the repr of numpy arrays is slow.)
     """
-    from llmtrader.cycle.engine import market_snapshot
+    from llmtrader.cycle.snapshot import market_snapshot
 
     services = _services(store, base_url)
     try:

@@ -24,9 +24,9 @@ from llmtrader.core.filters import SymbolRules
 from llmtrader.core.records import new_decision_id
 from llmtrader.core.risk import AssetValidation, Status
 from llmtrader.cycle.compose import build_services, close_services
-from llmtrader.cycle.engine import Services
 from llmtrader.cycle.execution import ExecutionReport, ExecutionSettings, execute
 from llmtrader.cycle.run import CycleResult, run_cycle
+from llmtrader.cycle.services import Services
 from llmtrader.exchange.asterdex import AsterDexExchange
 from llmtrader.exchange.asterdex_market import AsterMarketData
 from llmtrader.exchange.base import OrderRequest, OrderType, Side

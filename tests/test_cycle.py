@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from llmtrader.cycle.engine import Services
 from llmtrader.cycle.manual import resume_account
 from llmtrader.cycle.run import CycleResult, reconcile, record_skipped_cycle, run_cycle
+from llmtrader.cycle.services import Services
 from llmtrader.exchange.base import OrderRequest, OrderType, Side
 from llmtrader.storage import reader
 from llmtrader.storage.store import Store

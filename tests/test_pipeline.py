@@ -27,8 +27,8 @@ from llmtrader.core.decision import lenient_from_decision, parse_decision
 from llmtrader.core.times import Clock
 from llmtrader.cycle.compose import build_services, close_services
 from llmtrader.cycle.decide import decide
-from llmtrader.cycle.engine import Services
 from llmtrader.cycle.run import CycleResult, run_cycle
+from llmtrader.cycle.services import Services
 from llmtrader.errors import ExecutionNotStarted, ModelError, VenueUnavailable
 from llmtrader.exchange.base import VenuePosition
 from llmtrader.exchange.paper import PaperConfig

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from llmtrader.config.load import load_settings
 from llmtrader.cycle.compose import build_services, close_services
-from llmtrader.cycle.engine import Services
 from llmtrader.cycle.run import reconcile
+from llmtrader.cycle.services import Services
 from llmtrader.exchange.base import OrderRequest, OrderType, Side
 from tests.fakes.aster import FakeAster
 from tests.helpers import FakeClock

@@ -257,8 +257,8 @@ def decide(
         from llmtrader.cli import render
         from llmtrader.cycle.compose import build_services, close_services
         from llmtrader.cycle.decide import decide as run_decide
-        from llmtrader.cycle.engine import require_one_way
         from llmtrader.cycle.scheduler import RunLock
+        from llmtrader.cycle.snapshot import require_one_way
         from llmtrader.errors import ModelError, VenueError
 
         settings = _account_settings({"assets": symbols, "llm_model": model, "account": account}, live=live)
@@ -557,7 +557,7 @@ def positions(
     """Show open positions with their stop-loss and take-profit (paper account or live venue)."""
 
     def body() -> None:
-        from llmtrader.cycle.engine import position_rows
+        from llmtrader.cycle.manual import position_rows
 
         mode, rows = _run_with_services(position_rows, overrides={"account": account}, live=live)
         from llmtrader.cli import render
@@ -587,8 +587,9 @@ def close(
     def body() -> None:
         from llmtrader.cli import render
         from llmtrader.config.file import normalize_symbol
-        from llmtrader.cycle.engine import close_positions, require_one_way
+        from llmtrader.cycle.manual import close_positions
         from llmtrader.cycle.scheduler import RunLock
+        from llmtrader.cycle.snapshot import require_one_way
 
         if (symbol is None) == (not close_all):
             raise ConfigError("give one SYMBOL or --all")
@@ -786,7 +787,7 @@ def strategy_list(
 
     def body() -> None:
         from llmtrader.cli import render
-        from llmtrader.cycle.engine import strategy_catalog
+        from llmtrader.cycle.strategies import strategy_catalog
 
         settings = _settings_of_account(account)
         entries, in_force, source = _with_store(settings, lambda store: strategy_catalog(store, settings))
@@ -809,7 +810,7 @@ def strategy_show(
 
     def body() -> None:
         from llmtrader.cli import render
-        from llmtrader.cycle.engine import preview_strategy
+        from llmtrader.cycle.snapshot import preview_strategy
 
         async def preview(services: Any) -> tuple[Any, Any]:
             return await preview_strategy(services, name, services.settings.assets), services.settings
@@ -848,7 +849,7 @@ def strategy_use(
 
     def body() -> None:
         from llmtrader.core.times import SystemClock
-        from llmtrader.cycle.engine import choose_strategy
+        from llmtrader.cycle.strategies import choose_strategy
 
         settings = _settings_of_account(account)
         choice = _with_store(
@@ -948,7 +949,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
 
         settings = _settings(read_only=True)
         conn = open_reader(settings.db)
-        try:  # the wall clock without importing the engine (engine.SystemClock): status stays fast
+        try:  # the wall clock without importing the engine (core.times.SystemClock): status stays fast
             rows = agent_status(settings, conn, now_ms=int(time.time() * 1000))
         finally:
             if conn is not None:

@@ -24,8 +24,8 @@ from llmtrader.core.textfmt import at_precision, readable
 
 if TYPE_CHECKING:
     from llmtrader.core.filters import SymbolRules
-    from llmtrader.cycle.engine import Services
     from llmtrader.cycle.run import CycleResult
+    from llmtrader.cycle.services import Services
 
 WIDTH = 80
 ELLIPSIS = "…"
@@ -195,7 +195,7 @@ def terminal_reporter(width: int | None = None) -> Callable[[Services, CycleResu
     the cached exchange rules from the store; never the venue)."""
     import typer
 
-    from llmtrader.cycle.engine import cached_rules
+    from llmtrader.cycle.snapshot import cached_rules
     from llmtrader.errors import NotFoundError
     from llmtrader.storage.reader import show
     from llmtrader.storage.store import open_reader

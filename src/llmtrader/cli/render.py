@@ -33,8 +33,9 @@ if TYPE_CHECKING:
     from llmtrader.config.settings import Settings
     from llmtrader.core.risk import ValidationReport
     from llmtrader.core.stats import AccountStats, CalibrationBucket, DecisionStats, EquityPoint, TradingStats
-    from llmtrader.cycle.engine import CatalogEntry, Prepared
     from llmtrader.cycle.execution import ExecutionReport
+    from llmtrader.cycle.snapshot import Prepared
+    from llmtrader.cycle.strategies import CatalogEntry
 
 console = Console()
 err_console = Console(stderr=True)

@@ -33,7 +33,7 @@ The contract of a cycle (``llmtrader run``), in this order, for one account
 -----------------------------------------------------------------------------
 
 1. ``gs = GuardSettings.from_settings(settings)``; ``state = store.load_guard_state(account)``.
-2. Reconcile, then read the account (``engine.account_state``): ``equity = account.equity_usd``. If the
+2. Reconcile, then read the account (``cycle.snapshot.account_state``): ``equity = account.equity_usd``. If the
    account cannot be read, skip the cycle (record it) and do not call :func:`check_guards`.
 3. ``verdict = check_guards(state, account=..., now_ms=now, equity=equity,
    day_start_equity=day_start_baseline(store, account, now),
@@ -43,7 +43,7 @@ The contract of a cycle (``llmtrader run``), in this order, for one account
    (on a live account, after syncing the venue's history: its TRANSFER income);
    then at once ``store.save_guard_state(account, verdict.new_state, verdict.events, now_ms=now)`` (one
    transaction: the state and its events), before anything else can fail.
-4. ``verdict.close_all``: close every position (``engine.close_positions(services, None)``), record the
+4. ``verdict.close_all``: close every position (``cycle.manual.close_positions(services, None)``), record the
    cycle as skipped (kill switch) and stop here.
 5. ``not verdict.allow_decision``: record the cycle as skipped (kill switch: the model budget) and stop:
    positions keep their stops and targets at the venue.
@@ -649,7 +649,7 @@ def cache_context(
     base_url: str,
     arm: str | None = None,
 ) -> CacheContext:
-    """The :class:`CacheContext` of a prepared decision (``engine.Prepared``: its snapshot, account, strategy)."""
+    """The :class:`CacheContext` of a prepared decision (``cycle.snapshot.Prepared``: its snapshot, account, strategy)."""
     candles: list[CandleMark] = []
     for symbol, market in snapshot.assets.items():
         for timeframe, c in market.candles.items():

@@ -1,4 +1,4 @@
-"""What the store records: plain data, built by the engine, written in one transaction."""
+"""What the store records: plain data, built by the cycle, written in one transaction."""
 
 from __future__ import annotations
 

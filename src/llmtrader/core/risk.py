@@ -65,7 +65,7 @@ class ValidationReport:
 
 @dataclass(frozen=True)
 class RiskInputs:
-    """Facts the engine gathers for the limits that need more than the decision, account and marks.
+    """Facts the cycle gathers for the limits that need more than the decision, account and marks.
 
     Times are epoch milliseconds, prices are in quote units (USD), ``taker_fee`` is a fraction of notional.
     A symbol missing from a mapping means "unknown" (ATR) or "never" (closes and entries).

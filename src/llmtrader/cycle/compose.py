@@ -12,7 +12,7 @@ from llmtrader.core.filters import SymbolRules
 from llmtrader.core.strategy import Strategy
 from llmtrader.core.times import Clock, SystemClock
 from llmtrader.cycle.cache import HistoryCache
-from llmtrader.cycle.engine import Arm, CycleCache, Services
+from llmtrader.cycle.services import Arm, CycleCache, Services
 from llmtrader.errors import ConfigError, CredentialsError
 from llmtrader.exchange.asterdex_market import AsterMarketData
 from llmtrader.exchange.base import Exchange, MarketData
@@ -68,7 +68,7 @@ def build_exchange(
     settings: Settings, store: Store, market: AsterMarketData, services: Callable[[], Services]
 ) -> Exchange:
     """The paper account (the default), or the live venue, which needs TRADING_MODE=live and credentials."""
-    from llmtrader.cycle.engine import get_rules
+    from llmtrader.cycle.snapshot import get_rules
 
     async def rules() -> dict[str, SymbolRules]:
         return await get_rules(services())

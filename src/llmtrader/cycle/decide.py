@@ -26,25 +26,29 @@ from pydantic import ValidationError
 
 from llmtrader.core.account import AccountState
 from llmtrader.core.decision import LenientDecision
+from llmtrader.core.filters import SymbolRules
 from llmtrader.core.guards import cache_context, context_key, refuse_openings
-from llmtrader.core.records import CallRow, DecisionRecord, new_decision_id
-from llmtrader.core.risk import RECHECK_PREFIX, ValidationReport, adds_risk, validate_decision
+from llmtrader.core.records import AssetRow, CallRow, DecisionRecord, new_decision_id
+from llmtrader.core.risk import (
+    RECHECK_PREFIX,
+    AssetValidation,
+    ValidationReport,
+    adds_risk,
+    validate_decision,
+)
 from llmtrader.core.risk import recheck_caps as recheck
 from llmtrader.core.strategy import Strategy
-from llmtrader.cycle.engine import (
-    Arm,
-    DecideResult,
-    Prepared,
-    Services,
-    account_state,
-    arm_strategy,
-    asset_row,
-    choose_arm,
-    execute_recorded,
-    prepare,
+from llmtrader.cycle.execution import ExecutionReport, execute
+from llmtrader.cycle.services import Arm, DecideResult, Services, execution_settings
+from llmtrader.cycle.snapshot import Prepared, account_state, prepare
+from llmtrader.cycle.strategies import resolve_strategy
+from llmtrader.errors import (
+    ExecutionNotStarted,
+    LLMTraderError,
+    ModelError,
+    StrategyError,
+    VenueError,
 )
-from llmtrader.cycle.execution import ExecutionReport
-from llmtrader.errors import ExecutionNotStarted, LLMTraderError, ModelError, VenueError
 from llmtrader.exchange.base import HistoryRead
 from llmtrader.llm.port import CallRecord, DecisionClient, DecisionRequest, ModelAnswer, reads_prompt
 
@@ -99,7 +103,7 @@ async def decide(
 
 def open_draft(services: Services, symbols: Sequence[str], *, dry_run: bool) -> Draft:
     """The draft of a decision at the services' clock, nothing recorded yet. The strategy is resolved now
-    (:func:`~llmtrader.cycle.engine.resolve_strategy`); under an A/B test the decision's arm, derived from its
+    (:func:`~llmtrader.cycle.strategies.resolve_strategy`); under an A/B test the decision's arm, derived from its
     id, picks the client and may pick the strategy, and is recorded with it.
 
     Raises StrategyError when the strategy does not load."""
@@ -131,7 +135,7 @@ async def prepare_draft(
     services: Services, draft: Draft, *, account: AccountState | None = None, history: HistoryRead | None = None
 ) -> Prepared:
     """The market and the account read, the context built and the prompt rendered for the draft's client
-    (:func:`~llmtrader.cycle.engine.prepare`), and the draft's record filled with them. ``account`` and
+    (:func:`~llmtrader.cycle.snapshot.prepare`), and the draft's record filled with them. ``account`` and
     ``history``: what the cycle already read for its guards (not read again).
 
     Raises UnknownSymbolError (nothing recorded) for symbols the venue does not list, and VenueError when a
@@ -363,3 +367,80 @@ def _call_rows(calls: Sequence[object]) -> list[CallRow]:
                 )
             )
     return rows
+
+
+def choose_arm(services: Services, decision_id: str) -> Arm | None:
+    """The A/B arm of a decision, derived from its id alone (None when no test runs)."""
+    ab = services.settings.ab
+    if ab is None or not services.arms:
+        return None
+    return services.arms[ab.arm_index(decision_id)]
+
+
+def arm_strategy(services: Services, arm: Arm | None) -> Strategy:
+    """The strategy of a decision made by ``arm`` (or by no arm)."""
+    settings = services.settings
+    if arm is None or arm.strategy is None:
+        if services.strategy is not None:
+            return services.strategy
+        return resolve_strategy(services.store, settings, services.strategy_override)
+    try:
+        return resolve_strategy(services.store, settings, arm.strategy)
+    except StrategyError as exc:
+        raise StrategyError(f"A/B arm {arm.name!r} of [ab] in the config: {exc}") from None
+
+
+def asset_row(v: AssetValidation, marks: dict[str, float]) -> AssetRow:
+    source = v.final.model_dump(mode="json") if v.final is not None else (v.proposed or {})
+
+    def num(key: str) -> float | None:
+        value = source.get(key)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    leverage = source.get("leverage")
+    return AssetRow(
+        symbol=v.symbol,
+        action=v.action,
+        status=v.status.value,
+        reasons=v.reasons,
+        proposed=v.proposed,
+        allocation_usd=num("allocation_usd"),
+        leverage=leverage if isinstance(leverage, int) and not isinstance(leverage, bool) else None,
+        entry_price=num("entry_price"),
+        tp_price=num("tp_price"),
+        sl_price=num("sl_price"),
+        confidence=num("confidence"),
+        risk_level=source.get("risk_level") if isinstance(source.get("risk_level"), str) else None,
+        rationale=source.get("rationale") if isinstance(source.get("rationale"), str) else None,
+        mark_price=marks.get(v.symbol),
+    )
+
+
+async def execute_recorded(
+    services: Services,
+    record: DecisionRecord,
+    validations: Sequence[AssetValidation],
+    rules: dict[str, SymbolRules],
+    marks: dict[str, Decimal],
+) -> ExecutionReport:
+    """Execute a recorded decision (a model's, :func:`llmtrader.cycle.decide.execute_decision`, or one made
+    without a model); its execution outcome is stored whatever happens."""
+    log = services.store.execution_log(services.settings.account, services.exchange.mode, services.clock.now_ms)
+    try:
+        execution = await execute(
+            services.exchange,
+            validations,
+            decision_id=record.id,
+            recorder=log,
+            rules=rules,
+            marks=marks,
+            settings=execution_settings(services.settings),
+        )
+    except VenueError as exc:  # the account could not be read before the first order: nothing was sent
+        services.store.set_execution(record.id, "failed")
+        log.event(decision_id=record.id, symbol=None, kind="error", message=f"execution did not start: {exc}")
+        exc.decision_id = record.id
+        raise ExecutionNotStarted(exc) from exc
+    record.execution = execution.summary
+    services.store.set_execution(record.id, execution.summary)
+    return execution

@@ -22,8 +22,7 @@ from llmtrader.config.file import env_names, env_value
 from llmtrader.config.load import load_settings
 from llmtrader.config.settings import Settings
 from llmtrader.core.market import check_symbols
-from llmtrader.cycle.engine import resolve_strategy
-from llmtrader.cycle.strategies import strategy_in_force
+from llmtrader.cycle.strategies import resolve_strategy, strategy_in_force
 from llmtrader.errors import ConfigError, LLMTraderError, VenueError
 from llmtrader.exchange.asterdex import AsterDexExchange
 from llmtrader.exchange.asterdex_market import AsterMarketData

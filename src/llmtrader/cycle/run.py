@@ -49,6 +49,7 @@ from llmtrader.core.risk import ValidationReport
 from llmtrader.core.strategy import StrategyLimits
 from llmtrader.core.times import HOUR_MS, day_start_ms
 from llmtrader.cycle.decide import (
+    arm_strategy,
     ask_model,
     cache_key,
     cached_answer,
@@ -60,16 +61,10 @@ from llmtrader.cycle.decide import (
     record_model_error,
     validate,
 )
-from llmtrader.cycle.engine import (
-    Services,
-    account_state,
-    arm_strategy,
-    close_positions,
-    position_rows,
-    protect_positions,
-    sync_live_history,
-)
 from llmtrader.cycle.execution import ExecutionReport, covers, ours
+from llmtrader.cycle.manual import close_positions, position_rows, protect_positions
+from llmtrader.cycle.services import Services
+from llmtrader.cycle.snapshot import account_state, sync_live_history
 from llmtrader.errors import ConfigError, ExecutionNotStarted, ModelError, NotFoundError, StrategyError, VenueError
 from llmtrader.exchange.base import OrderState, OrderType, Side, VenuePosition, dec_str, together
 from llmtrader.logs import cycle_summary, get_logger

@@ -73,8 +73,8 @@ if TYPE_CHECKING:
 
     from llmtrader.config.settings import Settings
     from llmtrader.core.times import Clock
-    from llmtrader.cycle.engine import Services
     from llmtrader.cycle.run import CycleResult
+    from llmtrader.cycle.services import Services
     from llmtrader.storage.store import Store
 
 # Seconds after a candle's close at which its cycle fires: enough for the venue to have closed the candle
@@ -747,8 +747,8 @@ async def run_agent(
     """
     from llmtrader.core.times import SystemClock, iso_utc
     from llmtrader.cycle.compose import build_services, close_services
-    from llmtrader.cycle.engine import require_one_way
     from llmtrader.cycle.run import record_skipped_cycle, run_cycle
+    from llmtrader.cycle.snapshot import require_one_way
     from llmtrader.logs import get_logger
     from llmtrader.storage.store import open_reader
 
@@ -841,7 +841,7 @@ def start_telegram(built: Mapping[str, Services], scheduler: Scheduler, clock: C
     """With ``poll``, TELEGRAM_BOT_TOKEN and an allow-list, llmtrader.notify.telegram answers commands beside
     the scheduler (/closeall under the cycle lock). Its /pause and /resume are control requests, carried out
     by the cycle as serve's are: a paused account is still reconciled and guarded, it only makes no decision."""
-    from llmtrader.cycle.engine import close_positions
+    from llmtrader.cycle.manual import close_positions
     from llmtrader.logs import get_logger
     from llmtrader.storage.store import Store
 

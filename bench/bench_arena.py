@@ -68,7 +68,8 @@ class PromptReader:
 
 def _setup(tmp: Path) -> tuple[Any, Any, Any, Any, str]:
     from llmtrader.arena.run import market_key
-    from llmtrader.backtest.replay import BacktestSpec, load_history
+    from llmtrader.backtest.data import load_history
+    from llmtrader.backtest.spec import BacktestSpec
     from llmtrader.config.settings import settings_from_values
     from llmtrader.config.strategies import load_strategy
     from llmtrader.storage.store import Store
@@ -84,7 +85,9 @@ def _setup(tmp: Path) -> tuple[Any, Any, Any, Any, str]:
 def _record(settings: Any, spec: Any, history: Any, store: Any, key: str) -> dict[str, str]:
     from dataclasses import replace
 
-    from llmtrader.backtest.replay import RecordingClient, new_run_id, run_backtest
+    from llmtrader.backtest.clients import RecordingClient
+    from llmtrader.backtest.replay import run_backtest
+    from llmtrader.backtest.spec import new_run_id
 
     sources = {}
     for i, model in enumerate(MODELS):
@@ -126,8 +129,9 @@ def _sequential(settings: Any, spec: Any, store: Any, sources: dict[str, str]) -
     the store at the end (as 5 `backtest --replay` do); the wall time, and the CPU time of one replay."""
     from dataclasses import replace
 
+    from llmtrader.backtest.data import load_history
     from llmtrader.backtest.isolated import run_isolated
-    from llmtrader.backtest.replay import load_history, new_run_id
+    from llmtrader.backtest.spec import new_run_id
     from llmtrader.config.strategies import load_strategy
 
     started, cpu = time.perf_counter(), time.process_time()

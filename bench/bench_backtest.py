@@ -54,7 +54,10 @@ def _in_process(data: Path, symbols: tuple[str, ...], steps: int) -> float:
     """Wall time of ``steps`` steps of run_backtest in this process (data read and indicators included)."""
     import asyncio
 
-    from llmtrader.backtest.replay import BacktestSpec, RecordingClient, load_history, new_run_id, run_backtest
+    from llmtrader.backtest.clients import RecordingClient
+    from llmtrader.backtest.data import load_history
+    from llmtrader.backtest.replay import run_backtest
+    from llmtrader.backtest.spec import BacktestSpec, new_run_id
     from llmtrader.config.settings import settings_from_values
     from llmtrader.config.strategies import load_strategy
     from llmtrader.llm.baseline import BaselineClient

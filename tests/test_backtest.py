@@ -25,19 +25,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from llmtrader.backtest.clients import RecordingClient, ReplayClient
+from llmtrader.backtest.data import load_history, resample
 from llmtrader.backtest.datafiles import read_candles
-from llmtrader.backtest.replay import (
-    STEP_OFFSET_MS,
-    BacktestResult,
-    BacktestSpec,
-    HistoricalMarket,
-    RecordingClient,
-    ReplayClient,
-    load_history,
-    open_backtests,
-    resample,
-    run_backtest,
-)
+from llmtrader.backtest.market import HistoricalMarket
+from llmtrader.backtest.replay import BacktestResult, run_backtest
+from llmtrader.backtest.spec import STEP_OFFSET_MS, BacktestSpec, open_backtests
 from llmtrader.cli.app import app
 from llmtrader.config.load import load_settings
 from llmtrader.config.settings import Settings

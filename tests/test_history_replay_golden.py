@@ -18,7 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from llmtrader.backtest.replay import BacktestSpec, load_history, run_backtest
+from llmtrader.backtest.data import load_history
+from llmtrader.backtest.replay import run_backtest
+from llmtrader.backtest.spec import BacktestSpec
 from llmtrader.config.settings import settings_from_values
 from llmtrader.config.strategies import load_strategy
 from llmtrader.llm.baseline import BaselineClient

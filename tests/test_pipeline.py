@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 
-from llmtrader.backtest.replay import STEP_OFFSET_MS, BacktestSpec, HistoricalMarket, History, load_history
+from llmtrader.backtest.data import History, load_history
+from llmtrader.backtest.market import HistoricalMarket
+from llmtrader.backtest.spec import STEP_OFFSET_MS, BacktestSpec
 from llmtrader.config.load import load_settings
 from llmtrader.config.settings import Settings
 from llmtrader.config.strategies import load_strategy

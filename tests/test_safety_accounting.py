@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from llmtrader.backtest.replay import STEP_OFFSET_MS, BacktestSpec, load_history, open_backtests, run_backtest
+from llmtrader.backtest.data import load_history
+from llmtrader.backtest.replay import run_backtest
+from llmtrader.backtest.spec import STEP_OFFSET_MS, BacktestSpec, open_backtests
 from llmtrader.config.load import load_settings
 from llmtrader.config.settings import Settings
 from llmtrader.config.strategies import load_strategy
@@ -200,7 +202,7 @@ def test_daily_candles_charge_funding_on_the_position_held_at_the_instant(
 def test_a_stop_placed_at_the_first_step_triggers_in_the_next_candle(tmp_path: Path) -> None:
     candles = Candles.from_rows(SYMBOL, "1h", np.array(hourly_rows(3), dtype=np.float64))
     tape = Tape.of(candles, H, np.empty(0, dtype=np.int64), ())
-    from llmtrader.backtest.replay import derived_rules
+    from llmtrader.backtest.data import derived_rules
 
     store = Store(tmp_path / "bt.db", durable=False)
     first = DAY0 + DAY  # the 23:00 candle closes at 100: the first decision, at 00:00:05

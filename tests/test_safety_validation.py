@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from llmtrader.backtest.replay import BacktestSpec, load_history, open_backtests, run_backtest
+from llmtrader.backtest.data import load_history
+from llmtrader.backtest.replay import run_backtest
+from llmtrader.backtest.spec import BacktestSpec, open_backtests
 from llmtrader.cli.app import app
 from llmtrader.config.load import load_settings
 from llmtrader.config.strategies import load_strategy
@@ -363,7 +365,7 @@ def test_the_number_bounds_leave_the_request_and_its_hash_as_recorded_runs_have_
     """The bounds are checked on values, not written into the decision schema: the schema is part of every
     request and of its hash, so a changed schema would stop every stored backtest from replaying byte for byte.
     The digest below is the one the code before the bounds gave for this request."""
-    from llmtrader.backtest.replay import request_hash
+    from llmtrader.backtest.clients import request_hash
 
     digest = request_hash("model-a", "http://127.0.0.1:1/v1", "system text", "user text")
     assert digest == "88a9137ad69fc6d97564584fce1f8d261c0f6577b7f5fc6fb9b22d13b7d95148"

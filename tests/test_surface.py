@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import typer
 
-from llmtrader.backtest.replay import request_hash
+from llmtrader.backtest.clients import request_hash
 from llmtrader.cli.app import app, main
 from llmtrader.core.decision import decision_json_schema
 

@@ -10,7 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from llmtrader.backtest.replay import BacktestSpec, load_history
+from llmtrader.backtest.data import load_history
+from llmtrader.backtest.spec import BacktestSpec
 from llmtrader.config.load import load_settings
 from llmtrader.config.strategies import load_strategy
 from llmtrader.core.trades import TradeFill

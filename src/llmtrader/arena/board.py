@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from llmtrader.backtest.replay import FIGURE_DEFINITIONS, max_drawdown_pct
+from llmtrader.backtest.figures import FIGURE_DEFINITIONS, max_drawdown_pct
 from llmtrader.core.times import DAY_MS, INTERVAL_MS
 from llmtrader.storage import arena as arenas
 from llmtrader.storage import backtests as runs

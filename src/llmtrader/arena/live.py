@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from llmtrader.arena.board import BOOTSTRAP_SAMPLES, bootstrap_edge, daily_returns, day_values, sharpe_of
-from llmtrader.backtest.replay import max_drawdown_pct
+from llmtrader.backtest.figures import max_drawdown_pct
 from llmtrader.core.json_views import stats_json
 from llmtrader.core.times import ms_of_iso
 from llmtrader.cycle.stats import account_stats

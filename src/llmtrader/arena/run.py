@@ -12,16 +12,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from llmtrader.backtest.clients import RecordingClient
+from llmtrader.backtest.data import History
 from llmtrader.backtest.isolated import run_isolated, run_parallel, usable_cores
-from llmtrader.backtest.replay import (
-    BacktestResult,
-    BacktestSpec,
-    History,
-    RecordingClient,
-    budget_stop,
-    new_run_id,
-    run_backtest,
-)
+from llmtrader.backtest.replay import BacktestResult, run_backtest
+from llmtrader.backtest.spec import BacktestSpec, budget_stop, new_run_id
 from llmtrader.core.records import new_decision_id
 from llmtrader.llm.port import DecisionClient, DecisionRequest, ModelAnswer
 from llmtrader.storage import arena as arenas

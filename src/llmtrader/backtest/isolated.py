@@ -26,7 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmtrader.backtest.replay import BacktestResult, BacktestSpec, History, Progress, ReplayClient, run_backtest
+from llmtrader.backtest.clients import ReplayClient
+from llmtrader.backtest.data import History
+from llmtrader.backtest.replay import BacktestResult, Progress, run_backtest
+from llmtrader.backtest.spec import BacktestSpec
 from llmtrader.config.settings import Settings
 from llmtrader.llm.baseline import BaselineClient
 from llmtrader.llm.port import DecisionClient

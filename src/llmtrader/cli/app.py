@@ -378,7 +378,7 @@ def _backtest_history(
     run_id: str, symbol: str | None, action: str | None, since: str | None, until: str | None, limit: int
 ) -> list[dict[str, Any]]:
     """The decisions of one backtest run (its own database), as ``history`` lists them."""
-    from llmtrader.backtest.replay import backtest_db_path, open_backtests
+    from llmtrader.backtest.spec import backtest_db_path, open_backtests
     from llmtrader.storage import backtests as runs
     from llmtrader.storage.reader import history as read_history
     from llmtrader.storage.store import open_reader
@@ -1101,20 +1101,12 @@ def backtest(
         import asyncio
         import signal
 
+        from llmtrader.backtest.clients import RecordingClient, ReplayClient
+        from llmtrader.backtest.data import load_history
         from llmtrader.backtest.download import parse_time_ms
         from llmtrader.backtest.isolated import private_store, run_isolated
-        from llmtrader.backtest.replay import (
-            RecordingClient,
-            ReplayClient,
-            Request,
-            baseline_reference,
-            budget_stop,
-            build_spec,
-            load_history,
-            new_run_id,
-            open_backtests,
-            run_backtest,
-        )
+        from llmtrader.backtest.replay import baseline_reference, run_backtest
+        from llmtrader.backtest.spec import Request, budget_stop, build_spec, new_run_id, open_backtests
         from llmtrader.cli import render
         from llmtrader.config.settings import parse_symbols
         from llmtrader.cycle.compose import build_client
@@ -1309,7 +1301,7 @@ def backtest_list(
     """The stored backtest runs, newest first, with their main figures."""
 
     def body() -> None:
-        from llmtrader.backtest.replay import open_backtests
+        from llmtrader.backtest.spec import open_backtests
         from llmtrader.cli import render
         from llmtrader.storage import backtests as runs
 
@@ -1335,7 +1327,7 @@ def backtest_show(
     the asset decisions the validator judged differently under the new limits."""
 
     def body() -> None:
-        from llmtrader.backtest.replay import open_backtests
+        from llmtrader.backtest.spec import open_backtests
 
         store = open_backtests(_settings(read_only=True))
         try:
@@ -1375,8 +1367,9 @@ def arena(
 
         from llmtrader.arena import board, figures
         from llmtrader.arena.run import estimates, market_key, plan, run_arena
+        from llmtrader.backtest.data import load_history
         from llmtrader.backtest.download import parse_time_ms
-        from llmtrader.backtest.replay import Request, build_spec, load_history, open_backtests
+        from llmtrader.backtest.spec import Request, build_spec, open_backtests
         from llmtrader.cli import render
         from llmtrader.config.settings import parse_symbols
         from llmtrader.cycle.compose import build_client
@@ -1487,7 +1480,7 @@ def arena_list(
     def body() -> None:
         from rich.text import Text
 
-        from llmtrader.backtest.replay import open_backtests
+        from llmtrader.backtest.spec import open_backtests
         from llmtrader.core.formatting import safe_text
         from llmtrader.storage import arena as arenas
 
@@ -1520,7 +1513,7 @@ def arena_show(
 
     def body() -> None:
         from llmtrader.arena import board, figures
-        from llmtrader.backtest.replay import open_backtests
+        from llmtrader.backtest.spec import open_backtests
         from llmtrader.cli import render
 
         store = open_backtests(_settings(read_only=True))

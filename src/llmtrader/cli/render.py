@@ -1090,7 +1090,7 @@ def backtest_view(
 ) -> None:
     """A stored run: what ran, its figures against buy-and-hold, the equity curve, notes, and a replay's
     changed verdicts."""
-    from llmtrader.backtest.replay import equity_points
+    from llmtrader.backtest.figures import equity_points
     from llmtrader.core.times import utc_minute
 
     target = err_console if to_stderr else console

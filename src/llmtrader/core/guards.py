@@ -649,7 +649,8 @@ def cache_context(
     base_url: str,
     arm: str | None = None,
 ) -> CacheContext:
-    """The :class:`CacheContext` of a prepared decision (``cycle.snapshot.Prepared``: its snapshot, account, strategy)."""
+    """The :class:`CacheContext` of a prepared decision (``cycle.snapshot.Prepared``: its snapshot, account,
+    strategy)."""
     candles: list[CandleMark] = []
     for symbol, market in snapshot.assets.items():
         for timeframe, c in market.candles.items():

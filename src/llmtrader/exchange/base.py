@@ -462,7 +462,7 @@ async def together(exchange: object, /, *aws: Awaitable[Any]) -> tuple[Any, ...]
 
 class MarketData(Protocol):
     """What a decision reads from the market: the live venue (:class:`AsterMarketData`) or, in a backtest,
-    history as it stood at the simulated time (:class:`llmtrader.backtest.replay.HistoricalMarket`)."""
+    history as it stood at the simulated time (:class:`llmtrader.backtest.market.HistoricalMarket`)."""
 
     base_url: str
 

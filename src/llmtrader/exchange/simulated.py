@@ -37,7 +37,7 @@ class Tape:
 
     ``prices`` holds each candle's open, high, low and close as the decimals of the data file (through
     ``str(float)``, which gives back the shortest text of the value read). ``funding_marks`` holds, per
-    settlement, the price it is valued at (:func:`llmtrader.backtest.replay.settlement_marks`); None, or no entry:
+    settlement, the price it is valued at (:func:`llmtrader.backtest.data.settlement_marks`); None, or no entry:
     the book's mark when it is replayed.
     """
 

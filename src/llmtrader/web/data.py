@@ -243,7 +243,7 @@ def prices(conn: Connection | None, account: str) -> dict[str, Any]:
 
 
 def _backtests_path(settings: Settings) -> Path:
-    from llmtrader.backtest.replay import backtest_db_path
+    from llmtrader.backtest.spec import backtest_db_path
 
     return backtest_db_path(settings)
 

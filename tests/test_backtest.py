@@ -13,6 +13,7 @@ import asyncio
 import csv
 import json
 import math
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -860,3 +861,28 @@ def test_the_venues_rules_in_the_data_round_and_refuse_orders(
     assert second[0] == "not_sent"
     events = [m for (m,) in store.db.execute("SELECT message FROM execution_events WHERE account = 'bt-rules'")]
     assert any("not sent" in m and "-4164" in m for m in events), events  # the venue's MIN_NOTIONAL code
+
+
+def test_a_second_run_on_the_same_data_with_more_symbols_is_not_refused_by_the_first_runs_rules(
+    perp_dir: Path, clean_env: Path, runner: CliRunner, fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recording runs share backtests.db, and the cycle caches the venue's rules there: a later run on the same
+    data directory with another symbol list must be given its own symbols' rules, not the earlier run's."""
+    monkeypatch.setenv("LLM_BASE_URL", fake_llm.base_url)
+    monkeypatch.setenv("OPENROUTER_API_KEY", TEST_KEY)
+    base = ["backtest", "--data", str(perp_dir), "--interval", "1h", "--from", "2025-11-03", "--to",
+            "2025-11-03 03:00", "--timeframes", "1h", "--model", "fake/model", "--yes", "--json"]  # fmt: skip
+    first = runner.invoke(app, [*base, "--symbols", "BTCUSDT"])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, [*base, "--symbols", "BTCUSDT,ETHUSDT"])
+    assert second.exit_code == 0, second.output
+    run = json.loads(second.stdout)["run"]
+    conn = sqlite3.connect(clean_env.parent / "backtests.db")
+    try:
+        # a run's rows are recorded under its id as the account
+        decided = conn.execute("SELECT COUNT(*) FROM decisions WHERE account = ?", (run,)).fetchone()[0]
+        assets = {r[0] for r in conn.execute("SELECT DISTINCT symbol FROM asset_decisions WHERE account = ?", (run,))}
+        reasons = [r[0] for r in conn.execute("SELECT reason FROM cycles WHERE account = ?", (run,))]
+    finally:
+        conn.close()
+    assert decided == 4 and assets == {"BTCUSDT", "ETHUSDT"}, reasons

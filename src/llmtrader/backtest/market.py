@@ -31,7 +31,9 @@ class HistoricalMarket:
     def __init__(self, history: History, interval: str, data_dir: str) -> None:
         self.history = history
         self.interval = interval
-        self.base_url = f"backtest:{data_dir}"
+        # The cycle caches the venue's rules under this name in backtests.db, which recording runs share: it
+        # names the run's symbols too, so a later run on the same data with other symbols gets its own.
+        self.base_url = f"backtest:{data_dir}:{','.join(sorted(history.rules))}"
         # The 24h figures at every candle of the interval (over that candle and the ones of the 24 hours
         # before it, closed ones only), computed once: change %, high, low, quote volume (volume x close).
         per_day = max(1, DAY_MS // INTERVAL_MS[interval])

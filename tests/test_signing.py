@@ -24,7 +24,6 @@ from llmtrader.exchange.signing import (
     signer_address,
     v1_signature,
     v1_signed_body,
-    v1_timestamp_ms,
     v3_signature,
     v3_signed_body,
 )
@@ -314,11 +313,6 @@ def test_v1_recv_window_bounds(window: int) -> None:
 def test_v1_signed_body_refuses_params_it_adds() -> None:
     with pytest.raises(ValueError, match="timestamp"):
         v1_signed_body([("timestamp", "1")], secret=V1_SECRET, timestamp_ms=1)
-
-
-def test_v1_timestamp_applies_offset() -> None:
-    assert v1_timestamp_ms(-250, now_ms=lambda: 1_591_702_614_193) == 1_591_702_613_943
-    assert abs(v1_timestamp_ms() - time.time_ns() // 1_000_000) < 5_000
 
 
 @pytest.mark.parametrize("bad", MALFORMED_KEYS)

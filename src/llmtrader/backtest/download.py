@@ -44,7 +44,7 @@ from llmtrader.errors import ConfigError, DataError, VenueError
 from llmtrader.exchange.asterdex_market import AsterMarketData
 
 if TYPE_CHECKING:
-    from rich.table import Table
+    pass
 
 Kind = Literal["candles", "funding"]
 Sleep = Callable[[float], Awaitable[None]]
@@ -405,19 +405,6 @@ def result_rows(result: DownloadResult) -> tuple[str, list[str], list[list[str]]
              _short_time(f.last_ms), gaps]
         )  # fmt: skip
     return title, headers, rows
-
-
-def result_table(result: DownloadResult) -> Table:
-    """One row per file: rows added and held, first and last time (UTC), holes in the candles."""
-    from rich.table import Table
-
-    title, headers, rows = result_rows(result)
-    table = Table(title=title)
-    for header in headers:
-        table.add_column(header, no_wrap=True, justify="right" if header in ("added", "rows", "gaps") else "left")
-    for row in rows:
-        table.add_row(*row)
-    return table
 
 
 def progress_wanted() -> bool:

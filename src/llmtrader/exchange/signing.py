@@ -155,11 +155,6 @@ def v1_signed_body(
     return f"{signed}&signature={v1_signature(signed, secret)}"
 
 
-def v1_timestamp_ms(offset_ms: int = 0, now_ms: Callable[[], int] = _wall_ms) -> int:
-    """The V1 ``timestamp``: local epoch milliseconds corrected by the server-time offset."""
-    return now_ms() + offset_ms
-
-
 class NonceSource:
     """Strictly increasing microsecond V3 nonces for one signer, safe to share between threads.
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from llmtrader.backtest.datafiles import (
     CANDLE_HEADER,
@@ -42,9 +42,6 @@ from llmtrader.core.market import check_symbols
 from llmtrader.core.times import INTERVAL_MS, iso_utc
 from llmtrader.errors import ConfigError, DataError, VenueError
 from llmtrader.exchange.asterdex_market import AsterMarketData
-
-if TYPE_CHECKING:
-    pass
 
 Kind = Literal["candles", "funding"]
 Sleep = Callable[[float], Awaitable[None]]

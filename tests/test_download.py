@@ -21,6 +21,7 @@ from llmtrader.backtest.download import FileProgress, download_history
 from llmtrader.cli.app import app
 from llmtrader.exchange.asterdex_market import AsterMarketData
 from tests.fakes.aster import FakeAster
+from tests.helpers import WIDTHS, at_width, lines_of
 
 HOUR = 3_600_000
 DAY = 86_400_000
@@ -437,3 +438,20 @@ def test_progress_advances_by_time_covered_and_pacing_waits_past_the_budget(
     assert len(candles) == 4  # start, two pages, done
     assert candles[1].covered_ms == 1500 * HOUR and candles[1].reached_ms == days_ago(venue, 120) + 1499 * HOUR
     assert waits and all(0 < w <= 61 for w in waits)  # waited for the venue's minute to turn
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_summary_fits_the_terminal_with_every_symbol_and_number_whole(
+    venue: FakeAster, runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, width: int
+) -> None:
+    at_width(monkeypatch, width)
+    out = tmp_path / "data"
+    result = runner.invoke(app, ["download", "--out", str(out), "--symbols", SYMBOLS, "--interval", "1h",
+                                 "--since", date(days_ago(venue, 120))])  # fmt: skip
+    shown = "\n".join(lines_of(result, width))
+    files = json.loads(runner.invoke(app, ["download", "--out", str(out), "--symbols", SYMBOLS, "--interval", "1h",
+                                           "--since", date(days_ago(venue, 120)), "--json"]).stdout)  # fmt: skip
+    for name in ("BTCUSDT-1h.csv", "ETHUSDT-1h.csv", "BTCUSDT-funding.csv", "ETHUSDT-funding.csv"):
+        assert name in shown or name.removesuffix(".csv") in shown, shown
+    assert "…" not in shown
+    assert files  # the same download again: one document, nothing new to add

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmtrader.backtest.cache import BacktestCache
 from llmtrader.config.settings import Settings
+from llmtrader.cycle.services import CycleCache
 from llmtrader.llm.baseline import BaselineClient
 from llmtrader.llm.port import DecisionClient
 from llmtrader.storage import backtests as runs
@@ -109,7 +110,7 @@ async def run_backtest(
     all_notes = [*history.notes, *notes]
     services = build_services(
         run_settings, store=store, market=market, exchange=exchange, client=client, clock=clock,
-        strategy=history.strategy, cache=BacktestCache(),
+        strategy=history.strategy, cache=CycleCache(history=BacktestCache(), candle_lines={}),
     )  # fmt: skip
     runs.create_run(store, run_id, spec=spec.to_json(), notes=all_notes, replay_of=spec.replay_of,
                     now_ms=int(time.time() * 1000))  # fmt: skip

@@ -285,13 +285,25 @@ def _bollinger_parts(ind: dict[str, float | None], shown: tuple[str, ...]) -> li
     return [f"Bollinger {labels[n]} {fmt(ind.get(n))}" for n in names if n in shown]
 
 
-def _render_frame(frame: FrameContext, shown: tuple[str, ...] = NAMES) -> list[str]:
+# A memo of rendered candle lines, keyed by the candle's row: a backtest keeps one for its whole run (at every
+# step all but the newest candle of a frame were rendered before); the live cycle passes none.
+CandleLines = dict[tuple[int, float, float, float, float, float], str]
+
+
+def _render_frame(frame: FrameContext, shown: tuple[str, ...] = NAMES, memo: CandleLines | None = None) -> list[str]:
     lines = list(
         _frame_head(frame.interval, frame.last_close_time_ms, frame.close, tuple(frame.indicators.items()), shown)
     )
     if frame.recent:
         lines.append("open_time_utc,open,high,low,close,volume")
-        lines.extend(_candle_line(*row) for row in frame.recent)
+        if memo is None:
+            lines.extend(_candle_line(*row) for row in frame.recent)
+        else:
+            for row in frame.recent:
+                line = memo.get(row)
+                if line is None:
+                    line = memo[row] = _candle_line(*row)
+                lines.append(line)
     return lines
 
 
@@ -326,7 +338,7 @@ def _candle_line(t: int, o: float, h: float, low: float, c: float, v: float) -> 
     return f"{stamp},{fmt(o)},{fmt(h)},{fmt(low)},{fmt(c)},{fmt(v, 5)}"
 
 
-def render_market(ctx: DecisionContext) -> str:
+def render_market(ctx: DecisionContext, memo: CandleLines | None = None) -> str:
     blocks = []
     for symbol in ctx.symbols:
         a = ctx.assets[symbol]
@@ -343,7 +355,7 @@ def render_market(ctx: DecisionContext) -> str:
             parts.append(f"open interest {fmt(a.open_interest, 6)} (base units)")
         lines = [f"## {symbol}", "; ".join(parts)]
         for frame in a.frames.values():
-            lines.extend(_render_frame(frame, ctx.indicators_shown))
+            lines.extend(_render_frame(frame, ctx.indicators_shown, memo))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -397,14 +409,15 @@ def render_performance(ctx: DecisionContext) -> str:
     )
 
 
-def render_prompt(ctx: DecisionContext, strategy: Strategy) -> tuple[str, str]:
-    """The system and user messages: the strategy's templates filled from the context."""
+def render_prompt(ctx: DecisionContext, strategy: Strategy, memo: CandleLines | None = None) -> tuple[str, str]:
+    """The system and user messages: the strategy's templates filled from the context. ``memo``: candle lines
+    rendered before (a backtest's; the text is the same with or without it)."""
     values = {
         "time": utc_minute(ctx.as_of_ms),
         "interval": ctx.interval,
         "symbols": ", ".join(ctx.symbols),
         "account": render_account(ctx.account),
-        "market": render_market(ctx),
+        "market": render_market(ctx, memo),
         "limits": render_limits(ctx.limits, ctx.interval),
         "strategy_name": strategy.name,
         "strategy_description": strategy.description,

@@ -11,7 +11,6 @@ from llmtrader.config.strategies import load_strategy
 from llmtrader.core.filters import SymbolRules
 from llmtrader.core.strategy import Strategy
 from llmtrader.core.times import Clock, SystemClock
-from llmtrader.cycle.cache import HistoryCache
 from llmtrader.cycle.services import Arm, CycleCache, Services
 from llmtrader.errors import ConfigError, CredentialsError
 from llmtrader.exchange.asterdex_market import AsterMarketData
@@ -143,7 +142,7 @@ def build_services(
     exchange: Exchange | None = None,
     client: DecisionClient | None = None,
     strategy: Strategy | None = None,
-    cache: HistoryCache | None = None,
+    cache: CycleCache | None = None,
 ) -> Services:
     """Every port one decision needs. Without ``need_model`` (positions, close, strategy show) no model
     client is configured and no model key is required.
@@ -152,9 +151,9 @@ def build_services(
     (``model_explicit``, ``strategy_override``): then no arm decides, and a note says so.
 
     A backtest gives its own parts (``store``, ``market``, ``exchange``, ``client``, ``clock`` and the
-    ``strategy`` fixed for the run, and its ``cache`` of what it read of the account's history): what is given is
-    used as it is, and no A/B arm is built beside a given client. The caller closes a store it gave. Without a
-    ``cache``, the process keeps what every process keeps (:class:`~llmtrader.cycle.cache.KeptHistory`).
+    ``strategy`` fixed for the run, and its ``cache``: the history it read, the candle lines it rendered): what is
+    given is used as it is, and no A/B arm is built beside a given client. The caller closes a store it gave.
+    Without a ``cache``, the process keeps what every process keeps (a :class:`~llmtrader.cycle.services.CycleCache`).
     """
     if client is not None:
         return _services(settings, store, market, exchange, client, clock, (), (), strategy_override, strategy, cache)
@@ -195,7 +194,7 @@ def _services(
     arms: tuple[Arm, ...],
     strategy_override: str | None,
     strategy: Strategy | None,
-    cache: HistoryCache | None,
+    cache: CycleCache | None,
 ) -> Services:
     """The services from the parts given, the missing ones built from the settings."""
     store = store if store is not None else Store(settings.db)
@@ -220,7 +219,7 @@ def _services(
         strategy_override=strategy_override,
         arms=arms,
         strategy=strategy,
-        cache=CycleCache() if cache is None else CycleCache(history=cache),
+        cache=CycleCache() if cache is None else cache,
     )
     built.append(services)
     return services

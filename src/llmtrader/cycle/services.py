@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from llmtrader.config.settings import Settings
+from llmtrader.core.context import CandleLines
 from llmtrader.core.filters import SymbolRules
 from llmtrader.core.records import DecisionRecord
 from llmtrader.core.risk import (
@@ -42,6 +43,9 @@ class CycleCache:
     rules: tuple[str, dict[str, SymbolRules]] | None = None
     # the account's trades and the facts of its history, as last read (only what is recorded since is read)
     history: HistoryCache = field(default_factory=KeptHistory)
+    # candle lines of the prompt rendered before: a backtest's speed-up (each step renders again all but the newest
+    # candle of every frame); None on the live path, which renders each line afresh
+    candle_lines: CandleLines | None = None
 
 
 @dataclass

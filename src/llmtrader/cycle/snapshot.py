@@ -284,7 +284,7 @@ async def prepare(
         # it was recorded move it (the live venue's, as synced), as they are no profit or loss.
         day_start_equity=read.equity_usd if day_start is None else day_start,
     )
-    system, user = render_prompt(context, strategy) if prompt else ("", "")
+    system, user = render_prompt(context, strategy, services.cache.candle_lines) if prompt else ("", "")
     return Prepared(strategy, snapshot, read, limits, context, system, user, inputs, notes, prompt, history)
 
 

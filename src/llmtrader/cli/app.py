@@ -280,17 +280,22 @@ def decide(
             return typer.confirm("Execute this decision on AsterDEX with REAL money?", default=False, err=as_json)
 
         lock = RunLock(settings.db, settings.account)
+        venue_lock = RunLock.for_venue(settings)
 
         async def go() -> Any:
             try:
                 if not dry_run:  # one trader per account: refused beside a running agent (before any read)
                     lock.acquire(command="decide")
+                    if venue_lock is not None:  # and beside one on the same venue account, whatever its database
+                        venue_lock.acquire(command="decide")
                     await require_one_way(services)
                 return await run_decide(
                     services, settings.assets, dry_run=dry_run, confirm=confirm if trades_live and not yes else None
                 )
             finally:
                 lock.release()
+                if venue_lock is not None:
+                    venue_lock.release()
                 await close_services(services)
 
         try:
@@ -625,8 +630,11 @@ def close(
             import contextlib
 
             lock = RunLock(services.settings.db, services.settings.account)
+            venue_lock = RunLock.for_venue(services.settings)
             lock.acquire(command="close")  # one trader per account: refused beside a running agent
             try:
+                if venue_lock is not None:  # and beside one on the same venue account, whatever its database
+                    venue_lock.acquire(command="close")
                 await require_one_way(services)
                 live_money = services.settings.trading_mode == "live"
                 where.append("with REAL money on AsterDEX" if live_money else "on the paper account")
@@ -638,6 +646,8 @@ def close(
                         rules.update(await services.exchange.rules())
                 return closing_done
             finally:
+                if venue_lock is not None:
+                    venue_lock.release()
                 lock.release()
 
         result = _run_with_services(closing, overrides={"account": account}, live=live)

@@ -56,6 +56,7 @@ from llmtrader.config.strategies import load_strategy
 from llmtrader.core.times import INTERVAL_MS, iso_utc
 from llmtrader.cycle.strategies import strategy_in_force
 from llmtrader.errors import ConfigError, CredentialsError, LLMTraderError
+from llmtrader.exchange.credentials import V3Credentials
 from llmtrader.notify.checks import outbox_health
 from llmtrader.notify.delivery import open_notifier
 from llmtrader.notify.telegram import TelegramCommands
@@ -590,8 +591,35 @@ class RunLock:
         real = Path(os.path.realpath(db))
         self.path = real.with_name(f"{real.name}.{account}.run.lock")
         self.account = account
+        self.what = f"account {account!r}"
         self._fd: int | None = None
         self._head = b""
+
+    @classmethod
+    def for_venue(cls, settings: Settings) -> RunLock | None:
+        """A live account's second lock, keyed by the venue account itself (the venue's address and the
+        user's address, or a digest of the V1 API key) in the user's state directory: another database or
+        another account name on the same venue account is refused too (two agents there would each reconcile,
+        and cancel, the other's orders). None for a paper account or one without credentials."""
+        import hashlib
+
+        from platformdirs import user_state_dir
+
+        if settings.trading_mode != "live":
+            return None
+        credentials = settings.venue_credentials()
+        if credentials is None:
+            return None
+        if isinstance(credentials, V3Credentials):
+            who, shown = f"user {credentials.user.lower()}", f"user {credentials.user}"
+        else:
+            who, shown = f"api key {credentials.api_key}", "its API key"
+        venue = urlparse(settings.asterdex_base_url).netloc
+        digest = hashlib.sha256(f"llmtrader venue lock|{venue}|{who}".encode()).hexdigest()[:24]
+        lock = cls(Path(user_state_dir("llmtrader", appauthor=False)) / "locks" / "venue", settings.account)
+        lock.path = lock.path.parent / f"venue-{digest}.run.lock"
+        lock.what = f"the venue account of {settings.account!r} ({shown} at {venue})"
+        return lock
 
     def acquire(self, *, command: str | None = None) -> None:
         """Take the lock, or raise ConfigError (exit 2) naming the pid that holds it. ``command`` (``decide``,
@@ -605,12 +633,12 @@ class RunLock:
             os.close(fd)
             if command is not None:
                 raise ConfigError(
-                    f"account {self.account!r} is traded by a running llmtrader process (pid {holder}, lock "
+                    f"{self.what} is traded by a running llmtrader process (pid {holder}, lock "
                     f"{self.path}): `{command}` would trade beside it unseen; stop the agent first (systemctl stop "
                     "llmtrader), or wait for its `run --once` to end"
                 ) from None
             raise ConfigError(
-                f"account {self.account!r} is already run by another llmtrader process (pid {holder}, lock "
+                f"{self.what} is already run by another llmtrader process (pid {holder}, lock "
                 f"{self.path}): stop it first (systemctl stop llmtrader), or run other accounts with --account"
             ) from None
         self._head = f"{os.getpid()}\n".encode()
@@ -759,7 +787,10 @@ async def run_agent(
         say(message)
     db = next(iter(selection.accounts.values())).db  # one database for every account
     held = {name: RunLock(db, name) for name in selection.accounts}
-    locks = list(held.values())
+    # one agent per venue account too, whatever the database or account name (two [accounts] on one venue
+    # account in this process are refused as well)
+    venues = [RunLock.for_venue(settings) for settings in selection.accounts.values()]
+    locks = [*held.values(), *(lock for lock in venues if lock is not None)]
     built: dict[str, Services] = {}
     try:
         for lock in locks:

@@ -632,20 +632,7 @@ async def _cancel_resting_entries(services: Services, notes: list[str], dry_run:
             f"dry run: would cancel the resting entry {o.client_order_id} of {o.symbol} ({why})" for o in entries
         )
         return
-    done: list[tuple[str, str]] = []
-    for order in entries:
-        what = f"resting entry {order.client_order_id} of {order.symbol} ({why})"
-        try:
-            state = await exchange.cancel_order(order.symbol, order.client_order_id)
-        except VenueError as exc:
-            notes.append(f"cannot cancel the {what}: {exc}")
-            continue
-        message = f"cancelled the {what}" if state is not None else f"the {what} was already filled or gone"
-        done.append((order.symbol, message))
-        notes.append(message)
-    log = services.store.execution_log(services.settings.account, exchange.mode, services.clock.now_ms)
-    for symbol, message in done:
-        log.event(decision_id=None, symbol=symbol, kind="cancel", message=message)
+    await _cancel(services, [(o, f"resting entry {o.client_order_id} of {o.symbol} ({why})") for o in entries], notes)
 
 
 async def _cancel_stale_protection(
@@ -678,11 +665,21 @@ async def _cancel_stale_protection(
     except VenueError as exc:
         notes.append(f"stale stops and targets left for the next cycle: the positions cannot be read again: {exc}")
         return
+    why = "(no position, no entry resting)"
+    await _cancel(
+        services,
+        [(o, f"stale {o.type} {o.client_order_id} of {o.symbol} {why}") for o in stale if o.symbol not in held],
+        notes,
+    )
+
+
+async def _cancel(services: Services, orders: Sequence[tuple[OrderState, str]], notes: list[str]) -> None:
+    """Cancel each of llmtrader's ``orders`` (each with what it is, for the notes); a failure is noted and the
+    others go on. Sent first, recorded after (as events of no decision): a store that cannot write raises once
+    they are sent."""
+    exchange = services.exchange
     done: list[tuple[str, str]] = []
-    for order in stale:
-        if order.symbol in held:
-            continue
-        what = f"stale {order.type} {order.client_order_id} of {order.symbol} (no position, no entry resting)"
+    for order, what in orders:
         try:
             state = await exchange.cancel_order(order.symbol, order.client_order_id)
         except VenueError as exc:

@@ -482,6 +482,19 @@ def check_guards(
     )
 
 
+def openings_refused_now(state: GuardState, *, account: str, now_ms: int) -> str | None:
+    """Why the account's saved guard state refuses openings now, else None: the drawdown stop (until a person
+    resumes) or today's daily loss switch, as the agent's cycles latched them. A manual ``decide`` honours
+    them as the cycle does (only reductions and closes)."""
+    kill = state.kill
+    reasons: list[str] = []
+    if kill.stopped_at_ms is not None:
+        reasons.append(kill.stopped_reason or f"stopped by the drawdown switch: run `llmtrader resume {account}`")
+    if kill.daily_loss_day is not None and kill.daily_loss_day == utc_day(now_ms):
+        reasons.append(kill.daily_loss_reason or "daily loss switch tripped today")
+    return "; ".join(reasons) or None
+
+
 def transfers_from_ms(state: GuardState, now_ms: int) -> int:
     """The time after which transfers are not yet in the persisted peak: what :func:`check_guards` needs
     them from."""

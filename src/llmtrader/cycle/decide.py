@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from llmtrader.core.account import AccountState
 from llmtrader.core.decision import LenientDecision
 from llmtrader.core.filters import SymbolRules
-from llmtrader.core.guards import cache_context, context_key, refuse_openings
+from llmtrader.core.guards import cache_context, context_key, openings_refused_now, refuse_openings
 from llmtrader.core.records import AssetRow, CallRow, DecisionRecord, new_decision_id
 from llmtrader.core.risk import (
     RECHECK_PREFIX,
@@ -76,7 +76,8 @@ async def decide(
 ) -> DecideResult:
     """One portfolio decision for ``symbols`` (``llmtrader decide``): recorded whatever its outcome, then
     executed unless ``dry_run`` (or ``confirm`` declines). Every order and event of the execution is recorded
-    as it happens. It always asks the model: no guard, no decision cache (those are the cycle's).
+    as it happens. It always asks the model (no circuit breaker, rate limit or decision cache: those are the
+    cycle's), and honours the kill switches the cycles latched: no opening while one is on.
 
     Raises UnknownSymbolError (nothing recorded, no model call) for symbols the venue does not list
     (bad input, not a decision), StrategyError (nothing recorded) when the strategy does not load,
@@ -89,7 +90,10 @@ async def decide(
     if isinstance(asked, ModelError):
         record_model_error(services, draft, asked)
         raise asked
-    report = validate(draft, prepared, asked.decision)
+    # The kill switches the agent's cycles latched hold for a manual decision too: only reductions and closes.
+    state = services.store.load_guard_state(services.settings.account)
+    refused = openings_refused_now(state, account=services.settings.account, now_ms=draft.now)
+    report = validate(draft, prepared, asked.decision, openings_refused=refused)
     if draft.record.execution is None and confirm is not None and not confirm(draft.record, report):
         draft.record.execution = "declined"
     report = await recheck_caps(services, draft, prepared, report)

@@ -119,6 +119,11 @@ def settings_for_account(
     problems = insecure_transport(account, f"accounts.{name}.")
     if problems:
         raise ConfigError(f"{'; '.join(problems)}{_where(cfg)}")
+    # Every value was passed on, so every field reads as given: a setting that nobody gave (the file, the
+    # environment, the account's table, a flag) must still read as not given, or the account's interval would
+    # be the default 1h instead of its strategy's (``cycle_interval``).
+    given = set(settings.model_fields_set) | set(cfg.overrides) | {k for k, v in (flags or {}).items() if v is not None}
+    account.__pydantic_fields_set__.intersection_update(given | {"account", *VENUE_KEYS})
     return account
 
 

@@ -183,3 +183,24 @@ def test_backtests_writing_the_same_database_at_once_all_finish(clean_env: Path,
     first = stored(db, runs_ids[0])
     assert all(stored(db, run) == first for run in runs_ids[1:])
     assert sorted(p.name for p in db.parent.iterdir() if p.name.startswith(".backtest-")) == []
+
+
+def test_a_run_whose_copy_fails_keeps_its_database_and_says_where(tmp_path: Path) -> None:
+    from llmtrader.backtest.isolated import private_store
+    from llmtrader.errors import StoreError
+    from llmtrader.storage.store import Store
+
+    store = Store(tmp_path / "backtests.db", durable=False)
+    try:
+        with pytest.raises(StoreError) as info, private_store(store) as mine:
+            # a table the copy does not know, holding a row: the copy refuses it rather than drop it
+            mine.db.execute("CREATE TABLE stray (x INTEGER)")
+            mine.db.execute("INSERT INTO stray VALUES (1)")
+            mine.db.conn.commit()
+        message = str(info.value)
+        kept = Path(message.rsplit("kept at ", 1)[1])
+        assert kept.is_file() and "stray" in message
+        with sqlite3.connect(kept) as conn:
+            assert conn.execute("SELECT x FROM stray").fetchall() == [(1,)]
+    finally:
+        store.close()

@@ -31,6 +31,7 @@ from llmtrader.backtest.data import History
 from llmtrader.backtest.replay import BacktestResult, Progress, run_backtest
 from llmtrader.backtest.spec import BacktestSpec
 from llmtrader.config.settings import Settings
+from llmtrader.errors import StoreError
 from llmtrader.llm.baseline import BaselineClient
 from llmtrader.llm.port import DecisionClient
 from llmtrader.storage.run_copy import copy_database
@@ -51,12 +52,17 @@ def _private_dir(store: Store) -> Path:
 
 
 def _merge(store: Store, directory: Path) -> None:
-    """Copy the run database in ``directory`` (when the run got as far as making it) into ``store``; remove it."""
-    try:
-        if (directory / RUN_DB).exists():
-            copy_database(store, directory / RUN_DB)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    """Copy the run database in ``directory`` (when the run got as far as making it) into ``store``, then remove
+    it. A copy that fails keeps it, and the StoreError names where: the run is never lost unseen."""
+    path = directory / RUN_DB
+    if path.exists():
+        try:
+            copy_database(store, path)
+        except Exception as exc:
+            raise StoreError(
+                f"a backtest run could not be copied into {store.path} ({exc}); its own database is kept at {path}"
+            ) from exc
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -158,6 +164,7 @@ async def run_parallel(
     directories = [_private_dir(store) for _ in runs]
     results: list[BacktestResult | None] = [None] * len(runs)
     error: BaseException | None = None
+    kept: set[int] = set()  # runs whose copy failed: their databases stay where the error says
     # spawn: a fork of a process with threads (the event loop's, an HTTP client's) can inherit a held lock.
     context = multiprocessing.get_context("spawn")
     try:
@@ -174,7 +181,11 @@ async def run_parallel(
                     for future in done:
                         i = pending.pop(future)
                         # In the event loop's thread, between two awaits: no other task is inside a transaction.
-                        _merge(store, directories[i])
+                        try:
+                            _merge(store, directories[i])
+                        except StoreError as exc:  # its directory is kept; the other runs go on
+                            kept.add(i)
+                            error = error or exc
                         failure = future.exception()
                         if failure is not None:
                             error = error or failure
@@ -184,8 +195,9 @@ async def run_parallel(
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     finally:
-        for directory in directories:
-            shutil.rmtree(directory, ignore_errors=True)
+        for i, directory in enumerate(directories):
+            if i not in kept:
+                shutil.rmtree(directory, ignore_errors=True)
     if error is not None:
         raise error
     return [r for r in results if r is not None]

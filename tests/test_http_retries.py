@@ -193,3 +193,13 @@ def test_venue_auth_fix_happens_once_per_read(fake_aster: FakeAster) -> None:
     with pytest.raises(VenueRejected, match="venue error -4225: Nonce Expired"):
         run(read)
     assert fake_aster.count(BALANCE) == 2 and waits == []
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-5"])
+def test_a_retry_after_that_is_no_usable_number_backs_off_instead(fake_aster: FakeAster, value: str) -> None:
+    for read in (on_market, on_venue):
+        waits: list[float] = []
+        path = TIME if read is on_market else BALANCE
+        fake_aster.fail(path, 429, code=-1003, msg="too many", headers={"Retry-After": value})
+        run(read(fake_aster, waits))
+        assert waits == [0.25], (read, value)

@@ -7,6 +7,7 @@ doubling waits; 429 waits as long as the venue's Retry-After says, up to a cap.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -48,12 +49,14 @@ Judged = Answer | Temporary | RateLimited | Resend
 
 
 def retry_after_s(resp: httpx.Response) -> float | None:
-    """The reply's Retry-After in seconds, or None when it has none that reads as a number."""
+    """The reply's Retry-After in seconds, or None when it has none that reads as a finite, non-negative
+    number (a venue's ``nan`` or ``inf`` must not reach the sleep)."""
     value = resp.headers.get("Retry-After")
     try:
-        return float(value) if value not in (None, "") else None
+        seconds = float(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
 
 
 async def read_with_retries(

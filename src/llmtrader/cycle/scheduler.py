@@ -614,7 +614,9 @@ class RunLock:
             who, shown = f"user {credentials.user.lower()}", f"user {credentials.user}"
         else:
             who, shown = f"api key {credentials.api_key}", "its API key"
-        venue = urlparse(settings.asterdex_base_url).netloc
+        url = urlparse(settings.asterdex_base_url)
+        default_port = {"https": 443, "http": 80}.get(url.scheme)
+        venue = (url.hostname or "").lower() + (f":{url.port}" if url.port not in (None, default_port) else "")
         digest = hashlib.sha256(f"llmtrader venue lock|{venue}|{who}".encode()).hexdigest()[:24]
         lock = cls(Path(user_state_dir("llmtrader", appauthor=False)) / "locks" / "venue", settings.account)
         lock.path = lock.path.parent / f"venue-{digest}.run.lock"
@@ -626,8 +628,14 @@ class RunLock:
         ``close``): a command that trades the account once, refused beside a running agent."""
         from llmtrader.privatefiles import make_private_dirs, private_opener
 
-        make_private_dirs(self.path.parent)
-        fd = private_opener(str(self.path), os.O_RDWR | os.O_CREAT)
+        try:
+            make_private_dirs(self.path.parent)
+            fd = private_opener(str(self.path), os.O_RDWR | os.O_CREAT)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot take the lock of {self.what} at {self.path} ({exc.strerror or exc}): the directory must be "
+                "writable by this user"
+            ) from None
         if not _try_lock(fd):
             holder = os.pread(fd, 32, 0).decode(errors="replace").partition("\n")[0].strip() or "unknown"
             os.close(fd)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -64,3 +65,32 @@ def test_decide_history_show_print_cents_and_readable_prices(
     assert readable(tp) in text and readable(sl) in text
     equity = json.loads(runner.invoke(app, ["show", decision_id, "--json"]).stdout)["equity_usd"]
     assert f"{Decimal(str(equity)):,.2f} USD" in text  # the account's equity to the cent
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_positions_show_the_stop_and_target_at_the_tick_even_on_a_round_price(
+    live: Path, runner: CliRunner, fake_aster: FakeAster, monkeypatch: pytest.MonkeyPatch, width: int
+) -> None:
+    """89686.0 at BTCUSDT's 0.1 tick, never 89686: the same text as the other prices (it failed on a day whose
+    target fell on a whole number)."""
+    from decimal import Decimal
+
+    from llmtrader.exchange.base import OrderRequest, OrderType, Side
+    from tests.conftest import USER
+    from tests.helpers import FakeClock, with_services
+
+    fake_aster.set_position(USER, "BTCUSDT", "0.01")
+
+    async def protect(services: Any) -> None:
+        for kind, cid, level in ((OrderType.STOP_MARKET, "lt_x_BTCUSDT_sl", "1000"),
+                                 (OrderType.TAKE_PROFIT_MARKET, "lt_x_BTCUSDT_tp", "900000")):  # fmt: skip
+            await services.exchange.place_order(
+                OrderRequest("BTCUSDT", Side.SELL, kind, cid, stop_price=Decimal(level), close_position=True)
+            )
+
+    with_services(FakeClock(), protect)
+    at_width(monkeypatch, width)
+    shown = "\n".join(lines_of(runner.invoke(app, ["positions"]), width))
+    assert "1000.0" in shown and "900000.0" in shown, shown
+    (row,) = json.loads(runner.invoke(app, ["positions", "--json"]).stdout)
+    assert row["sl_price"] == 1000.0 and row["tp_price"] == 900000.0

@@ -238,9 +238,9 @@ async def position_rows(services: Services) -> tuple[str, list[dict[str, str | i
                 "leverage": p.leverage,
                 "margin_type": p.margin_type,
                 # the names `decide --json` uses for a decision's stop and target (docs/json.md)
-                "sl_price": dec_str(stop.stop_price) if stop is not None else None,
+                "sl_price": price(stop.stop_price) if stop is not None else None,
                 "sl_order_id": stop.client_order_id if stop is not None else None,
-                "tp_price": dec_str(target.stop_price) if target is not None else None,
+                "tp_price": price(target.stop_price) if target is not None else None,
                 "tp_order_id": target.client_order_id if target is not None else None,
             }
         )

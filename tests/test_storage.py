@@ -79,11 +79,12 @@ EXPECTED_SCHEMA = {
         "outbox_id", "target", "status", "attempts", "next_attempt_ms", "last_error", "updated_at_ms",
     ],
     "_sqlite_migrations": ["id", "migration_set", "name", "applied_at"],
+    "fill_rewrites": ["account", "n"],
 }  # fmt: skip
 EXPECTED_TRIGGERS = {
     "orders_insert_version", "orders_update_version", "paper_fills_insert_version", "venue_fills_insert_version",
     "paper_fills_notify", "venue_fills_notify", "execution_events_notify", "guard_events_notify", "cycles_notify",
-    "venue_cache_insert_notify", "venue_cache_update_notify",
+    "venue_cache_insert_notify", "venue_cache_update_notify", "venue_fills_rewrite_version",
 }  # fmt: skip
 EXPECTED_INDEXES = {
     "decisions": {
@@ -171,7 +172,7 @@ def test_migrations_are_named_recorded_and_idempotent(store: Store) -> None:
     assert applied == migration_names() == [
         "m001_decisions", "m002_venue_cache", "m003_execution", "m004_paper", "m005_strategies",
         "m006_venue_history", "m007_guards", "m008_cycles", "m009_backtests", "m010_trading_versions",
-        "m011_transfers_adoptions", "m012_web", "m013_notify_outbox",
+        "m011_transfers_adoptions", "m012_web", "m013_notify_outbox", "m014_fill_rewrites",
     ]  # fmt: skip
     store.close()
     Store(store.path).close()  # opening again applies nothing new
@@ -553,3 +554,36 @@ def test_a_forked_process_draws_its_own_decision_ids() -> None:
     os.close(write)
     ours = new_decision_id(1_763_000_003_000)
     assert child != ours and child[:9] == made[:9]
+
+
+def test_a_venue_fill_relinked_to_a_stop_loss_is_a_close_for_the_facts_kept_between_cycles(tmp_path: Path) -> None:
+    """The venue sync stores a fill whose order it cannot link yet as a plain market fill (an entry), and links
+    it later (``relink``: its reason becomes stop_loss): the facts a running agent keeps must count the close,
+    as a fresh read does (the cooldown after a stop-out), not keep the older entry."""
+    from llmtrader.cycle.cache import KeptHistory
+    from llmtrader.storage.facts import account_facts
+
+    path = tmp_path / "facts.db"
+    store = Store(path)
+    t = 1_790_000_000_000
+    kept = KeptHistory()
+    try:
+        with store.db.conn:
+            # our entry, linked; then a fill whose order is not known yet (stored unlinked)
+            for trade, when, cid in ((1, t - 60_000, "lt_abc_BTCUSDT_en"), (2, t - 1000, None)):
+                store.db.conn.execute(
+                    "INSERT INTO venue_fills (account, symbol, trade_id, order_id, client_order_id, side, qty, price,"
+                    " fee, reason, time_ms) VALUES ('main', 'BTCUSDT', ?, ?, ?, 'BUY', '1', '100', '0', 'market', ?)",
+                    [trade, str(trade), cid, when],
+                )
+        assert kept.account_facts(store, "main", t).opened_at_ms == {"BTCUSDT": t - 60_000}
+        with store.db.conn:  # what relink writes once the second fill's order is known: our stop-loss
+            store.db.conn.execute(
+                "UPDATE venue_fills SET client_order_id = 'lt_abc_BTCUSDT_sl', decision_id = 'abc', "
+                "reason = 'stop_loss' WHERE trade_id = 2"
+            )
+        facts = kept.account_facts(store, "main", t)
+        assert facts == account_facts(store, "main", t)
+        assert facts.last_close_ms == {"BTCUSDT": t - 1000} and facts.opened_at_ms == {}
+    finally:
+        store.close()

@@ -56,8 +56,8 @@ class AccountFacts:
 class FactsCursor:
     """The facts of an account without the day's start equity, as of trading version ``version``, and where
     their reading stopped, so that only what was written since is read next time (:func:`caught_up`): the
-    highest fill ids (paper, venue) and order id, and the account's counter (orders written after it carry a
-    higher ``change_seq``)."""
+    highest fill ids (paper, venue) and order id, the account's counter (orders written after it carry a
+    higher ``change_seq``), and its count of rewritten fills."""
 
     version: int
     latest: int  # the latest event time among the facts
@@ -65,6 +65,7 @@ class FactsCursor:
     fill_ids: tuple[int, int]
     order_id: int
     seq: int
+    rewrites: int = 0  # the account's rewritten fills (m014): another count means read the whole again
 
 
 _PENDING_STATUS = ("filled", "partially_filled")
@@ -130,15 +131,15 @@ def _aggregate(store: Store, account: str, until_ms: int) -> tuple[AccountFacts,
     return _facts(store.db.execute(sql, params).fetchall())
 
 
-def _marks(store: Store, account: str) -> tuple[tuple[int, int], int, int]:
-    """Where reading stops: the highest fill and order ids (of any account: ids only grow), and the account's
-    counter."""
-    paper, venue, order, seq = store.db.execute(
+def _marks(store: Store, account: str) -> tuple[tuple[int, int], int, int, int]:
+    """Where reading stops: the highest fill and order ids (of any account: ids only grow), the account's
+    counter, and how many of its recorded fills were rewritten (m014)."""
+    paper, venue, order, seq, rewrites = store.db.execute(
         "SELECT (SELECT MAX(id) FROM paper_fills), (SELECT MAX(id) FROM venue_fills), (SELECT MAX(id) FROM orders),"
-        " (SELECT n FROM trading_versions WHERE account = ?)",
-        [account],
+        " (SELECT n FROM trading_versions WHERE account = ?), (SELECT n FROM fill_rewrites WHERE account = ?)",
+        [account, account],
     ).fetchone()
-    return (int(paper or 0), int(venue or 0)), int(order or 0), int(seq or 0)
+    return (int(paper or 0), int(venue or 0)), int(order or 0), int(seq or 0), int(rewrites or 0)
 
 
 def read_facts(store: Store, account: str, version: int, now_ms: int) -> FactsCursor | None:
@@ -146,11 +147,11 @@ def read_facts(store: Store, account: str, version: int, now_ms: int) -> FactsCu
     stopped; None when an event lies after ``now_ms`` (the facts as of ``now_ms`` are then not the whole)."""
     # The marks are read first: a row written in between is read again next time, and merging an event
     # twice changes nothing (maxima and minima).
-    fill_ids, order_id, seq = _marks(store, account)
+    fill_ids, order_id, seq, rewrites = _marks(store, account)
     facts, latest = _aggregate(store, account, _ALL_TIME)
     if latest > now_ms:
         return None
-    return FactsCursor(version, latest, facts, fill_ids, order_id, seq)
+    return FactsCursor(version, latest, facts, fill_ids, order_id, seq, rewrites)
 
 
 def caught_up(store: Store, account: str, known: FactsCursor, version: int, now_ms: int) -> FactsCursor | None:
@@ -159,7 +160,9 @@ def caught_up(store: Store, account: str, known: FactsCursor, version: int, now_
     ``now_ms``): read the whole again then (:func:`read_facts`)."""
     db = store.db
     events: list[tuple[str, str, int]] = []
-    fill_ids, order_id, seq = _marks(store, account)
+    fill_ids, order_id, seq, rewrites = _marks(store, account)
+    if rewrites != known.rewrites:
+        return None  # a fill already counted was rewritten (linked to its order: a stop-loss now, say)
     # The few rows since, classified by the same SQL as the whole aggregate ("+account": the rowid range,
     # not the account's index, which would walk every fill of the account).
     for sql, after in zip(_FILLS_SINCE, known.fill_ids, strict=True):
@@ -194,7 +197,7 @@ def caught_up(store: Store, account: str, known: FactsCursor, version: int, now_
             facts.last_entry_ms[symbol] = max(t, facts.last_entry_ms.get(symbol, t))
             if t > facts.last_close_ms.get(symbol, 0):
                 facts.opened_at_ms[symbol] = min(t, facts.opened_at_ms.get(symbol, t))
-    return FactsCursor(version, latest, facts, fill_ids, order_id, seq)
+    return FactsCursor(version, latest, facts, fill_ids, order_id, seq, rewrites)
 
 
 def _facts(rows: list[Any]) -> tuple[AccountFacts, int]:

@@ -515,6 +515,24 @@ def m013_notify_outbox(db: Database) -> None:
         )
 
 
+@migration
+def m014_fill_rewrites(db: Database) -> None:
+    """A counter per account that a TRIGGER bumps whenever a venue fill already recorded is rewritten (the
+    sync links a fill stored before its order's venue id was known: its reason may turn into a stop-loss),
+    with the trading version: facts kept between cycles read only rows written since, so a rewrite of an older
+    row must make them read the whole aggregate again (:func:`llmtrader.storage.facts.caught_up`)."""
+    db.table("fill_rewrites").create({"account": str, "n": int}, pk="account", not_null={"n"})
+    bump = (
+        "INSERT INTO fill_rewrites (account, n) VALUES (NEW.account, 1) ON CONFLICT(account) DO UPDATE SET n = n + 1;"
+        " INSERT INTO trading_versions (account, n) VALUES (NEW.account, 1) "
+        "ON CONFLICT(account) DO UPDATE SET n = n + 1;"
+    )
+    db.execute(
+        "CREATE TRIGGER venue_fills_rewrite_version AFTER UPDATE OF reason, client_order_id, decision_id, time_ms "
+        f"ON venue_fills BEGIN {bump} END"
+    )
+
+
 def migration_names() -> list[str]:
     return [name for name, _ in MIGRATIONS]
 

@@ -32,8 +32,8 @@ KEPT = ("backtest_runs", "backtest_equity", "model_answers", "decisions", "paper
         "decision_cache", "venue_sync")  # fmt: skip
 # A cache every run shares (the data's exchange rules): the row already there wins, as when runs share a file.
 SHARED = ("venue_cache",)
-# Made by triggers (m010, m013) as the copied rows go in: never copied.
-TRIGGERED = ("trading_versions", "notify_outbox", "notify_deliveries")
+# Made by triggers (m010, m013, m014) as the copied rows go in: never copied.
+TRIGGERED = ("trading_versions", "notify_outbox", "notify_deliveries", "fill_rewrites")
 _NOT_DATA = ("_sqlite_migrations", "sqlite_sequence")
 _ALIAS = "run_copy"
 

@@ -35,6 +35,8 @@ from llmtrader.storage.bans import VenueBans
 from llmtrader.storage.store import Store
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import asset
+from tests.fakes.telegram import TOKEN as TELEGRAM_TOKEN
+from tests.fakes.telegram import FakeTelegram
 
 T = TypeVar("T")
 
@@ -275,3 +277,17 @@ def market(symbol: str, side: str, qty: str, cid: str = "entry", *, reduce_only:
 def protect(symbol: str, side: str, kind: OrderType, stop: str, cid: str) -> OrderRequest:
     """A closePosition stop or take-profit, the way execution protects a position."""
     return OrderRequest(symbol, Side(side), kind, cid, stop_price=D(stop), close_position=True)
+
+
+# ---- Telegram ----
+def telegram_config(db: Path, chat_id: int, monkeypatch: pytest.MonkeyPatch) -> FakeTelegram:
+    """A fake Telegram on loopback, and a config beside ``db`` that lets ``chat_id`` control the agent through
+    it (the bot token in the environment). The caller stops the fake."""
+    fake = FakeTelegram()
+    config = db.parent / "config.toml"
+    config.write_text(
+        f'[notify]\ntelegram_chat_ids = [{chat_id}]\ntelegram_control = true\ntelegram_base_url = "{fake.base_url}"\n'
+    )
+    monkeypatch.setenv("LLMTRADER_CONFIG", str(config))
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TELEGRAM_TOKEN)
+    return fake

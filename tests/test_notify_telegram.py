@@ -20,6 +20,7 @@ from llmtrader.notify.telegram import TelegramCommands
 from llmtrader.storage.store import Store
 from tests.fakes.llm import FakeLLM
 from tests.fakes.telegram import TOKEN, FakeTelegram
+from tests.helpers import telegram_config
 
 ALLOWED = 42
 STRANGER = 7
@@ -27,13 +28,7 @@ STRANGER = 7
 
 @pytest.fixture
 def telegram(paper: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTelegram]:
-    fake = FakeTelegram()
-    config = paper.parent / "config.toml"
-    config.write_text(
-        f'[notify]\ntelegram_chat_ids = [{ALLOWED}]\ntelegram_control = true\ntelegram_base_url = "{fake.base_url}"\n'
-    )
-    monkeypatch.setenv("LLMTRADER_CONFIG", str(config))
-    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    fake = telegram_config(paper, ALLOWED, monkeypatch)
     yield fake
     fake.stop()
 

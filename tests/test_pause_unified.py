@@ -26,7 +26,8 @@ from llmtrader.web.app import ServeConfig, create_app
 from tests.conftest import USER
 from tests.fakes.aster import FakeAster
 from tests.fakes.llm import FakeLLM, answer, asset, decision
-from tests.fakes.telegram import TOKEN, FakeTelegram
+from tests.fakes.telegram import FakeTelegram
+from tests.helpers import telegram_config
 
 CHAT = 42
 SERVE_TOKEN = "serve-token-0123456789abcdef"
@@ -40,13 +41,7 @@ def _no_leftover_log_handlers() -> Iterator[None]:
 
 @pytest.fixture
 def telegram(env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTelegram]:
-    fake = FakeTelegram()
-    config = env.parent / "config.toml"
-    config.write_text(
-        f'[notify]\ntelegram_chat_ids = [{CHAT}]\ntelegram_control = true\ntelegram_base_url = "{fake.base_url}"\n'
-    )
-    monkeypatch.setenv("LLMTRADER_CONFIG", str(config))
-    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    fake = telegram_config(env, CHAT, monkeypatch)
     yield fake
     fake.stop()
 
